@@ -1,0 +1,352 @@
+"""The one feature front-end of emostream, shared by training and the runtime.
+
+Audio (float32 mono at ``FeatureConfig.sample_rate_hz``, values in [-1, 1]) is cut
+into short STFT frames (``frame_ms`` long every ``frame_hop_ms``, no centring, so
+frame ``j`` covers samples ``[j * hop_samples, j * hop_samples + frame_samples)``).
+Each frame is turned once into a row of per-frame features (see
+:func:`frame_feature_names`); models then see either
+
+* ``feature_set="summary"``: the speech-masked mean and standard deviation of every
+  per-frame feature over an analysis window (:func:`summary_vector`), or
+* ``feature_set="frames"``: the window's MFCC frames as a (frames, n_mfcc) matrix
+  (:func:`frames_matrix`).
+
+:class:`FrameFeaturizer` computes the per-frame rows incrementally from chunks of any
+size; :func:`frame_features` is the whole-signal equivalent and gives the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float32]
+FeatureSet = Literal["summary", "frames"]
+FEATURE_SETS: tuple[str, ...] = ("summary", "frames")
+
+CONTRAST_EDGES_HZ: tuple[float, ...] = (0.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
+CHROMA_FMIN_HZ = 65.0
+ROLLOFF_FRACTION = 0.85
+CONTRAST_QUANTILE = 0.02
+_EPS = 1e-10
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureConfig:
+    """Settings of the front-end; saved in every model's metadata.
+
+    Window and hop sizes are in milliseconds and must come to whole numbers of samples;
+    the analysis window and its hop must be whole numbers of STFT hops.
+    """
+
+    sample_rate_hz: int = 16000
+    frame_ms: float = 25.0
+    frame_hop_ms: float = 10.0
+    n_fft: int = 512
+    n_mels: int = 40
+    n_mfcc: int = 20
+    fmin_hz: float = 40.0
+    fmax_hz: float = 8000.0
+    window_ms: float = 2000.0
+    window_hop_ms: float = 500.0
+    feature_set: FeatureSet = "summary"
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.sample_rate_hz <= 0:
+            raise ConfigError(f"sample_rate_hz is {self.sample_rate_hz}; expected a positive rate such as 16000")
+        if self.feature_set not in FEATURE_SETS:
+            raise ConfigError(f"feature_set is {self.feature_set!r}; expected one of {FEATURE_SETS}")
+        for name in ("frame_ms", "frame_hop_ms", "window_ms", "window_hop_ms"):
+            samples = getattr(self, name) * self.sample_rate_hz / 1000.0
+            if samples <= 0 or abs(samples - round(samples)) > 1e-6:
+                raise ConfigError(
+                    f"{name} = {getattr(self, name)} ms is {samples:g} samples at {self.sample_rate_hz} Hz; "
+                    "expected a positive whole number of samples"
+                )
+        if self.frame_samples > self.n_fft:
+            raise ConfigError(
+                f"frame_ms gives {self.frame_samples} samples, more than n_fft = {self.n_fft}; raise n_fft"
+            )
+        for name, total in (("window_ms", self.window_samples), ("window_hop_ms", self.window_hop_samples)):
+            if total % self.hop_samples:
+                raise ConfigError(
+                    f"{name} ({total} samples) is not a multiple of frame_hop_ms ({self.hop_samples} samples); "
+                    "pick sizes that divide evenly"
+                )
+        if self.window_samples < self.frame_samples:
+            raise ConfigError(f"window_ms = {self.window_ms} is shorter than one frame ({self.frame_ms} ms)")
+        if not 0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
+            raise ConfigError(
+                f"fmin_hz = {self.fmin_hz}, fmax_hz = {self.fmax_hz}; expected 0 <= fmin < fmax <= "
+                f"{self.sample_rate_hz / 2} (half the sample rate)"
+            )
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise ConfigError(f"n_mfcc = {self.n_mfcc}; expected 1 <= n_mfcc <= n_mels ({self.n_mels})")
+
+    @property
+    def frame_samples(self) -> int:
+        """STFT frame length in samples."""
+        return round(self.frame_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def hop_samples(self) -> int:
+        """STFT hop in samples."""
+        return round(self.frame_hop_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def window_samples(self) -> int:
+        """Analysis window length in samples."""
+        return round(self.window_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def window_hop_samples(self) -> int:
+        """Hop between analysis windows in samples."""
+        return round(self.window_hop_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def frames_per_window(self) -> int:
+        """Number of STFT frames that fit entirely inside one analysis window."""
+        return 1 + (self.window_samples - self.frame_samples) // self.hop_samples
+
+    @property
+    def frames_per_window_hop(self) -> int:
+        """STFT frames between the starts of two successive analysis windows."""
+        return self.window_hop_samples // self.hop_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as stored in model metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        """Build from metadata; unknown or missing keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"feature config has unknown keys {unknown}; this runtime knows {sorted(known)}. "
+                "The model was made by a newer emostream: upgrade emostream or use another model"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"feature config {data} is invalid: {exc}") from exc
+
+
+def frame_feature_names(cfg: FeatureConfig) -> list[str]:
+    """Names of the per-frame feature columns, in order.
+
+    Summary feature set: ``n_mfcc`` MFCCs, zero-crossing rate (fraction), RMS level
+    (dBFS), spectral centroid, bandwidth and roll-off (Hz), flatness (0..1), 12 chroma
+    bins (0..1) and 7 spectral-contrast bands (dB). Frames feature set: the MFCCs only.
+    """
+    mfcc = [f"mfcc_{i:02d}" for i in range(cfg.n_mfcc)]
+    if cfg.feature_set == "frames":
+        return mfcc
+    spectral = ["zcr", "rms_db", "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness"]
+    chroma = [f"chroma_{name}" for name in ("c", "cs", "d", "ds", "e", "f", "fs", "g", "gs", "a", "as", "b")]
+    contrast = [f"contrast_{i}" for i in range(len(CONTRAST_EDGES_HZ))]
+    return mfcc + spectral + chroma + contrast
+
+
+def summary_feature_names(cfg: FeatureConfig) -> list[str]:
+    """Names of the columns of :func:`summary_vector`: each frame feature's mean, then each one's std."""
+    names = frame_feature_names(cfg)
+    return [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
+
+
+class _Tables:
+    """Filterbanks and matrices derived from a config, built once."""
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.window = np.hanning(cfg.frame_samples + 1)[:-1].astype(np.float64)
+        self.freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
+        self.mel_fb = _mel_filterbank(cfg, self.freqs_hz)
+        self.dct = _dct_matrix(cfg.n_mels, cfg.n_mfcc)
+        self.chroma_fb = _chroma_filterbank(self.freqs_hz)
+        self.contrast_bands = _contrast_bands(self.freqs_hz, cfg.sample_rate_hz / 2)
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def _mel_filterbank(cfg: FeatureConfig, freqs_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Triangular, area-normalised mel filters, shape (n_mels, n_fft // 2 + 1)."""
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array(cfg.fmin_hz)), _hz_to_mel(np.array(cfg.fmax_hz)), cfg.n_mels + 2)
+    )
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs_hz[None, :] - lower) / (centre - lower)
+    falling = (upper - freqs_hz[None, :]) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    return weights * (2.0 / (upper - lower))
+
+
+def _dct_matrix(n_in: int, n_out: int) -> npt.NDArray[np.float64]:
+    """Orthonormal DCT-II, shape (n_out, n_in)."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    mat = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    mat[0] /= np.sqrt(2.0)
+    return mat
+
+
+def _chroma_filterbank(freqs_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each FFT bin above CHROMA_FMIN_HZ shared between its two nearest pitch classes, shape (12, bins)."""
+    fb = np.zeros((12, freqs_hz.size))
+    valid = freqs_hz >= CHROMA_FMIN_HZ
+    pitch_class = np.mod(12.0 * np.log2(freqs_hz[valid] / 440.0) + 9.0, 12.0)  # 0 = C
+    for c in range(12):
+        dist = np.abs(pitch_class - c)
+        dist = np.minimum(dist, 12.0 - dist)
+        fb[c, valid] = np.maximum(0.0, 1.0 - dist)
+    return fb
+
+
+def _contrast_bands(freqs_hz: npt.NDArray[np.float64], nyquist_hz: float) -> list[npt.NDArray[np.intp]]:
+    """Bin indices of each octave band of the spectral contrast."""
+    edges = [*CONTRAST_EDGES_HZ, nyquist_hz + 1.0]
+    return [np.flatnonzero((freqs_hz >= lo) & (freqs_hz < hi)) for lo, hi in itertools.pairwise(edges)]
+
+
+def _frames_view(samples: npt.NDArray[np.float64], cfg: FeatureConfig, n_frames: int) -> npt.NDArray[np.float64]:
+    """Strided (n_frames, frame_samples) view of ``samples`` (no copy)."""
+    return np.lib.stride_tricks.as_strided(
+        samples,
+        shape=(n_frames, cfg.frame_samples),
+        strides=(samples.strides[0] * cfg.hop_samples, samples.strides[0]),
+        writeable=False,
+    )
+
+
+def _spectral_features(
+    frames: npt.NDArray[np.float64], power: npt.NDArray[np.float64], tables: _Tables
+) -> npt.NDArray[np.float64]:
+    """ZCR, RMS dB, centroid, bandwidth, roll-off, flatness, chroma and contrast, shape (n, 25)."""
+    signs = np.signbit(frames)
+    zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    rms_db = 10.0 * np.log10(np.mean(frames**2, axis=1) + _EPS)
+    mag = np.sqrt(power)
+    mag_sum = mag.sum(axis=1) + _EPS
+    freqs = tables.freqs_hz
+    centroid = mag @ freqs / mag_sum
+    bandwidth = np.sqrt(np.maximum(0.0, mag @ freqs**2 / mag_sum - centroid**2))
+    cumulative = np.cumsum(mag, axis=1)
+    rolloff_bin = np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)
+    rolloff = freqs[rolloff_bin]
+    flatness = np.exp(np.mean(np.log(power + _EPS), axis=1)) / (np.mean(power, axis=1) + _EPS)
+    chroma = power @ tables.chroma_fb.T
+    chroma /= np.max(chroma, axis=1, keepdims=True) + _EPS
+    contrast = np.stack([_band_contrast(power[:, band]) for band in tables.contrast_bands], axis=1)
+    scalars = np.stack([zcr, rms_db, centroid, bandwidth, rolloff, flatness], axis=1)
+    return np.concatenate([scalars, chroma, contrast], axis=1)
+
+
+def _band_contrast(band_power: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Peak-to-valley ratio in dB of one band's power bins, shape (n,)."""
+    ordered = np.sort(band_power, axis=1)
+    count = max(1, round(CONTRAST_QUANTILE * ordered.shape[1]))
+    valley = ordered[:, :count].mean(axis=1)
+    peak = ordered[:, -count:].mean(axis=1)
+    return 10.0 * (np.log10(peak + _EPS) - np.log10(valley + _EPS))
+
+
+class FrameFeaturizer:
+    """Per-frame features computed incrementally from chunks of any size.
+
+    ``process(chunk)`` takes float32 mono samples at ``cfg.sample_rate_hz`` and returns
+    the rows, shape (n_new_frames, n_frame_features), float32, of every frame that the
+    chunk completed; frame ``j`` starts at sample ``j * hop_samples`` of the stream.
+    The result equals :func:`frame_features` of the concatenated stream.
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
+        self.n_features = len(frame_feature_names(cfg))
+        self._tables = _Tables(cfg)
+        self._carry = np.zeros(cfg.frame_samples + cfg.hop_samples, dtype=np.float64)
+        self._carry_len = 0
+
+    @cached_property
+    def _empty(self) -> FloatArray:
+        return np.zeros((0, self.n_features), dtype=np.float32)
+
+    def reset(self) -> None:
+        """Forget buffered samples; the next chunk starts frame 0 again."""
+        self._carry_len = 0
+
+    def process(self, chunk: npt.ArrayLike) -> FloatArray:
+        """Feed samples; return the feature rows of the frames they complete."""
+        samples = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        if self._carry_len:
+            samples = np.concatenate([self._carry[: self._carry_len], samples])
+        cfg = self.cfg
+        n_frames = 0 if samples.size < cfg.frame_samples else 1 + (samples.size - cfg.frame_samples) // cfg.hop_samples
+        consumed = n_frames * cfg.hop_samples
+        rest = samples[consumed:]
+        if rest.size > self._carry.size:
+            self._carry = np.zeros(rest.size, dtype=np.float64)
+        self._carry[: rest.size] = rest
+        self._carry_len = rest.size
+        if n_frames == 0:
+            return self._empty
+        return self._compute(np.ascontiguousarray(samples[: consumed - cfg.hop_samples + cfg.frame_samples]), n_frames)
+
+    def _compute(self, samples: npt.NDArray[np.float64], n_frames: int) -> FloatArray:
+        cfg, tables = self.cfg, self._tables
+        frames = _frames_view(samples, cfg, n_frames)
+        spectrum = np.fft.rfft(frames * tables.window, n=cfg.n_fft, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        log_mel = 10.0 * np.log10(power @ tables.mel_fb.T + _EPS)
+        mfcc = log_mel @ tables.dct.T
+        if cfg.feature_set == "frames":
+            return mfcc.astype(np.float32)
+        return np.concatenate([mfcc, _spectral_features(frames, power, tables)], axis=1).astype(np.float32)
+
+
+def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:
+    """Whole-signal per-frame features, shape (n_frames, n_frame_features), float32."""
+    return FrameFeaturizer(cfg).process(signal)
+
+
+def summary_vector(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None = None) -> FloatArray:
+    """Mean and standard deviation of each column over the speech frames of a window.
+
+    ``frames`` has shape (n_frames, n_frame_features); ``speech_mask`` (n_frames,) picks
+    the frames that count. With fewer than two speech frames every frame counts.
+    Returns shape (2 * n_frame_features,), float32: all means, then all stds.
+    """
+    if speech_mask is not None and int(np.count_nonzero(speech_mask)) >= 2:
+        frames = frames[speech_mask]
+    data = frames.astype(np.float64)
+    mean = data.mean(axis=0)
+    std = data.std(axis=0)
+    return np.concatenate([mean, std]).astype(np.float32)
+
+
+def frames_matrix(frames: FloatArray) -> FloatArray:
+    """The CNN's input for one window: its MFCC frames, shape (frames_per_window, n_mfcc), float32."""
+    return np.array(frames, dtype=np.float32, copy=True)
+
+
+def model_input(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, cfg: FeatureConfig) -> FloatArray:
+    """One window's model input for ``cfg.feature_set`` (before normalisation)."""
+    if cfg.feature_set == "summary":
+        return summary_vector(frames, speech_mask)
+    return frames_matrix(frames)

@@ -1,0 +1,101 @@
+"""Data passed between the stages: per-hop results and the dashboard's snapshot.
+
+The processing thread produces :class:`HopResult` values and, after each hop, an
+immutable :class:`DashboardState` snapshot; the dashboard only ever reads snapshots,
+so rendering needs no lock on the pipeline's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """What one channel's pipeline reports for one analysis window.
+
+    Times are seconds of audio since the stream started. ``scores`` are the model's
+    probabilities for this window, ``smoothed`` the smoother's running probabilities,
+    ``emotion`` the label shown to the user (after hysteresis and dwell); all three are
+    None while no speech has been classified. ``latency_ms`` is the wall-clock time the
+    hop took to process.
+    """
+
+    t_start: float
+    t_end: float
+    speech_ratio: float
+    is_speech: bool
+    scores: dict[str, float] | None
+    smoothed: dict[str, float] | None
+    emotion: str | None
+    confidence: float | None
+    latency_ms: float
+    channel: int = 0
+    role: str = "speaker"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL ``hop`` record."""
+        return {
+            "type": "hop",
+            "channel": self.channel,
+            "role": self.role,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "speech_ratio": round(self.speech_ratio, 3),
+            "scores": _rounded(self.scores),
+            "smoothed": _rounded(self.smoothed),
+            "emotion": self.emotion,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+def _rounded(scores: dict[str, float] | None) -> dict[str, float] | None:
+    return None if scores is None else {k: round(float(v), 4) for k, v in scores.items()}
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One hop on the dashboard timeline; ``emotion`` None means no speech."""
+
+    t_end: float
+    emotion: str | None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """Snapshot of one channel for the dashboard."""
+
+    channel: int
+    role: str
+    analysed: bool
+    emotion: str | None
+    confidence: float | None
+    smoothed: dict[str, float]
+    timeline: tuple[TimelinePoint, ...]
+    level_db: float
+    speech_active: bool
+    speech_seconds: float = 0.0
+    active_alerts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DashboardState:
+    """Everything the dashboard shows, frozen at one moment."""
+
+    labels: tuple[str, ...]
+    source: str
+    input_rate_hz: int
+    model_name: str
+    elapsed_s: float
+    channels: tuple[ChannelView, ...]
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    realtime_factor: float | None = None
+    dropped_samples: int = 0
+    overflow_count: int = 0
+    status: str = "listening"
+    timeline_seconds: float = 60.0
+    messages: tuple[str, ...] = field(default_factory=tuple)

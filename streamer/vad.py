@@ -1,0 +1,122 @@
+"""Speech gating with the WebRTC voice-activity detector.
+
+:class:`VadGate` cuts a stream into VAD frames of ``frame_ms`` (10, 20 or 30 ms) and
+returns one decision per frame. A hang-over keeps a decision "speech" for
+``hangover_ms`` after the detector last heard speech, so short pauses inside a
+sentence are not cut out. Decisions depend only on the past, so a stream cut into
+any chunks gives the same decisions as the whole signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import webrtcvad
+
+from streamer.errors import ConfigError
+
+VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
+VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VadConfig:
+    """Settings of the speech gate.
+
+    ``aggressiveness`` 0 (keeps most audio as speech) to 3 (strictest);
+    ``min_speech_ratio`` is the share of a window's VAD frames that must be speech
+    for the window to be classified.
+    """
+
+    frame_ms: int = 20
+    aggressiveness: int = 2
+    hangover_ms: int = 200
+    min_speech_ratio: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in VAD_FRAME_MS:
+            raise ConfigError(f"vad frame_ms is {self.frame_ms}; webrtcvad accepts only {VAD_FRAME_MS}")
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"vad aggressiveness is {self.aggressiveness}; expected 0, 1, 2 or 3")
+        if self.hangover_ms < 0:
+            raise ConfigError(f"vad hangover_ms is {self.hangover_ms}; expected 0 or more")
+        if not 0.0 <= self.min_speech_ratio <= 1.0:
+            raise ConfigError(f"vad min_speech_ratio is {self.min_speech_ratio}; expected a share from 0.0 to 1.0")
+
+    def frame_samples(self, sample_rate_hz: int) -> int:
+        """VAD frame length in samples at ``sample_rate_hz``."""
+        return self.frame_ms * sample_rate_hz // 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as stored in model metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VadConfig:
+        """Build from metadata or config; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"vad settings have unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+
+def to_pcm16(samples: npt.NDArray[np.floating[Any]]) -> bytes:
+    """Float samples in [-1, 1] as little-endian 16-bit PCM bytes (clipped)."""
+    return (np.clip(samples, -1.0, 32767.0 / 32768.0) * 32768.0).astype("<i2").tobytes()
+
+
+class VadGate:
+    """Incremental WebRTC VAD with hang-over.
+
+    ``process(chunk)`` takes float32 mono samples at ``sample_rate_hz`` and returns a
+    bool array, one entry per VAD frame completed by the chunk (True = speech).
+    """
+
+    def __init__(self, cfg: VadConfig, sample_rate_hz: int) -> None:
+        if sample_rate_hz not in VAD_RATES_HZ:
+            raise ConfigError(
+                f"the VAD runs at {sample_rate_hz} Hz; webrtcvad accepts {VAD_RATES_HZ}. "
+                "Resample the audio first (the streaming engine does this for you)"
+            )
+        self.cfg = cfg
+        self.sample_rate_hz = sample_rate_hz
+        self.frame_samples = cfg.frame_samples(sample_rate_hz)
+        self._hangover_frames = cfg.hangover_ms // cfg.frame_ms
+        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._pending = np.zeros(self.frame_samples, dtype=np.float32)
+        self._pending_len = 0
+        self._frames_since_speech = self._hangover_frames + 1
+
+    def reset(self) -> None:
+        """Forget buffered samples and the hang-over state."""
+        self._vad = webrtcvad.Vad(self.cfg.aggressiveness)
+        self._pending_len = 0
+        self._frames_since_speech = self._hangover_frames + 1
+
+    def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Feed samples; return the decisions of the VAD frames they complete."""
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if self._pending_len:
+            samples = np.concatenate([self._pending[: self._pending_len], samples])
+        n_frames = samples.size // self.frame_samples
+        used = n_frames * self.frame_samples
+        self._pending_len = samples.size - used
+        self._pending[: self._pending_len] = samples[used:]
+        pcm = to_pcm16(samples[:used])
+        step = 2 * self.frame_samples
+        decisions = np.zeros(n_frames, dtype=bool)
+        for i in range(n_frames):
+            heard = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate_hz)
+            self._frames_since_speech = 0 if heard else self._frames_since_speech + 1
+            decisions[i] = self._frames_since_speech <= self._hangover_frames
+        return decisions
+
+
+def speech_flags(signal: npt.ArrayLike, cfg: VadConfig, sample_rate_hz: int) -> npt.NDArray[np.bool_]:
+    """Whole-signal VAD decisions, one per complete VAD frame."""
+    return VadGate(cfg, sample_rate_hz).process(signal)

@@ -1,0 +1,172 @@
+"""Sliding analysis windows with speech gating: the stage shared by training and runtime.
+
+:class:`WindowExtractor` takes float32 mono audio at the feature sample rate in chunks
+of any size, runs the VAD and the per-frame front-end once per sample, and emits a
+:class:`Window` every ``window_hop_ms`` once ``window_ms`` of audio is in. Each window
+holds its speech ratio and its model input (before normalisation). Training calls it on
+whole clips; the streaming engine on live chunks; both get the same windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import ConfigError
+from streamer.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
+from streamer.vad import VadConfig, VadGate
+
+
+@dataclass(frozen=True)
+class Window:
+    """One analysis window.
+
+    ``features`` is the model input before normalisation: shape (n_summary,) for the
+    summary feature set or (frames_per_window, n_mfcc) for the frames set, float32.
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    speech_ratio: float
+    is_speech: bool
+    features: FloatArray
+
+
+class _Rows:
+    """Rows addressed by a global index; old rows are dropped as the stream moves on."""
+
+    def __init__(self, width: int | None, capacity: int, dtype: type) -> None:
+        shape = (capacity,) if width is None else (capacity, width)
+        self.data: npt.NDArray[np.generic] = np.zeros(shape, dtype=dtype)
+        self.first = 0  # global index of data[0]
+        self.count = 0
+
+    @property
+    def end(self) -> int:
+        """Global index one past the newest row."""
+        return self.first + self.count
+
+    def extend(self, rows: npt.NDArray[np.generic], keep_from: int) -> None:
+        """Append ``rows``, dropping rows with a global index below ``keep_from``."""
+        drop = min(max(0, keep_from - self.first), self.count)
+        if drop:
+            self.data[: self.count - drop] = self.data[drop : self.count]
+            self.first += drop
+            self.count -= drop
+        needed = self.count + len(rows)
+        if needed > len(self.data):
+            grown = np.zeros((max(needed, 2 * len(self.data)), *self.data.shape[1:]), dtype=self.data.dtype)
+            grown[: self.count] = self.data[: self.count]
+            self.data = grown
+        self.data[self.count : needed] = rows
+        self.count = needed
+
+    def take(self, start: int, length: int) -> npt.NDArray[np.generic]:
+        """Rows with global indices ``start .. start + length - 1`` (a view)."""
+        offset = start - self.first
+        return self.data[offset : offset + length]
+
+    def reset(self) -> None:
+        self.first = 0
+        self.count = 0
+
+
+class WindowExtractor:
+    """VAD + per-frame features + sliding windows, incremental.
+
+    ``process(chunk)`` returns the windows the chunk completed; ``flush()`` pads the
+    stream with silence to close a last window over audio no window has covered yet.
+    """
+
+    def __init__(self, feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> None:
+        self.feature_cfg = feature_cfg
+        self.vad_cfg = vad_cfg
+        self._vad_frame = vad_cfg.frame_samples(feature_cfg.sample_rate_hz)
+        _check_alignment(feature_cfg, vad_cfg, self._vad_frame)
+        self._featurizer = FrameFeaturizer(feature_cfg)
+        self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
+        capacity = 2 * feature_cfg.frames_per_window
+        self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)
+        self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
+        self._samples_seen = 0
+        self._next_index = 0
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self._featurizer.reset()
+        self._vad.reset()
+        self._frames.reset()
+        self._flags.reset()
+        self._samples_seen = 0
+        self._next_index = 0
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples fed since the last reset."""
+        return self._samples_seen
+
+    def process(self, chunk: npt.ArrayLike) -> list[Window]:
+        """Feed float32 mono samples at the feature rate; return completed windows."""
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        self._samples_seen += samples.size
+        cfg = self.feature_cfg
+        next_start = self._next_index * cfg.window_hop_samples
+        self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
+        self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
+        return self._emit_ready()
+
+    def flush(self) -> list[Window]:
+        """Close the stream: pad with silence so audio after the last window gets one window."""
+        cfg = self.feature_cfg
+        covered = 0 if self._next_index == 0 else (self._next_index - 1) * cfg.window_hop_samples + cfg.window_samples
+        if self._samples_seen <= covered:
+            return []
+        next_end = self._next_index * cfg.window_hop_samples + cfg.window_samples
+        return self.process(np.zeros(next_end - self._samples_seen, dtype=np.float32))
+
+    def _emit_ready(self) -> list[Window]:
+        cfg = self.feature_cfg
+        vad_per_window = cfg.window_samples // self._vad_frame
+        windows: list[Window] = []
+        while True:
+            start = self._next_index * cfg.window_hop_samples
+            first_frame = start // cfg.hop_samples
+            first_flag = start // self._vad_frame
+            if self._frames.end < first_frame + cfg.frames_per_window or self._flags.end < first_flag + vad_per_window:
+                return windows
+            windows.append(self._make_window(start, first_frame, first_flag, vad_per_window))
+            self._next_index += 1
+
+    def _make_window(self, start: int, first_frame: int, first_flag: int, vad_per_window: int) -> Window:
+        cfg = self.feature_cfg
+        frames = self._frames.take(first_frame, cfg.frames_per_window)
+        flags = self._flags.take(first_flag, vad_per_window).astype(bool)
+        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
+        mask = flags[centres // self._vad_frame]
+        ratio = float(np.mean(flags))
+        return Window(
+            index=self._next_index,
+            start_s=start / cfg.sample_rate_hz,
+            end_s=(start + cfg.window_samples) / cfg.sample_rate_hz,
+            speech_ratio=ratio,
+            is_speech=ratio >= self.vad_cfg.min_speech_ratio,
+            features=model_input(np.asarray(frames, dtype=np.float32), mask, cfg),
+        )
+
+
+def _check_alignment(feature_cfg: FeatureConfig, vad_cfg: VadConfig, vad_frame: int) -> None:
+    for name, size in (("window_ms", feature_cfg.window_samples), ("window_hop_ms", feature_cfg.window_hop_samples)):
+        if size % vad_frame:
+            raise ConfigError(
+                f"{name} ({size} samples) is not a multiple of the VAD frame ({vad_cfg.frame_ms} ms = "
+                f"{vad_frame} samples); choose a VAD frame_ms that divides it (10 or 20 ms usually do)"
+            )
+
+
+def extract_windows(signal: npt.ArrayLike, feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> list[Window]:
+    """All windows of a whole signal, the last one padded with silence (as at the end of a stream)."""
+    extractor = WindowExtractor(feature_cfg, vad_cfg)
+    return extractor.process(signal) + extractor.flush()
