@@ -99,3 +99,62 @@ class DashboardState:
     status: str = "listening"
     timeline_seconds: float = 60.0
     messages: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    """Totals for one channel over a session; ``emotion_seconds`` counts hop time per shown label."""
+
+    channel: int
+    role: str
+    analysed: bool
+    speech_seconds: float
+    emotion_seconds: dict[str, float]
+    alerts: int = 0
+
+    def shares(self) -> dict[str, float]:
+        """Share of the labelled time per emotion (0..1); empty before any label."""
+        total = sum(self.emotion_seconds.values())
+        return {} if total <= 0 else {k: v / total for k, v in self.emotion_seconds.items()}
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """What a session did, shown at exit and written as the JSONL ``end`` record."""
+
+    source: str
+    duration_s: float
+    hops: int
+    channels: tuple[ChannelSummary, ...]
+    dropped_samples: int = 0
+    overflow_count: int = 0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    realtime_factor: float | None = None
+    exit_reason: str = "end of input"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL ``end`` record."""
+        return {
+            "type": "end",
+            "source": self.source,
+            "duration_s": round(self.duration_s, 3),
+            "hops": self.hops,
+            "exit_reason": self.exit_reason,
+            "dropped_samples": self.dropped_samples,
+            "overflow_count": self.overflow_count,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "realtime_factor": self.realtime_factor,
+            "channels": [
+                {
+                    "channel": c.channel,
+                    "role": c.role,
+                    "analysed": c.analysed,
+                    "speech_seconds": round(c.speech_seconds, 3),
+                    "emotion_seconds": {k: round(v, 3) for k, v in c.emotion_seconds.items()},
+                    "alerts": c.alerts,
+                }
+                for c in self.channels
+            ],
+        }
