@@ -1,0 +1,110 @@
+"""VAD gating and sliding windows: known answers, and identical windows streamed or whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.audio_io import load_mono
+from streamer.errors import ConfigError
+from streamer.features import FeatureConfig
+from streamer.vad import VadConfig, VadGate, speech_flags
+from streamer.windowing import WindowExtractor, extract_windows
+
+SR = 16000
+FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+ANGRY = FIXTURES / "Actor_01" / "03-01-05-02-01-01-01.flac"
+
+
+def speech_clip() -> np.ndarray:
+    return load_mono(ANGRY, SR)
+
+
+def test_silence_is_not_speech() -> None:
+    flags = speech_flags(np.zeros(2 * SR, dtype=np.float32), VadConfig(), SR)
+    assert flags.size == 100 and not flags.any()
+
+
+def test_speech_clip_has_speech_and_leading_silence() -> None:
+    signal = np.concatenate([np.zeros(SR, dtype=np.float32), speech_clip()])
+    flags = speech_flags(signal, VadConfig(hangover_ms=0), SR)
+    assert not flags[:50].any()
+    assert flags.mean() > 0.3
+
+
+def test_hangover_extends_speech_after_the_detector_stops() -> None:
+    signal = np.concatenate([speech_clip(), np.zeros(SR, dtype=np.float32)])
+    short = speech_flags(signal, VadConfig(hangover_ms=0), SR)
+    long = speech_flags(signal, VadConfig(hangover_ms=300), SR)
+    last = int(np.flatnonzero(short)[-1])
+    assert long[last + 1 : last + 16].all()
+    assert not long[last + 16 :].any()
+
+
+def test_vad_chunking_does_not_change_decisions() -> None:
+    signal = speech_clip()
+    whole = speech_flags(signal, VadConfig(), SR)
+    gate = VadGate(VadConfig(), SR)
+    rng = np.random.default_rng(3)
+    parts, i = [], 0
+    while i < signal.size:
+        n = int(rng.integers(1, 2000))
+        parts.append(gate.process(signal[i : i + n]))
+        i += n
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_vad_refuses_rates_webrtcvad_cannot_take() -> None:
+    with pytest.raises(ConfigError, match="44100"):
+        VadGate(VadConfig(), 44100)
+
+
+def test_window_times_and_flush_of_the_tail() -> None:
+    cfg = FeatureConfig()
+    signal = np.zeros(int(3.3 * SR), dtype=np.float32)
+    windows = extract_windows(signal, cfg, VadConfig())
+    assert [(w.start_s, w.end_s) for w in windows] == [(0.0, 2.0), (0.5, 2.5), (1.0, 3.0), (1.5, 3.5)]
+    assert all(not w.is_speech and w.speech_ratio == 0.0 for w in windows)
+    assert windows[0].features.shape == (90,)
+
+
+def test_short_signal_gets_one_padded_window() -> None:
+    windows = extract_windows(np.zeros(SR // 2, dtype=np.float32), FeatureConfig(), VadConfig())
+    assert len(windows) == 1 and windows[0].end_s == 2.0
+
+
+@pytest.mark.parametrize("feature_set", ["summary", "frames"])
+def test_streamed_windows_equal_whole_signal_windows(feature_set: str) -> None:
+    cfg = FeatureConfig(feature_set=feature_set, n_mfcc=20 if feature_set == "summary" else 40)  # type: ignore[arg-type]
+    signal = np.concatenate([speech_clip(), np.zeros(SR // 3, dtype=np.float32), speech_clip()])
+    whole = extract_windows(signal, cfg, VadConfig())
+    extractor = WindowExtractor(cfg, VadConfig())
+    rng = np.random.default_rng(11)
+    streamed, i = [], 0
+    while i < signal.size:
+        n = int(rng.integers(1, 6000))
+        streamed += extractor.process(signal[i : i + n])
+        i += n
+    streamed += extractor.flush()
+    assert len(streamed) == len(whole) > 5
+    for a, b in zip(whole, streamed, strict=True):
+        assert (a.index, a.start_s, a.speech_ratio, a.is_speech) == (b.index, b.start_s, b.speech_ratio, b.is_speech)
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-4)
+    assert any(w.is_speech for w in whole)
+
+
+def test_window_features_are_not_overwritten_by_later_audio() -> None:
+    cfg = FeatureConfig(feature_set="frames", n_mfcc=40)
+    extractor = WindowExtractor(cfg, VadConfig())
+    signal = speech_clip()
+    first = extractor.process(signal[: 2 * SR])[0]
+    snapshot = first.features.copy()
+    extractor.process(signal[2 * SR :])
+    np.testing.assert_array_equal(first.features, snapshot)
+
+
+def test_vad_frame_must_divide_the_window_hop() -> None:
+    with pytest.raises(ConfigError, match="VAD frame"):
+        WindowExtractor(FeatureConfig(), VadConfig(frame_ms=30))
