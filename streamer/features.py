@@ -170,12 +170,14 @@ class _Tables:
     """Filterbanks and matrices derived from a config, built once."""
 
     def __init__(self, cfg: FeatureConfig) -> None:
-        self.window = np.hanning(cfg.frame_samples + 1)[:-1].astype(np.float64)
-        self.freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
-        self.mel_fb = _mel_filterbank(cfg, self.freqs_hz)
-        self.dct = _dct_matrix(cfg.n_mels, cfg.n_mfcc)
-        self.chroma_fb = _chroma_filterbank(self.freqs_hz)
-        self.contrast_bands = _contrast_bands(self.freqs_hz, cfg.sample_rate_hz / 2)
+        freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
+        self.window = np.hanning(cfg.frame_samples + 1)[:-1]  # float64: numpy's float64 FFT is the faster one
+        self.freqs_hz = freqs_hz.astype(np.float32)
+        self.freqs_sq = (freqs_hz**2).astype(np.float32)
+        self.mel_fb_t = np.ascontiguousarray(_mel_filterbank(cfg, freqs_hz).T, dtype=np.float32)
+        self.dct_t = np.ascontiguousarray(_dct_matrix(cfg.n_mels, cfg.n_mfcc).T, dtype=np.float32)
+        self.chroma_fb_t = np.ascontiguousarray(_chroma_filterbank(freqs_hz).T, dtype=np.float32)
+        self.contrast_bands = _contrast_bands(freqs_hz, cfg.sample_rate_hz / 2)
 
 
 def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -225,7 +227,7 @@ def _contrast_bands(freqs_hz: npt.NDArray[np.float64], nyquist_hz: float) -> lis
     return [np.flatnonzero((freqs_hz >= lo) & (freqs_hz < hi)) for lo, hi in itertools.pairwise(edges)]
 
 
-def _frames_view(samples: npt.NDArray[np.float64], cfg: FeatureConfig, n_frames: int) -> npt.NDArray[np.float64]:
+def _frames_view(samples: FloatArray, cfg: FeatureConfig, n_frames: int) -> FloatArray:
     """Strided (n_frames, frame_samples) view of ``samples`` (no copy)."""
     return np.lib.stride_tricks.as_strided(
         samples,
@@ -235,35 +237,34 @@ def _frames_view(samples: npt.NDArray[np.float64], cfg: FeatureConfig, n_frames:
     )
 
 
-def _spectral_features(
-    frames: npt.NDArray[np.float64], power: npt.NDArray[np.float64], tables: _Tables
-) -> npt.NDArray[np.float64]:
-    """ZCR, RMS dB, centroid, bandwidth, roll-off, flatness, chroma and contrast, shape (n, 25)."""
+def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables) -> FloatArray:
+    """ZCR, RMS dB, centroid, bandwidth, roll-off, flatness, chroma and contrast, shape (n, 25), float32."""
     signs = np.signbit(frames)
-    zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
-    rms_db = 10.0 * np.log10(np.mean(frames**2, axis=1) + _EPS)
+    zcr = np.count_nonzero(signs[:, 1:] != signs[:, :-1], axis=1) / np.float32(frames.shape[1])
+    rms_db = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames) / np.float32(frames.shape[1]) + _EPS)
     mag = np.sqrt(power)
     mag_sum = mag.sum(axis=1) + _EPS
-    freqs = tables.freqs_hz
-    centroid = mag @ freqs / mag_sum
-    bandwidth = np.sqrt(np.maximum(0.0, mag @ freqs**2 / mag_sum - centroid**2))
+    centroid = mag @ tables.freqs_hz / mag_sum
+    bandwidth = np.sqrt(np.maximum(0.0, mag @ tables.freqs_sq / mag_sum - centroid**2))
     cumulative = np.cumsum(mag, axis=1)
-    rolloff_bin = np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)
-    rolloff = freqs[rolloff_bin]
-    flatness = np.exp(np.mean(np.log(power + _EPS), axis=1)) / (np.mean(power, axis=1) + _EPS)
-    chroma = power @ tables.chroma_fb.T
+    rolloff = tables.freqs_hz[np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)]
+    log_power = np.log(power + _EPS)
+    flatness = np.exp(log_power.mean(axis=1)) / (power.mean(axis=1) + _EPS)
+    chroma = power @ tables.chroma_fb_t
     chroma /= np.max(chroma, axis=1, keepdims=True) + _EPS
     contrast = np.stack([_band_contrast(power[:, band]) for band in tables.contrast_bands], axis=1)
-    scalars = np.stack([zcr, rms_db, centroid, bandwidth, rolloff, flatness], axis=1)
+    scalars = np.stack([zcr, rms_db, centroid, bandwidth, rolloff, flatness], axis=1).astype(np.float32)
     return np.concatenate([scalars, chroma, contrast], axis=1)
 
 
-def _band_contrast(band_power: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _band_contrast(band_power: FloatArray) -> FloatArray:
     """Peak-to-valley ratio in dB of one band's power bins, shape (n,)."""
-    ordered = np.sort(band_power, axis=1)
-    count = max(1, round(CONTRAST_QUANTILE * ordered.shape[1]))
-    valley = ordered[:, :count].mean(axis=1)
-    peak = ordered[:, -count:].mean(axis=1)
+    count = max(1, round(CONTRAST_QUANTILE * band_power.shape[1]))
+    if count == 1:
+        valley, peak = band_power.min(axis=1), band_power.max(axis=1)
+    else:
+        ordered = np.sort(band_power, axis=1)
+        valley, peak = ordered[:, :count].mean(axis=1), ordered[:, -count:].mean(axis=1)
     return 10.0 * (np.log10(peak + _EPS) - np.log10(valley + _EPS))
 
 
@@ -280,7 +281,7 @@ class FrameFeaturizer:
         self.cfg = cfg
         self.n_features = len(frame_feature_names(cfg))
         self._tables = _Tables(cfg)
-        self._carry = np.zeros(cfg.frame_samples + cfg.hop_samples, dtype=np.float64)
+        self._carry = np.zeros(cfg.frame_samples + cfg.hop_samples, dtype=np.float32)
         self._carry_len = 0
 
     @cached_property
@@ -293,7 +294,7 @@ class FrameFeaturizer:
 
     def process(self, chunk: npt.ArrayLike) -> FloatArray:
         """Feed samples; return the feature rows of the frames they complete."""
-        samples = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if self._carry_len:
             samples = np.concatenate([self._carry[: self._carry_len], samples])
         cfg = self.cfg
@@ -301,20 +302,20 @@ class FrameFeaturizer:
         consumed = n_frames * cfg.hop_samples
         rest = samples[consumed:]
         if rest.size > self._carry.size:
-            self._carry = np.zeros(rest.size, dtype=np.float64)
+            self._carry = np.zeros(rest.size, dtype=np.float32)
         self._carry[: rest.size] = rest
         self._carry_len = rest.size
         if n_frames == 0:
             return self._empty
         return self._compute(np.ascontiguousarray(samples[: consumed - cfg.hop_samples + cfg.frame_samples]), n_frames)
 
-    def _compute(self, samples: npt.NDArray[np.float64], n_frames: int) -> FloatArray:
+    def _compute(self, samples: FloatArray, n_frames: int) -> FloatArray:
         cfg, tables = self.cfg, self._tables
         frames = _frames_view(samples, cfg, n_frames)
         spectrum = np.fft.rfft(frames * tables.window, n=cfg.n_fft, axis=1)
-        power = spectrum.real**2 + spectrum.imag**2
-        log_mel = 10.0 * np.log10(power @ tables.mel_fb.T + _EPS)
-        mfcc = log_mel @ tables.dct.T
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + _EPS)
+        mfcc = log_mel @ tables.dct_t
         if cfg.feature_set == "frames":
             return mfcc.astype(np.float32)
         return np.concatenate([mfcc, _spectral_features(frames, power, tables)], axis=1).astype(np.float32)
