@@ -1,0 +1,102 @@
+"""Model metadata validation: the runtime refuses models whose parts disagree."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.errors import ModelError
+from streamer.features import FeatureConfig
+from streamer.model import EMOTIONS, EmotionModel, ModelMetadata, interpreter_class, resolve_model
+from streamer.vad import VadConfig
+
+
+def metadata(**changes: object) -> ModelMetadata:
+    base = ModelMetadata(
+        name="unit",
+        family="mlp",
+        labels=EMOTIONS,
+        feature_config=FeatureConfig(),
+        vad_config=VadConfig(),
+        norm_mean=np.zeros(90, dtype=np.float32),
+        norm_std=np.ones(90, dtype=np.float32),
+        input_shape=(90,),
+        selected_features=None,
+        tflite_file="unit.tflite",
+        sha256="0" * 64,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def write(tmp_path: Path, meta: ModelMetadata, **overrides: object) -> Path:
+    data = meta.to_dict()
+    data.update(overrides)
+    path = tmp_path / "unit.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    meta = metadata(selected_features=(0, 5, 7), input_shape=(3,), norm_mean=np.zeros(3), norm_std=np.ones(3))
+    loaded = ModelMetadata.load(write(tmp_path, meta))
+    assert loaded.selected_features == (0, 5, 7)
+    assert loaded.feature_names == ["mfcc_00_mean", "mfcc_05_mean", "mfcc_07_mean"]
+    assert loaded.feature_config == FeatureConfig()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"input_shape": [91]}, "input_shape"),
+        ({"schema_version": 99}, "schema_version"),
+        ({"normalization": {"mean": [0.0] * 90, "std": [0.0] * 90}}, "std"),
+        ({"feature_config": {**FeatureConfig().to_dict(), "window_ms": 2005.0}}, "window_ms"),
+        ({"feature_config": {**FeatureConfig().to_dict(), "hop_length": 256}}, "unknown keys"),
+        ({"labels": ["a", "a"]}, "labels"),
+        ({"selected_features": [0, 200]}, "out of range"),
+    ],
+)
+def test_inconsistent_metadata_is_refused(tmp_path: Path, overrides: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ModelError, match=fragment):
+        ModelMetadata.load(write(tmp_path, metadata(), **overrides))
+
+
+def test_frames_models_need_a_frames_shaped_input(tmp_path: Path) -> None:
+    cfg = FeatureConfig(feature_set="frames", n_mfcc=40)
+    good = metadata(
+        feature_config=cfg, input_shape=(198, 40), norm_mean=np.zeros(40, np.float32), norm_std=np.ones(40, np.float32)
+    )
+    assert ModelMetadata.load(write(tmp_path, good)).input_shape == (198, 40)
+    with pytest.raises(ModelError, match="input_shape"):
+        ModelMetadata.load(write(tmp_path, dataclasses.replace(good, input_shape=(100, 40))))
+
+
+def test_unreadable_metadata_is_a_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ModelError, match="not readable JSON"):
+        ModelMetadata.load(bad)
+    with pytest.raises(ModelError, match="does not exist"):
+        ModelMetadata.load(tmp_path / "missing.json")
+
+
+def test_unknown_model_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ModelError, match="shipped models"):
+        resolve_model("no_such_model")
+
+
+def test_a_model_file_that_does_not_match_its_checksum_is_refused(tmp_path: Path) -> None:
+    meta = metadata()
+    write(tmp_path, meta)
+    (tmp_path / "unit.tflite").write_bytes(b"TFL3 not really a model")
+    with pytest.raises(ModelError, match="do not belong together"):
+        EmotionModel.load(tmp_path / "unit.json")
+
+
+def test_the_interpreter_comes_from_ai_edge_litert() -> None:
+    _, package = interpreter_class()
+    assert package == "ai-edge-litert"
