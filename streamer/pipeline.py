@@ -1,0 +1,166 @@
+"""One channel's analysis: windows -> model -> smoother, plus level, VAD state and timeline.
+
+:class:`ChannelPipeline` takes float32 mono audio at the model's sample rate in chunks
+of any size and returns one :class:`HopResult` per completed analysis window. The
+processing thread owns it; the dashboard sees it only through :meth:`view` snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.config import SmoothingSettings
+from streamer.features import FeatureConfig
+from streamer.model import EmotionModel
+from streamer.smoothing import Smoother
+from streamer.state import ChannelSummary, ChannelView, HopResult, TimelinePoint
+from streamer.vad import VadConfig
+from streamer.windowing import Window, WindowExtractor
+
+SILENCE_DB = -120.0
+
+
+def level_dbfs(samples: npt.NDArray[np.float32]) -> float:
+    """RMS level of float samples in dB relative to full scale (floored at -120 dB)."""
+    if samples.size == 0:
+        return SILENCE_DB
+    rms = math.sqrt(float(np.mean(np.square(samples, dtype=np.float64))))
+    return max(SILENCE_DB, 20.0 * math.log10(rms)) if rms > 0 else SILENCE_DB
+
+
+class ChannelPipeline:
+    """Streaming emotion analysis of one channel.
+
+    ``feature_cfg`` defaults to the model's own; pass one with another ``window_hop_ms``
+    (see :meth:`streamer.config.WindowingSettings.resolve`) to change the hop. With
+    ``analysed=False`` the channel is gated and metered but never classified.
+    ``latency_ms`` of a hop = its share of the chunk's feature/VAD time plus its own
+    model and smoothing time.
+    """
+
+    def __init__(
+        self,
+        model: EmotionModel,
+        vad_cfg: VadConfig,
+        smoothing_cfg: SmoothingSettings,
+        *,
+        channel: int = 0,
+        role: str = "speaker",
+        analysed: bool = True,
+        feature_cfg: FeatureConfig | None = None,
+        timeline_seconds: float = 60.0,
+    ) -> None:
+        self.model = model
+        self.labels = model.labels
+        self.feature_cfg = feature_cfg or model.metadata.feature_config
+        self.vad_cfg = vad_cfg
+        self.channel = channel
+        self.role = role
+        self.analysed = analysed
+        self.hop_s = self.feature_cfg.window_hop_ms / 1000.0
+        self.timeline_seconds = timeline_seconds
+        self._extractor = WindowExtractor(self.feature_cfg, vad_cfg)
+        self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
+        self._timeline: deque[TimelinePoint] = deque(maxlen=max(1, math.ceil(timeline_seconds / self.hop_s)))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream: clear windows, smoothing, meters and totals."""
+        self._extractor.reset()
+        self._smoother.reset()
+        self._timeline.clear()
+        self.level_db = SILENCE_DB
+        self.speech_active = False
+        self.speech_seconds = 0.0
+        self.hops = 0
+        self._emotion_seconds: dict[str, float] = {}
+        self._last: HopResult | None = None
+
+    def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
+        """Feed float32 mono samples at the model's rate; returns the hops they completed."""
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if samples.size:
+            self.level_db = level_dbfs(samples)
+        started = time.perf_counter()
+        windows = self._extractor.process(samples)
+        return self._hops(windows, time.perf_counter() - started)
+
+    def flush(self) -> list[HopResult]:
+        """End of stream: close a last (silence-padded) window over audio not yet covered."""
+        started = time.perf_counter()
+        windows = self._extractor.flush()
+        return self._hops(windows, time.perf_counter() - started)
+
+    def _hops(self, windows: list[Window], shared_s: float) -> list[HopResult]:
+        share = shared_s / len(windows) if windows else 0.0
+        return [self._hop(window, share) for window in windows]
+
+    def _hop(self, window: Window, shared_s: float) -> HopResult:
+        started = time.perf_counter()
+        scores = None
+        if self.analysed and window.is_speech:
+            scores = self.model.predict(window.features)
+        smoothed, emotion, confidence = self._smoother.process(scores) if self.analysed else (None, None, None)
+        latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
+        result = HopResult(
+            t_start=window.start_s,
+            t_end=window.end_s,
+            speech_ratio=window.speech_ratio,
+            is_speech=window.is_speech,
+            scores=None if scores is None else dict(zip(self.labels, scores.tolist(), strict=True)),
+            smoothed=None if smoothed is None else dict(zip(self.labels, smoothed.tolist(), strict=True)),
+            emotion=emotion,
+            confidence=confidence,
+            latency_ms=latency_ms,
+            channel=self.channel,
+            role=self.role,
+        )
+        self._account(result)
+        return result
+
+    def _account(self, result: HopResult) -> None:
+        self.hops += 1
+        self.speech_active = result.is_speech
+        self.speech_seconds += self.hop_s * result.speech_ratio
+        if result.emotion is not None:
+            self._emotion_seconds[result.emotion] = self._emotion_seconds.get(result.emotion, 0.0) + self.hop_s
+        self._timeline.append(
+            TimelinePoint(result.t_end, result.emotion if result.is_speech else None, result.confidence)
+        )
+        self._last = result
+
+    @property
+    def last(self) -> HopResult | None:
+        """The most recent hop, if any."""
+        return self._last
+
+    def view(self) -> ChannelView:
+        """Snapshot for the dashboard."""
+        last = self._last
+        return ChannelView(
+            channel=self.channel,
+            role=self.role,
+            analysed=self.analysed,
+            emotion=None if last is None else last.emotion,
+            confidence=None if last is None else last.confidence,
+            smoothed={} if last is None or last.smoothed is None else dict(last.smoothed),
+            timeline=tuple(self._timeline),
+            level_db=self.level_db,
+            speech_active=self.speech_active,
+            speech_seconds=self.speech_seconds,
+        )
+
+    def summary(self) -> ChannelSummary:
+        """Totals since the last reset; ``emotion_seconds`` = hop time per shown label."""
+        return ChannelSummary(
+            channel=self.channel,
+            role=self.role,
+            analysed=self.analysed,
+            speech_seconds=self.speech_seconds,
+            emotion_seconds=dict(self._emotion_seconds),
+        )

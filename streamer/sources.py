@@ -1,0 +1,352 @@
+"""Audio sources: microphone (PortAudio), audio file, raw PCM on stdin.
+
+Every source gives float32 blocks of shape (n, channels) in [-1, 1] at ``rate_hz``:
+``start()``, then ``read(timeout)`` until it returns None (end of input; an empty
+array means "nothing yet"), then ``stop()``. Overflow counters report audio lost
+because processing fell behind (microphone only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from streamer.errors import AudioInputError, ConfigError, DeviceError
+from streamer.ringbuffer import RingBuffer
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class Source:
+    """Base of all sources; subclasses set name, rate_hz and channels."""
+
+    name: str = "source"
+    rate_hz: int = 0
+    channels: int = 1
+
+    def start(self) -> None:
+        """Begin producing audio."""
+
+    def read(self, timeout: float = 0.1) -> FloatArray | None:
+        """Next block (n, channels) float32; empty if none is ready within ``timeout`` s; None at the end."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Release the device or file; safe to call twice."""
+
+    @property
+    def dropped_samples(self) -> int:
+        """Frames lost because the consumer fell behind."""
+        return 0
+
+    @property
+    def overflow_count(self) -> int:
+        """Number of overflow events (ring full or device overflow)."""
+        return 0
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems noticed while reading that did not stop the stream."""
+        return []
+
+
+# ---------------------------------------------------------------- raw PCM formats
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    """A raw PCM sample format: bytes per sample and a decoder of whole samples to float32."""
+
+    name: str
+    sample_bytes: int
+    decode: Callable[[bytes], FloatArray]
+    description: str
+
+
+def _int_decoder(dtype: str, scale: float) -> Callable[[bytes], FloatArray]:
+    def decode(data: bytes) -> FloatArray:
+        return (np.frombuffer(data, dtype=dtype).astype(np.float32) / np.float32(scale)).astype(np.float32)
+
+    return decode
+
+
+def _f32_decode(data: bytes) -> FloatArray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+PCM_FORMATS: dict[str, PcmFormat] = {}
+
+
+def register_pcm_format(fmt: PcmFormat) -> None:
+    """Make a raw format available to ``--stdin --format`` (e.g. telephony's mulaw/alaw)."""
+    PCM_FORMATS[fmt.name] = fmt
+
+
+register_pcm_format(PcmFormat("s16le", 2, _int_decoder("<i2", 32768.0), "16-bit signed little-endian"))
+register_pcm_format(PcmFormat("s32le", 4, _int_decoder("<i4", 2147483648.0), "32-bit signed little-endian"))
+register_pcm_format(PcmFormat("f32le", 4, _f32_decode, "32-bit float little-endian"))
+
+
+def pcm_format(name: str) -> PcmFormat:
+    """Look up a raw format by name; ConfigError lists the known ones."""
+    try:
+        return PCM_FORMATS[name.lower()]
+    except KeyError:
+        known = ", ".join(f"{k} ({v.description})" for k, v in PCM_FORMATS.items())
+        raise ConfigError(f"raw PCM format {name!r} is not supported; supported formats: {known}") from None
+
+
+# ---------------------------------------------------------------- stdin
+
+
+class StdinSource(Source):
+    """Interleaved raw PCM from a binary stream (``sys.stdin.buffer``)."""
+
+    def __init__(self, stream: BinaryIO, rate_hz: int, channels: int, fmt: str = "s16le", block_ms: int = 50) -> None:
+        if rate_hz <= 0:
+            raise ConfigError(f"--rate is {rate_hz}; raw PCM needs its sample rate in Hz, e.g. --rate 16000")
+        if not 1 <= channels <= 32:
+            raise ConfigError(f"--channels is {channels}; expected 1 to 32")
+        self.format = pcm_format(fmt)
+        self.stream = stream
+        self.rate_hz = rate_hz
+        self.channels = channels
+        self.name = f"stdin ({self.format.name}, {rate_hz} Hz, {channels} ch)"
+        self._frame_bytes = self.format.sample_bytes * channels
+        self._block_bytes = max(1, rate_hz * block_ms // 1000) * self._frame_bytes
+        self._pending = b""
+        self._done = False
+        self.truncated_bytes = 0
+
+    def read(self, timeout: float = 0.1) -> FloatArray | None:
+        if self._done:
+            return None
+        data = self.stream.read(self._block_bytes)
+        if not data:
+            self._done = True
+            self.truncated_bytes = len(self._pending)
+            return None
+        data = self._pending + data
+        whole = len(data) - len(data) % self._frame_bytes
+        self._pending = data[whole:]
+        return self.format.decode(data[:whole]).reshape(-1, self.channels)
+
+    @property
+    def warnings(self) -> list[str]:
+        if not self.truncated_bytes:
+            return []
+        return [
+            f"stdin ended in the middle of a frame: the last {self.truncated_bytes} byte(s) were ignored "
+            f"(a frame is {self._frame_bytes} bytes: {self.channels} channel(s) x {self.format.sample_bytes}); "
+            "check --format and --channels"
+        ]
+
+
+# ---------------------------------------------------------------- file
+
+
+class FileSource(Source):
+    """A WAV/FLAC/OGG file read in blocks, at real-time pace unless ``fast``."""
+
+    def __init__(self, path: str | Path, block_ms: int = 50, fast: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioInputError(f"{self.path}: no such file; check the path")
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise AudioInputError(
+                f"{self.path}: cannot be decoded as audio ({exc}); expected a WAV, FLAC or OGG file. "
+                "Convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
+            ) from exc
+        if self._file.frames == 0:
+            self._file.close()
+            raise AudioInputError(f"{self.path}: contains no samples; pick a file with audio in it")
+        self.rate_hz = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.name = f"file {self.path.name}"
+        self.fast = fast
+        self._block = max(1, self.rate_hz * block_ms // 1000)
+        self._sent = 0
+        self._t0 = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return float(self._file.frames) / self.rate_hz
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+
+    def read(self, timeout: float = 0.1) -> FloatArray | None:
+        if self._file.closed:
+            return None
+        if not self.fast:
+            due = self._t0 + self._sent / self.rate_hz
+            delay = due - time.monotonic()
+            if delay > timeout:
+                time.sleep(timeout)
+                return np.zeros((0, self.channels), dtype=np.float32)
+            if delay > 0:
+                time.sleep(delay)
+        try:
+            block = self._file.read(self._block, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioInputError(f"{self.path}: decoding failed after {self._sent} frames ({exc})") from exc
+        if block.shape[0] == 0:
+            return None
+        self._sent += block.shape[0]
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+    def stop(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+# ---------------------------------------------------------------- microphone
+
+
+def _sd() -> Any:
+    try:
+        import sounddevice  # noqa: PLC0415 - PortAudio is loaded only when a device is used
+    except OSError as exc:  # libportaudio missing
+        raise DeviceError(
+            f"PortAudio is not available ({exc}); install it (Debian/Ubuntu: apt install libportaudio2)"
+        ) from exc
+    return sounddevice
+
+
+def input_devices() -> list[dict[str, Any]]:
+    """Input devices as dicts with index, name, channels, default_rate_hz, hostapi."""
+    sd = _sd()
+    apis = sd.query_hostapis()
+    devices = []
+    for index, dev in enumerate(sd.query_devices()):
+        if dev["max_input_channels"] > 0:
+            devices.append(
+                {
+                    "index": index,
+                    "name": dev["name"],
+                    "channels": int(dev["max_input_channels"]),
+                    "default_rate_hz": int(dev["default_samplerate"]),
+                    "hostapi": apis[dev["hostapi"]]["name"],
+                }
+            )
+    return devices
+
+
+def default_input_device() -> int | None:
+    """Index of the system's default input device, or None when there is none."""
+    devices = input_devices()
+    if not devices:
+        return None
+    default = _sd().default.device[0]
+    indices = [d["index"] for d in devices]
+    return int(default) if default in indices else indices[0]
+
+
+def _device_list(devices: list[dict[str, Any]]) -> str:
+    if not devices:
+        return "no input devices are available"
+    return "available input devices: " + "; ".join(f"[{d['index']}] {d['name']}" for d in devices)
+
+
+def find_device(spec: int | str | None) -> dict[str, Any]:
+    """The input device for an index or a case-insensitive part of a name (None = default)."""
+    devices = input_devices()
+    if not devices:
+        raise DeviceError("no audio input device found; connect a microphone, or use --file, --stdin or --demo")
+    if spec is None:
+        index = default_input_device()
+        return next(d for d in devices if d["index"] == index)
+    text = str(spec).strip()
+    if text.isdigit():
+        match = [d for d in devices if d["index"] == int(text)]
+    else:
+        match = [d for d in devices if d["name"].lower() == text.lower()]
+        match = match or [d for d in devices if text.lower() in d["name"].lower()]
+    if not match:
+        raise DeviceError(f"no input device matches {spec!r}; {_device_list(devices)}")
+    return match[0]
+
+
+class MicSource(Source):
+    """Live capture through sounddevice; the callback only copies into a ring buffer."""
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        rate_hz: int | None = None,
+        channels: int = 1,
+        block_ms: int = 50,
+        ring_seconds: float = 10.0,
+    ) -> None:
+        sd = _sd()
+        dev = find_device(device)
+        if channels > dev["channels"]:
+            raise DeviceError(
+                f"device [{dev['index']}] {dev['name']} has {dev['channels']} input channel(s), "
+                f"{channels} requested; use --channels {dev['channels']} or fewer"
+            )
+        rate = int(rate_hz or dev["default_rate_hz"])
+        try:
+            sd.check_input_settings(device=dev["index"], channels=channels, dtype="float32", samplerate=rate)
+        except sd.PortAudioError as exc:
+            raise DeviceError(
+                f"device [{dev['index']}] {dev['name']} refuses {rate} Hz with {channels} channel(s) ({exc}); "
+                f"its default rate is {dev['default_rate_hz']} Hz: try --rate {dev['default_rate_hz']}"
+            ) from exc
+        self.device = dev
+        self.rate_hz = rate
+        self.channels = channels
+        self.name = f"microphone [{dev['index']}] {dev['name']}"
+        self._block = max(1, rate * block_ms // 1000)
+        self._ring = RingBuffer(max(self._block * 4, int(rate * ring_seconds)), channels)
+        self._device_overflows = 0
+        self._stream: Any = None
+        self._sd = sd
+
+    def _callback(self, indata: FloatArray, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self._device_overflows += 1
+        self._ring.write(indata)
+
+    def start(self) -> None:
+        try:
+            self._stream = self._sd.InputStream(
+                device=self.device["index"],
+                samplerate=self.rate_hz,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=self._block,
+                callback=self._callback,
+            )
+            self._stream.start()
+        except self._sd.PortAudioError as exc:
+            raise DeviceError(f"cannot open {self.name} ({exc}); check that no other program holds it") from exc
+
+    def read(self, timeout: float = 0.1) -> FloatArray | None:
+        if self._ring.closed and self._ring.available == 0:
+            return None
+        return self._ring.read(self._block * 4, timeout)
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+        self._ring.close()
+
+    @property
+    def dropped_samples(self) -> int:
+        return self._ring.dropped_frames
+
+    @property
+    def overflow_count(self) -> int:
+        return self._ring.overflow_events + self._device_overflows
