@@ -103,9 +103,23 @@ class AlertRule:
         return cls(**values)
 
 
-def rule_problem(rule: AlertRule) -> tuple[str, str] | None:
-    """The first invalid setting of ``rule`` as (key, message), or None if it is valid."""
+def rule_problem(rule: Any) -> tuple[str, str] | None:
+    """The first invalid setting of an :class:`AlertRule`-like object as (key, message), or None.
+
+    Shared with the config loader, whose ``[[alerts]]`` tables have the same keys.
+    """
     checks: list[tuple[bool, str, str]] = [
+        (
+            all(isinstance(e, str) for e in rule.emotions),
+            "emotions",
+            f"is {rule.emotions!r}; expected emotion names such as ['angry', 'disgust']",
+        ),
+        (all(isinstance(r, str) for r in rule.roles), "roles", f"is {rule.roles!r}; expected role names"),
+        (
+            all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in rule.channels),
+            "channels",
+            f"is {rule.channels!r}; expected 0-based channel indices",
+        ),
         (bool(rule.name), "name", "is empty; give the rule a short name such as 'customer_angry'"),
         (len(rule.emotions) > 0, "emotions", "is empty; list one or more emotions, e.g. ['angry']"),
         (rule.combine in COMBINE_MODES, "combine", f"is {rule.combine!r}; expected 'sum' or 'max'"),
@@ -176,12 +190,20 @@ class _RuleState:
 class AlertRules:
     """The rules with per-(rule, channel) state; owned by the processing thread."""
 
-    def __init__(self, rules: Iterable[AlertRule]) -> None:
+    def __init__(self, rules: Iterable[AlertRule], labels: Sequence[str] | None = None) -> None:
         self.rules: tuple[AlertRule, ...] = tuple(rules)
         names = [r.name for r in self.rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"alert rule names must be unique; {duplicates} appear more than once")
+        if labels is not None:
+            for rule in self.rules:
+                unknown = [e for e in rule.emotions if e not in labels]
+                if unknown:
+                    raise ConfigError(
+                        f"alert rule {rule.name!r}: emotions {unknown} are not labels of the model; "
+                        f"known labels: {', '.join(labels)}"
+                    )
         self._state: dict[tuple[str, int], _RuleState] = {}
 
     def reset(self) -> None:
@@ -271,16 +293,9 @@ class AlertOutput:
     notify_clear: bool = False
 
     def __post_init__(self) -> None:
-        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
-            raise ConfigError(f"[alerts_output] webhook is {self.webhook!r}; expected an http:// or https:// URL")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"[alerts_output] timeout_s is {self.timeout_s}; expected more than 0 s")
-        if not 0 <= self.retries <= 10:
-            raise ConfigError(f"[alerts_output] retries is {self.retries}; expected 0 to 10")
-        if self.backoff_s < 0:
-            raise ConfigError(f"[alerts_output] backoff_s is {self.backoff_s}; expected 0 s or more")
-        if not 1 <= self.queue_size <= 100000:
-            raise ConfigError(f"[alerts_output] queue_size is {self.queue_size}; expected 1 to 100000")
+        problem = output_problem(self)
+        if problem is not None:
+            raise ConfigError(f"[alerts_output] {problem[0]} {problem[1]}")
 
     @property
     def enabled(self) -> bool:
@@ -292,6 +307,30 @@ class AlertOutput:
         if not self.command:
             return None
         return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+
+
+def output_problem(out: Any) -> tuple[str, str] | None:
+    """The first invalid setting of an :class:`AlertOutput`-like object as (key, message), or None."""
+    checks: list[tuple[bool, str, str]] = [
+        (
+            out.webhook is None or str(out.webhook).startswith(("http://", "https://")),
+            "webhook",
+            f"is {out.webhook!r}; expected an http:// or https:// URL",
+        ),
+        (
+            out.command is None or isinstance(out.command, str) or all(isinstance(a, str) for a in out.command),
+            "command",
+            f"is {out.command!r}; expected a command line or a list of arguments",
+        ),
+        (out.timeout_s > 0, "timeout_s", f"is {out.timeout_s}; expected more than 0 s"),
+        (0 <= out.retries <= 10, "retries", f"is {out.retries}; expected 0 to 10"),
+        (out.backoff_s >= 0, "backoff_s", f"is {out.backoff_s}; expected 0 s or more"),
+        (1 <= out.queue_size <= 100000, "queue_size", f"is {out.queue_size}; expected 1 to 100000"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            return key, message
+    return None
 
 
 @dataclass

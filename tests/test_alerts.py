@@ -294,3 +294,9 @@ def test_cleared_events_are_only_delivered_when_asked(server_factory):
     assert chatty.close(timeout=10.0)
     assert [b["state"] for b in srv.bodies] == ["fired", "cleared"]
     assert not chatty.submit(fired)  # closed dispatchers refuse new work
+
+
+def test_rules_are_checked_against_the_model_labels():
+    with pytest.raises(ConfigError, match="furious"):
+        AlertRules([AlertRule(name="x", emotions=("furious",))], labels=("neutral", "angry"))
+    assert AlertRules([ANGRY], labels=("neutral", "angry")).rules == (ANGRY,)
