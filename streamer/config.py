@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
+from streamer.alerts import AlertOutput, AlertRule, output_problem, rule_problem
 from streamer.errors import ConfigError
 from streamer.features import FeatureConfig
 from streamer.vad import VAD_FRAME_MS, VadConfig
@@ -193,6 +194,136 @@ class OutputSettings:
             raise InvalidValueError("timeline_seconds", f"is {self.timeline_seconds}; expected 5 to 3600 s")
 
 
+# ---------------------------------------------------------------- call-center settings
+# (channels, privacy, alerts; semantics in streamer.alerts and docs/call_center.md)
+
+AGENT_ROLE = "agent"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelSettings:
+    """[[channels]]: what one input channel carries.
+
+    ``index``: 0-based channel of the input; ``role``: ``customer``, ``agent`` or any
+    name (alert rules select channels by role); ``name``: label shown on the dashboard.
+    A channel with role ``agent`` is not analysed unless [privacy] allow_agent_analysis.
+    """
+
+    SECTION: ClassVar[str] = "channels"
+    index: int | None = None
+    role: str = "customer"
+    name: str | None = None
+
+    def validate(self) -> None:
+        if self.index is None:
+            raise InvalidValueError("index", "is missing; give the 0-based channel index, e.g. index = 0")
+        if not 0 <= self.index < 32:
+            raise InvalidValueError("index", f"is {self.index}; expected 0 to 31")
+        if not self.role:
+            raise InvalidValueError("role", "is empty; expected 'customer', 'agent' or a name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacySettings:
+    """[privacy]: emotion analysis of employees is prohibited in the EU (AI Act Art. 5(1)(f)),
+    so channels with role ``agent`` are only metered unless ``allow_agent_analysis`` is true."""
+
+    SECTION: ClassVar[str] = "privacy"
+    allow_agent_analysis: bool = False
+
+    def validate(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertRuleSettings:
+    """[[alerts]]: one alert rule (keys and semantics of :class:`streamer.alerts.AlertRule`)."""
+
+    SECTION: ClassVar[str] = "alerts"
+    name: str = ""
+    emotions: list[str] | str = field(default_factory=list)
+    threshold: float = 0.6
+    min_duration_s: float = 5.0
+    combine: str = "sum"
+    clear_threshold: float | None = None
+    clear_after_s: float = 0.0
+    max_gap_s: float = 2.0
+    roles: list[str] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+
+    def validate(self) -> None:
+        problem = rule_problem(self)
+        if problem is not None:
+            raise InvalidValueError(*problem)
+
+    def to_rule(self) -> AlertRule:
+        """The runtime rule."""
+        return AlertRule.from_dict(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertOutputSettings:
+    """[alerts_output]: deliver fired alerts to a command and/or a webhook (see streamer.alerts)."""
+
+    SECTION: ClassVar[str] = "alerts_output"
+    command: str | list[str] | None = None
+    webhook: str | None = None
+    timeout_s: float = 5.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    queue_size: int = 100
+    notify_clear: bool = False
+
+    def validate(self) -> None:
+        problem = output_problem(self)
+        if problem is not None:
+            raise InvalidValueError(*problem)
+
+    def to_output(self) -> AlertOutput:
+        """The runtime delivery settings."""
+        values = dataclasses.asdict(self)
+        if isinstance(values["command"], list):
+            values["command"] = tuple(values["command"])
+        return AlertOutput(**values)
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """How one input channel is handled: its role, display name and whether it is analysed."""
+
+    index: int
+    role: str
+    name: str
+    analysed: bool
+
+
+def channel_plan(cfg: Config, n_channels: int, default_roles: tuple[str, ...] = ()) -> tuple[ChannelPlan, ...]:
+    """One plan per input channel, from [[channels]] (else ``default_roles[i]``, else ``speaker``).
+
+    ``agent`` channels are not analysed unless [privacy] allow_agent_analysis is true.
+    Raises ConfigError for a [[channels]] index the input does not have or given twice.
+    """
+    by_index: dict[int, ChannelSettings] = {}
+    for setting in cfg.channels:
+        index = int(setting.index or 0)
+        if index in by_index:
+            raise ConfigError(f"{cfg.source}: [[channels]] index {index} is given twice; give each channel once")
+        if index >= n_channels:
+            raise ConfigError(
+                f"{cfg.source}: [[channels]] index {index} does not exist; the input has {n_channels} channel(s) "
+                f"(indices 0 to {n_channels - 1})"
+            )
+        by_index[index] = setting
+    plans = []
+    for i in range(n_channels):
+        ch = by_index.get(i)
+        role = ch.role if ch is not None else (default_roles[i] if i < len(default_roles) else "speaker")
+        name = ch.name if ch is not None and ch.name else f"{role} (ch {i})"
+        analysed = role != AGENT_ROLE or cfg.privacy.allow_agent_analysis
+        plans.append(ChannelPlan(index=i, role=role, name=name, analysed=analysed))
+    return tuple(plans)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """All settings; one attribute per section."""
@@ -203,6 +334,10 @@ class Config:
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    channels: tuple[ChannelSettings, ...] = ()
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    alerts: tuple[AlertRuleSettings, ...] = ()
+    alerts_output: AlertOutputSettings = field(default_factory=AlertOutputSettings)
     source: str = "built-in defaults"
 
 
@@ -214,8 +349,10 @@ SECTIONS: dict[str, type[Any]] = {
     "smoothing": SmoothingSettings,
     "model": ModelSettings,
     "output": OutputSettings,
+    "privacy": PrivacySettings,
+    "alerts_output": AlertOutputSettings,
 }
-ARRAY_SECTIONS: dict[str, type[Any]] = {}
+ARRAY_SECTIONS: dict[str, type[Any]] = {"channels": ChannelSettings, "alerts": AlertRuleSettings}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:

@@ -1,0 +1,94 @@
+"""Whole-file analysis (``emostream analyze``): one emotion per file.
+
+A file is mixed to mono, brought to the model's rate and cut into the same windows as
+the stream (:func:`streamer.windowing.extract_windows`); its scores are the mean of the
+model's probabilities over its speech windows. A file without speech gets emotion None
+rather than a guess. Unreadable, empty or too-short files get a per-file error and do
+not stop the other files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.audio_io import read_audio, resample, to_mono
+from streamer.errors import AudioInputError
+from streamer.features import FeatureConfig
+from streamer.model import EmotionModel
+from streamer.vad import VadConfig
+from streamer.windowing import extract_windows
+
+MIN_DURATION_S = 0.5
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """Analysis of one file; ``error`` set (and the rest empty) when it could not be analysed."""
+
+    path: str
+    emotion: str | None = None
+    confidence: float | None = None
+    scores: dict[str, float] | None = None
+    speech_seconds: float = 0.0
+    duration_s: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL record of ``emostream analyze --jsonl``."""
+        record: dict[str, Any] = {
+            "path": self.path,
+            "emotion": self.emotion,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "scores": None if self.scores is None else {k: round(v, 4) for k, v in self.scores.items()},
+            "speech_seconds": round(self.speech_seconds, 3),
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.error is not None:
+            record["error"] = self.error
+        return record
+
+
+def analyze_file(
+    path: str | Path, model: EmotionModel, feature_cfg: FeatureConfig | None = None, vad_cfg: VadConfig | None = None
+) -> FileResult:
+    """Analyse one file; AudioInputError for unreadable, empty or too-short audio."""
+    fcfg = feature_cfg or model.metadata.feature_config
+    vcfg = vad_cfg or model.metadata.vad_config
+    samples, rate = read_audio(path)
+    duration = samples.shape[0] / rate
+    if duration < MIN_DURATION_S:
+        raise AudioInputError(f"{path}: {duration:.2f} s of audio is too short; at least {MIN_DURATION_S} s is needed")
+    mono = resample(to_mono(samples), rate, fcfg.sample_rate_hz)
+    windows = extract_windows(mono, fcfg, vcfg)
+    hop_s = fcfg.window_hop_ms / 1000.0
+    speech = [w for w in windows if w.is_speech]
+    speech_seconds = min(duration, sum(hop_s * w.speech_ratio for w in windows))
+    if not speech:
+        return FileResult(str(path), speech_seconds=speech_seconds, duration_s=duration)
+    probs = model.predict_batch(np.stack([w.features for w in speech])).mean(axis=0)
+    top = int(np.argmax(probs))
+    return FileResult(
+        str(path),
+        emotion=model.labels[top],
+        confidence=float(probs[top]),
+        scores=dict(zip(model.labels, (float(p) for p in probs), strict=True)),
+        speech_seconds=speech_seconds,
+        duration_s=duration,
+    )
+
+
+def analyze_files(
+    paths: list[str], model: EmotionModel, feature_cfg: FeatureConfig | None = None, vad_cfg: VadConfig | None = None
+) -> list[FileResult]:
+    """Analyse every file; a file's AudioInputError becomes its ``error``."""
+    results = []
+    for path in paths:
+        try:
+            results.append(analyze_file(path, model, feature_cfg, vad_cfg))
+        except AudioInputError as exc:
+            results.append(FileResult(str(path), error=str(exc)))
+    return results

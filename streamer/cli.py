@@ -1,0 +1,254 @@
+"""The ``emostream`` command line.
+
+``emostream [options]`` runs the live monitor (microphone by default; ``--file``,
+``--stdin`` or ``--demo`` instead); ``emostream devices`` lists input devices;
+``emostream analyze PATH...`` classifies whole files. Further subcommands come from the
+entry-point group ``emostream.commands``: each entry point is ``register(subparsers)``
+and adds parsers that ``set_defaults(func=f)`` with ``f(args) -> int | None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+from streamer import __version__
+from streamer.config import Config, apply_overrides, load_config
+from streamer.errors import AudioInputError, EmoStreamError
+
+PLUGIN_GROUP = "emostream.commands"
+BUILTIN_COMMANDS = ("devices", "analyze")
+TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="shipped model name or path to a model .json/.tflite (default: resnet_mlp)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model (default 1)")
+    parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("source (default: the default microphone)")
+    src.add_argument("--device", help="input device index or part of its name (see `emostream devices`)")
+    src.add_argument("--file", metavar="PATH", help="stream a WAV/FLAC/OGG file (at real-time pace)")
+    src.add_argument("--fast", action="store_true", help="with --file: process as fast as possible")
+    src.add_argument("--stdin", action="store_true", help="read raw PCM from standard input")
+    src.add_argument("--rate", type=int, help="capture rate / rate of --stdin PCM in Hz")
+    src.add_argument("--channels", type=int, help="channels to capture / channels of --stdin PCM")
+    src.add_argument("--format", dest="pcm_format", help="--stdin sample format: s16le (default), s32le, f32le")
+    src.add_argument("--demo", action="store_true", help="stream the bundled demo recording")
+    src.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio")
+    out = parser.add_argument_group("output")
+    out.add_argument("--jsonl", metavar="PATH", help="write JSON-lines events to PATH ('-' = stdout)")
+    out.add_argument("--no-dashboard", action="store_true", help="no live dashboard (plain output)")
+    out.add_argument("--timeline-seconds", type=float, help="seconds of history on the dashboard timeline")
+    ana = parser.add_argument_group("analysis")
+    _add_model_options(ana)  # type: ignore[arg-type]
+    ana.add_argument("--hop-ms", type=float, help="hop between analysis windows in ms (default: the model's)")
+    ana.add_argument("--smoothing", choices=("ema", "window"), help="smoothing method")
+    ana.add_argument("--time-constant", type=float, metavar="S", help="ema time constant in seconds")
+    ana.add_argument("--hysteresis", type=float, help="margin another emotion needs to take over (0..1)")
+    ana.add_argument("--min-dwell", type=float, metavar="S", help="seconds a label stays before it may change")
+    ana.add_argument("--vad-aggressiveness", type=int, choices=(0, 1, 2, 3), help="VAD strictness")
+
+
+def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
+    """The full parser; ``plugins`` also loads the ``emostream.commands`` entry points."""
+    parser = argparse.ArgumentParser(
+        prog="emostream",
+        description="Real-time speech-emotion monitor. Without a command: run the live monitor.",
+    )
+    parser.add_argument("--version", action="version", version=f"emostream {__version__}")
+    _add_run_options(parser)
+    parser.set_defaults(func=cmd_run)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(func=cmd_devices)
+    analyze = sub.add_parser("analyze", help="classify whole audio files (one emotion per file)")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="WAV/FLAC/OGG files")
+    analyze.add_argument("--jsonl", dest="analyze_jsonl", action="store_true", help="JSON lines instead of a table")
+    _add_model_options(analyze)
+    analyze.set_defaults(func=cmd_analyze)
+    if plugins:
+        _load_plugins(sub)
+    return parser
+
+
+def _load_plugins(sub: Any) -> None:
+    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            _add_unavailable(sub, ep.name, exc)
+            continue
+        register(sub)
+
+
+def _add_unavailable(sub: Any, name: str, exc: ImportError) -> None:
+    missing = (exc.name or "").split(".")[0]
+    if missing in TRAIN_MODULES:
+        message = (
+            f"`emostream {name}` needs the training extras ({missing} is not installed); "
+            "install them with `pip install 'emostream[train]'`"
+        )
+    else:
+        message = f"`emostream {name}` cannot be loaded ({exc}); reinstall emostream"
+    stub = sub.add_parser(name, help=f"(unavailable: {message})", add_help=False)
+    stub.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(args: argparse.Namespace) -> int:
+        raise EmoStreamError(message)
+
+    stub.set_defaults(func=fail)
+
+
+def _wants_plugins(argv: Sequence[str]) -> bool:
+    """Load plugins only for help or an unknown command (plugins may import heavy libraries)."""
+    if not argv:
+        return False
+    first = argv[0]
+    return first in ("-h", "--help") or (not first.startswith("-") and first not in BUILTIN_COMMANDS)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emostream`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(plugins=_wants_plugins(args_list))
+    args = parser.parse_args(args_list)
+    func: Callable[[argparse.Namespace], int | None] = args.func
+    try:
+        return func(args) or 0
+    except EmoStreamError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _error(message: str) -> None:
+    sys.stdout.flush()
+    print(f"emostream: error: {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"emostream: warning: {message}", file=sys.stderr, flush=True)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file (or defaults) with the command-line flags applied."""
+    cfg = load_config(getattr(args, "config", None))
+    overrides: dict[str, dict[str, Any]] = {"model": {"name": args.model, "num_threads": args.threads}}
+    if getattr(args, "func", None) is cmd_run:
+        device = args.device
+        overrides |= {
+            "audio": {
+                "device": int(device) if device is not None and device.isdigit() else device,
+                "sample_rate_hz": args.rate,
+                "channels": args.channels,
+                "stdin_format": args.pcm_format,
+            },
+            "vad": {"aggressiveness": args.vad_aggressiveness},
+            "windowing": {"window_hop_ms": args.hop_ms},
+            "smoothing": {
+                "method": args.smoothing,
+                "time_constant_s": args.time_constant,
+                "hysteresis": args.hysteresis,
+                "min_dwell_s": args.min_dwell,
+            },
+            "output": {
+                "jsonl": args.jsonl,
+                "dashboard": False if args.no_dashboard else None,
+                "timeline_seconds": args.timeline_seconds,
+            },
+        }
+    return apply_overrides(cfg, overrides)
+
+
+# ---------------------------------------------------------------- devices
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """``emostream devices``: index, name, channels and default rate of each input device."""
+    from streamer.sources import default_input_device, input_devices  # noqa: PLC0415
+
+    devices = input_devices()
+    if not devices:
+        print("no audio input devices found (PortAudio sees none); use --file, --stdin or --demo instead")
+        return 0
+    default = default_input_device()
+    print(f"{'':2}{'index':>5}  {'channels':>8}  {'rate Hz':>8}  name")
+    for d in devices:
+        mark = "*" if d["index"] == default else " "
+        print(f"{mark:2}{d['index']:>5}  {d['channels']:>8}  {d['default_rate_hz']:>8}  {d['name']} ({d['hostapi']})")
+    print("* = default input device")
+    return 0
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
+    from streamer.analyze import analyze_files  # noqa: PLC0415
+    from streamer.model import EmotionModel  # noqa: PLC0415
+
+    cfg = config_from_args(args)
+    model = EmotionModel.load(cfg.model.name, cfg.model.num_threads)
+    vad = cfg.vad.resolve(model.metadata.vad_config)
+    fcfg = cfg.windowing.resolve(model.metadata.feature_config, vad)
+    results = analyze_files(args.paths, model, fcfg, vad)
+    for r in results:
+        if r.error is not None:
+            _error(r.error)
+    if args.analyze_jsonl:
+        for r in results:
+            print(json.dumps(r.to_json(), separators=(",", ":")), flush=True)
+    else:
+        _print_analysis_table(results)
+    return AudioInputError.exit_code if any(r.error for r in results) else 0
+
+
+def _print_analysis_table(results: Sequence[Any]) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="emotion per file")
+    for column in ("file", "emotion", "confidence", "speech s"):
+        table.add_column(column, justify="right" if column != "file" else "left")
+    for r in results:
+        if r.error is not None:
+            table.add_row(r.path, "[red]error[/red]", "", "")
+        else:
+            conf = "" if r.confidence is None else f"{r.confidence:.2f}"
+            table.add_row(r.path, r.emotion or "[dim]no speech[/dim]", conf, f"{r.speech_seconds:.1f}")
+    Console().print(table)
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The live monitor (see :mod:`streamer.run`)."""
+    from streamer.run import run_monitor  # noqa: PLC0415
+
+    chosen = [flag for flag, on in (("--file", args.file), ("--stdin", args.stdin), ("--demo", args.demo)) if on]
+    if len(chosen) > 1:
+        raise EmoStreamError(f"{' and '.join(chosen)} given; choose one source")
+    if args.fast and not (args.file or args.demo):
+        _warn("--fast applies to --file and --demo only; ignored")
+    return run_monitor(args, config_from_args(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
