@@ -1,0 +1,1 @@
+"""emostream benchmarks: `python -m benchmarks` (see README.md)."""

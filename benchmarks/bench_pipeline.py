@@ -1,0 +1,112 @@
+"""Whole-pipeline speed on one core: real-time factor and per-hop latency, broken down by stage.
+
+Feeds the demo recording, looped to ``--seconds`` (default 300 s), through ENGINE's
+``ChannelPipeline`` (VAD, features, windows, TFLite model, smoother; no dashboard) as fast
+as it goes, with each shipped model and ``num_threads=1``:
+
+* in 50 ms blocks, the engine's default block (what ``emostream --file X --fast`` feeds
+  today): real-time factor, per-hop latency, stage breakdown;
+* in 500 ms blocks (one window hop per block): the real-time factor a larger file/stdin
+  block would give (INFO).
+
+A hop's latency is all the processing between two consecutive hops (the CPU cost of one
+500 ms window hop of audio); the engine's own ``latency_ms`` (the completing chunk's share
+plus model and smoothing) is reported beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.common import (
+    STAGES,
+    available_models,
+    demo_path,
+    figure,
+    looped_signal,
+    make_pipeline,
+    percentile,
+    result,
+    stream_through,
+)
+from streamer.model import EmotionModel
+
+RTF_TARGET = 0.002
+HOP_P99_TARGET_MS = 5.0
+BLOCK_MS = 50
+BIG_BLOCK_MS = 500
+
+
+def _one_model(name: str, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    model = EmotionModel.load(name, num_threads=1)
+    rate = model.metadata.feature_config.sample_rate_hz
+    signal = looped_signal(demo_path(), seconds, rate)
+    label = model.metadata.name
+    run = stream_through(make_pipeline(model), signal, rate * BLOCK_MS // 1000)
+    big = stream_through(make_pipeline(model), signal, rate * BIG_BLOCK_MS // 1000)
+    staged = stream_through(
+        make_pipeline(EmotionModel.load(name, num_threads=1)), signal, rate * BLOCK_MS // 1000, True
+    )
+    rtf = run.wall_s / run.audio_s
+    big_rtf = big.wall_s / big.audio_s
+    note = f"{run.audio_s:.0f} s of audio in {run.wall_s:.2f} s, {BLOCK_MS} ms blocks"
+    figs = [
+        figure(f"{label}: real-time factor", rtf, "", target=RTF_TARGET, note=note),
+        figure(f"{label}: speed", 1.0 / rtf, "× real time", target=1.0 / RTF_TARGET, better="higher"),
+        figure(f"{label}: streams one core could serve", int(1.0 / rtf), "streams"),
+        figure(
+            f"{label}: real-time factor, {BIG_BLOCK_MS} ms blocks",
+            big_rtf,
+            "",
+            target=RTF_TARGET,
+            note=f"{1.0 / big_rtf:.0f}× real time",
+        ),
+        figure(f"{label}: hop latency p50", percentile(run.hop_ms, 50), "ms"),
+        figure(
+            f"{label}: hop latency p99",
+            percentile(run.hop_ms, 99),
+            "ms",
+            target=HOP_P99_TARGET_MS,
+            note="all work per 500 ms hop",
+        ),
+        figure(
+            f"{label}: engine latency_ms p50/p99",
+            f"{percentile(run.engine_latency_ms, 50):.3f} / {percentile(run.engine_latency_ms, 99):.3f}",
+            "ms",
+            note="the hop's share of its chunk + model + smoothing",
+        ),
+    ]
+    stage_means = {stage: sum(v) / max(1, len(v)) for stage, v in staged.stage_ms.items()}
+    total = sum(stage_means.values()) or float("nan")
+    for stage in STAGES:
+        ms = stage_means.get(stage, float("nan"))
+        figs.append(figure(f"{label}: {stage} per hop", ms, "ms", note=f"{100 * ms / total:.0f}% (instrumented run)"))
+    details = {
+        "model": label,
+        "backend": model.backend,
+        "audio_seconds": run.audio_s,
+        "wall_seconds": run.wall_s,
+        "hops": run.hops,
+        "block_ms": BLOCK_MS,
+        "rtf": rtf,
+        "rtf_500ms_blocks": big_rtf,
+        "hop_ms_p50": percentile(run.hop_ms, 50),
+        "hop_ms_p99": percentile(run.hop_ms, 99),
+        "stage_ms_per_hop": stage_means,
+        "pipeline": "streamer.pipeline.ChannelPipeline (default SmoothingSettings)",
+    }
+    return figs, details
+
+
+def run(args: Any) -> dict[str, Any]:
+    """Measure each model; ``args.seconds`` and ``args.models`` choose the input length and models."""
+    models = available_models(getattr(args, "models", None))
+    figs: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    if not models:
+        figs.append(figure("models", "none found", note="no shipped model; pass --model PATH"))
+    for name in models:
+        model_figs, model_details = _one_model(name, float(getattr(args, "seconds", 300.0)))
+        figs.extend(model_figs)
+        details[model_details["model"]] = model_details
+    return result("pipeline", figs, details)

@@ -1,0 +1,209 @@
+"""Shared helpers of the benchmarks: figures with targets, test signals, one-core pinning, a stage-timed chain.
+
+Every ``bench_*.py`` module has ``run(args) -> dict`` returning
+``{"benchmark": name, "figures": [figure(...), ...], "details": {...}}``; ``__main__`` prints
+them with :func:`print_results` and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import streamer
+from streamer.audio_io import load_mono
+from streamer.config import SmoothingSettings
+from streamer.model import EmotionModel, bundled_models_dir
+from streamer.pipeline import ChannelPipeline
+
+SHIPPED_MODELS = ("resnet_mlp", "cnn", "mlp")
+RESULT_KEYS = ("benchmark", "figures", "details")
+FIGURE_KEYS = ("name", "value", "unit", "target", "status")
+
+
+def figure(
+    name: str,
+    value: float | int | str | bool | None,
+    unit: str = "",
+    *,
+    target: float | None = None,
+    better: str = "lower",
+    note: str = "",
+) -> dict[str, Any]:
+    """One measured figure beside its target; status PASS/MISS when there is a target, INFO otherwise."""
+    status = "INFO"
+    target_text = ""
+    if target is not None:
+        target_text = ("≤ " if better == "lower" else "≥ ") + f"{target:g}"
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            ok = value <= target if better == "lower" else value >= target
+            status = "PASS" if ok else "MISS"
+        else:
+            status = "MISS"
+    if isinstance(value, bool):
+        status = "PASS" if value else "MISS"
+        target_text = target_text or "yes"
+    return {"name": name, "value": value, "unit": unit, "target": target_text, "status": status, "note": note}
+
+
+def result(name: str, figures: list[dict[str, Any]], details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A benchmark's return value."""
+    return {"benchmark": name, "figures": figures, "details": details or {}}
+
+
+def pin_one_core() -> int | None:
+    """Pin this process (and its future children) to one CPU; returns the CPU or None where unsupported."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def demo_path() -> Path:
+    """The bundled 77 s demo recording."""
+    return Path(streamer.__file__).resolve().parent / "assets" / "demo.flac"
+
+
+def looped_signal(path: Path, min_seconds: float, rate_hz: int = 16000) -> np.ndarray:
+    """``path`` as float32 mono at ``rate_hz``, repeated to at least ``min_seconds`` (one copy if shorter)."""
+    one = load_mono(path, rate_hz)
+    repeats = max(1, math.ceil(min_seconds * rate_hz / len(one)))
+    return np.tile(one, repeats).astype(np.float32)
+
+
+def available_models(requested: Iterable[str] | None = None) -> list[str]:
+    """Requested models, or the shipped ones among resnet_mlp, cnn, mlp that are present."""
+    if requested:
+        return list(requested)
+    folder = bundled_models_dir()
+    return [name for name in SHIPPED_MODELS if (folder / f"{name}.json").is_file()]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of ``values``; NaN when empty."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def _timed(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*a, **kw)
+        sink.append(time.perf_counter() - t0)
+        return out
+
+    return wrapper
+
+
+def make_pipeline(model: EmotionModel, smoothing: SmoothingSettings | None = None) -> ChannelPipeline:
+    """ENGINE's ChannelPipeline for one channel with the model's own VAD and feature settings."""
+    return ChannelPipeline(model, model.metadata.vad_config, smoothing or SmoothingSettings())
+
+
+@dataclass
+class PipelineRun:
+    """Timings of one streamed pass: wall seconds, per-hop milliseconds and, if instrumented, per stage."""
+
+    audio_s: float
+    wall_s: float
+    hops: int
+    hop_ms: list[float]
+    engine_latency_ms: list[float]
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+STAGES = ("vad", "features", "windowing", "model", "smoothing", "other")
+
+
+def _instrument(pipeline: ChannelPipeline) -> dict[str, list[float]]:
+    sinks: dict[str, list[float]] = {stage: [] for stage in ("vad", "features", "extract", "model", "smoothing")}
+    extractor = pipeline._extractor
+    extractor._vad.process = _timed(extractor._vad.process, sinks["vad"])  # type: ignore[method-assign]
+    extractor._featurizer.process = _timed(extractor._featurizer.process, sinks["features"])  # type: ignore[method-assign]
+    extractor.process = _timed(extractor.process, sinks["extract"])  # type: ignore[method-assign]
+    pipeline.model.predict = _timed(pipeline.model.predict, sinks["model"])  # type: ignore[method-assign]
+    pipeline._smoother.process = _timed(pipeline._smoother.process, sinks["smoothing"])  # type: ignore[method-assign]
+    return sinks
+
+
+def stream_through(pipeline: ChannelPipeline, signal: np.ndarray, block: int, instrument: bool = False) -> PipelineRun:
+    """Feed ``signal`` in ``block``-sample chunks as fast as possible.
+
+    A hop's time (``hop_ms``) is all the processing since the previous hop was emitted,
+    i.e. the CPU cost of one window hop of audio. With ``instrument`` the pipeline's
+    stages are wrapped with timers (a little overhead) and ``stage_ms`` holds, per hop,
+    the milliseconds spent in ``vad``, ``features`` (per-frame front-end), ``windowing``
+    (window assembly and summary statistics), ``model`` (normalise + TFLite invoke),
+    ``smoothing`` and ``other`` (level meter, HopResult, accounting).
+    """
+    sinks = _instrument(pipeline) if instrument else {}
+    rate = pipeline.feature_cfg.sample_rate_hz
+    hop_ms: list[float] = []
+    engine_ms: list[float] = []
+    stage_ms: dict[str, list[float]] = {stage: [] for stage in STAGES} if instrument else {}
+    pending = 0.0
+    t_start = time.perf_counter()
+    for start in range(0, len(signal), block):
+        t0 = time.perf_counter()
+        hops = pipeline.process(signal[start : start + block])
+        pending += time.perf_counter() - t0
+        if hops:
+            for hop in hops:
+                hop_ms.append(1000.0 * pending / len(hops))
+                engine_ms.append(hop.latency_ms)
+            if instrument:
+                _close_stages(sinks, stage_ms, 1000.0 * pending, len(hops))
+            pending = 0.0
+    wall_s = time.perf_counter() - t_start
+    return PipelineRun(len(signal) / rate, wall_s, len(hop_ms), hop_ms, engine_ms, stage_ms)
+
+
+def _close_stages(sinks: dict[str, list[float]], stage_ms: dict[str, list[float]], total_ms: float, n: int) -> None:
+    ms = {name: 1000.0 * sum(values) for name, values in sinks.items()}
+    parts = {
+        "vad": ms["vad"],
+        "features": ms["features"],
+        "windowing": ms["extract"] - ms["vad"] - ms["features"],
+        "model": ms["model"],
+        "smoothing": ms["smoothing"],
+    }
+    parts["other"] = total_ms - sum(parts.values())
+    for stage, value in parts.items():
+        stage_ms[stage].extend([value / n] * n)
+    for values in sinks.values():
+        values.clear()
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    """Print every benchmark's figures as one table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="emostream benchmarks", show_lines=False)
+    for col in ("benchmark", "figure", "value", "target", "status", "note"):
+        table.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
+    colours = {"PASS": "green", "MISS": "bold red", "INFO": "dim", "SKIP": "yellow"}
+    for res in results:
+        for fig in res["figures"]:
+            value = fig["value"]
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            status = fig["status"]
+            table.add_row(
+                res["benchmark"],
+                fig["name"],
+                f"{shown} {fig['unit']}".strip(),
+                fig["target"],
+                f"[{colours.get(status, '')}]{status}[/]",
+                fig.get("note", ""),
+            )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
