@@ -17,6 +17,7 @@ else ``$EMOSTREAM_CONFIG``) < command-line flags (:func:`apply_overrides`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -119,11 +120,12 @@ class WindowingSettings:
         """The model's feature config with the hop override; ConfigError if the hop does not align."""
         hop = model_features.window_hop_ms if self.window_hop_ms is None else self.window_hop_ms
         frame_hop = model_features.frame_hop_ms
+        step = math.lcm(round(frame_hop), vad.frame_ms) if float(frame_hop).is_integer() else frame_hop
         for unit_name, unit in (("the feature frame hop", frame_hop), ("the VAD frame", vad.frame_ms)):
             if abs(hop / unit - round(hop / unit)) > 1e-9:
                 raise ConfigError(
                     f"[windowing] window_hop_ms is {hop:g} ms, not a multiple of {unit_name} ({unit:g} ms); "
-                    f"pick a multiple of {max(frame_hop, vad.frame_ms):g} ms such as 250 or 500"
+                    f"pick a multiple of {step:g} ms such as {4 * step:g} or {10 * step:g}"
                 )
         if vad.frame_ms not in VAD_FRAME_MS or model_features.window_ms % vad.frame_ms:
             raise ConfigError(

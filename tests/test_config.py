@@ -1,0 +1,109 @@
+"""Config loading: the shipped config.toml equals the defaults; errors name the key; overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from streamer.cli import build_parser, config_from_args
+from streamer.config import Config, apply_overrides, config_from_dict, load_config
+from streamer.errors import ConfigError
+from streamer.features import FeatureConfig
+from streamer.vad import VadConfig
+
+SHIPPED = Path(__file__).parent.parent / "config.toml"
+
+
+def test_shipped_config_equals_builtin_defaults() -> None:
+    loaded = load_config(SHIPPED)
+    assert loaded == Config(source=str(SHIPPED))
+
+
+def test_shipped_config_sets_every_key_it_can(tmp_path: Path) -> None:
+    # every setting that has a default other than None is written out (documented) in config.toml
+    data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    for section, values in {"smoothing": 7, "model": 2, "output": 2, "audio": 4}.items():
+        assert len(data[section]) == values, section
+
+
+def test_without_path_the_environment_variable_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('[smoothing]\nmethod = "window"\nwindow_s = 3\n')
+    monkeypatch.setenv("EMOSTREAM_CONFIG", str(path))
+    cfg = load_config()
+    assert cfg.smoothing.method == "window"
+    assert cfg.smoothing.window_s == 3.0 and isinstance(cfg.smoothing.window_s, float)
+    monkeypatch.delenv("EMOSTREAM_CONFIG")
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize(
+    ("data", "fragments"),
+    [
+        ({"smoothing": {"alpah": 0.3}}, ["[smoothing] alpah is not a known key", "hysteresis", "time_constant_s"]),
+        ({"smoothng": {}}, ["[smoothng] is not a known section", "smoothing"]),
+        ({"smoothing": {"method": "median"}}, ["[smoothing] method", "ema, window"]),
+        ({"smoothing": {"hysteresis": "big"}}, ["[smoothing] hysteresis is 'big'", "a number"]),
+        ({"audio": {"channels": 0}}, ["[audio] channels is 0"]),
+        ({"audio": {"channels": 1.5}}, ["[audio] channels is 1.5", "an integer"]),
+        ({"output": {"dashboard": "yes"}}, ["[output] dashboard", "true or false"]),
+        ({"vad": {"aggressiveness": 7}}, ["[vad] aggressiveness is 7"]),
+        ({"vad": {"frame_ms": 25}}, ["[vad] frame_ms is 25"]),
+        ({"model": {"num_threads": 0}}, ["[model] num_threads is 0"]),
+    ],
+)
+def test_bad_settings_name_the_file_section_and_key(data: dict[str, object], fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "my.toml")
+    message = str(info.value)
+    assert message.startswith("my.toml: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[smoothing\nmethod = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_window_hop_must_align_with_the_frame_hop_and_vad_frame() -> None:
+    cfg = config_from_dict({"windowing": {"window_hop_ms": 200}}, "x.toml")
+    assert cfg.windowing.resolve(FeatureConfig(), VadConfig()).window_hop_ms == 200.0
+    for hop, unit in ((255, "feature frame hop"), (250, "VAD frame")):
+        vad = VadConfig(frame_ms=20)
+        with pytest.raises(ConfigError, match=f"window_hop_ms is {hop} ms, not a multiple of the {unit}"):
+            config_from_dict({"windowing": {"window_hop_ms": hop}}, "x.toml").windowing.resolve(FeatureConfig(), vad)
+
+
+def test_vad_overrides_apply_on_top_of_the_model_values() -> None:
+    cfg = config_from_dict({"vad": {"aggressiveness": 3}}, "x.toml")
+    assert cfg.vad.resolve(VadConfig(hangover_ms=300)) == VadConfig(aggressiveness=3, hangover_ms=300)
+
+
+def test_overrides_replace_values_and_are_validated() -> None:
+    cfg = apply_overrides(Config(), {"smoothing": {"method": "window", "hysteresis": None}})
+    assert cfg.smoothing.method == "window" and cfg.smoothing.hysteresis == Config().smoothing.hysteresis
+    with pytest.raises(ConfigError, match=r"command line: \[smoothing\] hysteresis is 1.5"):
+        apply_overrides(Config(), {"smoothing": {"hysteresis": 1.5}})
+
+
+def test_command_line_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[smoothing]\nmethod = "window"\nhysteresis = 0.2\n[audio]\nchannels = 2\n[output]\njsonl = "a.jsonl"\n'
+    )
+    args = build_parser().parse_args(
+        ["--config", str(path), "--hysteresis", "0.05", "--device", "3", "--jsonl", "-", "--no-dashboard"]
+    )
+    cfg = config_from_args(args)
+    assert cfg.smoothing.method == "window"  # from the file
+    assert cfg.smoothing.hysteresis == 0.05  # flag wins
+    assert cfg.audio.channels == 2
+    assert cfg.audio.device == 3
+    assert cfg.output.jsonl == "-" and cfg.output.dashboard is False

@@ -1,0 +1,90 @@
+"""ChannelPipeline: stream/batch parity with extract_windows and chunk-size invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import fixture_clip
+
+from streamer.audio_io import load_mono
+from streamer.config import SmoothingSettings
+from streamer.model import EmotionModel
+from streamer.pipeline import ChannelPipeline, level_dbfs
+from streamer.windowing import extract_windows
+
+
+def clip() -> np.ndarray:
+    return load_mono(fixture_clip(1, 5), 16000)
+
+
+def stream(pipeline: ChannelPipeline, x: np.ndarray, seed: int | None) -> list:
+    hops = []
+    if seed is None:
+        hops += pipeline.process(x)
+    else:
+        rng = np.random.default_rng(seed)
+        i = 0
+        while i < len(x):
+            n = int(rng.integers(1, 6000))
+            hops += pipeline.process(x[i : i + n])
+            i += n
+    return hops + pipeline.flush()
+
+
+def make(model: EmotionModel, **kwargs: object) -> ChannelPipeline:
+    return ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_streamed_hops_match_whole_signal_windows_and_batch_scores(model: EmotionModel) -> None:
+    x = clip()
+    hops = stream(make(model), x, seed=3)
+    windows = extract_windows(x, model.metadata.feature_config, model.metadata.vad_config)
+    assert [(h.t_start, h.t_end) for h in hops] == [(w.start_s, w.end_s) for w in windows]
+    assert [h.speech_ratio for h in hops] == [w.speech_ratio for w in windows]
+    speech = [w for w in windows if w.is_speech]
+    assert speech, "the fixture clip has speech"
+    batch = model.predict_batch(np.stack([w.features for w in speech]))
+    streamed = np.array([[h.scores[label] for label in model.labels] for h in hops if h.is_speech])
+    np.testing.assert_allclose(streamed, batch, atol=1e-6)
+    first_speech = next(i for i, h in enumerate(hops) if h.is_speech)
+    assert all(h.scores is None and h.emotion is None for h in hops[:first_speech])
+
+
+def test_chunk_size_does_not_change_the_hop_records(model: EmotionModel) -> None:
+    x = clip()
+    records = []
+    for seed in (None, 1, 2):
+        hops = stream(make(model), x, seed)
+        records.append([{k: v for k, v in h.to_json().items() if k != "latency_ms"} for h in hops])
+    assert records[0] == records[1] == records[2]
+    assert any(r["emotion"] is not None for r in records[0])
+
+
+def test_unanalysed_channel_is_metered_but_never_classified(model: EmotionModel) -> None:
+    pipeline = make(model, channel=1, role="agent", analysed=False)
+    hops = stream(pipeline, clip(), seed=None)
+    assert hops and all(h.scores is None and h.emotion is None and h.channel == 1 and h.role == "agent" for h in hops)
+    view = pipeline.view()
+    assert view.analysed is False and view.speech_seconds > 0.5 and view.emotion is None
+    assert pipeline.summary().emotion_seconds == {}
+
+
+def test_view_summary_timeline_and_reset(model: EmotionModel) -> None:
+    pipeline = make(model, timeline_seconds=2.0)
+    hops = stream(pipeline, clip(), seed=None)
+    view = pipeline.view()
+    assert len(view.timeline) == 4  # 2 s of timeline at a 0.5 s hop
+    assert view.timeline[-1].t_end == hops[-1].t_end
+    assert view.level_db < 0
+    summary = pipeline.summary()
+    labelled = sum(1 for h in hops if h.emotion is not None)
+    assert sum(summary.emotion_seconds.values()) == pytest.approx(0.5 * labelled)
+    pipeline.reset()
+    assert pipeline.view().timeline == () and pipeline.summary().speech_seconds == 0.0
+
+
+def test_level_dbfs_of_known_signals() -> None:
+    assert level_dbfs(np.zeros(100, np.float32)) == -120.0
+    assert level_dbfs(np.full(100, 0.5, np.float32)) == pytest.approx(-6.0206, abs=1e-3)
+    sine = np.sin(np.linspace(0, 200 * np.pi, 16000, endpoint=False)).astype(np.float32)
+    assert level_dbfs(sine) == pytest.approx(-3.0103, abs=1e-3)

@@ -1,0 +1,56 @@
+"""Stream resampling: any chunking gives the whole-signal result, at the right frequency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from streamer.resample import StreamResampler
+
+
+def tone(rate: int, seconds: float = 1.0, hz: float = 1000.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.5 * np.sin(2 * np.pi * hz * t).astype(np.float32)
+    return np.stack([x * (c + 1) / channels for c in range(channels)], axis=1)
+
+
+def stream(resampler: StreamResampler, x: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 4000))
+        out.append(resampler.process(x[i : i + n]))
+        i += n
+    out.append(resampler.flush())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize(("rate_in", "channels"), [(44100, 1), (48000, 2), (8000, 1)])
+def test_random_chunks_equal_the_whole_signal_and_keep_the_frequency(rate_in: int, channels: int) -> None:
+    x = tone(rate_in, channels=channels)
+    y = stream(StreamResampler(rate_in, 16000, channels), x, seed=rate_in)
+    whole = soxr.resample(x, rate_in, 16000, quality="HQ")
+    assert y.shape == whole.shape == (16000, channels)
+    np.testing.assert_allclose(y, whole, atol=1e-5)
+    spectrum = np.abs(np.fft.rfft(y[2000:-2000, 0] * np.hanning(12000)))
+    peak_hz = np.argmax(spectrum) * 16000 / 12000
+    assert abs(peak_hz - 1000) < 2
+
+
+def test_equal_rates_pass_through_and_reset_starts_over() -> None:
+    same = StreamResampler(16000, 16000, 1)
+    x = tone(16000, 0.1)
+    assert same.identity and same.process(x) is not None
+    np.testing.assert_array_equal(same.process(x), x)
+    assert same.flush().shape == (0, 1)
+    r = StreamResampler(48000, 16000, 1)
+    first = stream(r, tone(48000, 0.5), seed=1)
+    r.reset()
+    second = stream(r, tone(48000, 0.5), seed=2)
+    np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_wrong_channel_count_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"expected \(n, 2\)"):
+        StreamResampler(48000, 16000, 2).process(np.zeros((10, 1), np.float32))
