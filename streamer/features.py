@@ -178,6 +178,16 @@ class _Tables:
         self.dct_t = np.ascontiguousarray(_dct_matrix(cfg.n_mels, cfg.n_mfcc).T, dtype=np.float32)
         self.chroma_fb_t = np.ascontiguousarray(_chroma_filterbank(freqs_hz).T, dtype=np.float32)
         self.contrast_bands = _contrast_bands(freqs_hz, cfg.sample_rate_hz / 2)
+        # The bands are consecutive runs of bins: one min/max reduceat covers every band whose
+        # quantile is a single bin; the few wider bands (quantile > 1 bin) are sorted on their own.
+        self.contrast_lo = int(self.contrast_bands[0][0])
+        self.contrast_hi = int(self.contrast_bands[-1][-1]) + 1
+        self.contrast_starts = np.array([int(b[0]) - self.contrast_lo for b in self.contrast_bands], dtype=np.intp)
+        self.contrast_sorted = [
+            (i, slice(int(b[0]), int(b[-1]) + 1), _contrast_count(b.size))
+            for i, b in enumerate(self.contrast_bands)
+            if _contrast_count(b.size) > 1
+        ]
 
 
 def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -228,13 +238,15 @@ def _contrast_bands(freqs_hz: npt.NDArray[np.float64], nyquist_hz: float) -> lis
 
 
 def _frames_view(samples: FloatArray, cfg: FeatureConfig, n_frames: int) -> FloatArray:
-    """Strided (n_frames, frame_samples) view of ``samples`` (no copy)."""
-    return np.lib.stride_tricks.as_strided(
-        samples,
-        shape=(n_frames, cfg.frame_samples),
-        strides=(samples.strides[0] * cfg.hop_samples, samples.strides[0]),
-        writeable=False,
+    """Strided (n_frames, frame_samples) read-only view of contiguous ``samples`` (no copy)."""
+    view: FloatArray = np.ndarray(
+        (n_frames, cfg.frame_samples),
+        dtype=samples.dtype,
+        buffer=samples,
+        strides=(samples.itemsize * cfg.hop_samples, samples.itemsize),
     )
+    view.flags.writeable = False
+    return view
 
 
 def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables) -> FloatArray:
@@ -249,23 +261,33 @@ def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables) -
     cumulative = np.cumsum(mag, axis=1)
     rolloff = tables.freqs_hz[np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)]
     log_power = np.log(power + _EPS)
-    flatness = np.exp(log_power.mean(axis=1)) / (power.mean(axis=1) + _EPS)
+    n_bins = power.shape[1]  # sum / n: the same float32 result as .mean(), without its Python overhead
+    flatness = np.exp(log_power.sum(axis=1) / n_bins) / (power.sum(axis=1) / n_bins + _EPS)
     chroma = power @ tables.chroma_fb_t
     chroma /= np.max(chroma, axis=1, keepdims=True) + _EPS
-    contrast = np.stack([_band_contrast(power[:, band]) for band in tables.contrast_bands], axis=1)
+    contrast = _spectral_contrast(power, tables)
     scalars = np.stack([zcr, rms_db, centroid, bandwidth, rolloff, flatness], axis=1).astype(np.float32)
     return np.concatenate([scalars, chroma, contrast], axis=1)
 
 
-def _band_contrast(band_power: FloatArray) -> FloatArray:
-    """Peak-to-valley ratio in dB of one band's power bins, shape (n,)."""
-    count = max(1, round(CONTRAST_QUANTILE * band_power.shape[1]))
-    if count == 1:
-        valley, peak = band_power.min(axis=1), band_power.max(axis=1)
-    else:
-        ordered = np.sort(band_power, axis=1)
-        valley, peak = ordered[:, :count].mean(axis=1), ordered[:, -count:].mean(axis=1)
-    return 10.0 * (np.log10(peak + _EPS) - np.log10(valley + _EPS))
+def _contrast_count(n_bins: int) -> int:
+    """Bins averaged for a band's peak and valley."""
+    return max(1, round(CONTRAST_QUANTILE * n_bins))
+
+
+def _spectral_contrast(power: FloatArray, tables: _Tables) -> FloatArray:
+    """Peak-to-valley ratio in dB of each contrast band, shape (n, n_bands).
+
+    Peak/valley = mean of the band's top/bottom ``_contrast_count`` bins (max/min when one bin).
+    """
+    span = power[:, tables.contrast_lo : tables.contrast_hi]
+    valley = np.minimum.reduceat(span, tables.contrast_starts, axis=1)
+    peak = np.maximum.reduceat(span, tables.contrast_starts, axis=1)
+    for band, bins, count in tables.contrast_sorted:
+        ordered = np.sort(power[:, bins], axis=1)
+        valley[:, band] = ordered[:, :count].sum(axis=1) / count
+        peak[:, band] = ordered[:, -count:].sum(axis=1) / count
+    return (10.0 * (np.log10(peak + _EPS) - np.log10(valley + _EPS))).astype(np.float32, copy=False)
 
 
 class FrameFeaturizer:
