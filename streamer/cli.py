@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from streamer import __version__
@@ -43,7 +44,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--stdin", action="store_true", help="read raw PCM from standard input")
     src.add_argument("--rate", type=int, help="capture rate / rate of --stdin PCM in Hz")
     src.add_argument("--channels", type=int, help="channels to capture / channels of --stdin PCM")
-    src.add_argument("--format", dest="pcm_format", help="--stdin sample format: s16le (default), s32le, f32le")
+    src.add_argument("--format", dest="pcm_format", help="--stdin format: s16le (default), s32le, f32le, mulaw, alaw")
     src.add_argument("--demo", action="store_true", help="stream the bundled demo recording")
     src.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio")
     out = parser.add_argument_group("output")
@@ -101,8 +102,9 @@ def _add_unavailable(sub: Any, name: str, exc: ImportError) -> None:
         )
     else:
         message = f"`emostream {name}` cannot be loaded ({exc}); reinstall emostream"
-    stub = sub.add_parser(name, help=f"(unavailable: {message})", add_help=False)
-    stub.add_argument("rest", nargs=argparse.REMAINDER)
+    # no option prefix: every argument after the command is taken as-is, whatever it looks like
+    stub = sub.add_parser(name, help=f"(unavailable: {message})", add_help=False, prefix_chars="\0")
+    stub.add_argument("rest", nargs="*")
 
     def fail(args: argparse.Namespace) -> int:
         raise EmoStreamError(message)
@@ -223,15 +225,17 @@ def _print_analysis_table(results: Sequence[Any]) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    names = [Path(r.path).name for r in results]
+    shown = names if len(set(names)) == len(names) else [r.path for r in results]  # file names when unambiguous
     table = Table(title="emotion per file")
     for column in ("file", "emotion", "confidence", "speech s"):
         table.add_column(column, justify="right" if column != "file" else "left")
-    for r in results:
+    for name, r in zip(shown, results, strict=True):
         if r.error is not None:
-            table.add_row(r.path, "[red]error[/red]", "", "")
+            table.add_row(name, "[red]error[/red]", "", "")
         else:
             conf = "" if r.confidence is None else f"{r.confidence:.2f}"
-            table.add_row(r.path, r.emotion or "[dim]no speech[/dim]", conf, f"{r.speech_seconds:.1f}")
+            table.add_row(name, r.emotion or "[dim]no speech[/dim]", conf, f"{r.speech_seconds:.1f}")
     Console().print(table)
 
 

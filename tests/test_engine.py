@@ -1,0 +1,129 @@
+"""Engine: file/stdin sources through resampling and pipelines; errors, warnings, duration."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import fixture_clip
+
+from streamer.audio_io import load_mono
+from streamer.config import SmoothingSettings
+from streamer.engine import Engine
+from streamer.errors import AudioInputError
+from streamer.jsonl import JsonlSink
+from streamer.model import EmotionModel
+from streamer.pipeline import ChannelPipeline
+from streamer.sources import FileSource, Source, StdinSource
+from streamer.vad import to_pcm16
+
+
+def pipelines(model: EmotionModel, n: int) -> list[ChannelPipeline]:
+    return [ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings(), channel=c) for c in range(n)]
+
+
+def test_stereo_44k_file_is_resampled_and_split_into_channels(model: EmotionModel, tmp_path: Path) -> None:
+    speech = load_mono(fixture_clip(2, 3), 44100)
+    stereo = np.stack([speech, np.zeros_like(speech)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    events = tmp_path / "events.jsonl"
+    engine = Engine(FileSource(path, fast=True), pipelines(model, 2), [JsonlSink(events)], model_name="m")
+    summary = engine.run()
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    hops = [r for r in records if r["type"] == "hop"]
+    assert records[-1]["type"] == "end" and records[-1]["hops"] == len(hops) == summary.hops
+    by_channel = {c: [h for h in hops if h["channel"] == c] for c in (0, 1)}
+    assert len(by_channel[0]) == len(by_channel[1]) > 0
+    assert any(h["emotion"] for h in by_channel[0])
+    assert all(h["scores"] is None for h in by_channel[1])  # digital silence: never speech
+    assert summary.duration_s == pytest.approx(len(speech) / 44100, abs=1e-3)
+    assert summary.realtime_factor is not None and summary.latency_p50_ms is not None
+    state = engine.state
+    assert state.status == "stopped" and len(state.channels) == 2 and state.input_rate_hz == 44100
+
+
+class FailingSource(Source):
+    """A real source whose audio turns unreadable after two blocks."""
+
+    name, rate_hz, channels = "failing", 16000, 1
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.stopped = False
+
+    def read(self, timeout: float = 0.1) -> np.ndarray | None:
+        self.blocks += 1
+        if self.blocks > 2:
+            raise AudioInputError("the audio went bad")
+        return np.zeros((8000, 1), np.float32)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_worker_error_is_reraised_in_the_main_thread_after_the_end_record(model: EmotionModel, tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    source = FailingSource()
+    engine = Engine(source, pipelines(model, 1), [JsonlSink(events)], model_name="m")
+    with pytest.raises(AudioInputError, match="the audio went bad"):
+        engine.run()
+    end = json.loads(events.read_text().splitlines()[-1])
+    assert end["type"] == "end" and end["exit_reason"] == "error: the audio went bad" and end["duration_s"] == 1.0
+    assert source.stopped
+
+
+def test_duration_limit_stops_the_session(model: EmotionModel) -> None:
+    engine = Engine(FileSource(fixture_clip(1, 4), fast=True), pipelines(model, 1), model_name="m", max_audio_s=2.0)
+    summary = engine.run()
+    assert summary.duration_s == pytest.approx(2.0) and summary.exit_reason == "duration reached"
+
+
+def test_stdin_stream_ending_mid_frame_keeps_whole_frames_and_warns(model: EmotionModel) -> None:
+    x = load_mono(fixture_clip(1, 5), 16000)
+    pcm = to_pcm16(x) + b"\x01"  # one stray byte
+    source = StdinSource(io.BytesIO(pcm), 16000, 1, "s16le")
+    summary = Engine(source, pipelines(model, 1), model_name="m").run()
+    assert summary.duration_s == pytest.approx(len(x) / 16000)
+    assert source.truncated_bytes == 1 and "last 1 byte(s)" in source.warnings[0]
+
+
+@pytest.mark.parametrize("fmt", ["s16le", "s32le", "f32le"])
+def test_stdin_formats_decode_to_the_same_signal(fmt: str) -> None:
+    x = (np.sin(np.arange(3200) / 7) * 0.5).astype(np.float32)
+    stereo = np.stack([x, -x], axis=1)
+    data = {
+        "s16le": (stereo * 32768).astype("<i2").tobytes(),
+        "s32le": (stereo * 2147483648.0).astype("<i4").tobytes(),
+        "f32le": stereo.astype("<f4").tobytes(),
+    }[fmt]
+    source = StdinSource(io.BytesIO(data), 16000, 2, fmt, block_ms=30)
+    blocks = []
+    while (block := source.read()) is not None:
+        blocks.append(block)
+    np.testing.assert_allclose(np.concatenate(blocks), stereo, atol=1 / 32768)
+    assert source.warnings == []
+
+
+def test_engine_refuses_channels_the_source_does_not_have(model: EmotionModel) -> None:
+    source = FileSource(fixture_clip(1, 1), fast=True)
+    with pytest.raises(AudioInputError, match=r"has 1 channel\(s\); channel\(s\) \[1\] requested"):
+        Engine(source, pipelines(model, 2), model_name="m")
+    source.stop()
+
+
+def test_file_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(AudioInputError, match="no such file"):
+        FileSource(tmp_path / "missing.wav")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    with pytest.raises(AudioInputError, match="cannot be decoded as audio"):
+        FileSource(corrupt)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(AudioInputError, match="contains no samples"):
+        FileSource(empty)
