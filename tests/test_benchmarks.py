@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,8 +22,9 @@ if str(REPO) not in sys.path:  # benchmarks/ is a top-level folder of the checko
 from benchmarks.__main__ import bench_modules, parse_args  # noqa: E402
 from benchmarks.common import FIGURE_KEYS, RESULT_KEYS, available_models, demo_path, figure  # noqa: E402
 
-MODELS = available_models()
-needs_model = pytest.mark.skipif(not MODELS, reason="no shipped model in models/ yet")
+# The shipped models, else $EMOSTREAM_TEST_MODEL (a .json path), as in conftest.py.
+MODELS = available_models() or [m for m in [os.environ.get("EMOSTREAM_TEST_MODEL")] if m]
+needs_model = pytest.mark.skipif(not MODELS, reason="no shipped model and no EMOSTREAM_TEST_MODEL")
 
 
 def test_figure_status_against_target() -> None:
@@ -68,3 +71,66 @@ def test_probe_runs_with_tensorflow_blocked() -> None:
     assert report["hops"] > 100  # the 77 s demo gives one hop per 0.5 s
     assert not report["tensorflow_imported"] and not report["keras_imported"]
     assert report["vmhwm_kb"] > 0
+
+
+# ---------------------------------------------------------------- streaming evaluation: known answers
+
+from benchmarks.streaming_eval import (  # noqa: E402
+    GAP,
+    Recording,
+    Tally,
+    Utterance,
+    score,
+    speech_fraction,
+    trim_silence,
+    window_truth,
+)
+from streamer.state import HopResult  # noqa: E402
+
+RATE = 100  # samples per second in the synthetic recordings below (keeps them tiny)
+
+
+def _hop(t_start: float, t_end: float, scored: bool = True) -> HopResult:
+    scores = {"a": 1.0, "b": 0.0} if scored else None
+    return HopResult(t_start, t_end, 1.0, scored, scores, scores, None, None, 0.0)
+
+
+def _recording() -> Recording:
+    # 0-2 s gap, 2-6 s "a", 6-7 s gap, 7-11 s "b", 11-12 s gap
+    labels = np.full(12 * RATE, GAP, np.int8)
+    labels[2 * RATE : 6 * RATE] = 0
+    labels[7 * RATE : 11 * RATE] = 1
+    utts = [Utterance(2.0, 6.0, "a"), Utterance(7.0, 11.0, "b")]
+    return Recording(np.zeros(labels.size, np.float32), labels, utts, RATE)
+
+
+def test_trim_silence_keeps_the_voiced_span() -> None:
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)
+    x = np.concatenate([np.zeros(rate), tone, np.zeros(rate)]).astype(np.float32)
+    trimmed = trim_silence(x, rate, margin_s=0.0)
+    assert abs(trimmed.size - rate) <= rate // 50  # within one 20 ms frame
+
+
+def test_window_truth_and_speech_fraction() -> None:
+    rec = _recording()
+    hops = [_hop(0.0, 2.0), _hop(1.5, 3.5), _hop(5.0, 7.0), _hop(6.0, 8.0), _hop(8.0, 10.0)]
+    assert window_truth(hops, rec, 2).tolist() == [GAP, 0, GAP, GAP, 1]  # ties go to GAP
+    assert np.allclose(speech_fraction(hops, rec), [0.0, 0.75, 0.5, 0.5, 1.0])
+
+
+def test_score_counts_accuracy_delay_and_changes() -> None:
+    rec = _recording()
+    hops = [_hop(t - 2.0, t) for t in np.arange(2.5, 12.5, 0.5)]  # window ends 2.5 .. 12.0 s
+    ends = [h.t_end for h in hops]
+    shown = ["a" if e < 9.0 else "b" for e in ends]  # switches to "b" 2 s after "b" starts at 7 s
+    truth = window_truth(hops, rec, 2)
+    tally = Tally(np.zeros((2, 3), np.int64))
+    score(tally, hops, shown=shown, truth=truth, recording=rec, labels=("a", "b"))
+    row = tally.row()
+    assert tally.transitions == 1 and tally.reached == 1
+    assert row["delay_median_s"] == pytest.approx(2.0)
+    assert tally.shown_changes == 1 and tally.true_changes == 1
+    expected = sum(1 for s, t in zip(shown, truth.tolist(), strict=True) if t != GAP and s == "ab"[t])
+    assert row["accuracy"] == pytest.approx(expected / int((truth != GAP).sum()))
+    assert row["accuracy"] < 1.0  # the "b" window ending at 8.5 s still shows "a"

@@ -1,0 +1,402 @@
+"""Streaming evaluation: long recordings of held-out actors through the real pipeline.
+
+``python -m benchmarks.streaming_eval --data DIR --fold-models DIR [--model resnet_mlp]``
+
+For each EmoBox fold (``DIR/folds.json``) the fold's test actors' clips are trimmed to their
+voiced span, shuffled and concatenated with 0.5–3 s gaps, and background noise is added at
+``--snr-db`` (default 20 dB, relative to the mean speech power) over the whole recording;
+every sample keeps its true label (an emotion, or none in the gaps). The recording is
+streamed through ``ChannelPipeline`` (VAD, features, windows, the fold's model from
+``--fold-models DIR/fold_K/NAME.json``) in 500 ms blocks, once. The smoothing grid is then
+replayed with ENGINE's ``Smoother`` over the same per-window scores (the pipeline calls the
+smoother once per window in the same order, so this is what the pipeline would show; the
+default setting is checked against the pipeline's own output). Reported per setting:
+
+* accuracy and UA of the shown label on speech hops (window majority is an emotion);
+* delay from an utterance's start until the shown label first equals its emotion, for
+  utterances whose emotion differs from the previous one (median, p90, share reached before
+  the next utterance starts);
+* shown-label changes per minute vs the true changes per minute;
+* (setting-independent) share of no-speech hops (true utterance share of the window below
+  the VAD's ``min_speech_ratio``) left unlabelled (no scores), and the raw per-window
+  accuracy of the model without smoothing.
+
+Without ``--fold-models`` one ``--model`` serves every fold: those figures are NOT
+actor-independent (the model may have been trained on the test actors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.audio_io import load_mono
+from streamer.config import SmoothingSettings
+from streamer.model import EMOTIONS, EmotionModel
+from streamer.pipeline import ChannelPipeline
+from streamer.smoothing import Smoother
+from streamer.state import HopResult
+
+GAP = -1  # label of samples between utterances
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip placed in the recording: seconds from the recording start."""
+
+    start_s: float
+    end_s: float
+    emotion: str
+
+
+@dataclass
+class Recording:
+    """A long test recording: float32 mono ``signal``, per-sample label index (GAP = none)."""
+
+    signal: np.ndarray
+    labels: np.ndarray
+    utterances: list[Utterance]
+    rate_hz: int
+
+
+# ------------------------------------------------------------------ building recordings
+
+
+def fold_clips(data_dir: Path, actors: Sequence[int]) -> list[tuple[Path, str]]:
+    """(path, emotion) of every speech clip (``03-01-EE-...``) of ``actors``."""
+    clips = []
+    for actor in actors:
+        for path in sorted((data_dir / f"Actor_{actor:02d}").glob("03-01-*.flac")):
+            clips.append((path, EMOTIONS[int(path.name.split("-")[2]) - 1]))
+    if not clips:
+        raise SystemExit(f"no clips of actors {list(actors)} under {data_dir}; expected Actor_XX/03-01-*.flac")
+    return clips
+
+
+def trim_silence(x: np.ndarray, rate_hz: int, floor_db: float = -35.0, margin_s: float = 0.05) -> np.ndarray:
+    """``x`` cut to the span whose 20 ms frames are within ``floor_db`` of the loudest frame."""
+    frame = rate_hz // 50
+    n = len(x) // frame
+    if n == 0:
+        return x
+    rms = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)) + 1e-12
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > floor_db)
+    margin = int(margin_s * rate_hz)
+    return x[max(0, loud[0] * frame - margin) : min(len(x), (loud[-1] + 1) * frame + margin)]
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power 1/f noise, float64, shape (n,)."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
+    noise = np.fft.irfft(spectrum, n)
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def build_recording(
+    clips: Sequence[tuple[Path, str]],
+    labels: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    rate_hz: int = 16000,
+    gap_s: tuple[float, float] = (0.5, 3.0),
+    snr_db: float = 20.0,
+) -> Recording:
+    """Shuffle, trim and join ``clips`` with random gaps; add pink noise at ``snr_db`` (inf = none)."""
+    parts: list[np.ndarray] = []
+    marks: list[np.ndarray] = []
+    utterances: list[Utterance] = []
+    position = 0
+    for index in rng.permutation(len(clips)):
+        path, emotion = clips[index]
+        gap = np.zeros(int(rng.uniform(*gap_s) * rate_hz), dtype=np.float32)
+        speech = trim_silence(load_mono(path, rate_hz), rate_hz)
+        parts += [gap, speech]
+        marks += [np.full(gap.size, GAP, np.int8), np.full(speech.size, labels.index(emotion), np.int8)]
+        start = position + gap.size
+        utterances.append(Utterance(start / rate_hz, (start + speech.size) / rate_hz, emotion))
+        position = start + speech.size
+    tail = np.zeros(int(gap_s[1] * rate_hz), dtype=np.float32)
+    signal = np.concatenate([*parts, tail]).astype(np.float64)
+    label_track = np.concatenate([*marks, np.full(tail.size, GAP, np.int8)])
+    if np.isfinite(snr_db):
+        speech_power = float(np.mean(signal[label_track != GAP] ** 2))
+        signal += pink_noise(signal.size, rng) * np.sqrt(speech_power / 10 ** (snr_db / 10))
+    peak = np.max(np.abs(signal))
+    if peak > 1.0:
+        signal /= peak
+    return Recording(signal.astype(np.float32), label_track, utterances, rate_hz)
+
+
+# ------------------------------------------------------------------ streaming and scoring
+
+
+def stream(
+    model: EmotionModel, recording: Recording, smoothing: SmoothingSettings, block_s: float = 0.5
+) -> list[HopResult]:
+    """Every hop of ``recording`` through a fresh ChannelPipeline, end flushed."""
+    pipeline = ChannelPipeline(model, model.metadata.vad_config, smoothing)
+    block = int(block_s * recording.rate_hz)
+    hops: list[HopResult] = []
+    for start in range(0, recording.signal.size, block):
+        hops += pipeline.process(recording.signal[start : start + block])
+    return hops + pipeline.flush()
+
+
+def replay(
+    hops: Sequence[HopResult], labels: Sequence[str], smoothing: SmoothingSettings, hop_s: float
+) -> list[str | None]:
+    """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores."""
+    smoother = Smoother(labels, smoothing, hop_s)
+    shown = []
+    for hop in hops:
+        probs = None if hop.scores is None else [hop.scores[lab] for lab in labels]
+        shown.append(smoother.process(probs)[1])
+    return shown
+
+
+def window_truth(hops: Sequence[HopResult], recording: Recording, n_labels: int) -> np.ndarray:
+    """Majority label of each hop's window (GAP when gap samples are the majority or tie the best emotion)."""
+    truth = np.empty(len(hops), dtype=np.int64)
+    rate = recording.rate_hz
+    for i, hop in enumerate(hops):
+        span = recording.labels[round(hop.t_start * rate) : round(hop.t_end * rate)]
+        counts = np.bincount(span.astype(np.int64) + 1, minlength=n_labels + 1)
+        truth[i] = GAP if counts.size == 0 or counts.argmax() == 0 else counts.argmax() - 1
+    return truth
+
+
+def speech_fraction(hops: Sequence[HopResult], recording: Recording) -> np.ndarray:
+    """True share of utterance samples in each hop's window, float64 (n_hops,)."""
+    rate = recording.rate_hz
+    voiced = np.concatenate([[0], np.cumsum(recording.labels != GAP)])
+    starts = np.clip([round(h.t_start * rate) for h in hops], 0, recording.labels.size)
+    ends = np.clip([round(h.t_end * rate) for h in hops], 0, recording.labels.size)
+    return (voiced[ends] - voiced[starts]) / np.maximum(
+        1, np.array([round((h.t_end - h.t_start) * rate) for h in hops])
+    )
+
+
+@dataclass
+class Tally:
+    """Counts pooled over folds for one smoothing setting."""
+
+    confusion: np.ndarray
+    delays: list[float] = field(default_factory=list)
+    transitions: int = 0
+    reached: int = 0
+    shown_changes: int = 0
+    true_changes: int = 0
+    minutes: float = 0.0
+
+    def row(self) -> dict[str, float]:
+        totals = self.confusion.sum(axis=1)
+        recalls = np.diag(self.confusion)[totals > 0] / totals[totals > 0]
+        delays = np.asarray(self.delays)
+        return {
+            "accuracy": float(np.trace(self.confusion) / max(1, self.confusion.sum())),
+            "ua": float(recalls.mean()) if recalls.size else float("nan"),
+            "delay_median_s": float(np.median(delays)) if delays.size else float("nan"),
+            "delay_p90_s": float(np.percentile(delays, 90)) if delays.size else float("nan"),
+            "reached": self.reached / max(1, self.transitions),
+            "changes_per_min": self.shown_changes / max(1e-9, self.minutes),
+            "true_changes_per_min": self.true_changes / max(1e-9, self.minutes),
+        }
+
+
+def score(
+    tally: Tally,
+    hops: Sequence[HopResult],
+    *,
+    shown: Sequence[str | None],
+    truth: np.ndarray,
+    recording: Recording,
+    labels: Sequence[str],
+) -> None:
+    """Add one fold's hops (with the labels a setting showed) to ``tally``."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    n = len(labels)
+    for label, true in zip(shown, truth, strict=True):
+        if true != GAP:
+            tally.confusion[true, index[label] if label is not None else n] += 1
+    names = [s for s in shown if s is not None]
+    tally.shown_changes += sum(a != b for a, b in itertools.pairwise(names))
+    tally.minutes += recording.signal.size / recording.rate_hz / 60.0
+    ends = np.array([h.t_end for h in hops])
+    utts = recording.utterances
+    for prev, utt, nxt in zip([None, *utts[:-1]], utts, [*utts[1:], None], strict=True):
+        if prev is None or prev.emotion == utt.emotion:
+            continue
+        tally.true_changes += 1
+        tally.transitions += 1
+        limit = np.inf if nxt is None else nxt.start_s
+        for i in np.flatnonzero((ends >= utt.start_s) & (ends <= limit)).tolist():
+            if shown[i] == utt.emotion:
+                tally.delays.append(float(ends[i] - utt.start_s))
+                tally.reached += 1
+                break
+
+
+# ------------------------------------------------------------------ the grid and the run
+
+
+def smoothing_grid(name: str) -> list[SmoothingSettings]:
+    """``default``: EMA time constants × hysteresis × min dwell (+ sliding-window means); ``small``: a few."""
+    if name == "small":
+        return [
+            SmoothingSettings(time_constant_s=t, hysteresis=h, min_dwell_s=d)
+            for t, h, d in ((0.0, 0.0, 0.0), (2.0, 0.1, 2.0), (1.0, 0.05, 1.0))
+        ]
+    grid = [
+        SmoothingSettings(time_constant_s=t, hysteresis=h, min_dwell_s=d)
+        for t in (0.0, 0.5, 1.0, 2.0, 4.0)
+        for h in (0.0, 0.05, 0.1, 0.2)
+        for d in (0.0, 1.0, 2.0)
+    ]
+    grid += [SmoothingSettings(method="window", window_s=w, hysteresis=0.1, min_dwell_s=1.0) for w in (2.0, 4.0)]
+    return grid
+
+
+def setting_name(s: SmoothingSettings) -> str:
+    """Short description of a smoothing setting."""
+    head = f"ema τ={s.time_constant_s:g}s" if s.method == "ema" else f"window {s.window_s:g}s"
+    return f"{head} hyst={s.hysteresis:g} dwell={s.min_dwell_s:g}s"
+
+
+def fold_model(args: argparse.Namespace, fold: int) -> tuple[EmotionModel, bool]:
+    """The fold's model and whether it is actor-independent."""
+    if args.fold_models:
+        path = Path(args.fold_models) / f"fold_{fold}" / f"{args.model}.json"
+        if not path.is_file():
+            raise SystemExit(f"no fold model {path}; train them with `emostream evaluate ... --save-fold-models DIR`")
+        return EmotionModel.load(path, num_threads=1), True
+    return EmotionModel.load(args.model, num_threads=1), False
+
+
+def folds_of(data_dir: Path, wanted: Sequence[int] | None) -> Iterator[tuple[int, list[int]]]:
+    """(fold, test actors) from ``data_dir/folds.json``."""
+    folds = json.loads((data_dir / "folds.json").read_text(encoding="utf-8"))["test_actors"]
+    for key in sorted(folds, key=int):
+        if not wanted or int(key) in wanted:
+            yield int(key), [int(a) for a in folds[key]]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate every fold and pool the tallies per smoothing setting."""
+    data_dir = Path(args.data or os.environ.get("EMOSTREAM_RAVDESS", ""))
+    if not (data_dir / "folds.json").is_file():
+        raise SystemExit(f"no RAVDESS set at {data_dir!s}; pass --data DIR or set EMOSTREAM_RAVDESS")
+    grid = smoothing_grid(args.grid)
+    tallies: dict[str, Tally] = {}
+    raw: Tally | None = None
+    gap_hops = gap_unlabelled = 0
+    independent = True
+    rng = np.random.default_rng(args.seed)
+    for fold, actors in folds_of(data_dir, args.folds):
+        model, fold_independent = fold_model(args, fold)
+        independent &= fold_independent
+        labels = model.labels
+        clips = fold_clips(data_dir, actors)
+        if args.max_clips:
+            clips = [clips[i] for i in rng.choice(len(clips), min(args.max_clips, len(clips)), replace=False)]
+        rec = build_recording(
+            clips, labels, rng, rate_hz=model.metadata.feature_config.sample_rate_hz, snr_db=args.snr_db
+        )
+        default = SmoothingSettings()
+        hops = stream(model, rec, default)
+        hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
+        if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
+            raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
+        truth = window_truth(hops, rec, len(labels))
+        quiet = speech_fraction(hops, rec) < model.metadata.vad_config.min_speech_ratio
+        gap_hops += int(quiet.sum())
+        gap_unlabelled += sum(1 for h, q in zip(hops, quiet.tolist(), strict=True) if q and h.scores is None)
+        argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
+        raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64))
+        score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
+        for setting in grid:
+            tally = tallies.setdefault(setting_name(setting), Tally(np.zeros((len(labels), len(labels) + 1), np.int64)))
+            score(tally, hops, shown=replay(hops, labels, setting, hop_s), truth=truth, recording=rec, labels=labels)
+        print(
+            f"fold {fold}: actors {actors}, {len(clips)} clips, {rec.signal.size / rec.rate_hz / 60:.1f} min, "
+            f"{len(hops)} hops, model {model.metadata.name}",
+            file=sys.stderr,
+        )
+    rows = {name: t.row() for name, t in tallies.items()}
+    return {
+        "actor_independent": independent,
+        "model": args.model,
+        "fold_models": args.fold_models,
+        "snr_db": args.snr_db,
+        "seed": args.seed,
+        "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
+        "no_speech_hops": gap_hops,
+        "raw_window": raw.row() if raw else {},
+        "settings": rows,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming_eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="RAVDESS speech folder with folds.json (default: $EMOSTREAM_RAVDESS)")
+    parser.add_argument("--fold-models", help="DIR with fold_K/NAME.json per fold (actor-independent)")
+    parser.add_argument("--model", default="resnet_mlp", help="model name (in fold dirs, or shipped / a path)")
+    parser.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,2 (default all)")
+    parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (0 = all 240)")
+    parser.add_argument("--snr-db", type=float, default=20.0, help="background pink noise SNR; inf = none")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", choices=("default", "small"), default="default")
+    parser.add_argument("--json", type=Path, default=RESULTS / "streaming_eval.json")
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+    return parser.parse_args(argv)
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table, best accuracy first."""
+    lines = [
+        "| smoothing | hop acc | UA | delay median s | delay p90 s | reached | changes/min (true) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    raw = report["raw_window"]
+    lines.append(
+        f"| raw window argmax (no smoothing, unlabelled when no speech) | {raw['accuracy']:.3f} | "
+        f"{raw['ua']:.3f} | {raw['delay_median_s']:.2f} | {raw['delay_p90_s']:.2f} | {raw['reached']:.0%} | "
+        f"{raw['changes_per_min']:.1f} ({raw['true_changes_per_min']:.1f}) |"
+    )
+    for name, r in sorted(report["settings"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        lines.append(
+            f"| {name} | {r['accuracy']:.3f} | {r['ua']:.3f} | {r['delay_median_s']:.2f} | "
+            f"{r['delay_p90_s']:.2f} | {r['reached']:.0%} | {r['changes_per_min']:.1f} "
+            f"({r['true_changes_per_min']:.1f}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(report)
+    print(table)
+    print(f"no-speech hops left unlabelled: {report['no_speech_unlabelled']:.1%} of {report['no_speech_hops']}")
+    if not report["actor_independent"]:
+        print("WARNING: one model for every fold: these figures are NOT actor-independent")
+    if args.markdown:
+        args.markdown.write_text(table, encoding="utf-8")
+    print(f"written {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
