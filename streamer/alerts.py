@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from streamer.errors import ConfigError
 from streamer.state import HopResult
@@ -441,3 +441,81 @@ class AlertDispatcher:
         )
         with urllib.request.urlopen(request, timeout=self.output.timeout_s) as response:
             response.read()
+
+
+class AlertTarget(Protocol):
+    """What :class:`AlertMonitor` updates per channel (a ChannelPipeline has these attributes)."""
+
+    channel: int
+    active_alerts: tuple[str, ...]
+    alerts_fired: int
+
+
+class AlertMonitor:
+    """Runs the rules on each block's hops in the processing thread (``Engine(on_hops=monitor)``).
+
+    Every event goes to ``emit`` (e.g. ``JsonlSink.write`` of ``event.to_json()``) and to the
+    dispatcher; each target's ``active_alerts`` (shown by the dashboard) and ``alerts_fired``
+    (the session summary's count) are kept current. Nothing here blocks on delivery.
+    """
+
+    def __init__(
+        self,
+        rules: AlertRules,
+        targets: Sequence[AlertTarget] = (),
+        *,
+        dispatcher: AlertDispatcher | None = None,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.targets = {t.channel: t for t in targets}
+        self.dispatcher = dispatcher
+        self.emit = emit
+        self.events: list[AlertEvent] = []
+
+    def __call__(self, hops: Sequence[HopResult]) -> None:
+        """Process one block's hops."""
+        for hop in hops:
+            for event in self.rules.process(hop):
+                self._handle(event)
+
+    def _handle(self, event: AlertEvent) -> None:
+        self.events.append(event)
+        if self.emit is not None:
+            self.emit(event.to_json())
+        if self.dispatcher is not None:
+            self.dispatcher.submit(event)
+        target = self.targets.get(event.channel)
+        if target is not None:
+            target.active_alerts = self.rules.active(event.channel)
+            if event.state == "fired":
+                target.alerts_fired += 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver queued alerts (at most ``timeout`` s) and report drops/failures via logging."""
+        if self.dispatcher is None:
+            return
+        finished = self.dispatcher.close(timeout)
+        stats = self.dispatcher.stats
+        if not finished or stats.dropped or stats.failed:
+            log.warning(
+                "alert delivery: %d delivered, %d failed, %d dropped (queue full)%s",
+                stats.delivered,
+                stats.failed,
+                stats.dropped,
+                "" if finished else ", gave up waiting for the rest",
+            )
+
+
+def build_monitor(
+    rules: Sequence[AlertRule],
+    output: AlertOutput,
+    labels: Sequence[str],
+    targets: Sequence[AlertTarget],
+    emit: Callable[[dict[str, Any]], None] | None = None,
+) -> AlertMonitor | None:
+    """An :class:`AlertMonitor` for ``rules`` (None without rules); a dispatcher only if ``output`` has a target."""
+    if not rules:
+        return None
+    dispatcher = AlertDispatcher(output) if output.enabled else None
+    return AlertMonitor(AlertRules(rules, labels), targets, dispatcher=dispatcher, emit=emit)
