@@ -80,6 +80,8 @@ class ChannelPipeline:
         self.hops = 0
         self._emotion_seconds: dict[str, float] = {}
         self._last: HopResult | None = None
+        self.active_alerts: tuple[str, ...] = ()  # set by streamer.alerts.AlertMonitor
+        self.alerts_fired = 0
 
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
@@ -153,6 +155,7 @@ class ChannelPipeline:
             level_db=self.level_db,
             speech_active=self.speech_active,
             speech_seconds=self.speech_seconds,
+            active_alerts=self.active_alerts,
         )
 
     def summary(self) -> ChannelSummary:
@@ -163,4 +166,5 @@ class ChannelPipeline:
             analysed=self.analysed,
             speech_seconds=self.speech_seconds,
             emotion_seconds=dict(self._emotion_seconds),
+            alerts=self.alerts_fired,
         )

@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from streamer.config import Config, summary
+from streamer.alerts import build_monitor
+from streamer.config import Config, channel_plan, summary
 from streamer.engine import Engine, Sink
 from streamer.errors import AudioInputError, ConfigError
 from streamer.jsonl import JsonlSink, start_record
@@ -47,7 +48,7 @@ def make_source(args: argparse.Namespace, cfg: Config) -> Source:
 
 
 def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[ChannelPipeline]:
-    """One pipeline per source channel, all with the model's settings and the config's overrides."""
+    """One pipeline per source channel (role and analysis from [[channels]]/[privacy]), with the config's overrides."""
     vad = cfg.vad.resolve(model.metadata.vad_config)
     features = cfg.windowing.resolve(model.metadata.feature_config, vad)
     return [
@@ -55,11 +56,13 @@ def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[Ch
             model,
             vad,
             cfg.smoothing,
-            channel=channel,
+            channel=plan.index,
+            role=plan.role,
+            analysed=plan.analysed,
             feature_cfg=features,
             timeline_seconds=cfg.output.timeline_seconds,
         )
-        for channel in range(source.channels)
+        for plan in channel_plan(cfg, source.channels)
     ]
 
 
@@ -112,6 +115,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     source = make_source(args, cfg)
     jsonl_stdout = cfg.output.jsonl == "-"
     sinks: list[Sink] = []
+    jsonl: JsonlSink | None = None
     try:
         pipelines = build_pipelines(model, source, cfg)
         if cfg.output.jsonl is not None:
@@ -123,7 +127,15 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
                 channels=source.channels,
                 config=summary(cfg),
             )
-            sinks.append(JsonlSink(cfg.output.jsonl, record))
+            jsonl = JsonlSink(cfg.output.jsonl, record)
+            sinks.append(jsonl)
+        alerts = build_monitor(
+            [a.to_rule() for a in cfg.alerts],
+            cfg.alerts_output.to_output(),
+            model.labels,
+            pipelines,
+            None if jsonl is None else jsonl.write,
+        )
         if not cfg.output.dashboard and not jsonl_stdout:
             sinks.append(ChangePrinter())
         engine = Engine(
@@ -133,12 +145,17 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
             model_name=model.metadata.name,
             max_audio_s=args.duration,
             timeline_seconds=cfg.output.timeline_seconds,
+            on_hops=alerts,
         )
     except BaseException:
         source.stop()
         raise
     interrupted = _drive(engine, cfg.output.dashboard, jsonl_stdout)
-    result = engine.finish()
+    try:
+        result = engine.finish()
+    finally:
+        if alerts is not None:
+            alerts.close()
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
     for warning in source.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +21,7 @@ import soundfile as sf
 
 from streamer.errors import AudioInputError, ConfigError, DeviceError
 from streamer.ringbuffer import RingBuffer
+from streamer.telephony import decode_raw
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -92,6 +94,8 @@ def register_pcm_format(fmt: PcmFormat) -> None:
 register_pcm_format(PcmFormat("s16le", 2, _int_decoder("<i2", 32768.0), "16-bit signed little-endian"))
 register_pcm_format(PcmFormat("s32le", 4, _int_decoder("<i4", 2147483648.0), "32-bit signed little-endian"))
 register_pcm_format(PcmFormat("f32le", 4, _f32_decode, "32-bit float little-endian"))
+register_pcm_format(PcmFormat("mulaw", 1, partial(decode_raw, fmt="mulaw"), "G.711 mu-law, 8-bit"))
+register_pcm_format(PcmFormat("alaw", 1, partial(decode_raw, fmt="alaw"), "G.711 A-law, 8-bit"))
 
 
 def pcm_format(name: str) -> PcmFormat:
