@@ -299,17 +299,22 @@ class ChannelPlan:
     analysed: bool
 
 
-def channel_plan(cfg: Config, n_channels: int, default_roles: tuple[str, ...] = ()) -> tuple[ChannelPlan, ...]:
+def channel_plan(
+    cfg: Config, n_channels: int, default_roles: tuple[str, ...] = (), *, strict: bool = True
+) -> tuple[ChannelPlan, ...]:
     """One plan per input channel, from [[channels]] (else ``default_roles[i]``, else ``speaker``).
 
     ``agent`` channels are not analysed unless [privacy] allow_agent_analysis is true.
-    Raises ConfigError for a [[channels]] index the input does not have or given twice.
+    Raises ConfigError for a [[channels]] index given twice, or (``strict``, for live input)
+    one the input does not have; batch mode passes ``strict=False`` to ignore those.
     """
     by_index: dict[int, ChannelSettings] = {}
     for setting in cfg.channels:
         index = int(setting.index or 0)
         if index in by_index:
             raise ConfigError(f"{cfg.source}: [[channels]] index {index} is given twice; give each channel once")
+        if index >= n_channels and not strict:
+            continue
         if index >= n_channels:
             raise ConfigError(
                 f"{cfg.source}: [[channels]] index {index} does not exist; the input has {n_channels} channel(s) "
