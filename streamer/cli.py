@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -251,7 +252,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise EmoStreamError(f"{' and '.join(chosen)} given; choose one source")
     if args.fast and not (args.file or args.demo):
         _warn("--fast applies to --file and --demo only; ignored")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`docker stop` end a run as cleanly as Ctrl-C
     return run_monitor(args, config_from_args(args))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def test_missing_device_and_demo_fallback_without_devices(model_arg: str) -> Non
     assert listing.returncode == 0 and b"no audio input devices found" in listing.stdout
 
 
-def test_ctrl_c_exits_130_after_the_summary_and_the_end_record(model_arg: str) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_exits_130_after_the_summary_and_the_end_record(model_arg: str, sig: signal.Signals) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamer.cli", "--demo", *RUN, "--model", model_arg],
@@ -119,7 +120,7 @@ def test_ctrl_c_exits_130_after_the_summary_and_the_end_record(model_arg: str) -
     assert proc.stdout is not None
     lines = [proc.stdout.readline() for _ in range(3)]  # start record + two hops, delivered live
     assert json.loads(lines[0])["type"] == "start" and json.loads(lines[2])["type"] == "hop"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     recs = records(b"".join(lines) + rest)
