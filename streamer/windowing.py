@@ -93,6 +93,11 @@ class WindowExtractor:
         self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
         self._samples_seen = 0
         self._next_index = 0
+        # Samples not yet run through the VAD and the front-end: they are analysed in one go
+        # when the next window is due (both stages are chunk-size invariant, so the windows are
+        # the same), which saves their per-call overhead on small chunks.
+        self._pending = np.zeros(feature_cfg.window_samples, dtype=np.float32)
+        self._pending_len = 0
 
     def reset(self) -> None:
         """Start a new stream."""
@@ -102,6 +107,7 @@ class WindowExtractor:
         self._flags.reset()
         self._samples_seen = 0
         self._next_index = 0
+        self._pending_len = 0
 
     @property
     def samples_seen(self) -> int:
@@ -113,10 +119,28 @@ class WindowExtractor:
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
         self._samples_seen += samples.size
         cfg = self.feature_cfg
+        next_end = self._next_index * cfg.window_hop_samples + cfg.window_samples
+        if self._samples_seen < next_end:
+            self._hold(samples)
+            return []
+        if self._pending_len:
+            self._hold(samples)
+            samples = self._pending[: self._pending_len]
+        self._pending_len = 0
         next_start = self._next_index * cfg.window_hop_samples
         self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
         return self._emit_ready()
+
+    def _hold(self, samples: FloatArray) -> None:
+        """Append ``samples`` to the not-yet-analysed buffer (grown by doubling when full)."""
+        needed = self._pending_len + samples.size
+        if needed > self._pending.size:
+            grown = np.zeros(max(needed, 2 * self._pending.size), dtype=np.float32)
+            grown[: self._pending_len] = self._pending[: self._pending_len]
+            self._pending = grown
+        self._pending[self._pending_len : needed] = samples
+        self._pending_len = needed
 
     def flush(self) -> list[Window]:
         """Close the stream: pad with silence so audio after the last window gets one window."""
