@@ -5,6 +5,8 @@
 * Start-up: wall time from launching ``emostream --file DEMO --fast --no-dashboard --jsonl -``
   to its first ``hop`` line (median of ``--startup-runs``, default 3); falls back to the
   probe when the CLI fails.
+* Whole CLI engine: ``emostream --file LONG --fast --no-dashboard --jsonl -`` on the demo
+  looped to ``--seconds``: wall time from the first hop to the end record per audio second.
 * No TensorFlow: after a full probe run neither ``tensorflow`` nor ``keras`` is in
   ``sys.modules``, and a run with both made unimportable (meta-path blocker) still works.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from benchmarks.common import available_models, demo_path, figure, result
+from benchmarks.common import available_models, demo_path, figure, looped_signal, result
 
 RSS_TARGET_MB = 100.0
 STARTUP_TARGET_S = 1.5
@@ -73,6 +75,45 @@ def _startup(model: str, audio: Path, runs: int) -> tuple[float | None, str, lis
     return None, "no first hop", []
 
 
+def _engine_rtf(model: str, seconds: float) -> dict[str, Any]:
+    """The whole CLI engine (--fast --no-dashboard, JSONL to a pipe) on the demo looped to ``seconds``.
+
+    Returns the wall time from the first hop line to the end record per second of audio, and
+    the engine's own ``realtime_factor`` (its pipeline time only) from the end record.
+    """
+    import tempfile
+
+    import soundfile as sf
+
+    rate = 16000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.flac"
+        sf.write(path, looped_signal(demo_path(), seconds, rate), rate)
+        cmd = _cli_command(model, path)
+        first = end = None
+        record: dict[str, Any] = {}
+        with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "hop" and first is None:
+                    first = time.perf_counter()
+                elif event.get("type") == "end":
+                    end, record = time.perf_counter(), event
+        if first is None or end is None:
+            return {"ok": False}
+        audio_s = float(record["duration_s"])
+        return {
+            "ok": True,
+            "wall_rtf": (end - first) / audio_s,
+            "engine_rtf": record.get("realtime_factor"),
+            "audio_s": audio_s,
+            "hops": record.get("hops"),
+        }
+
+
 def run(args: Any) -> dict[str, Any]:
     """Fresh-process figures for each model; ``args.file`` overrides the demo recording."""
     models = available_models(getattr(args, "models", None))
@@ -105,7 +146,30 @@ def run(args: Any) -> dict[str, Any]:
                 note=blocked.get("error", f"{blocked.get('hops')} hops"),
             ),
         ]
-        details[label] = {"probe": plain, "blocked_probe": blocked, "startup_s": times, "startup_via": how}
+        engine = _engine_rtf(name, float(getattr(args, "seconds", 300.0)))
+        if engine["ok"]:
+            figs += [
+                figure(
+                    f"{label}: CLI engine real-time factor (wall)",
+                    engine["wall_rtf"],
+                    "",
+                    target=0.002,
+                    note=f"first hop to end record, {engine['audio_s']:.0f} s file, --fast --no-dashboard",
+                ),
+                figure(
+                    f"{label}: CLI engine's own realtime_factor",
+                    engine["engine_rtf"],
+                    "",
+                    note="pipeline time only, from the JSONL end record",
+                ),
+            ]
+        details[label] = {
+            "probe": plain,
+            "blocked_probe": blocked,
+            "startup_s": times,
+            "startup_via": how,
+            "engine": engine,
+        }
     if not models:
         figs.append(figure("models", "none found", note="no shipped model; pass --model PATH"))
     return result("runtime", figs, details)
