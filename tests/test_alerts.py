@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.alerts import AlertDispatcher, AlertEvent, AlertOutput, AlertRule, AlertRules
+from streamer.alerts import AlertDispatcher, AlertEvent, AlertMonitor, AlertOutput, AlertRule, AlertRules, build_monitor
 from streamer.errors import ConfigError
 from streamer.state import HopResult
 
@@ -300,3 +300,32 @@ def test_rules_are_checked_against_the_model_labels():
     with pytest.raises(ConfigError, match="furious"):
         AlertRules([AlertRule(name="x", emotions=("furious",))], labels=("neutral", "angry"))
     assert AlertRules([ANGRY], labels=("neutral", "angry")).rules == (ANGRY,)
+
+
+class _Target:
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+        self.active_alerts: tuple[str, ...] = ()
+        self.alerts_fired = 0
+
+
+def test_monitor_updates_targets_and_emits_every_event():
+    targets = [_Target(0), _Target(1)]
+    emitted: list[dict] = []
+    rule = AlertRule(name="a", emotions=("angry",), min_duration_s=0.5, clear_threshold=0.3)
+    monitor = AlertMonitor(AlertRules([rule]), targets, emit=emitted.append)
+    monitor([hop(0, 0.9, channel=1), hop(0, 0.1, channel=0)])
+    assert emitted == [] and targets[1].active_alerts == ()
+    monitor([hop(1, 0.9, channel=1)])
+    assert [e["state"] for e in emitted] == ["fired"] and emitted[0]["channel"] == 1
+    assert targets[1].active_alerts == ("a",) and targets[1].alerts_fired == 1 and targets[0].active_alerts == ()
+    monitor([hop(2, 0.2, channel=1)])
+    assert [e["state"] for e in emitted] == ["fired", "cleared"]
+    assert targets[1].active_alerts == () and targets[1].alerts_fired == 1
+    monitor.close()  # no dispatcher: nothing to wait for
+
+
+def test_build_monitor_without_rules_or_targets():
+    assert build_monitor([], AlertOutput(), ("angry",), []) is None
+    monitor = build_monitor([ANGRY], AlertOutput(), ("neutral", "angry"), [])
+    assert monitor is not None and monitor.dispatcher is None

@@ -115,3 +115,10 @@ def test_shipped_config_keeps_call_center_defaults():
     cfg = load_config(REPO / "config.toml")
     assert cfg.channels == () and cfg.alerts == ()
     assert cfg.privacy == Config().privacy and cfg.alerts_output == Config().alerts_output
+
+
+def test_batch_mode_ignores_channels_the_file_does_not_have():
+    cfg = parse(CALL_CENTER)
+    plans = channel_plan(cfg, 1, ("mixed",), strict=False)
+    assert [(p.index, p.role, p.analysed) for p in plans] == [(0, "customer", True)]
+    assert [p.role for p in channel_plan(Config(), 1, ("mixed",), strict=False)] == ["mixed"]

@@ -1,0 +1,143 @@
+"""Batch call analysis (``emostream calls``): calls processed per minute with ``--jobs 1`` and ``--jobs 2``.
+
+Builds synthetic two-party calls from the demo recording: 8 kHz G.711 μ-law stereo WAVs
+(the usual call-center format), channel 0 = customer and channel 1 = agent taking turns
+of 5 s, each call a different stretch of the demo. Runs :func:`streamer.calls.run_batch`
+on them as the real command, ``emostream calls DIR --jobs N --no-png`` in a fresh process
+(default config: the agent channel is metered, not analysed), once with one worker and
+once with two (spawned worker processes, each loading the model once; process start-up
+included), on two CPUs, and reports calls per minute and the speed-up. Other load on the
+machine skews the speed-up: the 1-minute load average is recorded in the details.
+
+Standalone: ``python -m benchmarks.bench_calls [--calls 20] [--call-seconds 60] [--model M]``;
+inside ``python -m benchmarks`` it uses 20 calls of 60 s (``--quick``: 4 calls of 20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from benchmarks.common import available_models, demo_path, figure, looped_signal, result
+from streamer.audio_io import resample
+
+RATE_HZ = 8000
+TURN_S = 5.0
+SPEEDUP_TARGET = 1.5
+
+
+def make_calls(folder: Path, n_calls: int, call_s: float) -> list[Path]:
+    """``n_calls`` stereo μ-law 8 kHz calls of ``call_s`` seconds with alternating 5 s turns."""
+    demo = resample(looped_signal(demo_path(), 2 * call_s + 60.0, 16000), 16000, RATE_HZ)
+    n = int(call_s * RATE_HZ)
+    turn = (np.arange(n) // int(TURN_S * RATE_HZ)) % 2 == 0
+    paths = []
+    for i in range(n_calls):
+        start = (i * 3 * RATE_HZ) % (len(demo) - 2 * n)
+        customer = demo[start : start + n] * turn
+        agent = demo[start + n : start + 2 * n] * ~turn
+        path = folder / f"call_{i:03d}.wav"
+        sf.write(path, np.stack([customer, agent], axis=1).astype(np.float32), RATE_HZ, subtype="ULAW")
+        paths.append(path)
+    return paths
+
+
+def _two_cpus() -> set[int] | None:
+    """Allow this process (and its workers) two CPUs (the harness pins to one); returns the old set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    old = os.sched_getaffinity(0)
+    cpus = sorted(range(os.cpu_count() or 1))[:2]
+    os.sched_setaffinity(0, set(cpus))
+    return old
+
+
+def _timed_batch(folder: Path, out: Path, model: str, jobs: int) -> tuple[float, float]:
+    """Wall and CPU seconds (all processes) of a fresh ``emostream calls FOLDER --jobs N`` (start-up included)."""
+    cmd = [sys.executable, "-m", "streamer.cli", "calls", str(folder), "--out", str(out), "--jobs", str(jobs)]
+    cpu_before = _children_cpu_s()
+    started = time.perf_counter()
+    proc = subprocess.run([*cmd, "--no-png", "--no-progress", "--model", model], capture_output=True, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"emostream calls failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+    return wall, _children_cpu_s() - cpu_before
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Calls per minute with 1 and 2 workers on 2 CPUs, and the speed-up."""
+    quick = bool(getattr(args, "quick", False))
+    n_calls = getattr(args, "calls", None) or (4 if quick else 20)
+    call_s = getattr(args, "call_seconds", None) or (20.0 if quick else 60.0)
+    models = available_models(getattr(args, "models", None))
+    if not models:
+        return result("calls", [figure("calls per minute", "no model", target=0.0, note="pass --model")])
+    old = _two_cpus()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_calls_") as tmp:
+            folder = Path(tmp) / "calls"
+            folder.mkdir()
+            make_calls(folder, n_calls, call_s)
+            load_before = os.getloadavg()[0]
+            wall1, cpu1 = _timed_batch(folder, Path(tmp) / "out1", models[0], 1)
+            wall2, cpu2 = _timed_batch(folder, Path(tmp) / "out2", models[0], 2)
+            load_after = os.getloadavg()[0]
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
+    per_min1, per_min2 = 60.0 * n_calls / wall1, 60.0 * n_calls / wall2
+    audio_min = n_calls * call_s / 60.0
+    figures = [
+        figure("calls/min, --jobs 1", round(per_min1, 1), "calls/min", note=f"{call_s:g} s stereo μ-law calls"),
+        figure("calls/min, --jobs 2", round(per_min2, 1), "calls/min"),
+        figure("speed-up --jobs 2 / --jobs 1", round(wall1 / wall2, 2), "×", target=SPEEDUP_TARGET, better="higher"),
+        figure("call audio per wall minute, --jobs 2", round(audio_min / (wall2 / 60.0), 1), "min/min"),
+        figure("CPU per call, --jobs 1", round(cpu1 / n_calls, 3), "s", note="all processes; load-independent"),
+        figure("CPU per call, --jobs 2", round(cpu2 / n_calls, 3), "s"),
+    ]
+    details = {
+        "model": models[0],
+        "calls": n_calls,
+        "call_seconds": call_s,
+        "wall_s_jobs1": round(wall1, 3),
+        "wall_s_jobs2": round(wall2, 3),
+        "cpu_s_jobs1": round(cpu1, 3),
+        "cpu_s_jobs2": round(cpu2, 3),
+        "cpus": 2,
+        "loadavg_1min_before_after": [round(load_before, 2), round(load_after, 2)],
+    }
+    return result("calls", figures, details)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone run: print the figures."""
+    from benchmarks.common import print_results
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_calls", description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int)
+    parser.add_argument("--call-seconds", type=float)
+    parser.add_argument("--model", dest="models", action="append", help="model name or .json path")
+    parser.add_argument("--quick", action="store_true")
+    res = run(parser.parse_args(argv))
+    print_results([res])
+    print(res["details"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
