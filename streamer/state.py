@@ -79,6 +79,7 @@ class ChannelView:
     speech_active: bool
     speech_seconds: float = 0.0
     active_alerts: tuple[str, ...] = ()
+    name: str | None = None  # display name from [[channels]] name (None: show channel and role)
 
 
 @dataclass(frozen=True)
