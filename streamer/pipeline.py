@@ -61,6 +61,7 @@ class ChannelPipeline:
         self.vad_cfg = vad_cfg
         self.channel = channel
         self.role = role
+        self.name: str | None = None  # display name ([[channels]] name), set by the caller
         self.analysed = analysed
         self.hop_s = self.feature_cfg.window_hop_ms / 1000.0
         self.timeline_seconds = timeline_seconds
@@ -156,6 +157,7 @@ class ChannelPipeline:
             speech_active=self.speech_active,
             speech_seconds=self.speech_seconds,
             active_alerts=self.active_alerts,
+            name=self.name,
         )
 
     def summary(self) -> ChannelSummary:

@@ -51,7 +51,8 @@ def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[Ch
     """One pipeline per source channel (role and analysis from [[channels]]/[privacy]), with the config's overrides."""
     vad = cfg.vad.resolve(model.metadata.vad_config)
     features = cfg.windowing.resolve(model.metadata.feature_config, vad)
-    return [
+    plans = channel_plan(cfg, source.channels)
+    pipelines = [
         ChannelPipeline(
             model,
             vad,
@@ -62,8 +63,12 @@ def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[Ch
             feature_cfg=features,
             timeline_seconds=cfg.output.timeline_seconds,
         )
-        for plan in channel_plan(cfg, source.channels)
+        for plan in plans
     ]
+    names = {c.index: c.name for c in cfg.channels if c.name}
+    for pipeline in pipelines:
+        pipeline.name = names.get(pipeline.channel)
+    return pipelines
 
 
 class ChangePrinter:

@@ -145,3 +145,20 @@ def test_slow_webhook_does_not_hold_up_the_stream(tmp_path: Path, model: Emotion
     assert fired
     assert _SlowHook.hits == 2 * len(fired)  # one attempt + one retry per alert, each timed out
     assert b"alert delivery" in proc.stderr and b"failed" in proc.stderr
+
+
+def test_channel_names_and_roles_reach_the_dashboard_views(tmp_path: Path, model: EmotionModel):
+    from streamer.config import load_config
+    from streamer.run import build_pipelines
+    from streamer.sources import FileSource
+
+    wav = tmp_path / "call.wav"
+    sf.write(wav, stereo_call(), 16000)
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(CHANNELS)
+    pipelines = build_pipelines(model, FileSource(wav, fast=True), load_config(cfg_path))
+    views = [p.view() for p in pipelines]
+    assert [(v.channel, v.role, v.name, v.analysed) for v in views] == [
+        (0, "customer", "Caller", True),
+        (1, "agent", None, False),
+    ]
