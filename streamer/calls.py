@@ -48,6 +48,13 @@ STEREO_ROLES: tuple[str, ...] = ("customer", "agent")
 MONO_ROLES: tuple[str, ...] = ("mixed",)
 SUMMARY_VERSION = 1
 CHUNK_S = 10.0
+CLI_DESCRIPTION = (
+    "Analyse recorded calls (WAV/FLAC/OGG, G.711 WAV included; one party per channel) at full speed, one "
+    "pipeline per channel, with the config's alert rules. Without [[channels]], a stereo call is channel 0 = "
+    "customer, channel 1 = agent (metered, not analysed unless [privacy] allow_agent_analysis); mono = 'mixed'. "
+    "Writes OUT/<call>.json, OUT/<call>.png, OUT/calls.csv and OUT/batch_summary.json; calls already "
+    "summarised (same size and mtime) are skipped."
+)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
 
@@ -540,7 +547,8 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "calls",
         help="batch-analyse recorded calls (one summary per call, CSV, PNG)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=CLI_DESCRIPTION,
+        epilog="Exit status 3 if any call could not be read (listed in batch_summary.json). See docs/call_center.md.",
     )
     parser.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="call recordings or folders of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the summaries, PNGs and CSV")
