@@ -18,7 +18,10 @@ reported, skipped and listed; the command then exits with status 3. No audio is 
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
+import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -38,8 +41,9 @@ import numpy as np
 from streamer.alerts import AlertRules
 from streamer.audio_io import read_audio, resample
 from streamer.config import ChannelPlan, Config, channel_plan
+from streamer.config import summary as config_summary
 from streamer.errors import AudioInputError, ConfigError, EmoStreamError
-from streamer.model import EmotionModel
+from streamer.model import EmotionModel, ModelMetadata, resolve_model
 from streamer.pipeline import ChannelPipeline
 from streamer.state import HopResult
 
@@ -55,6 +59,7 @@ CLI_DESCRIPTION = (
     "Writes OUT/<call>.json, OUT/<call>.png, OUT/calls.csv and OUT/batch_summary.json; calls already "
     "summarised (same size and mtime) are skipped."
 )
+FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "channels", "privacy", "alerts")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
 
@@ -67,6 +72,7 @@ class BatchOptions:
     out_dir: Path
     bin_s: float = 10.0
     png: bool = True
+    fingerprint: str = ""  # settings_fingerprint(), recorded in each summary for resume
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class CallAnalyzer:
             job, rate, samples.shape[0] / rate, channels, labels=self.model.labels, bin_s=self.options.bin_s
         )
         summary["model"] = self.model.metadata.name
+        summary["settings"] = self.options.fingerprint
         return summary, channels
 
     def _channel(self, signal: np.ndarray, plan: ChannelPlan, rules: AlertRules) -> ChannelRun:
@@ -194,10 +201,13 @@ def _timeline(
 ) -> list[dict[str, Any]]:
     """Bins of ``bin_s`` seconds: speech time, the most shown emotion and mean smoothed scores."""
     n_bins = max(1, math.ceil(duration_s / bin_s))
+    ends = [h.t_end for h in hops]  # increasing
     bins: list[dict[str, Any]] = []
     for b in range(n_bins):
         lo, hi = b * bin_s, min((b + 1) * bin_s, duration_s)
-        inside = [h for h in hops if lo < h.t_end <= hi or (b == n_bins - 1 and h.t_end > hi)]
+        first = bisect.bisect_right(ends, lo)
+        last = len(hops) if b == n_bins - 1 else bisect.bisect_right(ends, hi)
+        inside = hops[first:last]
         entry: dict[str, Any] = {"t_start": round(lo, 3), "t_end": round(hi, 3)}
         entry["speech_s"] = round(sum(h.speech_ratio for h in inside) * hop_s, 3)
         if analysed:
@@ -323,16 +333,23 @@ def find_calls(inputs: Sequence[str | Path]) -> list[CallJob]:
     return jobs
 
 
-def load_done(job: CallJob, out_dir: Path) -> dict[str, Any] | None:
-    """The existing summary of ``job`` if it matches the input's current size and mtime, else None."""
+def settings_fingerprint(options: BatchOptions) -> str:
+    """Hash of what determines a summary: the model file, the analysis settings and the timeline bin."""
+    meta = ModelMetadata.load(resolve_model(options.cfg.model.name))
+    relevant = {k: v for k, v in config_summary(options.cfg).items() if k in FINGERPRINT_SECTIONS}
+    blob = json.dumps({"model": meta.sha256, "cfg": relevant, "bin_s": options.bin_s}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def load_done(job: CallJob, out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The existing summary of ``job`` if it was made from the input's current size and mtime with
+    the same model and settings (``fingerprint``), else None."""
     try:
         summary = json.loads((out_dir / f"{job.key}.json").read_text(encoding="utf-8"))
         stat = job.path.stat()
         ident = summary["input"]
-        if summary.get("version") == SUMMARY_VERSION and (ident["size"], ident["mtime_ns"]) == (
-            stat.st_size,
-            stat.st_mtime_ns,
-        ):
+        same_input = (ident["size"], ident["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+        if summary.get("version") == SUMMARY_VERSION and same_input and summary.get("settings") == fingerprint:
             return dict(summary)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -372,12 +389,14 @@ def run_batch(
     options.out_dir.mkdir(parents=True, exist_ok=True)
     if options.png and importlib.util.find_spec("matplotlib") is None:
         print(f"emostream: warning: {PNG_HINT}", file=sys.stderr, flush=True)
-        options = BatchOptions(cfg=options.cfg, out_dir=options.out_dir, bin_s=options.bin_s, png=False)
+        options = dataclasses.replace(options, png=False)
     started = time.perf_counter()
+    fingerprint = settings_fingerprint(options)
+    options = dataclasses.replace(options, fingerprint=fingerprint)
     summaries: dict[str, dict[str, Any]] = {}
     todo: list[CallJob] = []
     for job in calls:
-        done = load_done(job, options.out_dir)
+        done = load_done(job, options.out_dir, fingerprint)
         if done is None:
             todo.append(job)
         else:
