@@ -330,6 +330,7 @@ class MicSource(Source):
                 dtype="float32",
                 blocksize=self._block,
                 callback=self._callback,
+                finished_callback=self._ring.close,  # the device went away: end of input, not a hang
             )
             self._stream.start()
         except self._sd.PortAudioError as exc:

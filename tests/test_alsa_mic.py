@@ -117,3 +117,11 @@ def test_device_refusing_the_channel_count(home: Path, model_arg: str) -> None:
     )
     assert proc.returncode == 2  # more than the config allows (1..32): a config error naming the key
     assert "[audio] channels is 200" in proc.stderr.decode()
+
+
+def test_rate_the_device_refuses_suggests_its_default_rate(home: Path, model_arg: str) -> None:
+    env = {"HOME": str(home)}
+    proc = run_cli("--device", DEVICE, "--rate", "1000", "--no-dashboard", "--model", model_arg, env=env)
+    assert proc.returncode == 4
+    err = proc.stderr.decode()
+    assert f"{DEVICE} refuses 1000 Hz with 1 channel(s)" in err and "try --rate 16000" in err
