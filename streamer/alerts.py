@@ -369,12 +369,14 @@ class AlertDispatcher:
             self._queue.put_nowait(event)
         except queue.Full:
             self.stats.dropped += 1
-            log.warning(
-                "alert queue full (%d): dropped %s alert on channel %d",
-                self.output.queue_size,
-                event.rule,
-                event.channel,
-            )
+            if self.stats.dropped == 1 or self.stats.dropped % 100 == 0:  # no log flood in the audio path
+                log.warning(
+                    "alert queue full (%d): dropped %s alert on channel %d (%d dropped so far)",
+                    self.output.queue_size,
+                    event.rule,
+                    event.channel,
+                    self.stats.dropped,
+                )
             return False
         return True
 
