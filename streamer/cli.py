@@ -135,6 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmoStreamError as exc:
         _error(str(exc))
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
+            raise
+        command = args.command or "run"
+        _error(
+            f"`emostream {command}` needs the training extras ({exc.name} is not installed); "
+            "install them with `pip install 'emostream[train]'`"
+        )
+        return EmoStreamError.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

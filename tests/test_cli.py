@@ -142,6 +142,29 @@ def test_version_and_plugin_without_training_extras() -> None:
         args.func(args)
 
 
+def test_a_command_needing_tensorflow_at_run_time_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamer import cli
+
+    def lazy_train(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        sub.add_parser("train").set_defaults(func=lazy_train)
+
+    original = cli.build_parser
+
+    def parser_with_plugin(plugins: bool = False) -> argparse.ArgumentParser:
+        parser = original()
+        register(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)))
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_plugin)  # a plugin importing TensorFlow lazily
+    assert cli.main(["train"]) == 1
+    assert "emostream: error: `emostream train` needs the training extras" in capsys.readouterr().err
+
+
 def test_run_options_parse_without_a_command() -> None:
     args = build_parser().parse_args(["--file", "x.wav", "--fast", "--smoothing", "window"])
     assert args.command is None and args.file == "x.wav" and args.fast and args.smoothing == "window"
