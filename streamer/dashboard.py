@@ -244,6 +244,8 @@ class ChannelPanel:
         inner = max(10, options.max_width - 4)  # border + padding
         alert = bool(view.active_alerts)
         title = f"channel {view.channel} · {view.role}"
+        if view.name:
+            title = f"{view.name} · {title}"
         if alert:
             title = f"⚠ ALERT · {title}"
         yield Panel(

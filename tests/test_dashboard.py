@@ -207,3 +207,9 @@ def test_live_dashboard_updates_from_another_thread() -> None:
         worker.join()
         assert dash.state is states[-1]
     assert "SURPRISED" in out.getvalue()  # stopping draws the latest snapshot one last time
+
+
+def test_channel_display_name_in_the_panel_title() -> None:
+    text = _text(render(_state((_channel(name="customer"),))), 80)
+    title = next(ln for ln in text.splitlines() if "channel 0" in ln)
+    assert "customer" in title and "caller" in title
