@@ -8,6 +8,9 @@ because processing fell behind (microphone only).
 
 from __future__ import annotations
 
+import io
+import os
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,8 +113,21 @@ def pcm_format(name: str) -> PcmFormat:
 # ---------------------------------------------------------------- stdin
 
 
+def _pollable_fd(stream: BinaryIO) -> int | None:
+    """The OS file descriptor of a pipe/file stream that nothing has buffered from yet, else None."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd if os.name == "posix" else None
+
+
 class StdinSource(Source):
-    """Interleaved raw PCM from a binary stream (``sys.stdin.buffer``)."""
+    """Interleaved raw PCM from a binary stream (``sys.stdin.buffer``).
+
+    A real pipe or file is read unbuffered with a timeout (so Ctrl-C is prompt even when
+    the writer is silent); partial frames are kept until the rest arrives.
+    """
 
     def __init__(self, stream: BinaryIO, rate_hz: int, channels: int, fmt: str = "s16le", block_ms: int = 50) -> None:
         if rate_hz <= 0:
@@ -128,11 +144,23 @@ class StdinSource(Source):
         self._pending = b""
         self._done = False
         self.truncated_bytes = 0
+        self._fd = _pollable_fd(stream)
+
+    def _read_bytes(self, timeout: float) -> bytes | None:
+        """Up to one block of bytes; None if nothing arrived within ``timeout`` (b"" at the end)."""
+        if self._fd is None:
+            return self.stream.read(self._block_bytes)  # in-memory streams: never wait
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        if not ready:
+            return None
+        return os.read(self._fd, self._block_bytes)  # unbuffered: whatever the pipe holds, up to a block
 
     def read(self, timeout: float = 0.1) -> FloatArray | None:
         if self._done:
             return None
-        data = self.stream.read(self._block_bytes)
+        data = self._read_bytes(timeout)
+        if data is None:
+            return np.zeros((0, self.channels), dtype=np.float32)
         if not data:
             self._done = True
             self.truncated_bytes = len(self._pending)

@@ -191,3 +191,24 @@ def test_jsonl_file_is_written_live(tmp_path: Path, model_arg: str) -> None:
     assert proc.returncode == 130
     assert json.loads(out.read_text().splitlines()[-1])["type"] == "end"
     assert np.isfinite(json.loads(out.read_text().splitlines()[-1])["duration_s"])
+
+
+def test_ctrl_c_while_a_stdin_writer_is_silent(model_arg: str) -> None:
+    pcm = to_pcm16(load_mono(fixture_clip(1, 5), 16000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "--stdin", "--rate", "16000", *RUN, "--model", model_arg],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(pcm)  # then keep the pipe open without writing more
+    proc.stdin.flush()
+    while json.loads(proc.stdout.readline()).get("t_end") != 4.0:  # the last full window of what was written
+        pass
+    proc.send_signal(signal.SIGINT)  # while the engine waits for more audio
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    end = records(rest)[-1]
+    assert end["type"] == "end" and end["exit_reason"] == "interrupted"
+    assert 4.0 <= end["duration_s"] <= round(len(pcm) / 2 / 16000, 3)
