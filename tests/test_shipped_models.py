@@ -1,0 +1,72 @@
+"""Every shipped model loads through the runtime, its metadata is consistent, int8 agrees with float."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.audio_io import load_mono
+from streamer.model import EMOTIONS, EmotionModel, ModelMetadata, bundled_models_dir, interpreter_class
+from streamer.windowing import extract_windows
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+MODELS = sorted(bundled_models_dir().glob("*.json"))
+MAX_BYTES = 1_000_000
+
+
+def test_default_model_is_shipped():
+    assert (bundled_models_dir() / "resnet_mlp.json").is_file()
+
+
+@pytest.mark.parametrize("meta_path", MODELS, ids=[p.stem for p in MODELS])
+def test_metadata_consistent(meta_path):
+    meta = ModelMetadata.load(meta_path)
+    tflite = meta_path.parent / meta.tflite_file
+    assert tflite.stat().st_size <= MAX_BYTES
+    assert hashlib.sha256(tflite.read_bytes()).hexdigest() == meta.sha256
+    assert meta.labels == EMOTIONS
+    assert meta.quantization["type"] == "int8"
+    assert meta.training.get("clips")
+    model = EmotionModel.load(meta_path)
+    assert model.metadata.name == meta_path.stem
+
+
+def _fixture_windows(meta: ModelMetadata) -> np.ndarray:
+    rows = []
+    for path in sorted(FIXTURES.glob("Actor_*/*.flac")):
+        audio = load_mono(path, meta.feature_config.sample_rate_hz)
+        rows += [w.features for w in extract_windows(audio, meta.feature_config, meta.vad_config) if w.is_speech]
+    return np.stack(rows)
+
+
+def _float_probs(path: Path, x: np.ndarray) -> np.ndarray:
+    cls, _ = interpreter_class()
+    interp = cls(model_content=path.read_bytes())
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.astype(np.float32))
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("meta_path", MODELS, ids=[p.stem for p in MODELS])
+def test_int8_agrees_with_float_on_fixture_windows(meta_path):
+    model = EmotionModel.load(meta_path)
+    x = _fixture_windows(model.metadata)
+    p_int8 = model.predict_batch(x)
+    float_path = meta_path.with_suffix(".float.tflite")
+    if float_path.is_file():
+        p_float = _float_probs(float_path, model.prepare(x))
+    else:
+        stored = model.metadata.metrics.get("fixture_float_probs")
+        if stored is None:
+            pytest.fail(f"{meta_path.name}: no {float_path.name} and no fixture_float_probs in the metadata")
+        p_float = np.asarray(stored, dtype=np.float32)
+    assert p_float.shape == p_int8.shape
+    agreement = float(np.mean(p_int8.argmax(1) == p_float.argmax(1)))
+    assert agreement >= 0.9, agreement
+    assert float(np.mean(np.abs(p_int8 - p_float))) < 0.03

@@ -1,0 +1,61 @@
+"""Tiny end-to-end: fixture windows → train a few epochs → int8 export → EmotionModel → predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from streamer.features import FeatureConfig
+from streamer.model import EMOTIONS, EmotionModel
+from streamer.vad import VadConfig
+from train.dataset import build_windows, clip_scores
+from train.export import run_tflite, write_model
+from train.fit import TrainConfig, fit
+from train.models import ModelConfig
+from train.ravdess import list_clips
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+
+
+@pytest.mark.parametrize("family", ["resnet_mlp", "cnn"])
+def test_train_export_load_predict(tmp_path, family):
+    fcfg = FeatureConfig(feature_set="frames", n_mfcc=40) if family == "cnn" else FeatureConfig()
+    vcfg = VadConfig()
+    clips = list_clips(FIXTURES)
+    wset = build_windows(clips, fcfg, vcfg, cache_dir=tmp_path / "cache", workers=1)
+    assert len(wset.clips) == 16 and wset.features.shape[0] == wset.clip_index.shape[0]
+    again = build_windows(clips, fcfg, vcfg, cache_dir=tmp_path / "cache", workers=1)  # from the cache
+    np.testing.assert_array_equal(again.features, wset.features)
+    assert len(list((tmp_path / "cache").glob("windows_*.npz"))) == 1
+
+    keep = wset.is_speech
+    cfg = TrainConfig(family=family, epochs=3, batch_size=16, model=ModelConfig(cnn_filters=(8, 8), width=32))
+    fitted = fit(wset.features[keep], wset.window_labels[keep], len(EMOTIONS), cfg)
+    assert fitted.epochs_run == 3
+    meta, _int8, flt = write_model(
+        tmp_path / "out",
+        name="tiny",
+        family=family,
+        fitted=fitted,
+        feature_cfg=fcfg,
+        vad_cfg=vcfg,
+        representative=wset.features[keep],
+        training={"dataset": "fixtures"},
+        metrics={},
+    )
+    assert meta.quantization["input_dtype"] == "int8" and meta.quantization["output_dtype"] == "int8"
+
+    model = EmotionModel.load(tmp_path / "out" / "tiny.json")
+    assert model.labels == EMOTIONS
+    probs = model.predict_batch(wset.features)
+    assert probs.shape == (len(wset.features), 8)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    # The runtime's int8 path matches the float model closely.
+    p_float = run_tflite(flt, fitted.prepare(wset.features))
+    assert float(np.mean(np.abs(probs - p_float))) < 0.05
+    scores = clip_scores(probs, wset.is_speech, wset.clip_index, len(clips))
+    assert scores.shape == (16, 8) and not np.isnan(scores).any()

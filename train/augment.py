@@ -1,0 +1,178 @@
+"""Seeded audio augmentation of training clips: noise, gain, pitch, tempo, telephone band.
+
+Every function takes float32 mono audio (values in [-1, 1]) at ``rate_hz`` and returns
+float32 mono audio at the same rate. :func:`augment` draws a random mix of them from a
+``numpy.random.Generator``, so a fixed seed reproduces the same audio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import signal as sps
+
+from streamer.audio_io import FloatArray, resample
+from streamer.errors import ConfigError
+
+TELEPHONE_BAND_HZ: tuple[float, float] = (300.0, 3400.0)
+TELEPHONE_RATE_HZ = 8000
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    """How many augmented copies of each training clip to make, and the ranges drawn from.
+
+    Probabilities are per copy; ``snr_db`` and ``tempo`` are (low, high) ranges; ``gain_db``
+    and ``pitch_semitones`` are symmetric maxima (± value).
+    """
+
+    copies: int = 0
+    seed: int = 1234
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    gain_db: float = 9.0
+    pitch_prob: float = 0.3
+    pitch_semitones: float = 2.0
+    tempo_prob: float = 0.3
+    tempo: tuple[float, float] = (0.85, 1.15)
+    telephone_prob: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.copies < 0:
+            raise ConfigError(f"augmentation copies is {self.copies}; expected 0 or more")
+        for name in ("noise_prob", "pitch_prob", "tempo_prob", "telephone_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augmentation {name} is {getattr(self, name)}; expected 0.0..1.0")
+        if not 0 < self.tempo[0] <= self.tempo[1]:
+            raise ConfigError(f"augmentation tempo range {self.tempo}; expected 0 < low <= high")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (stored in model metadata and part of the cache key)."""
+        return dataclasses.asdict(self)
+
+
+def augment_config_from_dict(data: dict[str, Any]) -> AugmentConfig:
+    """Inverse of :meth:`AugmentConfig.to_dict` (lists become tuples)."""
+    fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return AugmentConfig(**fixed)
+
+
+def _g711_module() -> Any:
+    """streamer.telephony if it exists (G.711 coding), else None."""
+    try:
+        return importlib.import_module("streamer.telephony")
+    except ImportError:
+        return None
+
+
+def g711_available() -> bool:
+    """Whether streamer.telephony (G.711 μ-law/A-law) is present."""
+    module = _g711_module()
+    return module is not None and hasattr(module, "g711_roundtrip")
+
+
+def white_noise(n: int, rng: np.random.Generator) -> FloatArray:
+    """Unit-variance white noise, shape (n,)."""
+    return rng.standard_normal(n).astype(np.float32)
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> FloatArray:
+    """Unit-variance pink (1/f power) noise made by shaping white noise in the frequency domain, shape (n,)."""
+    spectrum = np.fft.rfft(rng.standard_normal(max(n, 2)))
+    freqs = np.arange(spectrum.size, dtype=np.float64)
+    freqs[0] = 1.0
+    shaped = np.fft.irfft(spectrum / np.sqrt(freqs), n=max(n, 2))[:n]
+    return (shaped / (np.std(shaped) + 1e-12)).astype(np.float32)
+
+
+def add_noise(x: FloatArray, snr_db: float, noise: FloatArray) -> FloatArray:
+    """``x`` plus ``noise`` scaled to the given signal-to-noise ratio (dB, power of x over its whole length)."""
+    power = float(np.mean(np.square(x, dtype=np.float64))) + 1e-12
+    noise_power = float(np.mean(np.square(noise, dtype=np.float64))) + 1e-12
+    scale = np.sqrt(power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return (x + scale * noise[: x.size]).astype(np.float32)
+
+
+def apply_gain(x: FloatArray, gain_db: float) -> FloatArray:
+    """Scale by ``gain_db`` decibels and clip to [-1, 1]."""
+    return np.clip(x * np.float32(10.0 ** (gain_db / 20.0)), -1.0, 1.0).astype(np.float32)
+
+
+def time_stretch(x: FloatArray, rate: float, n_fft: int = 512, hop: int = 128) -> FloatArray:
+    """Phase-vocoder tempo change: ``rate`` > 1 is faster (shorter), pitch kept. Length ≈ len(x) / rate."""
+    if x.size < n_fft or abs(rate - 1.0) < 1e-6:
+        return x.astype(np.float32)
+    window = np.hanning(n_fft + 1)[:-1]
+    _, _, stft = sps.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window=window, boundary=None, padded=False)
+    steps = np.arange(0.0, stft.shape[1] - 1, rate)
+    expected = np.linspace(0.0, np.pi * hop, stft.shape[0])
+    phase = np.angle(stft[:, 0])
+    out = np.empty((stft.shape[0], steps.size), dtype=np.complex128)
+    for k, step in enumerate(steps):
+        i = int(step)
+        frac = step - i
+        left, right = stft[:, i], stft[:, i + 1]
+        out[:, k] = ((1.0 - frac) * np.abs(left) + frac * np.abs(right)) * np.exp(1j * phase)
+        delta = np.angle(right) - np.angle(left) - expected
+        delta -= 2.0 * np.pi * np.round(delta / (2.0 * np.pi))
+        phase = phase + expected + delta
+    _, y = sps.istft(out, nperseg=n_fft, noverlap=n_fft - hop, window=window, boundary=False)
+    return np.asarray(y, dtype=np.float32)
+
+
+def pitch_shift(x: FloatArray, rate_hz: int, semitones: float) -> FloatArray:
+    """Shift pitch by ``semitones`` keeping the duration: tempo-stretch, then resample back."""
+    factor = 2.0 ** (semitones / 12.0)
+    stretched = time_stretch(x, 1.0 / factor)
+    shifted = resample(stretched, round(rate_hz * factor), rate_hz)
+    out = np.zeros(x.size, dtype=np.float32)
+    n = min(x.size, shifted.size)
+    out[:n] = shifted[:n]
+    return out
+
+
+def telephone(x: FloatArray, rate_hz: int, law: str | None = "mulaw") -> FloatArray:
+    """Telephone channel: 300–3400 Hz band-pass, 8 kHz round trip, G.711 coding if available (``law``)."""
+    sos = sps.butter(4, TELEPHONE_BAND_HZ, btype="bandpass", fs=rate_hz, output="sos")
+    band = sps.sosfiltfilt(sos, x.astype(np.float64)).astype(np.float32)
+    narrow = resample(band, rate_hz, TELEPHONE_RATE_HZ)
+    module = _g711_module()
+    if law is not None and module is not None and hasattr(module, "g711_roundtrip"):
+        narrow = np.asarray(module.g711_roundtrip(narrow, TELEPHONE_RATE_HZ, law), dtype=np.float32)
+    wide = resample(np.clip(narrow, -1.0, 1.0), TELEPHONE_RATE_HZ, rate_hz)
+    out = np.zeros(x.size, dtype=np.float32)
+    n = min(x.size, wide.size)
+    out[:n] = wide[:n]
+    return out
+
+
+def augment(x: FloatArray, rate_hz: int, cfg: AugmentConfig, rng: np.random.Generator) -> FloatArray:
+    """One random augmented copy of ``x``: tempo, pitch, telephone, noise and gain, each with its probability."""
+    y = np.asarray(x, dtype=np.float32)
+    if rng.random() < cfg.tempo_prob:
+        y = time_stretch(y, float(rng.uniform(*cfg.tempo)))
+    if rng.random() < cfg.pitch_prob:
+        y = pitch_shift(y, rate_hz, float(rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones)))
+    if rng.random() < cfg.telephone_prob:
+        y = telephone(y, rate_hz, law=str(rng.choice(["mulaw", "alaw"])))
+    if rng.random() < cfg.noise_prob:
+        noise = white_noise(y.size, rng) if rng.random() < 0.5 else pink_noise(y.size, rng)
+        y = add_noise(y, float(rng.uniform(*cfg.snr_db)), noise)
+    return apply_gain(y, float(rng.uniform(-cfg.gain_db, cfg.gain_db)))
+
+
+def clip_rng(cfg: AugmentConfig, clip_key: str, copy: int) -> np.random.Generator:
+    """The generator of one (clip, copy): depends only on the seed, the clip's name and the copy number."""
+    digest = np.frombuffer(clip_key.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    return np.random.default_rng([cfg.seed, copy, *digest.tolist()])
+
+
+def snr_db(clean: npt.NDArray[np.floating[Any]], noisy: npt.NDArray[np.floating[Any]]) -> float:
+    """Measured signal-to-noise ratio in dB of ``noisy`` against ``clean`` (same length)."""
+    noise = np.asarray(noisy, dtype=np.float64) - np.asarray(clean, dtype=np.float64)
+    return float(10.0 * np.log10(np.mean(np.square(clean, dtype=np.float64)) / (np.mean(noise**2) + 1e-20)))

@@ -1,0 +1,174 @@
+"""Subcommands `train`, `evaluate` and `fetch-ravdess` (registered into `emostream` and `python -m train`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from streamer.errors import ConfigError, DatasetError
+from streamer.vad import VadConfig
+from train.augment import AugmentConfig
+from train.fit import TrainConfig
+from train.models import FAMILIES, ModelConfig
+from train.ravdess import ENV_VAR, default_data_dir
+
+DEFAULT_EPOCHS: dict[str, int] = {"resnet_mlp": 40, "mlp": 40, "cnn": 30}
+
+
+def _data_dir(value: str | None) -> Path:
+    if value:
+        return Path(value)
+    env = default_data_dir()
+    if env is None:
+        raise DatasetError(f"no data folder given; pass --data DIR or set {ENV_VAR} to the RAVDESS folder")
+    return env
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help=f"RAVDESS folder with Actor_XX/ (default: ${ENV_VAR})")
+    p.add_argument("--model", choices=FAMILIES, default="resnet_mlp", help="model family")
+    p.add_argument("--epochs", type=int, help="epoch cap (evaluate: with early stopping; train: exact)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.4)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    p.add_argument("--select-k", type=int, default=0, help="keep the k best summary columns (0 = all)")
+    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--window-ms", type=float, default=2000.0, help="analysis window (multiple of 20 ms)")
+    p.add_argument("--hop-ms", type=float, default=500.0, help="hop between windows (multiple of 20 ms)")
+    p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
+    p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
+    p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from train.run import RunSpec, feature_config_for  # noqa: PLC0415
+
+    if args.window_ms % 20 or args.hop_ms % 20:
+        raise ConfigError(f"--window-ms {args.window_ms} / --hop-ms {args.hop_ms}: both must be multiples of 20 ms")
+    train_cfg = TrainConfig(
+        family=args.model,
+        epochs=args.epochs or DEFAULT_EPOCHS[args.model] * (2 if args.command == "evaluate" else 1),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing,
+        mixup_alpha=args.mixup,
+        select_k=args.select_k,
+        class_weights=not args.no_class_weights,
+        seed=args.seed,
+        model=ModelConfig(dropout=args.dropout, l2=args.l2),
+    )
+    return RunSpec(
+        data=_data_dir(args.data),
+        train=train_cfg,
+        features=feature_config_for(args.model, args.window_ms, args.hop_ms),
+        vad=VadConfig(aggressiveness=args.vad_aggressiveness),
+        augment=AugmentConfig(copies=args.augment_copies, seed=args.seed),
+        cache_dir=Path(args.cache) if args.cache else None,
+        workers=args.workers,
+        g711=not getattr(args, "no_g711", False),
+        max_folds=getattr(args, "max_folds", 0),
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from train.run import train_final  # noqa: PLC0415
+
+    spec = _spec(args)
+    result = train_final(
+        spec, Path(args.out), args.name or args.model, Path(args.metrics) if args.metrics else None, args.float_copy
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from train.run import evaluate  # noqa: PLC0415
+
+    spec = _spec(args)
+    fold_dir = Path(args.save_fold_models) if args.save_fold_models else None
+    results = evaluate(spec, args.protocol, Path(args.out), fold_dir)
+    for name, res in results.items():
+        m = res["mean"]
+        print(
+            f"{name}: UA {m['ua']:.4f}  WA {m['wa']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+            f"(int8, {len(res['folds'])} split(s))"
+        )
+        if "float" in res:
+            f = res["float"]["mean"]
+            print(f"{name} float: UA {f['ua']:.4f}  WA {f['wa']:.4f}  macro-F1 {f['macro_f1']:.4f}")
+    print(f"reports written to {args.out}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from train.fetch import RAVDESS_MD5, RAVDESS_URL, fetch_ravdess  # noqa: PLC0415
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("RAVDESS", total=None)
+        summary = fetch_ravdess(
+            Path(args.dest),
+            url=args.url or RAVDESS_URL,
+            md5=args.md5 or RAVDESS_MD5,
+            zip_file=Path(args.zip) if args.zip else None,
+            keep_zip=args.keep_zip,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print(f"{args.dest}: {summary}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `train`, `evaluate` and `fetch-ravdess` to an argparse subparsers object."""
+    p_train = subparsers.add_parser("train", help="train a model on all RAVDESS clips and export it as int8 TFLite")
+    _add_common(p_train)
+    p_train.add_argument("--out", default="models", help="output folder for NAME.tflite + NAME.json")
+    p_train.add_argument("--name", help="model name (default: the family)")
+    p_train.add_argument("--metrics", help="report folder whose metrics_*.json go into the metadata")
+    p_train.add_argument("--float-copy", action="store_true", help="also write NAME.float.tflite")
+    p_train.set_defaults(func=_train, command="train")
+
+    p_eval = subparsers.add_parser("evaluate", help="evaluate a model family (random split and/or EmoBox folds)")
+    _add_common(p_eval)
+    p_eval.add_argument("--protocol", choices=("random", "emobox", "emobox_speaker_adaptive", "all"), default="emobox")
+    p_eval.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    p_eval.add_argument("--save-fold-models", help="write each EmoBox fold's int8 model to DIR/fold_K/")
+    p_eval.add_argument("--no-g711", action="store_true", help="skip the G.711 round-trip test variant")
+    p_eval.add_argument("--max-folds", type=int, default=0, help="only the first N EmoBox folds (0 = all 6)")
+    p_eval.set_defaults(func=_evaluate, command="evaluate")
+
+    p_fetch = subparsers.add_parser("fetch-ravdess", help="download RAVDESS speech and convert it to 16 kHz FLAC")
+    p_fetch.add_argument("dest", help="destination folder")
+    p_fetch.add_argument("--zip", help="use an already downloaded Audio_Speech_Actors_01-24.zip")
+    p_fetch.add_argument("--url", help="download URL (default: Zenodo record 1188976)")
+    p_fetch.add_argument("--md5", help="expected MD5 of the zip (default: Zenodo's published value)")
+    p_fetch.add_argument("--keep-zip", action="store_true")
+    p_fetch.set_defaults(func=_fetch, command="fetch-ravdess")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Standalone parser for `python -m train`."""
+    parser = argparse.ArgumentParser(prog="python -m train", description="emostream training tools")
+    register(parser.add_subparsers(dest="subcommand", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m train`: EmoStreamError -> message and its exit code."""
+    from streamer.errors import EmoStreamError  # noqa: PLC0415
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EmoStreamError as exc:
+        print(f"error: {exc}")
+        return exc.exit_code

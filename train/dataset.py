@@ -1,0 +1,185 @@
+"""Training examples = the streamer's own windows of each clip, cached on disk.
+
+:func:`build_windows` runs :func:`streamer.windowing.extract_windows` on every clip
+(and on its augmented copies), in parallel over ``workers`` processes, and stores the
+result under ``cache_dir`` keyed by a hash of the feature config, VAD config,
+augmentation settings, channel and file list, so experiments do not re-extract.
+A clip's score is the mean of its speech windows' probabilities (:func:`clip_scores`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.audio_io import load_mono
+from streamer.features import FeatureConfig
+from streamer.vad import VadConfig
+from streamer.windowing import extract_windows
+from train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
+from train.ravdess import Clip
+
+Channel = Literal["wideband", "g711"]
+CACHE_VERSION = 1
+IntArray = npt.NDArray[np.int32]
+
+
+@dataclass
+class WindowSet:
+    """All windows of a list of clips.
+
+    ``features`` (n_windows, *input_shape) float32; ``is_speech`` (n_windows,) bool;
+    ``clip_index`` (n_windows,) int32 into ``clips``; ``copy`` (n_windows,) int32 —
+    0 for the clip itself, k >= 1 for its k-th augmented copy.
+    """
+
+    clips: list[Clip]
+    features: npt.NDArray[np.float32]
+    is_speech: npt.NDArray[np.bool_]
+    clip_index: IntArray
+    copy: IntArray
+
+    @property
+    def labels(self) -> IntArray:
+        """Class index of each clip, shape (n_clips,)."""
+        return np.array([c.label for c in self.clips], dtype=np.int32)
+
+    @property
+    def actors(self) -> IntArray:
+        """Actor of each clip, shape (n_clips,)."""
+        return np.array([c.actor for c in self.clips], dtype=np.int32)
+
+    @property
+    def window_labels(self) -> IntArray:
+        """Class index of each window, shape (n_windows,)."""
+        return self.labels[self.clip_index]
+
+    def windows_of(self, clip_mask: npt.NDArray[np.bool_], copies: bool) -> npt.NDArray[np.intp]:
+        """Indices of the windows of the clips in ``clip_mask``; with ``copies`` their augmented copies too."""
+        keep = clip_mask[self.clip_index]
+        if not copies:
+            keep &= self.copy == 0
+        return np.flatnonzero(keep)
+
+
+def cache_key(
+    clips: Sequence[Clip], feature_cfg: FeatureConfig, vad_cfg: VadConfig, aug: AugmentConfig, channel: Channel
+) -> str:
+    """Hex digest naming one extraction: configs, augmentation, channel and the file list (names and sizes)."""
+    files = [(c.path.parent.name + "/" + c.path.name, c.path.stat().st_size) for c in clips]
+    blob = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "features": feature_cfg.to_dict(),
+            "vad": vad_cfg.to_dict(),
+            "augment": aug.to_dict(),
+            "channel": channel,
+            "files": files,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def _extract_job(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]) -> list[tuple[Any, Any]]:
+    """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
+    path, fdict, vdict, adict, channel = job
+    fcfg = FeatureConfig(**fdict)
+    vcfg = VadConfig(**vdict)
+    aug = augment_config_from_dict(adict)
+    audio = load_mono(path, fcfg.sample_rate_hz)
+    if channel == "g711":
+        audio = telephone(audio, fcfg.sample_rate_hz, law="mulaw")
+    key = Path(path).name
+    signals = [audio] + [
+        augment(audio, fcfg.sample_rate_hz, aug, clip_rng(aug, key, k)) for k in range(1, aug.copies + 1)
+    ]
+    out = []
+    for sig in signals:
+        windows = extract_windows(sig, fcfg, vcfg)
+        out.append(
+            (np.stack([w.features for w in windows]).astype(np.float32), np.array([w.is_speech for w in windows]))
+        )
+    return out
+
+
+def build_windows(
+    clips: Sequence[Clip],
+    feature_cfg: FeatureConfig,
+    vad_cfg: VadConfig,
+    *,
+    aug: AugmentConfig | None = None,
+    channel: Channel = "wideband",
+    cache_dir: Path | None = Path("cache"),
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> WindowSet:
+    """Extract (or load from cache) the windows of ``clips``; see :class:`WindowSet`.
+
+    ``channel="g711"`` passes every clip through the telephone channel (300–3400 Hz,
+    8 kHz, μ-law) first. ``progress(done, total)`` is called as clips finish.
+    """
+    aug = aug or AugmentConfig()
+    clips = list(clips)
+    key = cache_key(clips, feature_cfg, vad_cfg, aug, channel)
+    cached = None if cache_dir is None else cache_dir / f"windows_{key}.npz"
+    if cached is not None and cached.is_file():
+        with np.load(cached) as data:
+            return WindowSet(clips, data["features"], data["is_speech"], data["clip_index"], data["copy"])
+    jobs = [(str(c.path), feature_cfg.to_dict(), vad_cfg.to_dict(), aug.to_dict(), channel) for c in clips]
+    results: list[list[tuple[Any, Any]]] = []
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for res in pool.imap(_extract_job, jobs, chunksize=4):
+                results.append(res)
+                if progress:
+                    progress(len(results), len(jobs))
+    else:
+        for job in jobs:
+            results.append(_extract_job(job))
+            if progress:
+                progress(len(results), len(jobs))
+    wset = _assemble(clips, results)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, features=wset.features, is_speech=wset.is_speech, clip_index=wset.clip_index, copy=wset.copy)
+        tmp.replace(cached)
+    return wset
+
+
+def _assemble(clips: list[Clip], results: list[list[tuple[Any, Any]]]) -> WindowSet:
+    feats, speech, index, copy = [], [], [], []
+    for i, per_clip in enumerate(results):
+        for k, (f, s) in enumerate(per_clip):
+            feats.append(f)
+            speech.append(s)
+            index.append(np.full(len(f), i, dtype=np.int32))
+            copy.append(np.full(len(f), k, dtype=np.int32))
+    return WindowSet(clips, np.concatenate(feats), np.concatenate(speech), np.concatenate(index), np.concatenate(copy))
+
+
+def clip_scores(
+    window_probs: npt.NDArray[np.float32], is_speech: npt.NDArray[np.bool_], clip_index: IntArray, n_clips: int
+) -> npt.NDArray[np.float32]:
+    """Clip probabilities: mean over each clip's speech windows (all its windows if none is speech).
+
+    ``window_probs`` (n_windows, n_labels); returns (n_clips, n_labels); clips without windows get NaN.
+    """
+    n_labels = window_probs.shape[1]
+    out = np.full((n_clips, n_labels), np.nan, dtype=np.float32)
+    for weights in (np.ones_like(is_speech, dtype=np.float64), is_speech.astype(np.float64)):
+        sums = np.zeros((n_clips, n_labels))
+        np.add.at(sums, clip_index, window_probs * weights[:, None])
+        counts = np.bincount(clip_index, weights=weights, minlength=n_clips)
+        has = counts > 0
+        out[has] = (sums[has] / counts[has, None]).astype(np.float32)
+    return out

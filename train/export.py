@@ -1,0 +1,158 @@
+"""TFLite export: full-integer int8 (shipped) and float32 (for the int8-vs-float check), plus metadata.
+
+TFLiteConverter.from_concrete_functions fails with a READ_VARIABLE error during
+calibration on TF 2.21, so the Keras model is first exported as a SavedModel and
+converted from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.features import FeatureConfig
+from streamer.model import EMOTIONS, ModelMetadata, interpreter_class
+from streamer.vad import VadConfig
+from train.fit import Fitted
+from train.models import import_keras
+
+F32 = npt.NDArray[np.float32]
+
+
+def representative_sample(x: F32, n: int, seed: int) -> F32:
+    """Up to ``n`` rows of normalised inputs, drawn without replacement with ``seed``."""
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(x), size=min(n, len(x)), replace=False)
+    return np.asarray(x[np.sort(take)], dtype=np.float32)
+
+
+def to_tflite(model: Any, representative: F32 | None) -> bytes:
+    """Convert a Keras model: int8 in/out with ``representative`` normalised inputs, or float32 when None."""
+    import_keras()
+    import tensorflow as tf  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved_model"
+        model.export(str(saved), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if representative is not None:
+            rep = representative
+
+            def gen() -> Iterator[list[F32]]:
+                for row in rep:
+                    yield [row[None].astype(np.float32)]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = gen
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return bytes(converter.convert())
+
+
+def tensor_quantization(content: bytes) -> dict[str, Any]:
+    """Input/output dtype, scale and zero point of a TFLite model."""
+    cls, _ = interpreter_class()
+    interp = cls(model_content=content)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    return {
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "input_scale": float(inp["quantization"][0]),
+        "input_zero_point": int(inp["quantization"][1]),
+        "output_dtype": np.dtype(out["dtype"]).name,
+        "output_scale": float(out["quantization"][0]),
+        "output_zero_point": int(out["quantization"][1]),
+    }
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """Short commit hash of the checkout (with ``-dirty`` if train/ has local changes), or "unknown"."""
+    cwd = str(repo or Path(__file__).resolve().parent.parent)
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "train"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def write_model(
+    out_dir: Path,
+    *,
+    name: str,
+    family: str,
+    fitted: Fitted,
+    feature_cfg: FeatureConfig,
+    vad_cfg: VadConfig,
+    representative: F32,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    float_copy: bool = False,
+) -> tuple[ModelMetadata, bytes, bytes]:
+    """Export ``fitted`` as ``out_dir/NAME.tflite`` (int8) + ``NAME.json``; optionally ``NAME.float.tflite``.
+
+    ``representative`` holds raw (un-normalised) window features for calibration.
+    Returns the metadata, the int8 and the float32 model bytes.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = fitted.prepare(representative)
+    int8 = to_tflite(fitted.model, rep)
+    flt = to_tflite(fitted.model, None)
+    tflite_path = out_dir / f"{name}.tflite"
+    tflite_path.write_bytes(int8)
+    if float_copy:
+        (out_dir / f"{name}.float.tflite").write_bytes(flt)
+    quant = {"type": "int8", **tensor_quantization(int8), "representative_samples": len(rep)}
+    meta = ModelMetadata(
+        name=name,
+        family=family,
+        labels=EMOTIONS,
+        feature_config=feature_cfg,
+        vad_config=vad_cfg,
+        norm_mean=fitted.mean,
+        norm_std=fitted.std,
+        input_shape=tuple(int(s) for s in rep.shape[1:]),
+        selected_features=fitted.selected,
+        tflite_file=tflite_path.name,
+        sha256=hashlib.sha256(int8).hexdigest(),
+        quantization=quant,
+        training=training,
+        metrics=metrics,
+        commit=git_commit(),
+    )
+    meta.check()
+    meta.save(out_dir / f"{name}.json")
+    return meta, int8, flt
+
+
+def run_tflite(content: bytes, x: F32) -> F32:
+    """Probabilities of a TFLite model (int8 or float) for normalised inputs ``x``, (n, n_labels)."""
+    cls, _ = interpreter_class()
+    interp = cls(model_content=content, num_threads=2)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    data: npt.NDArray[Any] = x.astype(np.float32)
+    if np.dtype(inp["dtype"]) != np.float32:
+        scale, zero = inp["quantization"]
+        data = np.clip(np.round(x / scale + zero), -128, 127).astype(inp["dtype"])
+    interp.set_tensor(inp["index"], data)
+    interp.invoke()
+    y = interp.get_tensor(out["index"])
+    if np.dtype(out["dtype"]) != np.float32:
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return np.asarray(y, dtype=np.float32)

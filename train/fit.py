@@ -1,0 +1,163 @@
+"""Fitting one model: feature selection, normalisation, class weights, early stopping.
+
+Inputs are window features before normalisation, (n, *shape) float32, and their class
+indices. The fitted result keeps what the runtime needs (normalisation, selected
+columns) beside the Keras model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import ConfigError
+from train.models import SUMMARY_FAMILIES, ModelConfig, build_model, import_keras, set_seeds
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings. ``select_k`` keeps the k best summary columns (f_classif); 0 = all."""
+
+    family: str = "resnet_mlp"
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.1
+    patience: int = 10
+    select_k: int = 0
+    class_weights: bool = True
+    mixup_alpha: float = 0.0
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Fitted:
+    """A trained Keras model with its input preparation. ``mean``/``std`` per input column (last axis)."""
+
+    model: Any
+    mean: F32
+    std: F32
+    selected: tuple[int, ...] | None
+    epochs_run: int
+    best_epoch: int
+    history: dict[str, list[float]]
+
+    def prepare(self, x: F32) -> F32:
+        """Select and normalise raw window features (as :meth:`streamer.model.EmotionModel.prepare`)."""
+        if self.selected is not None:
+            x = x[..., list(self.selected)]
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def predict(self, x: F32, batch_size: int = 512) -> F32:
+        """Float Keras probabilities for raw window features, (n, n_labels)."""
+        return np.asarray(self.model.predict(self.prepare(x), batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def normalisation(x: F32) -> tuple[F32, F32]:
+    """Per-column mean and std over all axes but the last (std floored at 1e-6)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes, dtype=np.float64)
+    std = np.maximum(x.std(axis=axes, dtype=np.float64), 1e-6)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def select_columns(x: F32, y: I32, k: int) -> tuple[int, ...] | None:
+    """Indices of the ``k`` best columns by ANOVA F (sklearn SelectKBest/f_classif), sorted; None for k = 0."""
+    if k <= 0 or k >= x.shape[1]:
+        return None
+    from sklearn.feature_selection import SelectKBest, f_classif  # noqa: PLC0415
+
+    selector = SelectKBest(f_classif, k=k).fit(x, y)
+    return tuple(int(i) for i in np.flatnonzero(selector.get_support()))
+
+
+def _class_weights(y: I32, n_labels: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    weights = len(y) / (n_labels * np.maximum(counts, 1.0))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def fit(
+    x_train: F32,
+    y_train: I32,
+    n_labels: int,
+    cfg: TrainConfig,
+    *,
+    validation: tuple[F32, I32] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Fitted:
+    """Train ``cfg.family`` on raw window features; with ``validation`` stop early on its loss and keep the best."""
+    keras = import_keras()
+    set_seeds(cfg.seed)
+    if cfg.family in SUMMARY_FAMILIES and x_train.ndim != 2:
+        raise ConfigError(f"{cfg.family} takes summary vectors, got inputs of shape {x_train.shape[1:]}")
+    selected = select_columns(x_train, y_train, cfg.select_k) if x_train.ndim == 2 else None
+    xs = x_train if selected is None else x_train[:, list(selected)]
+    mean, std = normalisation(xs)
+    fitted = Fitted(None, mean, std, selected, 0, 0, {})
+    model = build_model(cfg.family, tuple(xs.shape[1:]), n_labels, cfg.model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    callbacks: list[Any] = []
+    val_data = None
+    if validation is not None:
+        val_data = (fitted.prepare(validation[0]), keras.utils.to_categorical(validation[1], n_labels))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+        )
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
+    history = model.fit(
+        _mixup(fitted.prepare(x_train), keras.utils.to_categorical(y_train, n_labels), cfg),
+        epochs=cfg.epochs,
+        validation_data=val_data,
+        class_weight=_class_weights(y_train, n_labels) if cfg.class_weights else None,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    fitted.model = model
+    fitted.history = hist
+    fitted.epochs_run = len(hist.get("loss", []))
+    fitted.best_epoch = int(np.argmin(hist["val_loss"])) + 1 if "val_loss" in hist else fitted.epochs_run
+    return fitted
+
+
+def _mixup(x: F32, y: F32, cfg: TrainConfig) -> Any:
+    """A tf.data pipeline of shuffled batches, with mixup when ``cfg.mixup_alpha`` > 0."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)))
+    ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
+    if cfg.mixup_alpha > 0:
+        alpha = cfg.mixup_alpha
+
+        def mix(xb: Any, yb: Any) -> Any:
+            n = tf.shape(xb)[0]
+            g1 = tf.random.gamma([n], alpha, seed=cfg.seed)
+            g2 = tf.random.gamma([n], alpha, seed=cfg.seed + 1)
+            lam = g1 / (g1 + g2)
+            perm = tf.random.shuffle(tf.range(n), seed=cfg.seed)
+            lx = tf.reshape(lam, [-1] + [1] * (len(xb.shape) - 1))
+            return lx * xb + (1 - lx) * tf.gather(xb, perm), lam[:, None] * yb + (1 - lam[:, None]) * tf.gather(
+                yb, perm
+            )
+
+        ds = ds.map(mix)
+    return ds.prefetch(2)

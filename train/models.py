@@ -1,0 +1,128 @@
+"""Keras 3 model families: ``resnet_mlp``, ``mlp`` (summary features) and ``cnn`` (MFCC frames).
+
+All take normalised inputs and end in a softmax over the labels. TensorFlow is
+imported lazily; a missing install raises :class:`ConfigError` telling the user to
+install ``emostream[train]``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamer.errors import ConfigError
+
+FAMILIES: tuple[str, ...] = ("resnet_mlp", "mlp", "cnn")
+SUMMARY_FAMILIES: tuple[str, ...] = ("resnet_mlp", "mlp")
+
+
+def import_keras() -> Any:
+    """Import keras (with TensorFlow set to 2 threads), or raise a ConfigError naming the extra to install."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import keras  # noqa: PLC0415
+        import tensorflow as tf  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(
+            f"training needs TensorFlow and Keras ({exc}); install them with `pip install 'emostream[train]'`"
+        ) from exc
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:
+        pass  # already initialised: the setting stays as first made
+    return keras
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, NumPy and Keras/TensorFlow."""
+    keras = import_keras()
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture settings shared by the families (dropout rate, L2 weight, widths)."""
+
+    dropout: float = 0.4
+    l2: float = 1e-4
+    width: int = 128
+    cnn_filters: tuple[int, ...] = (64, 96, 128)
+
+
+def build_model(family: str, input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
+    """An uncompiled Keras model of ``family`` for inputs of ``input_shape`` (batch axis excluded)."""
+    if family == "resnet_mlp":
+        return _resnet_mlp(input_shape, n_labels, cfg)
+    if family == "mlp":
+        return _mlp(input_shape, n_labels, cfg)
+    if family == "cnn":
+        return _cnn(input_shape, n_labels, cfg)
+    raise ConfigError(f"model family {family!r} is unknown; expected one of {FAMILIES}")
+
+
+def _dense(keras: Any, units: int, cfg: ModelConfig) -> Any:
+    return keras.layers.Dense(units, kernel_regularizer=keras.regularizers.L2(cfg.l2))
+
+
+def _resnet_mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
+    """Dense 128, then residual blocks of 128/64/32 (projection shortcuts where the width changes)."""
+    keras = import_keras()
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = _dense(keras, cfg.width, cfg)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    for units in (cfg.width, cfg.width // 2, cfg.width // 4):
+        shortcut = x if x.shape[-1] == units else _dense(keras, units, cfg)(x)
+        y = _dense(keras, units, cfg)(x)
+        y = layers.BatchNormalization()(y)
+        y = layers.Activation("relu")(y)
+        y = layers.Dropout(cfg.dropout)(y)
+        y = _dense(keras, units, cfg)(y)
+        y = layers.BatchNormalization()(y)
+        x = layers.Activation("relu")(layers.Add()([shortcut, y]))
+    outputs = layers.Dense(n_labels, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="resnet_mlp")
+
+
+def _mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
+    """Plain MLP baseline: dense 256 → 128 → 64 with batch norm and dropout."""
+    keras = import_keras()
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for units in (2 * cfg.width, cfg.width, cfg.width // 2):
+        x = _dense(keras, units, cfg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(n_labels, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def _cnn(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
+    """1D CNN over (frames, n_mfcc): Conv1D-BN-ReLU-pool blocks, global average pooling, dense head."""
+    keras = import_keras()
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for filters in cfg.cnn_filters:
+        x = layers.Conv1D(filters, 5, padding="same", kernel_regularizer=keras.regularizers.L2(cfg.l2))(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling1D(2)(x)
+        x = layers.Dropout(cfg.dropout / 2)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = _dense(keras, cfg.width // 2, cfg)(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(n_labels, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="cnn")
