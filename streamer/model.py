@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -215,8 +219,9 @@ class EmotionModel:
             )
         cls, self.backend = interpreter_class()
         try:
-            self._interp: _Interpreter = cls(model_content=content, num_threads=num_threads)
-            self._interp.allocate_tensors()
+            with _native_stderr_silenced():
+                self._interp: _Interpreter = cls(model_content=content, num_threads=num_threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{tflite_path} is not a loadable TFLite model ({exc}); re-export it") from exc
         self._input = self._interp.get_input_details()[0]
@@ -277,6 +282,29 @@ class EmotionModel:
             self._input = self._interp.get_input_details()[0]
             self._output = self._interp.get_output_details()[0]
             self._batch = batch
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence the interpreter's native start-up banner ("Created TensorFlow Lite XNNPACK delegate…").
+
+    The banner is written by C++ straight to file descriptor 2, where it would break the dashboard;
+    Python exceptions are unaffected.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_model_bytes(path: Path) -> bytes:
