@@ -328,7 +328,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.max_clips:
             clips = [clips[i] for i in rng.choice(len(clips), min(args.max_clips, len(clips)), replace=False)]
         rec = build_recording(
-            clips, labels, rng, rate_hz=model.metadata.feature_config.sample_rate_hz, snr_db=args.snr_db
+            clips,
+            labels,
+            rng,
+            rate_hz=model.metadata.feature_config.sample_rate_hz,
+            snr_db=args.snr_db,
+            episode=args.episode,
         )
         default = SmoothingSettings()
         hops = stream(model, rec, default)
