@@ -111,10 +111,13 @@ class WindowingSettings:
 
     SECTION: ClassVar[str] = "windowing"
     window_hop_ms: float | None = None
+    first_window_ms: float | None = 1000.0
 
     def validate(self) -> None:
         if self.window_hop_ms is not None and not 10 <= self.window_hop_ms <= 10000:
             raise InvalidValueError("window_hop_ms", f"is {self.window_hop_ms}; expected 10 to 10000 ms")
+        if self.first_window_ms is not None and not 100 <= self.first_window_ms <= 10000:
+            raise InvalidValueError("first_window_ms", f"is {self.first_window_ms}; expected 100 to 10000 ms")
 
     def resolve(self, model_features: FeatureConfig, vad: VadConfig) -> FeatureConfig:
         """The model's feature config with the hop override; ConfigError if the hop does not align."""

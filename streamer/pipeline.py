@@ -36,6 +36,8 @@ def level_dbfs(samples: npt.NDArray[np.float32]) -> float:
 class ChannelPipeline:
     """Streaming emotion analysis of one channel.
 
+    ``first_window_ms`` gives the first reading after that much audio (see
+    :class:`streamer.windowing.WindowExtractor`; None = after a full window).
     ``feature_cfg`` defaults to the model's own; pass one with another ``window_hop_ms``
     (see :meth:`streamer.config.WindowingSettings.resolve`) to change the hop. With
     ``analysed=False`` the channel is gated and metered but never classified.
@@ -54,6 +56,7 @@ class ChannelPipeline:
         analysed: bool = True,
         feature_cfg: FeatureConfig | None = None,
         timeline_seconds: float = 60.0,
+        first_window_ms: float | None = None,
     ) -> None:
         self.model = model
         self.labels = model.labels
@@ -65,7 +68,7 @@ class ChannelPipeline:
         self.analysed = analysed
         self.hop_s = self.feature_cfg.window_hop_ms / 1000.0
         self.timeline_seconds = timeline_seconds
-        self._extractor = WindowExtractor(self.feature_cfg, vad_cfg)
+        self._extractor = WindowExtractor(self.feature_cfg, vad_cfg, first_window_ms=first_window_ms)
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
         self._timeline: deque[TimelinePoint] = deque(maxlen=max(1, math.ceil(timeline_seconds / self.hop_s)))
         self.reset()

@@ -62,6 +62,7 @@ def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[Ch
             analysed=plan.analysed,
             feature_cfg=features,
             timeline_seconds=cfg.output.timeline_seconds,
+            first_window_ms=cfg.windowing.first_window_ms,
         )
         for plan in plans
     ]

@@ -9,6 +9,7 @@ whole clips; the streaming engine on live chunks; both get the same windows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,13 +80,21 @@ class WindowExtractor:
 
     ``process(chunk)`` returns the windows the chunk completed; ``flush()`` pads the
     stream with silence to close a last window over audio no window has covered yet.
+
+    ``first_window_ms`` (default: the full window) lets a live stream give its first
+    reading sooner: the stream is treated as if ``window_ms - first_window_ms`` of
+    silence preceded it, so the first window closes after ``first_window_ms`` of audio
+    and holds that audio plus silence (which the VAD masks out of the summary
+    statistics). Window times are those of the real stream (a lead-in window starts at
+    0); a window's speech ratio counts only VAD frames of real audio.
     """
 
-    def __init__(self, feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> None:
+    def __init__(self, feature_cfg: FeatureConfig, vad_cfg: VadConfig, *, first_window_ms: float | None = None) -> None:
         self.feature_cfg = feature_cfg
         self.vad_cfg = vad_cfg
         self._vad_frame = vad_cfg.frame_samples(feature_cfg.sample_rate_hz)
         _check_alignment(feature_cfg, vad_cfg, self._vad_frame)
+        self._lead_in = _lead_in_samples(feature_cfg, self._vad_frame, first_window_ms)
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
         capacity = 2 * feature_cfg.frames_per_window
@@ -98,6 +107,7 @@ class WindowExtractor:
         # the same), which saves their per-call overhead on small chunks.
         self._pending = np.zeros(feature_cfg.window_samples, dtype=np.float32)
         self._pending_len = 0
+        self._feed_lead_in()
 
     def reset(self) -> None:
         """Start a new stream."""
@@ -108,11 +118,16 @@ class WindowExtractor:
         self._samples_seen = 0
         self._next_index = 0
         self._pending_len = 0
+        self._feed_lead_in()
+
+    def _feed_lead_in(self) -> None:
+        if self._lead_in:
+            self.process(np.zeros(self._lead_in, dtype=np.float32))
 
     @property
     def samples_seen(self) -> int:
-        """Samples fed since the last reset."""
-        return self._samples_seen
+        """Samples of the real stream fed since the last reset (the lead-in excluded)."""
+        return self._samples_seen - self._lead_in
 
     def process(self, chunk: npt.ArrayLike) -> list[Window]:
         """Feed float32 mono samples at the feature rate; return completed windows."""
@@ -146,7 +161,7 @@ class WindowExtractor:
         """Close the stream: pad with silence so audio after the last window gets one window."""
         cfg = self.feature_cfg
         covered = 0 if self._next_index == 0 else (self._next_index - 1) * cfg.window_hop_samples + cfg.window_samples
-        if self._samples_seen <= covered:
+        if self._samples_seen <= max(covered, self._lead_in):
             return []
         next_end = self._next_index * cfg.window_hop_samples + cfg.window_samples
         return self.process(np.zeros(next_end - self._samples_seen, dtype=np.float32))
@@ -170,11 +185,12 @@ class WindowExtractor:
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
         mask = flags[centres // self._vad_frame]
-        ratio = float(np.mean(flags))
+        real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
+        ratio = float(np.mean(real_flags))
         return Window(
             index=self._next_index,
-            start_s=start / cfg.sample_rate_hz,
-            end_s=(start + cfg.window_samples) / cfg.sample_rate_hz,
+            start_s=max(0, start - self._lead_in) / cfg.sample_rate_hz,
+            end_s=(start + cfg.window_samples - self._lead_in) / cfg.sample_rate_hz,
             speech_ratio=ratio,
             is_speech=ratio >= self.vad_cfg.min_speech_ratio,
             features=model_input(np.asarray(frames, dtype=np.float32), mask, cfg),
@@ -188,6 +204,21 @@ def _check_alignment(feature_cfg: FeatureConfig, vad_cfg: VadConfig, vad_frame: 
                 f"{name} ({size} samples) is not a multiple of the VAD frame ({vad_cfg.frame_ms} ms = "
                 f"{vad_frame} samples); choose a VAD frame_ms that divides it (10 or 20 ms usually do)"
             )
+
+
+def _lead_in_samples(feature_cfg: FeatureConfig, vad_frame: int, first_window_ms: float | None) -> int:
+    """Silence assumed before the stream so that the first window closes after ``first_window_ms``."""
+    if first_window_ms is None or first_window_ms >= feature_cfg.window_ms:
+        return 0
+    lead_in = round((feature_cfg.window_ms - first_window_ms) * feature_cfg.sample_rate_hz / 1000.0)
+    step = math.lcm(feature_cfg.hop_samples, vad_frame)
+    if first_window_ms <= 0 or lead_in % step:
+        raise ConfigError(
+            f"first_window_ms is {first_window_ms:g}; expected a positive length up to the model's window "
+            f"({feature_cfg.window_ms:g} ms) that differs from it by a multiple of "
+            f"{1000 * step / feature_cfg.sample_rate_hz:g} ms, e.g. 1000"
+        )
+    return lead_in
 
 
 def extract_windows(signal: npt.ArrayLike, feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> list[Window]:

@@ -96,8 +96,8 @@ def test_virtual_alsa_microphone_through_portaudio(home: Path, model_arg: str) -
     assert start["type"] == "start" and DEVICE in start["source"] and start["source"].startswith("microphone")
     assert start["rate_hz"] == 16000 and start["channels"] == 1
     assert end["type"] == "end" and end["exit_reason"] == "duration reached" and end["duration_s"] == 6.0
-    # 6 s of audio: windows of 2 s every 0.5 s end at 2.0, 2.5, ..., 6.0
-    assert [h["t_end"] for h in hops] == [2.0 + 0.5 * i for i in range(9)]
+    # 6 s of audio: the first reading after 1 s (config.toml's first_window_ms), then one every 0.5 s
+    assert [h["t_end"] for h in hops] == [1.0 + 0.5 * i for i in range(11)]
     assert sum(h["scores"] is not None for h in hops) >= 5  # the fixture speech came through the device
     assert any(h["emotion"] is not None for h in hops)
 

@@ -108,3 +108,55 @@ def test_window_features_are_not_overwritten_by_later_audio() -> None:
 def test_vad_frame_must_divide_the_window_hop() -> None:
     with pytest.raises(ConfigError, match="VAD frame"):
         WindowExtractor(FeatureConfig(), VadConfig(frame_ms=30))
+
+
+def test_first_window_closes_after_the_lead_in() -> None:
+    cfg = FeatureConfig()
+    signal = np.zeros(int(3.3 * SR), dtype=np.float32)
+    extractor = WindowExtractor(cfg, VadConfig(), first_window_ms=1000.0)
+    windows = extractor.process(signal) + extractor.flush()
+    assert [(w.start_s, w.end_s) for w in windows] == [
+        (0.0, 1.0),
+        (0.0, 1.5),
+        (0.0, 2.0),
+        (0.5, 2.5),
+        (1.0, 3.0),
+        (1.5, 3.5),
+    ]
+    assert extractor.samples_seen == int(3.5 * SR)
+
+
+def test_lead_in_speech_ratio_counts_only_real_audio() -> None:
+    clip = speech_clip()[:SR]
+    full_ratio = float(speech_flags(clip, VadConfig(), SR).mean())
+    extractor = WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=1000.0)
+    first = extractor.process(clip)[0]
+    assert first.end_s == 1.0
+    assert first.speech_ratio == pytest.approx(full_ratio, abs=0.05)
+    assert first.is_speech
+
+
+def test_lead_in_windows_stream_like_the_whole_signal() -> None:
+    cfg = FeatureConfig()
+    signal = speech_clip()
+    whole = WindowExtractor(cfg, VadConfig(), first_window_ms=1000.0)
+    expected = whole.process(signal) + whole.flush()
+    streamed = WindowExtractor(cfg, VadConfig(), first_window_ms=1000.0)
+    rng = np.random.default_rng(5)
+    got, i = [], 0
+    while i < signal.size:
+        n = int(rng.integers(1, 4000))
+        got += streamed.process(signal[i : i + n])
+        i += n
+    got += streamed.flush()
+    assert [(w.start_s, w.end_s, w.speech_ratio) for w in got] == [
+        (w.start_s, w.end_s, w.speech_ratio) for w in expected
+    ]
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("first_window_ms", [0.0, 1010.0])
+def test_lead_in_must_align_with_frames(first_window_ms: float) -> None:
+    with pytest.raises(ConfigError, match="first_window_ms"):
+        WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=first_window_ms)
