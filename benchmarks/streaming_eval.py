@@ -277,12 +277,28 @@ def smoothing_grid(name: str) -> list[SmoothingSettings]:
         ]
     grid = [
         SmoothingSettings(time_constant_s=t, hysteresis=h, min_dwell_s=d)
-        for t in (0.0, 0.5, 1.0, 2.0, 4.0)
-        for h in (0.0, 0.05, 0.1, 0.2)
-        for d in (0.0, 1.0, 2.0)
+        for t in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+        for h in (0.0, 0.05, 0.1, 0.15, 0.2)
+        for d in (0.0, 1.0, 2.0, 3.0)
     ]
     grid += [SmoothingSettings(method="window", window_s=w, hysteresis=0.1, min_dwell_s=1.0) for w in (2.0, 4.0)]
     return grid
+
+
+MAX_CHANGE_RATIO = 2.0  # shown changes per minute at most this many times the true rate
+MAX_MEDIAN_DELAY_S = 2.0
+
+
+def recommend(rows: dict[str, dict[str, float]]) -> str | None:
+    """The setting with the best UA among those that change the label at most MAX_CHANGE_RATIO × as
+    often as the truth and reflect a new emotion within MAX_MEDIAN_DELAY_S (median); None if none."""
+    fit = {
+        name: r
+        for name, r in rows.items()
+        if r["changes_per_min"] <= MAX_CHANGE_RATIO * r["true_changes_per_min"]
+        and r["delay_median_s"] <= MAX_MEDIAN_DELAY_S
+    }
+    return max(fit, key=lambda name: fit[name]["ua"]) if fit else None
 
 
 def setting_name(s: SmoothingSettings) -> str:
@@ -357,6 +373,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     rows = {name: t.row() for name, t in tallies.items()}
     return {
+        "recommended": recommend(rows),
         "actor_independent": independent,
         "model": args.model,
         "fold_models": args.fold_models,
@@ -417,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(report)
     print(table)
     print(f"no-speech hops left unlabelled: {report['no_speech_unlabelled']:.1%} of {report['no_speech_hops']}")
+    print(
+        f"recommended (best UA with changes/min <= {MAX_CHANGE_RATIO:g}x true and median delay <= "
+        f"{MAX_MEDIAN_DELAY_S:g} s): {report['recommended']}"
+    )
     if not report["actor_independent"]:
         print("WARNING: one model for every fold: these figures are NOT actor-independent")
     if args.markdown:

@@ -134,3 +134,19 @@ def test_score_counts_accuracy_delay_and_changes() -> None:
     expected = sum(1 for s, t in zip(shown, truth.tolist(), strict=True) if t != GAP and s == "ab"[t])
     assert row["accuracy"] == pytest.approx(expected / int((truth != GAP).sum()))
     assert row["accuracy"] < 1.0  # the "b" window ending at 8.5 s still shows "a"
+
+
+def test_recommend_picks_best_ua_within_flicker_and_delay_limits() -> None:
+    from benchmarks.streaming_eval import recommend
+
+    def row(ua: float, changes: float, delay: float) -> dict[str, float]:
+        return {"ua": ua, "changes_per_min": changes, "true_changes_per_min": 4.0, "delay_median_s": delay}
+
+    rows = {
+        "flickers": row(0.9, 9.0, 1.0),
+        "slow": row(0.8, 4.0, 2.5),
+        "steady": row(0.7, 8.0, 2.0),
+        "dull": row(0.5, 1.0, 1.0),
+    }
+    assert recommend(rows) == "steady"
+    assert recommend({"flickers": rows["flickers"]}) is None
