@@ -125,6 +125,10 @@ def run_split(
             clip_scores(p_g, g711.is_speech[te_g], g711.clip_index[te_g], len(wset.clips))[test_idx], axis=1
         )
     figures = {name: metrics(y_true, pred) for name, pred in preds.items()}
+    va_all = wset.windows_of(val_clips, copies=False)
+    val_idx = np.flatnonzero(val_clips)
+    p_val = clip_scores(fitted.predict(x_all[va_all]), speech[va_all], wset.clip_index[va_all], len(wset.clips))
+    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(p_val[val_idx], axis=1))
     actors = sorted({int(a) for a in wset.actors[test_idx]})
     if export_dir is not None and feature_cfg is not None and vad_cfg is not None:
         _export_fold(

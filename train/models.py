@@ -53,7 +53,7 @@ class ModelConfig:
     dropout: float = 0.4
     l2: float = 1e-4
     width: int = 128
-    cnn_filters: tuple[int, ...] = (64, 96, 128)
+    cnn_filters: tuple[int, ...] = (32, 64, 64)
 
 
 def build_model(family: str, input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
@@ -109,11 +109,11 @@ def _mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
 
 
 def _cnn(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
-    """1D CNN over (frames, n_mfcc): Conv1D-BN-ReLU-pool blocks, global average pooling, dense head."""
+    """1D CNN over (frames, n_mfcc): 2-frame average pooling, Conv1D-BN-ReLU-pool blocks, global pooling, dense head."""
     keras = import_keras()
     layers = keras.layers
     inputs = keras.Input(shape=input_shape)
-    x = inputs
+    x = layers.AveragePooling1D(2)(inputs)
     for filters in cfg.cnn_filters:
         x = layers.Conv1D(filters, 5, padding="same", kernel_regularizer=keras.regularizers.L2(cfg.l2))(x)
         x = layers.BatchNormalization()(x)

@@ -164,7 +164,8 @@ def _run_protocol(
         figs = res.figures["int8"]
         progress.console.print(
             f"{proto} split {name} (test actors {res.test_actors}): int8 UA {figs['ua']:.3f} WA {figs['wa']:.3f} "
-            f"F1 {figs['macro_f1']:.3f}; float UA {res.figures['float']['ua']:.3f}; best epoch {res.best_epoch}"
+            f"F1 {figs['macro_f1']:.3f}; float UA {res.figures['float']['ua']:.3f}; best epoch {res.best_epoch}; "
+            f"validation-actor UA {res.figures['validation']['ua']:.3f}"
         )
         progress.advance(task)
     return _write_protocol(spec, proto, wset, split_results, out)
@@ -184,6 +185,7 @@ def _write_protocol(
         if name == proto:
             float_summary = summarise(split_results, "float")
             extra["float"] = float_summary
+            extra["validation"] = summarise(split_results, "validation")["mean"]
             extra["int8_vs_float"] = {
                 "top1_agreement_windows": float(np.mean([r.agreement for r in split_results])),
                 "mean_abs_dp_windows": float(np.mean([r.mean_abs_dp for r in split_results])),
