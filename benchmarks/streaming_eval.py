@@ -19,7 +19,7 @@ default setting is checked against the pipeline's own output). Reported per sett
 * shown-label changes per minute vs the true changes per minute;
 * (setting-independent) share of no-speech hops (true utterance share of the window below
   the VAD's ``min_speech_ratio``) left unlabelled (no scores), and the raw per-window
-  accuracy of the model without smoothing.
+  accuracy of the model without smoothing; also for windows without any utterance sample.
 
 Without ``--fold-models`` one ``--model`` serves every fold: those figures are NOT
 actor-independent (the model may have been trained on the test actors).
@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     grid = smoothing_grid(args.grid)
     tallies: dict[str, Tally] = {}
     raw: Tally | None = None
-    gap_hops = gap_unlabelled = 0
+    gap_hops = gap_unlabelled = silent_hops = silent_unlabelled = 0
     independent = True
     rng = np.random.default_rng(args.seed)
     for fold, actors in folds_of(data_dir, args.folds):
@@ -357,9 +357,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
             raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
         truth = window_truth(hops, rec, len(labels))
-        quiet = speech_fraction(hops, rec) < model.metadata.vad_config.min_speech_ratio
+        fraction = speech_fraction(hops, rec)
+        quiet = fraction < model.metadata.vad_config.min_speech_ratio
         gap_hops += int(quiet.sum())
         gap_unlabelled += sum(1 for h, q in zip(hops, quiet.tolist(), strict=True) if q and h.scores is None)
+        silent_hops += int((fraction == 0).sum())
+        silent_unlabelled += sum(1 for h, f in zip(hops, fraction.tolist(), strict=True) if f == 0 and h.scores is None)
         argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
         raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64))
         score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
@@ -382,6 +385,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "episode": args.episode,
         "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
         "no_speech_hops": gap_hops,
+        "silent_unlabelled": silent_unlabelled / max(1, silent_hops),
+        "silent_hops": silent_hops,
         "raw_window": raw.row() if raw else {},
         "settings": rows,
     }
@@ -433,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(report)
     print(table)
-    print(f"no-speech hops left unlabelled: {report['no_speech_unlabelled']:.1%} of {report['no_speech_hops']}")
+    print(
+        f"no-speech hops left unlabelled: {report['no_speech_unlabelled']:.1%} of {report['no_speech_hops']} "
+        f"(windows without any speech: {report['silent_unlabelled']:.1%} of {report['silent_hops']})"
+    )
     print(
         f"recommended (best UA with changes/min <= {MAX_CHANGE_RATIO:g}x true and median delay <= "
         f"{MAX_MEDIAN_DELAY_S:g} s): {report['recommended']}"
