@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", type=lambda s: s.split(","), help="comma-separated benchmarks, e.g. pipeline,runtime")
     parser.add_argument("--file", help="audio file for the fresh-process runs (default: the demo)")
     parser.add_argument("--startup-runs", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=3, help="pipeline passes; the fastest is reported")
     parser.add_argument("--quick", action="store_true", help="10 s of audio, one start-up run (smoke test)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")

@@ -5,7 +5,8 @@ Feeds the demo recording, looped to ``--seconds`` (default 300 s), through ENGIN
 as it goes, with each shipped model and ``num_threads=1``:
 
 * in 50 ms blocks, the engine's default block (what ``emostream --file X --fast`` feeds
-  today): real-time factor, per-hop latency, stage breakdown;
+  today): real-time factor (the fastest of ``--passes`` passes, default 3), per-hop
+  latency, stage breakdown;
 * in 500 ms blocks (one window hop per block): the real-time factor a larger file/stdin
   block would give (INFO).
 
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from benchmarks.common import (
     STAGES,
+    PipelineRun,
     available_models,
     demo_path,
     figure,
@@ -37,20 +41,30 @@ BLOCK_MS = 50
 BIG_BLOCK_MS = 500
 
 
-def _one_model(name: str, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _best_of(model: EmotionModel, signal: np.ndarray, block: int, passes: int) -> tuple[PipelineRun, list[float]]:
+    """The fastest of ``passes`` passes (wall clock) and every pass's RTF: other processes on a
+    shared machine only ever slow a pass down, so the fastest is the least disturbed."""
+    runs = [stream_through(make_pipeline(model), signal, block) for _ in range(max(1, passes))]
+    return min(runs, key=lambda r: r.wall_s), [r.wall_s / r.audio_s for r in runs]
+
+
+def _one_model(name: str, seconds: float, passes: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     model = EmotionModel.load(name, num_threads=1)
     rate = model.metadata.feature_config.sample_rate_hz
     signal = looped_signal(demo_path(), seconds, rate)
     label = model.metadata.name
-    run = stream_through(make_pipeline(model), signal, rate * BLOCK_MS // 1000)
-    big = stream_through(make_pipeline(model), signal, rate * BIG_BLOCK_MS // 1000)
+    run, rtfs = _best_of(model, signal, rate * BLOCK_MS // 1000, passes)
+    big, _ = _best_of(model, signal, rate * BIG_BLOCK_MS // 1000, passes)
     staged = stream_through(
         make_pipeline(EmotionModel.load(name, num_threads=1)), signal, rate * BLOCK_MS // 1000, True
     )
     rtf = run.wall_s / run.audio_s
     cpu_rtf = run.cpu_s / run.audio_s
     big_rtf = big.wall_s / big.audio_s
-    note = f"{run.audio_s:.0f} s of audio in {run.wall_s:.2f} s, {BLOCK_MS} ms blocks"
+    note = (
+        f"{run.audio_s:.0f} s of audio in {run.wall_s:.2f} s, {BLOCK_MS} ms blocks; best of {len(rtfs)} passes "
+        f"(all: {', '.join(f'{r:.4f}' for r in rtfs)})"
+    )
     figs = [
         figure(f"{label}: real-time factor", rtf, "", target=RTF_TARGET, note=note),
         figure(f"{label}: speed", 1.0 / rtf, "× real time", target=1.0 / RTF_TARGET, better="higher"),
@@ -104,6 +118,7 @@ def _one_model(name: str, seconds: float) -> tuple[list[dict[str, Any]], dict[st
         "hops": run.hops,
         "block_ms": BLOCK_MS,
         "rtf": rtf,
+        "rtf_all_passes": rtfs,
         "rtf_cpu": cpu_rtf,
         "hop_cpu_ms_p50": percentile(run.hop_cpu_ms, 50),
         "hop_cpu_ms_p99": percentile(run.hop_cpu_ms, 99),
@@ -124,7 +139,8 @@ def run(args: Any) -> dict[str, Any]:
     if not models:
         figs.append(figure("models", "none found", note="no shipped model; pass --model PATH"))
     for name in models:
-        model_figs, model_details = _one_model(name, float(getattr(args, "seconds", 300.0)))
+        passes = 1 if getattr(args, "quick", False) else int(getattr(args, "passes", 3))
+        model_figs, model_details = _one_model(name, float(getattr(args, "seconds", 300.0)), passes)
         figs.extend(model_figs)
         details[model_details["model"]] = model_details
     return result("pipeline", figs, details)
