@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor(),
         "cpu_pinned": cpu,
         "seconds": args.seconds,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
