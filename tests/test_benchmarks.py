@@ -150,3 +150,28 @@ def test_recommend_picks_best_ua_within_flicker_and_delay_limits() -> None:
     }
     assert recommend(rows) == "steady"
     assert recommend({"flickers": rows["flickers"]}) is None
+
+
+def _ravdess_dir() -> Path | None:
+    root = Path(os.environ.get("EMOSTREAM_RAVDESS") or REPO.parent / "shared" / "datasets" / "ravdess-speech-16k")
+    return root if (root / "folds.json").is_file() else None
+
+
+@pytest.mark.full_data
+@needs_model
+def test_streaming_eval_runs_on_one_fold(tmp_path: Path) -> None:
+    from benchmarks import streaming_eval
+
+    data = _ravdess_dir()
+    if data is None:
+        pytest.skip("RAVDESS not found (set EMOSTREAM_RAVDESS)")
+    out = tmp_path / "eval.json"
+    argv = ["--data", str(data), "--model", MODELS[0], "--folds", "1", "--max-clips", "12", "--grid", "small"]
+    assert streaming_eval.main([*argv, "--json", str(out)]) == 0  # stops if the replay disagrees with the pipeline
+    report = json.loads(out.read_text())
+    assert not report["actor_independent"]
+    assert len(report["settings"]) == 3
+    for row in report["settings"].values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ua"] <= 1.0
+        assert row["true_changes_per_min"] > 0
+    assert 0.0 <= report["no_speech_unlabelled"] <= 1.0
