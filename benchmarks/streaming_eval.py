@@ -317,8 +317,13 @@ def fold_model(args: argparse.Namespace, fold: int) -> tuple[EmotionModel, bool]
     return EmotionModel.load(args.model, num_threads=1), False
 
 
-def folds_of(data_dir: Path, wanted: Sequence[int] | None) -> Iterator[tuple[int, list[int]]]:
-    """(fold, test actors) from ``data_dir/folds.json``."""
+def folds_of(
+    data_dir: Path, wanted: Sequence[int] | None, actors: Sequence[int] | None = None
+) -> Iterator[tuple[int, list[int]]]:
+    """(fold, test actors) from ``data_dir/folds.json``; with ``actors``, one fold 0 of those actors."""
+    if actors:
+        yield 0, list(actors)
+        return
     folds = json.loads((data_dir / "folds.json").read_text(encoding="utf-8"))["test_actors"]
     for key in sorted(folds, key=int):
         if not wanted or int(key) in wanted:
@@ -336,7 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gap_hops = gap_unlabelled = silent_hops = silent_unlabelled = 0
     independent = True
     rng = np.random.default_rng(args.seed)
-    for fold, actors in folds_of(data_dir, args.folds):
+    for fold, actors in folds_of(data_dir, args.folds, args.actors):
         model, fold_independent = fold_model(args, fold)
         independent &= fold_independent
         labels = model.labels
@@ -380,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "actor_independent": independent,
         "model": args.model,
         "fold_models": args.fold_models,
+        "actors": args.actors,
         "snr_db": args.snr_db,
         "seed": args.seed,
         "episode": args.episode,
@@ -398,6 +404,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fold-models", help="DIR with fold_K/NAME.json per fold (actor-independent)")
     parser.add_argument("--model", default="resnet_mlp", help="model name (in fold dirs, or shipped / a path)")
     parser.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,2 (default all)")
+    parser.add_argument(
+        "--actors",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="evaluate these actors as one fold (with --model: e.g. the actors a model was not trained on)",
+    )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (0 = all 240)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background pink noise SNR; inf = none")
     parser.add_argument("--seed", type=int, default=0)
