@@ -190,13 +190,17 @@ def _timeline(points: Sequence[TimelinePoint], span_s: float, width: int) -> Tex
     cells = max(1, width - len(prefix))
     text = Text(no_wrap=True, overflow="crop")
     text.append(prefix, style="dim")
+    runs: list[tuple[str, str, int]] = []  # (glyph, style, length): one span per run of equal cells
     for cell in _timeline_cells(points, span_s, cells):
-        if cell is False:
-            text.append(" ")
-        elif cell is None:
-            text.append("·", style="dim")
+        glyph, style = (
+            (" ", "") if cell is False else ("·", "dim") if cell is None else ("█", emotion_colour(str(cell)))
+        )
+        if runs and runs[-1][:2] == (glyph, style):
+            runs[-1] = (glyph, style, runs[-1][2] + 1)
         else:
-            text.append("█", style=emotion_colour(str(cell)))
+            runs.append((glyph, style, 1))
+    for glyph, style, length in runs:
+        text.append(glyph * length, style=style)
     return text
 
 
