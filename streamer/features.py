@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.errors import ConfigError
+from streamer.pitch import PitchTables, frame_pitch
 
 FloatArray = npt.NDArray[np.float32]
 FeatureSet = Literal["summary", "frames"]
@@ -58,6 +59,8 @@ class FeatureConfig:
     window_ms: float = 2000.0
     window_hop_ms: float = 500.0
     feature_set: FeatureSet = "summary"
+    pitch: bool = False
+    deltas: bool = False
 
     def __post_init__(self) -> None:
         self._check()
@@ -150,20 +153,36 @@ def frame_feature_names(cfg: FeatureConfig) -> list[str]:
     Summary feature set: ``n_mfcc`` MFCCs, zero-crossing rate (fraction), RMS level
     (dBFS), spectral centroid, bandwidth and roll-off (Hz), flatness (0..1), 12 chroma
     bins (0..1) and 7 spectral-contrast bands (dB). Frames feature set: the MFCCs only.
+    With ``pitch``, both sets end with F0 (semitones above 100 Hz, 0 when unvoiced) and
+    voicing strength (0..1), see :mod:`streamer.pitch`.
     """
     mfcc = [f"mfcc_{i:02d}" for i in range(cfg.n_mfcc)]
+    pitch = ["f0_st", "voicing"] if cfg.pitch else []
     if cfg.feature_set == "frames":
-        return mfcc
+        return mfcc + pitch
     spectral = ["zcr", "rms_db", "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness"]
     chroma = [f"chroma_{name}" for name in ("c", "cs", "d", "ds", "e", "f", "fs", "g", "gs", "a", "as", "b")]
     contrast = [f"contrast_{i}" for i in range(len(CONTRAST_EDGES_HZ))]
-    return mfcc + spectral + chroma + contrast
+    return mfcc + spectral + chroma + contrast + pitch
+
+
+def _delta_columns(cfg: FeatureConfig) -> list[int]:
+    """Frame columns whose frame-to-frame changes the summary describes: the MFCCs and the RMS level."""
+    return [*range(cfg.n_mfcc), frame_feature_names(cfg).index("rms_db")]
 
 
 def summary_feature_names(cfg: FeatureConfig) -> list[str]:
-    """Names of the columns of :func:`summary_vector`: each frame feature's mean, then each one's std."""
+    """Names of the :func:`model_input` columns of a summary model.
+
+    Each frame feature's mean, then each one's std (F0 statistics over voiced speech
+    frames only), then with ``deltas`` the std of the frame-to-frame change of each MFCC
+    and of the RMS level.
+    """
     names = frame_feature_names(cfg)
-    return [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
+    columns = [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
+    if cfg.deltas:
+        columns += [f"{names[i]}_delta_std" for i in _delta_columns(cfg)]
+    return columns
 
 
 class _Tables:
@@ -172,6 +191,7 @@ class _Tables:
     def __init__(self, cfg: FeatureConfig) -> None:
         freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
         self.window = np.hanning(cfg.frame_samples + 1)[:-1]  # float64: numpy's float64 FFT is the faster one
+        self.pitch = PitchTables(self.window, cfg.sample_rate_hz) if cfg.pitch else None
         self.freqs_hz = freqs_hz.astype(np.float32)
         self.freqs_sq = (freqs_hz**2).astype(np.float32)
         self.mel_fb_t = np.ascontiguousarray(_mel_filterbank(cfg, freqs_hz).T, dtype=np.float32)
@@ -334,13 +354,16 @@ class FrameFeaturizer:
     def _compute(self, samples: FloatArray, n_frames: int) -> FloatArray:
         cfg, tables = self.cfg, self._tables
         frames = _frames_view(samples, cfg, n_frames)
-        spectrum = np.fft.rfft(frames * tables.window, n=cfg.n_fft, axis=1)
+        windowed = frames * tables.window
+        spectrum = np.fft.rfft(windowed, n=cfg.n_fft, axis=1)
         power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
         log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + _EPS)
-        mfcc = log_mel @ tables.dct_t
-        if cfg.feature_set == "frames":
-            return mfcc.astype(np.float32)
-        return np.concatenate([mfcc, _spectral_features(frames, power, tables)], axis=1).astype(np.float32)
+        parts = [log_mel @ tables.dct_t]
+        if cfg.feature_set == "summary":
+            parts.append(_spectral_features(frames, power, tables))
+        if tables.pitch is not None:
+            parts.extend(col[:, None] for col in frame_pitch(windowed, tables.pitch))
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:
@@ -368,8 +391,41 @@ def frames_matrix(frames: FloatArray) -> FloatArray:
     return np.array(frames, dtype=np.float32, copy=True)
 
 
+def _voiced_f0_stats(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, f0_col: int) -> FloatArray:
+    """Mean and std of F0 over the voiced speech frames (zeros when none is voiced), float32 (2,)."""
+    voiced = frames[:, f0_col] != 0
+    if speech_mask is not None:
+        voiced &= speech_mask
+    values = frames[voiced, f0_col].astype(np.float64)
+    if values.size == 0:
+        return np.zeros(2, dtype=np.float32)
+    return np.array([values.mean(), values.std()], dtype=np.float32)
+
+
+def _delta_std(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, columns: list[int]) -> FloatArray:
+    """Std of frame-to-frame changes of ``columns`` between consecutive speech frames, float32."""
+    deltas = np.diff(frames[:, columns].astype(np.float64), axis=0)
+    if speech_mask is not None:
+        pairs = speech_mask[1:] & speech_mask[:-1]
+        if int(np.count_nonzero(pairs)) >= 2:
+            deltas = deltas[pairs]
+    if deltas.shape[0] == 0:
+        return np.zeros(len(columns), dtype=np.float32)
+    return deltas.std(axis=0).astype(np.float32)
+
+
 def model_input(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, cfg: FeatureConfig) -> FloatArray:
-    """One window's model input for ``cfg.feature_set`` (before normalisation)."""
-    if cfg.feature_set == "summary":
-        return summary_vector(frames, speech_mask)
-    return frames_matrix(frames)
+    """One window's model input for ``cfg.feature_set`` (before normalisation).
+
+    Summary: shape (len(summary_feature_names(cfg)),); frames: (frames_per_window, n_frame_features).
+    """
+    if cfg.feature_set == "frames":
+        return frames_matrix(frames)
+    summary = summary_vector(frames, speech_mask)
+    if cfg.pitch:
+        n = frames.shape[1]
+        f0_col = n - 2
+        summary[[f0_col, n + f0_col]] = _voiced_f0_stats(frames, speech_mask, f0_col)
+    if cfg.deltas:
+        summary = np.concatenate([summary, _delta_std(frames, speech_mask, _delta_columns(cfg))])
+    return summary

@@ -130,3 +130,57 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown keys"):
         FeatureConfig.from_dict({**cfg.to_dict(), "n_chroma": 24})
+
+
+def harmonic(f0_hz: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * sum(np.sin(2 * np.pi * f0_hz * k * t) / k for k in range(1, 8))).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0_hz", [100.0, 150.0, 220.0, 330.0, 450.0])
+def test_pitch_of_a_harmonic_signal(f0_hz: float) -> None:
+    cfg = FeatureConfig(pitch=True)
+    frames = frame_features(harmonic(f0_hz), cfg)
+    f0 = 100.0 * 2 ** (column(cfg, frames, "f0_st") / 12.0)
+    assert np.median(f0) == pytest.approx(f0_hz, rel=0.005)
+    assert np.mean(np.abs(f0 / f0_hz - 1) < 0.02) > 0.95  # no octave errors
+    assert column(cfg, frames, "voicing").mean() > 0.9
+
+
+def test_noise_and_silence_are_unvoiced() -> None:
+    cfg = FeatureConfig(pitch=True)
+    noise = np.random.default_rng(1).normal(0, 0.1, SR).astype(np.float32)
+    assert np.mean(column(cfg, frame_features(noise, cfg), "f0_st") != 0) < 0.05
+    silent = frame_features(np.zeros(SR, dtype=np.float32), cfg)
+    assert np.all(column(cfg, silent, "f0_st") == 0) and np.all(column(cfg, silent, "voicing") == 0)
+
+
+def test_pitch_and_delta_summary_columns() -> None:
+    from streamer.features import model_input
+
+    cfg = FeatureConfig(pitch=True, deltas=True)
+    names = summary_feature_names(cfg)
+    assert len(names) == 2 * 47 + 21 and "f0_st_mean" in names and names[-1] == "rms_db_delta_std"
+    # half voiced at 200 Hz (12 st), half unvoiced: the F0 statistics cover the voiced frames only
+    frames = np.zeros((10, 47), dtype=np.float32)
+    frames[:5, 45] = 12.0
+    frames[:, 0] = np.arange(10, dtype=np.float32) * 2.0  # mfcc_00 rises by 2 per frame
+    x = model_input(frames, None, cfg)
+    assert x[names.index("f0_st_mean")] == pytest.approx(12.0)
+    assert x[names.index("f0_st_std")] == pytest.approx(0.0)
+    assert x[names.index("mfcc_00_delta_std")] == pytest.approx(0.0)
+    assert x[names.index("mfcc_00_std")] > 5
+
+
+@pytest.mark.parametrize("feature_set", ["summary", "frames"])
+def test_pitch_features_stream_like_the_whole_signal(feature_set: str) -> None:
+    cfg = FeatureConfig(feature_set=feature_set, pitch=True, deltas=True)  # type: ignore[arg-type]
+    signal = np.concatenate([harmonic(180.0, 0.7), np.random.default_rng(2).normal(0, 0.05, SR).astype(np.float32)])
+    featurizer = FrameFeaturizer(cfg)
+    rng = np.random.default_rng(4)
+    parts, i = [], 0
+    while i < signal.size:
+        n = int(rng.integers(1, 3000))
+        parts.append(featurizer.process(signal[i : i + n]))
+        i += n
+    np.testing.assert_allclose(np.concatenate(parts), frame_features(signal, cfg), rtol=1e-5, atol=1e-4)
