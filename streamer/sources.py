@@ -184,6 +184,9 @@ class StdinSource(Source):
 # ---------------------------------------------------------------- file
 
 
+FAST_BLOCK_MS = 1000
+
+
 class FileSource(Source):
     """A WAV/FLAC/OGG file read in blocks, at real-time pace unless ``fast``."""
 
@@ -205,7 +208,8 @@ class FileSource(Source):
         self.channels = int(self._file.channels)
         self.name = f"file {self.path.name}"
         self.fast = fast
-        self._block = max(1, self.rate_hz * block_ms // 1000)
+        # as fast as possible: large reads (1 s) save per-block overhead; paced: block_ms
+        self._block = max(1, self.rate_hz * (max(block_ms, FAST_BLOCK_MS) if fast else block_ms) // 1000)
         self._sent = 0
         self._t0 = 0.0
 
