@@ -24,14 +24,19 @@ I32 = npt.NDArray[np.int32]
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Optimisation settings. ``select_k`` keeps the k best summary columns (f_classif); 0 = all."""
+    """Optimisation settings. ``select_k`` keeps the k best summary columns (f_classif); 0 = all.
+
+    With a validation set, training stops when ``monitor`` (``val_accuracy`` or ``val_loss``)
+    has not improved for ``patience`` epochs, and the best epoch's weights are kept.
+    """
 
     family: str = "resnet_mlp"
     epochs: int = 60
     batch_size: int = 64
     learning_rate: float = 1e-3
     label_smoothing: float = 0.1
-    patience: int = 10
+    patience: int = 15
+    monitor: str = "val_accuracy"
     select_k: int = 0
     class_weights: bool = True
     mixup_alpha: float = 0.0
@@ -119,7 +124,12 @@ def fit(
     if validation is not None:
         val_data = (fitted.prepare(validation[0]), keras.utils.to_categorical(validation[1], n_labels))
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.monitor,
+                mode="min" if cfg.monitor.endswith("loss") else "max",
+                patience=cfg.patience,
+                restore_best_weights=True,
+            )
         )
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
@@ -135,7 +145,11 @@ def fit(
     fitted.model = model
     fitted.history = hist
     fitted.epochs_run = len(hist.get("loss", []))
-    fitted.best_epoch = int(np.argmin(hist["val_loss"])) + 1 if "val_loss" in hist else fitted.epochs_run
+    if cfg.monitor in hist:
+        values = np.asarray(hist[cfg.monitor])
+        fitted.best_epoch = int(np.argmin(values) if cfg.monitor.endswith("loss") else np.argmax(values)) + 1
+    else:
+        fitted.best_epoch = fitted.epochs_run
     return fitted
 
 
