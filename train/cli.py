@@ -44,6 +44,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop-ms", type=float, default=500.0, help="hop between windows (multiple of 20 ms)")
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
+    p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -71,7 +72,7 @@ def _spec(args: argparse.Namespace) -> Any:
         train=train_cfg,
         features=feature_config_for(args.model, args.window_ms, args.hop_ms),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
-        augment=AugmentConfig(copies=args.augment_copies, seed=args.seed),
+        augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
         cache_dir=Path(args.cache) if args.cache else None,
         workers=args.workers,
         g711=not getattr(args, "no_g711", False),

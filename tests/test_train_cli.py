@@ -1,0 +1,43 @@
+"""The train CLI: registration into an argparse parser, exit codes, fetch-ravdess from a local zip."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import zipfile
+
+import numpy as np
+import soundfile as sf
+
+from train.cli import build_parser, main, register
+
+
+def test_register_adds_the_three_commands():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    for argv in (["train", "--data", "D"], ["evaluate", "--data", "D", "--out", "R"], ["fetch-ravdess", "DEST"]):
+        args = parser.parse_args(argv)
+        assert callable(args.func)
+    args = build_parser().parse_args(["evaluate", "--out", "R", "--protocol", "all", "--save-fold-models", "F"])
+    assert (args.protocol, args.save_fold_models, args.model) == ("all", "F", "resnet_mlp")
+
+
+def test_missing_data_gives_dataset_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("EMOSTREAM_RAVDESS", raising=False)
+    assert main(["evaluate", "--out", str(tmp_path / "r")]) == 6
+    assert "--data" in capsys.readouterr().out
+    assert main(["train", "--data", str(tmp_path / "missing")]) == 6
+
+
+def test_fetch_ravdess_command_with_local_zip(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, 0.1 * np.sin(np.arange(24000) / 10.0), 48000)
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(wav, "Actor_05/03-01-05-02-01-01-05.wav")
+    md5 = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+    dest = tmp_path / "out"
+    assert main(["fetch-ravdess", str(dest), "--zip", str(archive), "--md5", md5]) == 0
+    assert (dest / "Actor_05" / "03-01-05-02-01-01-05.flac").is_file()
+    assert main(["fetch-ravdess", str(tmp_path / "out2"), "--zip", str(archive)]) == 6  # Zenodo MD5 ≠ this zip
+    assert "MD5" in capsys.readouterr().out
