@@ -136,6 +136,7 @@ def fit(
     history = model.fit(
         _mixup(fitted.prepare(x_train), keras.utils.to_categorical(y_train, n_labels), cfg),
         epochs=cfg.epochs,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded) itself
         validation_data=val_data,
         class_weight=_class_weights(y_train, n_labels) if cfg.class_weights else None,
         callbacks=callbacks,
