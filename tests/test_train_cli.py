@@ -41,3 +41,22 @@ def test_fetch_ravdess_command_with_local_zip(tmp_path, capsys):
     assert (dest / "Actor_05" / "03-01-05-02-01-01-05.flac").is_file()
     assert main(["fetch-ravdess", str(tmp_path / "out2"), "--zip", str(archive)]) == 6  # Zenodo MD5 ≠ this zip
     assert "MD5" in capsys.readouterr().out
+
+
+def test_family_front_ends_default_to_pitch_and_deltas_and_legacy_restores_the_old_ones(tmp_path):
+    from streamer.features import frame_feature_names, summary_feature_names
+    from train.cli import _spec
+
+    sizes = {}
+    for model in ("resnet_mlp", "mlp", "cnn"):
+        for legacy in ([], ["--legacy-features"]):
+            argv = ["evaluate", "--data", str(tmp_path), "--out", "R", "--model", model, *legacy]
+            args = build_parser().parse_args(argv)
+            cfg = _spec(args).features
+            names = frame_feature_names(cfg) if cfg.feature_set == "frames" else summary_feature_names(cfg)
+            sizes[(model, bool(legacy))] = (len(names), cfg.pitch, cfg.deltas)
+    assert sizes[("resnet_mlp", False)] == (115, True, True)
+    assert sizes[("mlp", False)] == (115, True, True)
+    assert sizes[("cnn", False)] == (42, True, False)
+    assert sizes[("resnet_mlp", True)] == (90, False, False)
+    assert sizes[("cnn", True)] == (40, False, False)

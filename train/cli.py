@@ -42,6 +42,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-class-weights", action="store_true")
     p.add_argument("--window-ms", type=float, default=2000.0, help="analysis window (multiple of 20 ms)")
     p.add_argument("--hop-ms", type=float, default=500.0, help="hop between windows (multiple of 20 ms)")
+    p.add_argument(
+        "--legacy-features",
+        action="store_true",
+        help="first shipped front-end: no pitch and no delta statistics (90 summary inputs / 40 MFCC channels)",
+    )
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
     p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
@@ -70,7 +75,7 @@ def _spec(args: argparse.Namespace) -> Any:
     return RunSpec(
         data=_data_dir(args.data),
         train=train_cfg,
-        features=feature_config_for(args.model, args.window_ms, args.hop_ms),
+        features=feature_config_for(args.model, args.window_ms, args.hop_ms, legacy=args.legacy_features),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
         cache_dir=Path(args.cache) if args.cache else None,

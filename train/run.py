@@ -34,11 +34,21 @@ from train.report import write_class_table, write_confusion_png, write_metrics
 PROTOCOLS: tuple[str, ...] = ("random", "emobox", "emobox_speaker_adaptive")
 
 
-def feature_config_for(family: str, window_ms: float = 2000.0, hop_ms: float = 500.0) -> FeatureConfig:
-    """Default front-end of a family: summary features for MLPs, 40-MFCC frames for the CNN."""
+def feature_config_for(
+    family: str, window_ms: float = 2000.0, hop_ms: float = 500.0, *, legacy: bool = False
+) -> FeatureConfig:
+    """Default front-end of a family.
+
+    Summary families (``resnet_mlp``, ``mlp``): summary statistics with pitch (F0 mean/std)
+    and delta statistics (115 inputs). ``cnn``: 40 MFCCs + F0 + voicing per frame (42
+    channels). ``legacy=True`` gives the first shipped front-end (no pitch, no deltas:
+    90 inputs resp. 40 channels).
+    """
     if family == "cnn":
-        return FeatureConfig(feature_set="frames", n_mfcc=40, window_ms=window_ms, window_hop_ms=hop_ms)
-    return FeatureConfig(window_ms=window_ms, window_hop_ms=hop_ms)
+        return FeatureConfig(
+            feature_set="frames", n_mfcc=40, window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy
+        )
+    return FeatureConfig(window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy, deltas=not legacy)
 
 
 @dataclass
