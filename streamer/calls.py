@@ -212,7 +212,9 @@ def _timeline(
         entry["speech_s"] = round(sum(h.speech_ratio for h in inside) * hop_s, 3)
         if analysed:
             shown = [h.emotion for h in inside if h.is_speech and h.emotion is not None]
-            entry["emotion"] = max(set(shown), key=shown.count) if shown else None
+            # most shown; a tie goes to the label shown last (max keeps the first maximum it meets).
+            # Not max(set(...)): set order follows string hashing, which differs between processes.
+            entry["emotion"] = max(reversed(shown), key=shown.count) if shown else None
             speech = [h.smoothed for h in inside if h.is_speech and h.smoothed is not None]
             entry["scores"] = {k: round(float(np.mean([s[k] for s in speech])), 4) for k in labels} if speech else None
         bins.append(entry)

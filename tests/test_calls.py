@@ -223,3 +223,14 @@ def test_cli_calls_command(tmp_path: Path, model: EmotionModel, model_arg: str):
     assert json.loads((out / "one.json").read_text())["channels"][1]["analysed"] is False
     again = run_cli("calls", str(calls_dir), "--out", str(out), "--no-png", "--no-progress", "--model", model_arg)
     assert b"0 call(s) analysed, 1 already done, 1 failed" in again.stdout
+
+
+def test_timeline_bin_ties_do_not_depend_on_string_hashing():
+    from streamer.state import HopResult
+
+    def hop(t_end: float, emotion: str) -> HopResult:
+        return HopResult(t_end - 2, t_end, 1.0, True, None, {"sad": 0.5, "angry": 0.5}, emotion, 0.5, 0.1)
+
+    hops = [hop(2.0, "sad"), hop(2.5, "angry"), hop(3.0, "sad"), hop(3.5, "angry")]
+    bins = calls._timeline(hops, ["sad", "angry"], 10.0, 4.0, hop_s=0.5, analysed=True)
+    assert bins[0]["emotion"] == "angry"  # a 2-2 tie goes to the label shown last
