@@ -127,8 +127,8 @@ def test_resume_skips_finished_calls_and_redoes_changed_ones(tmp_path: Path, mod
     os.utime(calls_dir / "c1.wav", ns=(1, 1))  # the recording changed: summarise it again
     third = run_batch([calls_dir], opts, progress=False)
     assert third.skipped == ["c0"]
-    # Other settings (here: the smoothing) make every summary stale.
-    changed = options(tmp_path, model_arg, "[smoothing]\ntime_constant_s = 1.0\n")
+    # Other settings (here: the smoothing, off its default) make every summary stale.
+    changed = options(tmp_path, model_arg, "[smoothing]\ntime_constant_s = 0.5\n")
     assert run_batch([calls_dir], changed, progress=False).skipped == []
     assert run_batch([calls_dir], changed, progress=False).skipped == ["c0", "c1"]
 
