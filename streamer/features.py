@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.errors import ConfigError
-from streamer.pitch import PitchTables, frame_pitch
+from streamer.pitch import PitchTables, frame_pitch, pitch_from_power
 
 FloatArray = npt.NDArray[np.float32]
 FeatureSet = Literal["summary", "frames"]
@@ -355,14 +355,27 @@ class FrameFeaturizer:
         cfg, tables = self.cfg, self._tables
         frames = _frames_view(samples, cfg, n_frames)
         windowed = frames * tables.window
-        spectrum = np.fft.rfft(windowed, n=cfg.n_fft, axis=1)
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        pitch_power = None
+        if tables.pitch is not None and tables.pitch.n_fft == 2 * cfg.n_fft:
+            # one FFT serves both: a frame no longer than n_fft has its n_fft-point spectrum
+            # at every other bin of the 2 * n_fft-point one
+            spectrum = np.fft.rfft(windowed, n=tables.pitch.n_fft, axis=1)
+            pitch_power = spectrum.real**2 + spectrum.imag**2
+            power = pitch_power[:, ::2].astype(np.float32)
+        else:
+            spectrum = np.fft.rfft(windowed, n=cfg.n_fft, axis=1)
+            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
         log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + _EPS)
         parts = [log_mel @ tables.dct_t]
         if cfg.feature_set == "summary":
             parts.append(_spectral_features(frames, power, tables))
         if tables.pitch is not None:
-            parts.extend(col[:, None] for col in frame_pitch(windowed, tables.pitch))
+            f0_voicing = (
+                frame_pitch(windowed, tables.pitch)
+                if pitch_power is None
+                else pitch_from_power(pitch_power, tables.pitch)
+            )
+            parts.extend(col[:, None] for col in f0_voicing)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 

@@ -11,6 +11,7 @@ parabolic interpolation refines the lag.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +55,12 @@ def frame_pitch(windowed: npt.NDArray[np.float64], tables: PitchTables) -> tuple
     Returns two float32 arrays of shape (n_frames,).
     """
     spectrum = np.fft.rfft(windowed, tables.n_fft, axis=1)
-    ac = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, tables.n_fft, axis=1)[:, : tables.max_lag + 2]
+    return pitch_from_power(spectrum.real**2 + spectrum.imag**2, tables)
+
+
+def pitch_from_power(power: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
+    """:func:`frame_pitch` from the frames' power spectra of size ``tables.n_fft`` (n_frames, n_fft // 2 + 1)."""
+    ac = np.fft.irfft(power, tables.n_fft, axis=1)[:, : tables.max_lag + 2]
     r = ac / (ac[:, :1] + _EPS) / tables.window_ac
     rows = np.arange(r.shape[0])
     lag = _first_strong_peak(r[:, tables.min_lag - 1 : tables.max_lag + 2]) + tables.min_lag
