@@ -25,7 +25,7 @@ from streamer.sources import Source
 from streamer.state import DashboardState, HopResult, SessionSummary
 
 LATENCY_HISTORY = 10000
-SNAPSHOT_INTERVAL_S = 0.1  # at most this long between dashboard snapshots when no hop completes
+SNAPSHOT_INTERVAL_S = 0.1  # dashboard snapshots at most this often (the dashboard redraws ~8 times a second)
 
 
 class Sink(Protocol):
@@ -81,8 +81,6 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="emostream-engine", daemon=True)
         self._error: BaseException | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
-        self._latency_p50: float | None = None
-        self._latency_p99: float | None = None
         self._snapshot_at = 0.0
         self._audio_s = 0.0
         self._busy_s = 0.0
@@ -183,13 +181,12 @@ class Engine:
             for sink in self.sinks:
                 sink.hop(hop)
         self._hops += len(hops)
-        if hops:
-            self._latency_p50, self._latency_p99 = self._latency(50), self._latency(99)
-            if self.on_hops is not None:
-                self.on_hops(hops)
+        if hops and self.on_hops is not None:
+            self.on_hops(hops)
         now = time.perf_counter()
-        if hops or now - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
-            # the dashboard redraws a few times a second: a snapshot per block would be wasted work
+        if now - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
+            # the dashboard redraws a few times a second: a snapshot (and its latency
+            # percentiles) per block or per hop would be wasted work
             self.state = self._snapshot("listening")
             self._snapshot_at = now
 
@@ -211,8 +208,8 @@ class Engine:
             model_name=self.model_name,
             elapsed_s=self._audio_s,
             channels=tuple(p.view() for p in self.pipelines),
-            latency_p50_ms=self._latency_p50,
-            latency_p99_ms=self._latency_p99,
+            latency_p50_ms=self._latency(50),
+            latency_p99_ms=self._latency(99),
             realtime_factor=self.realtime_factor,
             dropped_samples=self.source.dropped_samples,
             overflow_count=self.source.overflow_count,
