@@ -88,6 +88,7 @@ class VadSettings:
     aggressiveness: int | None = None
     hangover_ms: int | None = None
     min_speech_ratio: float | None = None
+    min_level_dbfs: float | None = None
 
     def validate(self) -> None:
         if self.frame_ms is not None and self.frame_ms not in VAD_FRAME_MS:
@@ -98,6 +99,8 @@ class VadSettings:
             raise InvalidValueError("hangover_ms", f"is {self.hangover_ms}; expected 0 or more")
         if self.min_speech_ratio is not None and not 0.0 <= self.min_speech_ratio <= 1.0:
             raise InvalidValueError("min_speech_ratio", f"is {self.min_speech_ratio}; expected 0.0 to 1.0")
+        if self.min_level_dbfs is not None and not -120.0 <= self.min_level_dbfs <= 0.0:
+            raise InvalidValueError("min_level_dbfs", f"is {self.min_level_dbfs}; expected -120 to 0 dBFS")
 
     def resolve(self, model_vad: VadConfig) -> VadConfig:
         """The model's VAD settings with these overrides applied."""

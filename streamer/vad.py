@@ -29,13 +29,16 @@ class VadConfig:
 
     ``aggressiveness`` 0 (keeps most audio as speech) to 3 (strictest);
     ``min_speech_ratio`` is the share of a window's VAD frames that must be speech
-    for the window to be classified.
+    for the window to be classified. ``min_level_dbfs`` (None = off) also requires a VAD
+    frame's RMS level to reach that many dB below full scale before it counts as heard
+    speech: webrtcvad alone takes steady low-level noise (a fan, line hiss) for speech.
     """
 
     frame_ms: int = 20
     aggressiveness: int = 2
     hangover_ms: int = 200
     min_speech_ratio: float = 0.3
+    min_level_dbfs: float | None = None
 
     def __post_init__(self) -> None:
         if self.frame_ms not in VAD_FRAME_MS:
@@ -46,6 +49,8 @@ class VadConfig:
             raise ConfigError(f"vad hangover_ms is {self.hangover_ms}; expected 0 or more")
         if not 0.0 <= self.min_speech_ratio <= 1.0:
             raise ConfigError(f"vad min_speech_ratio is {self.min_speech_ratio}; expected a share from 0.0 to 1.0")
+        if self.min_level_dbfs is not None and not -120.0 <= self.min_level_dbfs <= 0.0:
+            raise ConfigError(f"vad min_level_dbfs is {self.min_level_dbfs}; expected -120 to 0 dBFS (or unset)")
 
     def frame_samples(self, sample_rate_hz: int) -> int:
         """VAD frame length in samples at ``sample_rate_hz``."""
@@ -98,6 +103,11 @@ class VadGate:
         self._pending_len = 0
         self._frames_since_speech = self._hangover_frames + 1
 
+    def _loud_enough(self, samples: npt.NDArray[np.float32], n_frames: int) -> npt.NDArray[np.bool_]:
+        if self.cfg.min_level_dbfs is None:
+            return np.ones(n_frames, dtype=bool)
+        return frame_levels_dbfs(samples, n_frames, self.frame_samples) >= self.cfg.min_level_dbfs
+
     def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Feed samples; return the decisions of the VAD frames they complete."""
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
@@ -109,12 +119,19 @@ class VadGate:
         self._pending[: self._pending_len] = samples[used:]
         pcm = to_pcm16(samples[:used])
         step = 2 * self.frame_samples
+        loud = self._loud_enough(samples[:used], n_frames)
         decisions = np.zeros(n_frames, dtype=bool)
         for i in range(n_frames):
-            heard = self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate_hz)
+            heard = bool(loud[i]) and self._vad.is_speech(pcm[i * step : (i + 1) * step], self.sample_rate_hz)
             self._frames_since_speech = 0 if heard else self._frames_since_speech + 1
             decisions[i] = self._frames_since_speech <= self._hangover_frames
         return decisions
+
+
+def frame_levels_dbfs(samples: npt.NDArray[np.float32], n_frames: int, frame_samples: int) -> npt.NDArray[np.float64]:
+    """RMS level in dBFS of each of ``n_frames`` consecutive frames (floored at -200 dB), shape (n_frames,)."""
+    frames = samples[: n_frames * frame_samples].reshape(n_frames, frame_samples).astype(np.float64)
+    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
 
 
 def speech_flags(signal: npt.ArrayLike, cfg: VadConfig, sample_rate_hz: int) -> npt.NDArray[np.bool_]:

@@ -91,6 +91,10 @@ def test_window_hop_must_align_with_the_frame_hop_and_vad_frame() -> None:
 def test_vad_overrides_apply_on_top_of_the_model_values() -> None:
     cfg = config_from_dict({"vad": {"aggressiveness": 3}}, "x.toml")
     assert cfg.vad.resolve(VadConfig(hangover_ms=300)) == VadConfig(aggressiveness=3, hangover_ms=300)
+    gated = config_from_dict({"vad": {"min_level_dbfs": -50}}, "x.toml")
+    assert gated.vad.resolve(VadConfig()).min_level_dbfs == -50
+    with pytest.raises(ConfigError, match=r"\[vad\] min_level_dbfs is 5"):
+        config_from_dict({"vad": {"min_level_dbfs": 5}}, "x.toml")
 
 
 def test_overrides_replace_values_and_are_validated() -> None:

@@ -160,3 +160,18 @@ def test_lead_in_windows_stream_like_the_whole_signal() -> None:
 def test_lead_in_must_align_with_frames(first_window_ms: float) -> None:
     with pytest.raises(ConfigError, match="first_window_ms"):
         WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=first_window_ms)
+
+
+def test_level_gate_keeps_noise_after_speech_out_of_speech() -> None:
+    noise = np.random.default_rng(6).normal(0, 10 ** (-55 / 20), int(1.5 * SR)).astype(np.float32)  # -55 dBFS
+    signal = np.concatenate([speech_clip(), noise])
+    tail = slice(-int(1.0 * SR) // 320, None)  # the last second: noise only, past the hang-over
+    assert speech_flags(signal, VadConfig(), SR)[tail].mean() > 0.5  # webrtcvad alone calls it speech
+    gated = speech_flags(signal, VadConfig(min_level_dbfs=-50.0), SR)
+    assert not gated[tail].any()
+    assert gated[: speech_clip().size // 320].mean() > 0.3  # the speech itself still passes
+
+
+def test_level_gate_is_validated() -> None:
+    with pytest.raises(ConfigError, match="min_level_dbfs"):
+        VadConfig(min_level_dbfs=3.0)
