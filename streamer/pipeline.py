@@ -68,7 +68,9 @@ class ChannelPipeline:
         self.analysed = analysed
         self.hop_s = self.feature_cfg.window_hop_ms / 1000.0
         self.timeline_seconds = timeline_seconds
-        self._extractor = WindowExtractor(self.feature_cfg, vad_cfg, first_window_ms=first_window_ms)
+        self._extractor = WindowExtractor(
+            self.feature_cfg, vad_cfg, first_window_ms=first_window_ms, compute_features=analysed
+        )
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
         self._timeline: deque[TimelinePoint] = deque(maxlen=max(1, math.ceil(timeline_seconds / self.hop_s)))
         self.reset()

@@ -87,14 +87,25 @@ class WindowExtractor:
     and holds that audio plus silence (which the VAD masks out of the summary
     statistics). Window times are those of the real stream (a lead-in window starts at
     0); a window's speech ratio counts only VAD frames of real audio.
+
+    With ``compute_features=False`` only the VAD runs (for channels that are metered but
+    not classified); windows then carry an empty ``features`` array.
     """
 
-    def __init__(self, feature_cfg: FeatureConfig, vad_cfg: VadConfig, *, first_window_ms: float | None = None) -> None:
+    def __init__(
+        self,
+        feature_cfg: FeatureConfig,
+        vad_cfg: VadConfig,
+        *,
+        first_window_ms: float | None = None,
+        compute_features: bool = True,
+    ) -> None:
         self.feature_cfg = feature_cfg
         self.vad_cfg = vad_cfg
         self._vad_frame = vad_cfg.frame_samples(feature_cfg.sample_rate_hz)
         _check_alignment(feature_cfg, vad_cfg, self._vad_frame)
         self._lead_in = _lead_in_samples(feature_cfg, self._vad_frame, first_window_ms)
+        self._compute_features = compute_features
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
         capacity = 2 * feature_cfg.frames_per_window
@@ -143,7 +154,8 @@ class WindowExtractor:
             samples = self._pending[: self._pending_len]
         self._pending_len = 0
         next_start = self._next_index * cfg.window_hop_samples
-        self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
+        if self._compute_features:
+            self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
         return self._emit_ready()
 
@@ -174,17 +186,15 @@ class WindowExtractor:
             start = self._next_index * cfg.window_hop_samples
             first_frame = start // cfg.hop_samples
             first_flag = start // self._vad_frame
-            if self._frames.end < first_frame + cfg.frames_per_window or self._flags.end < first_flag + vad_per_window:
+            frames_missing = self._compute_features and self._frames.end < first_frame + cfg.frames_per_window
+            if frames_missing or self._flags.end < first_flag + vad_per_window:
                 return windows
             windows.append(self._make_window(start, first_frame, first_flag, vad_per_window))
             self._next_index += 1
 
     def _make_window(self, start: int, first_frame: int, first_flag: int, vad_per_window: int) -> Window:
         cfg = self.feature_cfg
-        frames = self._frames.take(first_frame, cfg.frames_per_window)
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
-        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
-        mask = flags[centres // self._vad_frame]
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
         ratio = float(np.mean(real_flags))
         return Window(
@@ -193,8 +203,18 @@ class WindowExtractor:
             end_s=(start + cfg.window_samples - self._lead_in) / cfg.sample_rate_hz,
             speech_ratio=ratio,
             is_speech=ratio >= self.vad_cfg.min_speech_ratio,
-            features=model_input(np.asarray(frames, dtype=np.float32), mask, cfg),
+            features=self._window_features(first_frame, flags) if self._compute_features else _NO_FEATURES,
         )
+
+    def _window_features(self, first_frame: int, flags: npt.NDArray[np.bool_]) -> FloatArray:
+        cfg = self.feature_cfg
+        frames = self._frames.take(first_frame, cfg.frames_per_window)
+        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
+        mask = flags[centres // self._vad_frame]
+        return model_input(np.asarray(frames, dtype=np.float32), mask, cfg)
+
+
+_NO_FEATURES: FloatArray = np.zeros(0, dtype=np.float32)
 
 
 def _check_alignment(feature_cfg: FeatureConfig, vad_cfg: VadConfig, vad_frame: int) -> None:

@@ -175,3 +175,15 @@ def test_level_gate_keeps_noise_after_speech_out_of_speech() -> None:
 def test_level_gate_is_validated() -> None:
     with pytest.raises(ConfigError, match="min_level_dbfs"):
         VadConfig(min_level_dbfs=3.0)
+
+
+def test_vad_only_windows_match_the_full_ones() -> None:
+    signal = np.concatenate([speech_clip(), np.zeros(SR, dtype=np.float32)])
+    full = WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=1000.0)
+    vad_only = WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=1000.0, compute_features=False)
+    a = full.process(signal) + full.flush()
+    b = vad_only.process(signal) + vad_only.flush()
+    assert [(w.start_s, w.end_s, w.speech_ratio, w.is_speech) for w in a] == [
+        (w.start_s, w.end_s, w.speech_ratio, w.is_speech) for w in b
+    ]
+    assert all(w.features.size == 0 for w in b)
