@@ -2,7 +2,7 @@
 
 Builds synthetic two-party calls from the demo recording: 8 kHz G.711 μ-law stereo WAVs
 (the usual call-center format), channel 0 = customer and channel 1 = agent taking turns
-of 5 s, each call a different stretch of the demo. Runs :func:`streamer.calls.run_batch`
+of 5 s, each call a different stretch of the demo. Runs :func:`emostream.apps.calls.run_batch`
 on them as the real command, ``emostream calls DIR --jobs N --no-png`` in a fresh process
 (default config: the agent channel is metered, not analysed), once with one worker and
 once with two (spawned worker processes, each loading the model once; process start-up
@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import available_models, demo_path, figure, looped_signal, result
-from streamer.audio_io import resample
+from emostream.audio.files import resample
 
 RATE_HZ = 8000
 TURN_S = 5.0
@@ -64,7 +64,7 @@ def _two_cpus() -> set[int] | None:
 
 def _timed_batch(folder: Path, out: Path, model: str, jobs: int) -> tuple[float, float]:
     """Wall and CPU seconds (all processes) of a fresh ``emostream calls FOLDER --jobs N`` (start-up included)."""
-    cmd = [sys.executable, "-m", "streamer.cli", "calls", str(folder), "--out", str(out), "--jobs", str(jobs)]
+    cmd = [sys.executable, "-m", "emostream", "calls", str(folder), "--out", str(out), "--jobs", str(jobs)]
     cpu_before = _children_cpu_s()
     started = time.perf_counter()
     proc = subprocess.run([*cmd, "--no-png", "--no-progress", "--model", model], capture_output=True, check=False)

@@ -33,7 +33,7 @@ from benchmarks.common import (
     result,
     stream_through,
 )
-from streamer.model import EmotionModel
+from emostream.inference.model import EmotionModel
 
 RTF_TARGET = 0.002
 HOP_P99_TARGET_MS = 5.0
@@ -126,7 +126,7 @@ def _one_model(name: str, seconds: float, passes: int) -> tuple[list[dict[str, A
         "hop_ms_p50": percentile(run.hop_ms, 50),
         "hop_ms_p99": percentile(run.hop_ms, 99),
         "stage_ms_per_hop": stage_means,
-        "pipeline": "streamer.pipeline.ChannelPipeline (default SmoothingSettings)",
+        "pipeline": "emostream.engine.pipeline.ChannelPipeline (default SmoothingSettings)",
     }
     return figs, details
 

@@ -1,6 +1,6 @@
 """Runtime footprint in fresh processes: peak RSS, start-up to first event, no TensorFlow.
 
-* RSS: ``python -m benchmarks.probe`` (imports only streamer, loads the model, streams the
+* RSS: ``python -m benchmarks.probe`` (imports only emostream, loads the model, streams the
   demo file through ``ChannelPipeline``) reads its own VmHWM from /proc/self/status.
 * Start-up: wall time from launching ``emostream --file DEMO --fast --no-dashboard --jsonl -``
   to its first ``hop`` line (median of ``--startup-runs``, default 3); falls back to the
@@ -43,7 +43,7 @@ def _probe(model: str, audio: Path, block: bool) -> dict[str, Any]:
 
 def _cli_command(model: str, audio: Path) -> list[str]:
     script = shutil.which("emostream") or str(Path(sys.executable).parent / "emostream")
-    base = [script] if Path(script).exists() else [sys.executable, "-m", "streamer.cli"]
+    base = [script] if Path(script).exists() else [sys.executable, "-m", "emostream"]
     return [*base, "--file", str(audio), "--fast", "--no-dashboard", "--jsonl", "-", "--model", model]
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-import streamer
-from streamer.audio_io import load_mono
-from streamer.config import SmoothingSettings
-from streamer.model import EmotionModel, bundled_models_dir
-from streamer.pipeline import ChannelPipeline
+import emostream
+from emostream.audio.files import load_mono
+from emostream.config import SmoothingSettings
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.inference.model import EmotionModel, bundled_models_dir
 
 SHIPPED_MODELS = ("resnet_mlp", "cnn", "mlp")
 RESULT_KEYS = ("benchmark", "figures", "details")
@@ -69,7 +69,7 @@ def pin_one_core() -> int | None:
 
 def demo_path() -> Path:
     """The bundled 77 s demo recording."""
-    return Path(streamer.__file__).resolve().parent / "assets" / "demo.flac"
+    return Path(emostream.__file__).resolve().parent / "assets" / "demo.flac"
 
 
 def looped_signal(path: Path, min_seconds: float, rate_hz: int = 16000) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Run the runtime in a fresh process and report what it cost: ``python -m benchmarks.probe``.
 
-Imports only ``streamer`` (plus numpy/soundfile), loads a model, streams a file through
+Imports only ``emostream`` (plus numpy/soundfile), loads a model, streams a file through
 ``FileSource(fast=True)`` + ``ChannelPipeline`` in the engine's 50 ms blocks, and prints
 JSON lines on stdout: ``{"type": "hop", ...}`` as soon as the first hop exists (for the
 start-up timing), then one ``{"type": "probe", ...}`` line with the peak RSS (VmHWM), the
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.block_tensorflow:
         sys.meta_path.insert(0, _Blocker())
 
-    from streamer.config import SmoothingSettings
-    from streamer.model import EmotionModel
-    from streamer.pipeline import ChannelPipeline
-    from streamer.sources import FileSource
+    from emostream.audio.sources import FileSource
+    from emostream.config import SmoothingSettings
+    from emostream.engine.pipeline import ChannelPipeline
+    from emostream.inference.model import EmotionModel
 
     model = EmotionModel.load(args.model, num_threads=1)
     pipeline = ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings())

@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from streamer.audio_io import load_mono
-from streamer.config import SmoothingSettings
-from streamer.model import EMOTIONS, EmotionModel
-from streamer.pipeline import ChannelPipeline
-from streamer.smoothing import Smoother
-from streamer.state import HopResult
+from emostream.audio.files import load_mono
+from emostream.config import SmoothingSettings
+from emostream.engine.events import HopResult
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.smoothing import Smoother
+from emostream.inference.model import EMOTIONS, EmotionModel
 
 GAP = -1  # label of samples between utterances
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
-from streamer.alerts import AlertOutput, AlertRule, output_problem, rule_problem
-from streamer.errors import ConfigError
-from streamer.features import FeatureConfig
-from streamer.vad import VAD_FRAME_MS, VadConfig
+from emostream.alerts.rules import AlertOutput, AlertRule, output_problem, rule_problem
+from emostream.errors import ConfigError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VAD_FRAME_MS, VadConfig
 
 CONFIG_ENV = "EMOSTREAM_CONFIG"
 SMOOTHING_METHODS: tuple[str, ...] = ("ema", "window")
@@ -143,7 +143,7 @@ class WindowingSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class SmoothingSettings:
-    """[smoothing]: how per-window scores become the shown reading (see streamer.smoothing)."""
+    """[smoothing]: how per-window scores become the shown reading (see emostream.engine.smoothing)."""
 
     SECTION: ClassVar[str] = "smoothing"
     method: str = "ema"
@@ -203,7 +203,7 @@ class OutputSettings:
 
 
 # ---------------------------------------------------------------- call-center settings
-# (channels, privacy, alerts; semantics in streamer.alerts and docs/call_center.md)
+# (channels, privacy, alerts; semantics in emostream.alerts.rules and docs/call_center.md)
 
 AGENT_ROLE = "agent"
 
@@ -245,7 +245,7 @@ class PrivacySettings:
 
 @dataclass(frozen=True, kw_only=True)
 class AlertRuleSettings:
-    """[[alerts]]: one alert rule (keys and semantics of :class:`streamer.alerts.AlertRule`)."""
+    """[[alerts]]: one alert rule (keys and semantics of :class:`emostream.alerts.rules.AlertRule`)."""
 
     SECTION: ClassVar[str] = "alerts"
     name: str = ""
@@ -271,7 +271,7 @@ class AlertRuleSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class AlertOutputSettings:
-    """[alerts_output]: deliver fired alerts to a command and/or a webhook (see streamer.alerts)."""
+    """[alerts_output]: deliver fired alerts to a command and/or a webhook (see emostream.alerts.rules)."""
 
     SECTION: ClassVar[str] = "alerts_output"
     command: str | list[str] | None = None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.errors import ModelError
-from streamer.model import DEFAULT_MODEL, EmotionModel
+from emostream.errors import ModelError
+from emostream.inference.model import DEFAULT_MODEL, EmotionModel
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures" / "ravdess"
@@ -42,9 +42,9 @@ def model_arg(model: EmotionModel) -> str:
 def run_cli(
     *args: str, input_bytes: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m streamer.cli ARGS`` (the installed console script's code) and capture its output."""
+    """Run ``python -m emostream.apps.cli ARGS`` (the installed console script's code) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
+        [sys.executable, "-m", "emostream", *args],
         input=input_bytes,
         capture_output=True,
         env={**os.environ, **(env or {})},

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from streamer.alerts import AlertDispatcher, AlertEvent, AlertMonitor, AlertOutput, AlertRule, AlertRules, build_monitor
-from streamer.errors import ConfigError
-from streamer.state import HopResult
+from emostream.alerts.rules import (
+    AlertDispatcher,
+    AlertEvent,
+    AlertMonitor,
+    AlertOutput,
+    AlertRule,
+    AlertRules,
+    build_monitor,
+)
+from emostream.engine.events import HopResult
+from emostream.errors import ConfigError
 
 HOP_S = 0.5
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from conftest import fixture_clip, run_cli
 
-from streamer.audio_io import load_mono
-from streamer.vad import to_pcm16
+from emostream.audio.files import load_mono
+from emostream.frontend.vad import to_pcm16
 
 DEVICE = "emostream_test_mic"
 

@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 from conftest import fixture_clip, run_cli
 
-from streamer.analyze import analyze_file
-from streamer.audio_io import load_mono
-from streamer.errors import AudioInputError
-from streamer.model import EmotionModel
-from streamer.windowing import extract_windows
+from emostream.apps.analyze import analyze_file
+from emostream.audio.files import load_mono
+from emostream.errors import AudioInputError
+from emostream.frontend.windowing import extract_windows
+from emostream.inference.model import EmotionModel
 
 
 def test_file_scores_are_the_mean_over_speech_windows(model: EmotionModel) -> None:

@@ -85,7 +85,7 @@ from benchmarks.streaming_eval import (  # noqa: E402
     trim_silence,
     window_truth,
 )
-from streamer.state import HopResult  # noqa: E402
+from emostream.engine.events import HopResult  # noqa: E402
 
 RATE = 100  # samples per second in the synthetic recordings below (keeps them tiny)
 

@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 from conftest import fixture_clip, run_cli
 
-from streamer import calls
-from streamer.audio_io import load_mono
-from streamer.calls import BatchOptions, run_batch
-from streamer.config import Config, config_from_dict
-from streamer.model import EmotionModel
+from emostream.apps import calls
+from emostream.apps.calls import BatchOptions, run_batch
+from emostream.audio.files import load_mono
+from emostream.config import Config, config_from_dict
+from emostream.inference.model import EmotionModel
 
 RATE = 16000
 ANGRY, SAD = 5, 4  # RAVDESS emotion codes
@@ -226,7 +226,7 @@ def test_cli_calls_command(tmp_path: Path, model: EmotionModel, model_arg: str):
 
 
 def test_timeline_bin_ties_do_not_depend_on_string_hashing():
-    from streamer.state import HopResult
+    from emostream.engine.events import HopResult
 
     def hop(t_end: float, emotion: str) -> HopResult:
         return HopResult(t_end - 2, t_end, 1.0, True, None, {"sad": 0.5, "angry": 0.5}, emotion, 0.5, 0.1)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.alerts import AlertOutput, AlertRule
-from streamer.config import Config, channel_plan, config_from_dict, load_config
-from streamer.errors import ConfigError
+from emostream.alerts.rules import AlertOutput, AlertRule
+from emostream.config import Config, channel_plan, config_from_dict, load_config
+from emostream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

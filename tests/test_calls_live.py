@@ -11,9 +11,9 @@ import soundfile as sf
 from conftest import run_cli
 from test_calls import stereo_call
 
-from streamer.audio_io import resample
-from streamer.model import EmotionModel
-from streamer.telephony import alaw_encode, mulaw_encode
+from emostream.audio.codecs import alaw_encode, mulaw_encode
+from emostream.audio.files import resample
+from emostream.inference.model import EmotionModel
 
 RUN = ("--jsonl", "-", "--no-dashboard")
 
@@ -148,9 +148,9 @@ def test_slow_webhook_does_not_hold_up_the_stream(tmp_path: Path, model: Emotion
 
 
 def test_channel_names_and_roles_reach_the_dashboard_views(tmp_path: Path, model: EmotionModel):
-    from streamer.config import load_config
-    from streamer.run import build_pipelines
-    from streamer.sources import FileSource
+    from emostream.apps.live import build_pipelines
+    from emostream.audio.sources import FileSource
+    from emostream.config import load_config
 
     wav = tmp_path / "call.wav"
     sf.write(wav, stereo_call(), 16000)

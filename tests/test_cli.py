@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import fixture_clip, run_cli
 
-from streamer.audio_io import load_mono
-from streamer.cli import _add_unavailable, build_parser
-from streamer.errors import EmoStreamError
-from streamer.sources import input_devices
-from streamer.vad import to_pcm16
+from emostream.apps.cli import _add_unavailable, build_parser
+from emostream.audio.files import load_mono
+from emostream.audio.sources import input_devices
+from emostream.errors import EmoStreamError
+from emostream.frontend.vad import to_pcm16
 
 RUN = ("--no-dashboard", "--jsonl", "-")
 
@@ -112,7 +112,7 @@ def test_missing_device_and_demo_fallback_without_devices(model_arg: str) -> Non
 def test_ctrl_c_exits_130_after_the_summary_and_the_end_record(model_arg: str, sig: signal.Signals) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "--demo", *RUN, "--model", model_arg],
+        [sys.executable, "-m", "emostream", "--demo", *RUN, "--model", model_arg],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -145,7 +145,7 @@ def test_version_and_plugin_without_training_extras() -> None:
 def test_a_command_needing_tensorflow_at_run_time_says_how_to_install_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamer import cli
+    from emostream.apps import cli
 
     def lazy_train(args: argparse.Namespace) -> int:
         raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
@@ -174,7 +174,7 @@ def test_run_options_parse_without_a_command() -> None:
 def test_jsonl_file_is_written_live(tmp_path: Path, model_arg: str) -> None:
     out = tmp_path / "events.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "--demo", "--no-dashboard", "--jsonl", str(out), "--model", model_arg],
+        [sys.executable, "-m", "emostream", "--demo", "--no-dashboard", "--jsonl", str(out), "--model", model_arg],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -196,7 +196,7 @@ def test_jsonl_file_is_written_live(tmp_path: Path, model_arg: str) -> None:
 def test_ctrl_c_while_a_stdin_writer_is_silent(model_arg: str) -> None:
     pcm = to_pcm16(load_mono(fixture_clip(1, 5), 16000))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "--stdin", "--rate", "16000", *RUN, "--model", model_arg],
+        [sys.executable, "-m", "emostream", "--stdin", "--rate", "16000", *RUN, "--model", model_arg],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from streamer.cli import build_parser, config_from_args
-from streamer.config import SECTIONS, Config, apply_overrides, config_from_dict, load_config
-from streamer.errors import ConfigError
-from streamer.features import FeatureConfig
-from streamer.vad import VadConfig
+from emostream.apps.cli import build_parser, config_from_args
+from emostream.config import SECTIONS, Config, apply_overrides, config_from_dict, load_config
+from emostream.errors import ConfigError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
 
 SHIPPED = Path(__file__).parent.parent / "config.toml"
 

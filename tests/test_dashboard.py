@@ -10,9 +10,9 @@ import time
 import pytest
 from rich.console import Console
 
-from streamer.dashboard import LiveDashboard, _timeline_cells, emotion_colour, render, render_summary
-from streamer.model import EMOTIONS
-from streamer.state import ChannelSummary, ChannelView, DashboardState, SessionSummary, TimelinePoint
+from emostream.engine.events import ChannelSummary, ChannelView, DashboardState, SessionSummary, TimelinePoint
+from emostream.inference.model import EMOTIONS
+from emostream.outputs.dashboard import LiveDashboard, _timeline_cells, emotion_colour, render, render_summary
 
 LABELS = tuple(EMOTIONS)
 WIDTHS = (40, 80, 120)

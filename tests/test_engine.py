@@ -11,15 +11,15 @@ import pytest
 import soundfile as sf
 from conftest import fixture_clip
 
-from streamer.audio_io import load_mono
-from streamer.config import SmoothingSettings
-from streamer.engine import Engine
-from streamer.errors import AudioInputError
-from streamer.jsonl import JsonlSink
-from streamer.model import EmotionModel
-from streamer.pipeline import ChannelPipeline
-from streamer.sources import FileSource, Source, StdinSource
-from streamer.vad import to_pcm16
+from emostream.audio.files import load_mono
+from emostream.audio.sources import FileSource, Source, StdinSource
+from emostream.config import SmoothingSettings
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.runner import Engine
+from emostream.errors import AudioInputError
+from emostream.frontend.vad import to_pcm16
+from emostream.inference.model import EmotionModel
+from emostream.outputs.jsonl import JsonlSink
 
 
 def pipelines(model: EmotionModel, n: int) -> list[ChannelPipeline]:

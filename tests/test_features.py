@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.errors import ConfigError
-from streamer.features import (
+from emostream.errors import ConfigError
+from emostream.frontend.features import (
     FeatureConfig,
     FrameFeaturizer,
     frame_feature_names,
@@ -156,7 +156,7 @@ def test_noise_and_silence_are_unvoiced() -> None:
 
 
 def test_pitch_and_delta_summary_columns() -> None:
-    from streamer.features import model_input
+    from emostream.frontend.features import model_input
 
     cfg = FeatureConfig(pitch=True, deltas=True)
     names = summary_feature_names(cfg)

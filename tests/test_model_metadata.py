@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.errors import ModelError
-from streamer.features import FeatureConfig
-from streamer.model import EMOTIONS, EmotionModel, ModelMetadata, interpreter_class, resolve_model
-from streamer.vad import VadConfig
+from emostream.errors import ModelError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.inference.model import EMOTIONS, EmotionModel, ModelMetadata, interpreter_class, resolve_model
 
 
 def metadata(**changes: object) -> ModelMetadata:

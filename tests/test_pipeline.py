@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import fixture_clip
 
-from streamer.audio_io import load_mono
-from streamer.config import SmoothingSettings
-from streamer.model import EmotionModel
-from streamer.pipeline import ChannelPipeline, level_dbfs
-from streamer.windowing import extract_windows
+from emostream.audio.files import load_mono
+from emostream.config import SmoothingSettings
+from emostream.engine.pipeline import ChannelPipeline, level_dbfs
+from emostream.frontend.windowing import extract_windows
+from emostream.inference.model import EmotionModel
 
 
 def clip() -> np.ndarray:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.errors import DatasetError
-from train.fetch import EMOBOX_FOLDS, RAVDESS_MD5, fetch_ravdess, unpack_and_convert, write_folds
-from train.ravdess import count_by, describe, list_clips, load_clip, load_folds, parse_filename
+from emostream.errors import DatasetError
+from emostream.train.fetch import EMOBOX_FOLDS, RAVDESS_MD5, fetch_ravdess, unpack_and_convert, write_folds
+from emostream.train.ravdess import count_by, describe, list_clips, load_clip, load_folds, parse_filename
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from streamer.ringbuffer import RingBuffer
+from emostream.audio.ringbuffer import RingBuffer
 
 
 def ramp(start: int, n: int, channels: int = 2) -> np.ndarray:

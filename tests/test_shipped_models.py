@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.audio_io import load_mono
-from streamer.model import EMOTIONS, EmotionModel, ModelMetadata, bundled_models_dir, interpreter_class
-from streamer.windowing import extract_windows
+from emostream.audio.files import load_mono
+from emostream.frontend.windowing import extract_windows
+from emostream.inference.model import EMOTIONS, EmotionModel, ModelMetadata, bundled_models_dir, interpreter_class
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 MODELS = sorted(bundled_models_dir().glob("*.json"))

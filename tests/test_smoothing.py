@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from streamer.config import SmoothingSettings
-from streamer.smoothing import Smoother
+from emostream.config import SmoothingSettings
+from emostream.engine.smoothing import Smoother
 
 LABELS = ("a", "b", "c", "d")
 

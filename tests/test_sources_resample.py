@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soxr
 
-from streamer.resample import StreamResampler
+from emostream.audio.resample import StreamResampler
 
 
 def tone(rate: int, seconds: float = 1.0, hz: float = 1000.0, channels: int = 1) -> np.ndarray:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer import telephony as tel
-from streamer.audio_io import read_audio
-from streamer.errors import AudioInputError, ConfigError
+from emostream.audio import codecs as tel
+from emostream.audio.files import read_audio
+from emostream.errors import AudioInputError, ConfigError
 
 ALL_PCM = np.arange(-32768, 32768, dtype=np.int16)
 ALL_CODES = np.arange(256, dtype=np.uint8)

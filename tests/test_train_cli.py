@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import soundfile as sf
 
-from train.cli import build_parser, main, register
+from emostream.train.cli import build_parser, main, register
 
 
 def test_register_adds_the_three_commands():
@@ -44,8 +44,8 @@ def test_fetch_ravdess_command_with_local_zip(tmp_path, capsys):
 
 
 def test_family_front_ends_default_to_pitch_and_deltas_and_legacy_restores_the_old_ones(tmp_path):
-    from streamer.features import frame_feature_names, summary_feature_names
-    from train.cli import _spec
+    from emostream.frontend.features import frame_feature_names, summary_feature_names
+    from emostream.train.cli import _spec
 
     sizes = {}
     for model in ("resnet_mlp", "mlp", "cnn"):

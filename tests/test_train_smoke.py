@@ -9,14 +9,14 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from streamer.features import FeatureConfig
-from streamer.model import EMOTIONS, EmotionModel
-from streamer.vad import VadConfig
-from train.dataset import build_windows, clip_scores
-from train.export import run_tflite, write_model
-from train.fit import TrainConfig, fit
-from train.models import ModelConfig
-from train.ravdess import list_clips
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.inference.model import EMOTIONS, EmotionModel
+from emostream.train.dataset import build_windows, clip_scores
+from emostream.train.export import run_tflite, write_model
+from emostream.train.fit import TrainConfig, fit
+from emostream.train.models import ModelConfig
+from emostream.train.ravdess import list_clips
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.errors import ConfigError
-from train.augment import (
+from emostream.errors import ConfigError
+from emostream.train.augment import (
     AugmentConfig,
     add_noise,
     apply_gain,
@@ -20,8 +20,8 @@ from train.augment import (
     time_stretch,
     white_noise,
 )
-from train.dataset import clip_scores
-from train.evaluate import metrics
+from emostream.train.dataset import clip_scores
+from emostream.train.evaluate import metrics
 
 RATE = 16000
 

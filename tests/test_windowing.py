@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.audio_io import load_mono
-from streamer.errors import ConfigError
-from streamer.features import FeatureConfig
-from streamer.vad import VadConfig, VadGate, speech_flags
-from streamer.windowing import WindowExtractor, extract_windows
+from emostream.audio.files import load_mono
+from emostream.errors import ConfigError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig, VadGate, speech_flags
+from emostream.frontend.windowing import WindowExtractor, extract_windows
 
 SR = 16000
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"

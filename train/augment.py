@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal as sps
 
-from streamer.audio_io import FloatArray, resample
-from streamer.errors import ConfigError
+from emostream.audio.files import FloatArray, resample
+from emostream.errors import ConfigError
 
 TELEPHONE_BAND_HZ: tuple[float, float] = (300.0, 3400.0)
 TELEPHONE_RATE_HZ = 8000
@@ -64,15 +64,15 @@ def augment_config_from_dict(data: dict[str, Any]) -> AugmentConfig:
 
 
 def _g711_module() -> Any:
-    """streamer.telephony if it exists (G.711 coding), else None."""
+    """emostream.audio.codecs if it exists (G.711 coding), else None."""
     try:
-        return importlib.import_module("streamer.telephony")
+        return importlib.import_module("emostream.audio.codecs")
     except ImportError:
         return None
 
 
 def g711_available() -> bool:
-    """Whether streamer.telephony (G.711 μ-law/A-law) is present."""
+    """Whether emostream.audio.codecs (G.711 μ-law/A-law) is present."""
     module = _g711_module()
     return module is not None and hasattr(module, "g711_roundtrip")
 

@@ -9,12 +9,12 @@ from typing import Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from streamer.errors import ConfigError, DatasetError
-from streamer.vad import VadConfig
-from train.augment import AugmentConfig
-from train.fit import TrainConfig
-from train.models import FAMILIES, ModelConfig
-from train.ravdess import ENV_VAR, default_data_dir
+from emostream.errors import ConfigError, DatasetError
+from emostream.frontend.vad import VadConfig
+from emostream.train.augment import AugmentConfig
+from emostream.train.fit import TrainConfig
+from emostream.train.models import FAMILIES, ModelConfig
+from emostream.train.ravdess import ENV_VAR, default_data_dir
 
 DEFAULT_EPOCHS: dict[str, int] = {"resnet_mlp": 40, "mlp": 40, "cnn": 30}
 
@@ -56,7 +56,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from train.run import RunSpec, feature_config_for  # noqa: PLC0415
+    from emostream.train.run import RunSpec, feature_config_for  # noqa: PLC0415
 
     if args.window_ms % 20 or args.hop_ms % 20:
         raise ConfigError(f"--window-ms {args.window_ms} / --hop-ms {args.hop_ms}: both must be multiples of 20 ms")
@@ -86,7 +86,7 @@ def _spec(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from train.run import train_final  # noqa: PLC0415
+    from emostream.train.run import train_final  # noqa: PLC0415
 
     spec = _spec(args)
     result = train_final(
@@ -97,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from train.run import evaluate  # noqa: PLC0415
+    from emostream.train.run import evaluate  # noqa: PLC0415
 
     spec = _spec(args)
     fold_dir = Path(args.save_fold_models) if args.save_fold_models else None
@@ -116,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from train.fetch import RAVDESS_MD5, RAVDESS_URL, fetch_ravdess  # noqa: PLC0415
+    from emostream.train.fetch import RAVDESS_MD5, RAVDESS_URL, fetch_ravdess  # noqa: PLC0415
 
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns) as progress:
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m train`: EmoStreamError -> message and its exit code."""
-    from streamer.errors import EmoStreamError  # noqa: PLC0415
+    from emostream.errors import EmoStreamError  # noqa: PLC0415
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Training examples = the streamer's own windows of each clip, cached on disk.
 
-:func:`build_windows` runs :func:`streamer.windowing.extract_windows` on every clip
+:func:`build_windows` runs :func:`emostream.frontend.windowing.extract_windows` on every clip
 (and on its augmented copies), in parallel over ``workers`` processes, and stores the
 result under ``cache_dir`` keyed by a hash of the feature config, VAD config,
 augmentation settings, channel and file list, so experiments do not re-extract.
@@ -20,12 +20,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import load_mono
-from streamer.features import FeatureConfig
-from streamer.vad import VadConfig
-from streamer.windowing import extract_windows
-from train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
-from train.ravdess import Clip
+from emostream.audio.files import load_mono
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.windowing import extract_windows
+from emostream.train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
+from emostream.train.ravdess import Clip
 
 Channel = Literal["wideband", "g711"]
 CACHE_VERSION = 1

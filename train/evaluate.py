@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.features import FeatureConfig
-from streamer.model import EMOTIONS
-from streamer.vad import VadConfig
-from train.dataset import WindowSet, clip_scores
-from train.export import representative_sample, run_tflite, to_tflite, write_model
-from train.fit import Fitted, TrainConfig, fit
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.inference.model import EMOTIONS
+from emostream.train.dataset import WindowSet, clip_scores
+from emostream.train.export import representative_sample, run_tflite, to_tflite, write_model
+from emostream.train.fit import Fitted, TrainConfig, fit
 
 N_LABELS = len(EMOTIONS)
 Bool = npt.NDArray[np.bool_]

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.features import FeatureConfig
-from streamer.model import EMOTIONS, ModelMetadata, interpreter_class
-from streamer.vad import VadConfig
-from train.fit import Fitted
-from train.models import import_keras
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.inference.model import EMOTIONS, ModelMetadata, interpreter_class
+from emostream.train.fit import Fitted
+from emostream.train.models import import_keras
 
 F32 = npt.NDArray[np.float32]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from streamer.audio_io import load_mono
-from streamer.errors import DatasetError
-from train.ravdess import describe, list_clips, parse_filename
+from emostream.audio.files import load_mono
+from emostream.errors import DatasetError
+from emostream.train.ravdess import describe, list_clips, parse_filename
 
 RAVDESS_URL = "https://zenodo.org/record/1188976/files/Audio_Speech_Actors_01-24.zip"
 # MD5 and size of Audio_Speech_Actors_01-24.zip as listed on Zenodo record 1188976.

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.errors import ConfigError
-from train.models import SUMMARY_FAMILIES, ModelConfig, build_model, import_keras, set_seeds
+from emostream.errors import ConfigError
+from emostream.train.models import SUMMARY_FAMILIES, ModelConfig, build_model, import_keras, set_seeds
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -61,7 +61,7 @@ class Fitted:
     history: dict[str, list[float]]
 
     def prepare(self, x: F32) -> F32:
-        """Select and normalise raw window features (as :meth:`streamer.model.EmotionModel.prepare`)."""
+        """Select and normalise raw window features (as :meth:`emostream.inference.model.EmotionModel.prepare`)."""
         if self.selected is not None:
             x = x[..., list(self.selected)]
         return ((x - self.mean) / self.std).astype(np.float32)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.errors import ConfigError
+from emostream.errors import ConfigError
 
 FAMILIES: tuple[str, ...] = ("resnet_mlp", "mlp", "cnn")
 SUMMARY_FAMILIES: tuple[str, ...] = ("resnet_mlp", "mlp")

@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.audio_io import FloatArray, load_mono
-from streamer.errors import DatasetError
-from streamer.model import EMOTIONS
+from emostream.audio.files import FloatArray, load_mono
+from emostream.errors import DatasetError
+from emostream.inference.model import EMOTIONS
 
 ENV_VAR = "EMOSTREAM_RAVDESS"
 PATTERN = "MM-VV-EE-II-SS-RR-AA.flac|wav (seven two-digit fields, e.g. 03-01-05-02-01-01-07.flac)"
@@ -49,7 +49,7 @@ class Clip:
 
     @property
     def emotion(self) -> str:
-        """Emotion name (one of :data:`streamer.model.EMOTIONS`)."""
+        """Emotion name (one of :data:`emostream.inference.model.EMOTIONS`)."""
         return EMOTIONS[self.emotion_code - 1]
 
     @property

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.model import EMOTIONS
-from train.export import git_commit
+from emostream.inference.model import EMOTIONS
+from emostream.train.export import git_commit
 
 
 def stamp(config: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streamer.errors import DatasetError
-from streamer.features import FeatureConfig
-from streamer.vad import VadConfig
-from train.augment import AugmentConfig, g711_available
-from train.dataset import WindowSet, build_windows
-from train.evaluate import (
+from emostream.errors import DatasetError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.train.augment import AugmentConfig, g711_available
+from emostream.train.dataset import WindowSet, build_windows
+from emostream.train.evaluate import (
     SplitResult,
     confusion,
     emobox_split,
@@ -26,10 +26,10 @@ from train.evaluate import (
     speaker_normalise,
     summarise,
 )
-from train.export import representative_sample, run_tflite, write_model
-from train.fit import TrainConfig, fit
-from train.ravdess import describe, folds_file, list_clips, load_folds
-from train.report import write_class_table, write_confusion_png, write_metrics
+from emostream.train.export import representative_sample, run_tflite, write_model
+from emostream.train.fit import TrainConfig, fit
+from emostream.train.ravdess import describe, folds_file, list_clips, load_folds
+from emostream.train.report import write_class_table, write_confusion_png, write_metrics
 
 PROTOCOLS: tuple[str, ...] = ("random", "emobox", "emobox_speaker_adaptive")
 

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-from streamer.errors import AudioInputError
+from emostream.errors import AudioInputError
 
 FloatArray = npt.NDArray[np.float32]
 

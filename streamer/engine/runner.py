@@ -18,11 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.errors import AudioInputError, ConfigError
-from streamer.pipeline import ChannelPipeline
-from streamer.resample import StreamResampler
-from streamer.sources import Source
-from streamer.state import DashboardState, HopResult, SessionSummary
+from emostream.audio.resample import StreamResampler
+from emostream.audio.sources import Source
+from emostream.engine.events import DashboardState, HopResult, SessionSummary
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.errors import AudioInputError, ConfigError
 
 LATENCY_HISTORY = 10000
 SNAPSHOT_INTERVAL_S = 0.1  # dashboard snapshots at most this often (the dashboard redraws ~8 times a second)

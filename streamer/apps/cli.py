@@ -18,9 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from streamer import __version__
-from streamer.config import Config, apply_overrides, load_config
-from streamer.errors import AudioInputError, EmoStreamError
+from emostream import __version__
+from emostream.config import Config, apply_overrides, load_config
+from emostream.errors import AudioInputError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
 BUILTIN_COMMANDS = ("devices", "analyze")
@@ -192,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """``emostream devices``: index, name, channels and default rate of each input device."""
-    from streamer.sources import default_input_device, input_devices  # noqa: PLC0415
+    from emostream.audio.sources import default_input_device, input_devices  # noqa: PLC0415
 
     devices = input_devices()
     if not devices:
@@ -212,8 +212,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
-    from streamer.analyze import analyze_files  # noqa: PLC0415
-    from streamer.model import EmotionModel  # noqa: PLC0415
+    from emostream.apps.analyze import analyze_files  # noqa: PLC0415
+    from emostream.inference.model import EmotionModel  # noqa: PLC0415
 
     cfg = config_from_args(args)
     model = EmotionModel.load(cfg.model.name, cfg.model.num_threads)
@@ -253,8 +253,8 @@ def _print_analysis_table(results: Sequence[Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The live monitor (see :mod:`streamer.run`)."""
-    from streamer.run import run_monitor  # noqa: PLC0415
+    """The live monitor (see :mod:`emostream.apps.live`)."""
+    from emostream.apps.live import run_monitor  # noqa: PLC0415
 
     chosen = [flag for flag, on in (("--file", args.file), ("--stdin", args.stdin), ("--demo", args.demo)) if on]
     if len(chosen) > 1:

@@ -23,14 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamer.errors import ConfigError, ModelError
-from streamer.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
-from streamer.vad import VadConfig
+from emostream.errors import ConfigError, ModelError
+from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
+from emostream.frontend.vad import VadConfig
 
 SCHEMA_VERSION = 1
 EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 DEFAULT_MODEL = "resnet_mlp"
-MODELS_PACKAGE = "emostream_models"
+MODELS_PACKAGE = "emostream.models"
 
 
 class _Interpreter(Protocol):
@@ -182,7 +182,7 @@ def bundled_models_dir() -> Path:
     try:
         return Path(str(resources.files(MODELS_PACKAGE)))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "models"
+        return Path(__file__).resolve().parents[2] / "models"
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
@@ -203,7 +203,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
 class EmotionModel:
     """A loaded TFLite emotion model: normalise, quantise, invoke, dequantise.
 
-    ``predict(x)`` takes one window's model input (see :func:`streamer.features.model_input`)
+    ``predict(x)`` takes one window's model input (see :func:`emostream.frontend.features.model_input`)
     and returns class probabilities, shape (n_labels,), float32, in ``metadata.labels`` order.
     """
 

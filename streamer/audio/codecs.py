@@ -18,7 +18,7 @@ Functions:
 * :func:`decode_raw` — raw headerless stdin bytes (``mulaw``, ``alaw``, ``s16le``) to float32.
 
 μ-law/A-law WAV files need nothing from here: libsndfile reads them natively
-(subtypes ``ULAW``/``ALAW``) through :func:`streamer.audio_io.read_audio`.
+(subtypes ``ULAW``/``ALAW``) through :func:`emostream.audio.files.read_audio`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from streamer.errors import AudioInputError, ConfigError
+from emostream.errors import AudioInputError, ConfigError
 
 FloatArray = npt.NDArray[np.float32]
 ByteArray = npt.NDArray[np.uint8]

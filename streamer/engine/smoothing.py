@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streamer.config import SmoothingSettings
+from emostream.config import SmoothingSettings
 
 FloatArray = npt.NDArray[np.float32]
 SmoothedReading = tuple[FloatArray | None, str | None, float | None]

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamer.errors import ConfigError
-from streamer.pitch import PitchTables, frame_pitch, pitch_from_power
+from emostream.errors import ConfigError
+from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_power
 
 FloatArray = npt.NDArray[np.float32]
 FeatureSet = Literal["summary", "frames"]
@@ -154,7 +154,7 @@ def frame_feature_names(cfg: FeatureConfig) -> list[str]:
     (dBFS), spectral centroid, bandwidth and roll-off (Hz), flatness (0..1), 12 chroma
     bins (0..1) and 7 spectral-contrast bands (dB). Frames feature set: the MFCCs only.
     With ``pitch``, both sets end with F0 (semitones above 100 Hz, 0 when unvoiced) and
-    voicing strength (0..1), see :mod:`streamer.pitch`.
+    voicing strength (0..1), see :mod:`emostream.frontend.pitch`.
     """
     mfcc = [f"mfcc_{i:02d}" for i in range(cfg.n_mfcc)]
     pitch = ["f0_st", "voicing"] if cfg.pitch else []

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamer import __version__
-from streamer.errors import ConfigError
-from streamer.state import HopResult, SessionSummary
+from emostream import __version__
+from emostream.engine.events import HopResult, SessionSummary
+from emostream.errors import ConfigError
 
 
 def start_record(

@@ -14,13 +14,13 @@ from collections import deque
 import numpy as np
 import numpy.typing as npt
 
-from streamer.config import SmoothingSettings
-from streamer.features import FeatureConfig
-from streamer.model import EmotionModel
-from streamer.smoothing import Smoother
-from streamer.state import ChannelSummary, ChannelView, HopResult, TimelinePoint
-from streamer.vad import VadConfig
-from streamer.windowing import Window, WindowExtractor
+from emostream.config import SmoothingSettings
+from emostream.engine.events import ChannelSummary, ChannelView, HopResult, TimelinePoint
+from emostream.engine.smoothing import Smoother
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.windowing import Window, WindowExtractor
+from emostream.inference.model import EmotionModel
 
 SILENCE_DB = -120.0
 
@@ -37,9 +37,9 @@ class ChannelPipeline:
     """Streaming emotion analysis of one channel.
 
     ``first_window_ms`` gives the first reading after that much audio (see
-    :class:`streamer.windowing.WindowExtractor`; None = after a full window).
+    :class:`emostream.frontend.windowing.WindowExtractor`; None = after a full window).
     ``feature_cfg`` defaults to the model's own; pass one with another ``window_hop_ms``
-    (see :meth:`streamer.config.WindowingSettings.resolve`) to change the hop. With
+    (see :meth:`emostream.config.WindowingSettings.resolve`) to change the hop. With
     ``analysed=False`` the channel is gated and metered but never classified.
     ``latency_ms`` of a hop = its share of the chunk's feature/VAD time plus its own
     model and smoothing time.
@@ -86,7 +86,7 @@ class ChannelPipeline:
         self.hops = 0
         self._emotion_seconds: dict[str, float] = {}
         self._last: HopResult | None = None
-        self.active_alerts: tuple[str, ...] = ()  # set by streamer.alerts.AlertMonitor
+        self.active_alerts: tuple[str, ...] = ()  # set by emostream.alerts.rules.AlertMonitor
         self.alerts_fired = 0
 
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamer.errors import ConfigError
-from streamer.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
-from streamer.vad import VadConfig, VadGate
+from emostream.errors import ConfigError
+from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
+from emostream.frontend.vad import VadConfig, VadGate
 
 
 @dataclass(frozen=True)

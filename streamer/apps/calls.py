@@ -2,7 +2,7 @@
 
 Each call file (WAV/FLAC/OGG, any rate, G.711 WAV included; one party per channel) is
 read whole, resampled to the model's rate and run through one
-:class:`~streamer.pipeline.ChannelPipeline` per channel at full speed, with the
+:class:`~emostream.engine.pipeline.ChannelPipeline` per channel at full speed, with the
 ``[[alerts]]`` rules of the config. Roles come from ``[[channels]]``; without them a
 stereo call is channel 0 = ``customer``, channel 1 = ``agent`` and a mono call is
 ``mixed``. Agent channels are only metered unless ``[privacy] allow_agent_analysis``.
@@ -38,14 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from streamer.alerts import AlertRules
-from streamer.audio_io import read_audio, resample
-from streamer.config import ChannelPlan, Config, channel_plan
-from streamer.config import summary as config_summary
-from streamer.errors import AudioInputError, ConfigError, EmoStreamError
-from streamer.model import EmotionModel, ModelMetadata, resolve_model
-from streamer.pipeline import ChannelPipeline
-from streamer.state import HopResult
+from emostream.alerts.rules import AlertRules
+from emostream.audio.files import read_audio, resample
+from emostream.config import ChannelPlan, Config, channel_plan
+from emostream.config import summary as config_summary
+from emostream.engine.events import HopResult
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.errors import AudioInputError, ConfigError, EmoStreamError
+from emostream.inference.model import EmotionModel, ModelMetadata, resolve_model
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
 STEREO_ROLES: tuple[str, ...] = ("customer", "agent")
@@ -555,7 +555,7 @@ def _labels(summaries: Any) -> list[str]:
         for ch in summary["channels"]:
             labels |= dict.fromkeys(ch["peaks"])
             labels |= dict.fromkeys(ch["shares"])
-    from streamer.model import EMOTIONS  # noqa: PLC0415
+    from emostream.inference.model import EMOTIONS  # noqa: PLC0415
 
     return [e for e in EMOTIONS if e in labels] + sorted(k for k in labels if k not in EMOTIONS)
 
@@ -585,7 +585,7 @@ def register(sub: Any) -> None:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """``emostream calls``: run the batch and print a one-line result; exit 3 if any call failed."""
-    from streamer.cli import config_from_args  # noqa: PLC0415
+    from emostream.apps.cli import config_from_args  # noqa: PLC0415
 
     if args.bin_s <= 0:
         raise ConfigError(f"--bin-s is {args.bin_s}; expected a positive number of seconds such as 10")

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from streamer.errors import AudioInputError, ConfigError, DeviceError
-from streamer.ringbuffer import RingBuffer
-from streamer.telephony import decode_raw
+from emostream.audio.codecs import decode_raw
+from emostream.audio.ringbuffer import RingBuffer
+from emostream.errors import AudioInputError, ConfigError, DeviceError
 
 FloatArray = npt.NDArray[np.float32]
 

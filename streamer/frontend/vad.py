@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from streamer.errors import ConfigError
+from emostream.errors import ConfigError
 
 VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)

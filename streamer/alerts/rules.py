@@ -1,7 +1,7 @@
 """Alert rules on smoothed emotion scores, and their non-blocking delivery.
 
 :class:`AlertRules` runs in the processing thread: ``process(hop)`` takes each channel's
-:class:`~streamer.state.HopResult` and returns the :class:`AlertEvent` values that hop
+:class:`~emostream.engine.events.HopResult` and returns the :class:`AlertEvent` values that hop
 caused. A rule's *score* on a hop is the smoothed probability of its emotion, or, for
 several emotions, their **sum** (``combine = "sum"``, the default: "angry or disgusted")
 or their **max** (``combine = "max"``: "the strongest of them").
@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from streamer.errors import ConfigError
-from streamer.state import HopResult
+from emostream.engine.events import HopResult
+from emostream.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

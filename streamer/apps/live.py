@@ -10,15 +10,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from streamer.alerts import build_monitor
-from streamer.config import Config, channel_plan, summary
-from streamer.engine import Engine, Sink
-from streamer.errors import AudioInputError, ConfigError
-from streamer.jsonl import JsonlSink, start_record
-from streamer.model import EmotionModel
-from streamer.pipeline import ChannelPipeline
-from streamer.sources import FileSource, MicSource, Source, StdinSource, input_devices
-from streamer.state import HopResult, SessionSummary
+from emostream.alerts.rules import build_monitor
+from emostream.audio.sources import FileSource, MicSource, Source, StdinSource, input_devices
+from emostream.config import Config, channel_plan, summary
+from emostream.engine.events import HopResult, SessionSummary
+from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.runner import Engine, Sink
+from emostream.errors import AudioInputError, ConfigError
+from emostream.inference.model import EmotionModel
+from emostream.outputs.jsonl import JsonlSink, start_record
 
 EXIT_INTERRUPTED = 130
 NO_DEVICE_NOTICE = "no audio input device found; playing the bundled demo recording instead (see --file, --stdin)"
@@ -26,7 +26,7 @@ NO_DEVICE_NOTICE = "no audio input device found; playing the bundled demo record
 
 def demo_path() -> Path:
     """The bundled demo recording (77 s, one actor, all eight emotions)."""
-    return Path(str(resources.files("streamer") / "assets" / "demo.flac"))
+    return Path(str(resources.files("emostream") / "assets" / "demo.flac"))
 
 
 def make_source(args: argparse.Namespace, cfg: Config) -> Source:
@@ -97,7 +97,7 @@ def _dashboard(enabled: bool, to_stderr: bool) -> Iterator[Any]:
         return
     from rich.console import Console  # noqa: PLC0415
 
-    from streamer.dashboard import LiveDashboard  # noqa: PLC0415
+    from emostream.outputs.dashboard import LiveDashboard  # noqa: PLC0415
 
     console = Console(stderr=True) if to_stderr else Console()
     with LiveDashboard(console=console, redirect_stdout=not to_stderr) as live:
@@ -107,7 +107,7 @@ def _dashboard(enabled: bool, to_stderr: bool) -> Iterator[Any]:
 def _print_summary(result: SessionSummary, to_stderr: bool, after_dashboard: bool) -> None:
     from rich.console import Console  # noqa: PLC0415
 
-    from streamer.dashboard import render_summary  # noqa: PLC0415
+    from emostream.outputs.dashboard import render_summary  # noqa: PLC0415
 
     console = Console(stderr=to_stderr)
     if after_dashboard:

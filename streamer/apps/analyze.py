@@ -1,7 +1,7 @@
 """Whole-file analysis (``emostream analyze``): one emotion per file.
 
 A file is mixed to mono, brought to the model's rate and cut into the same windows as
-the stream (:func:`streamer.windowing.extract_windows`); its scores are the mean of the
+the stream (:func:`emostream.frontend.windowing.extract_windows`); its scores are the mean of the
 model's probabilities over its speech windows. A file without speech gets emotion None
 rather than a guess. Unreadable, empty or too-short files get a per-file error and do
 not stop the other files.
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from streamer.audio_io import read_audio, resample, to_mono
-from streamer.errors import AudioInputError
-from streamer.features import FeatureConfig
-from streamer.model import EmotionModel
-from streamer.vad import VadConfig
-from streamer.windowing import extract_windows
+from emostream.audio.files import read_audio, resample, to_mono
+from emostream.errors import AudioInputError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.windowing import extract_windows
+from emostream.inference.model import EmotionModel
 
 MIN_DURATION_S = 0.5
 

@@ -24,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamer.state import ChannelSummary, ChannelView, DashboardState, SessionSummary, TimelinePoint
+from emostream.engine.events import ChannelSummary, ChannelView, DashboardState, SessionSummary, TimelinePoint
 
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "grey70",

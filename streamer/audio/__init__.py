@@ -1,0 +1,1 @@
+"""Audio input: sources (microphone, file, stdin), ring buffer, resampling, codecs."""

@@ -1,0 +1,1 @@
+"""The pipeline: session plan, channel pipeline, smoothing, statistics, events, the processing thread."""

@@ -1,0 +1,1 @@
+"""The model boundary: TFLite interpreter, model metadata, emotion model."""
