@@ -42,3 +42,16 @@ class DatasetError(EmoStreamError):
     """A training data set is missing, incomplete or has unexpected file names."""
 
     exit_code = 6
+
+
+class InvalidSetting(ConfigError):
+    """One setting of a stage config has a bad value; ``key`` names it.
+
+    Raised by the configs' ``__post_init__`` checks. The config loader adds the file and
+    section (``config.toml: [vad] aggressiveness is 7; expected 0, 1, 2 or 3``).
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key} {message}")
+        self.key = key
+        self.detail = message
