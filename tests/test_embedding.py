@@ -1,0 +1,158 @@
+"""Speech-embedding front-end: stream == batch, known answer against openWakeWord 0.5.1, sha256, reset."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emostream.errors import ConfigError, ModelError
+from emostream.frontend.embedding import (
+    EMBEDDING_DIM,
+    EMBEDDING_FRAMES,
+    EmbeddingConfig,
+    SpeechEmbedder,
+    pool_embeddings,
+    speech_embedding_dir,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIP = FIXTURES / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+REF = FIXTURES / "embedding" / "oww_03-01-05-02-01-01-01"
+MEL_TOL = 1e-4  # transformed log-mel units (dB / 10): float64 numpy FFT against the float32 TFLite graph
+EMB_TOL = 1e-3  # embedding units (|values| up to ~70)
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    audio, rate = sf.read(CLIP, dtype="float32")
+    assert rate == 16000
+    return audio
+
+
+@pytest.fixture(scope="module")
+def whole(clip):
+    embedder = SpeechEmbedder(EmbeddingConfig(history_frames=2000, stride_frames=8))
+    embedder.process(clip)
+    return embedder
+
+
+def test_stream_equals_whole_signal(clip, whole):
+    """Chunks of random sizes give exactly the mel frames and embeddings of the whole signal (tolerance 0)."""
+    rng = np.random.default_rng(1)
+    stream = SpeechEmbedder(EmbeddingConfig(history_frames=2000, stride_frames=8))
+    pos = 0
+    asked = []
+    while pos < clip.size:
+        n = int(rng.integers(1, 4000))
+        stream.process(clip[pos : pos + n])
+        pos += n
+        ends = stream.grid_ends(max(0, stream.mel_end - 200), stream.mel_end + 3)  # windows reuse the cache
+        asked.append(stream.embeddings(ends))
+    assert stream.mel_end == whole.mel_end == (clip.size - 512) // 160 + 1
+    np.testing.assert_array_equal(stream.mel(0, stream.mel_end), whole.mel(0, whole.mel_end))
+    ends = whole.grid_ends(0, whole.mel_end + 3)
+    np.testing.assert_array_equal(stream.embeddings(ends), whole.embeddings(ends))
+    assert stream.embeddings_computed == ends.size  # every grid embedding computed once, then reused
+
+
+def test_history_limit_keeps_stream_equal(clip, whole):
+    """With a short history the frames still held are the same, and old frames are refused."""
+    stream = SpeechEmbedder(EmbeddingConfig(history_frames=100, stride_frames=8))
+    for pos in range(0, clip.size, 800):
+        stream.process(clip[pos : pos + 800])
+    assert stream.mel_first > 0
+    np.testing.assert_array_equal(
+        stream.mel(stream.mel_first, stream.mel_end), whole.mel(stream.mel_first, stream.mel_end)
+    )
+    with pytest.raises(ValueError, match="held are"):
+        stream.embeddings([stream.mel_first + EMBEDDING_FRAMES - 1])
+
+
+def test_known_answer_against_openwakeword(whole):
+    """openwakeword 0.5.1's AudioFeatures (tflite) on the same clip: see fixtures/embedding/README.md."""
+    ref_mel = np.load(f"{REF}_mel.npy")
+    ref_emb = np.load(f"{REF}_embeddings.npy")
+    mel = whole.mel(0, whole.mel_end)
+    assert mel.shape == ref_mel.shape == (408, 32)
+    # openWakeWord floors the whole clip at its maximum minus 80 dB (8 after /10).
+    clip_floored = np.maximum(mel, mel.max() - 8.0)
+    np.testing.assert_allclose(clip_floored, ref_mel, rtol=0, atol=MEL_TOL)
+    # Its embeddings: 76-frame windows every 8 frames from frame 0, i.e. end frames 76, 84, ...
+    ends = np.arange(EMBEDDING_FRAMES, mel.shape[0] + 1, 8)
+    assert ends.size == ref_emb.shape[0]
+    blocks = np.stack([clip_floored[t - EMBEDDING_FRAMES : t] for t in ends])
+    np.testing.assert_allclose(whole.embed_mel(blocks), ref_emb, rtol=0, atol=EMB_TOL)
+    # Our per-embedding floor agrees wherever neither floor bites (all embeddings that read speech here).
+    ours = whole.embeddings(ends)
+    unfloored = np.array([mel[t - EMBEDDING_FRAMES : t].min() > mel.max() - 8.0 for t in ends])
+    assert unfloored.sum() >= 15
+    np.testing.assert_allclose(ours[unfloored], ref_emb[unfloored], rtol=0, atol=EMB_TOL)
+
+
+def test_speech_gating_and_window_reuse(whole):
+    start, stop = 100, 300  # a 2 s window in 10 ms frames
+    all_ends = whole.grid_ends(start, stop)
+    assert all_ends[0] >= start + EMBEDDING_FRAMES and all_ends[-1] <= stop - 3
+    assert np.all(all_ends % 8 == 0)
+    flags = np.zeros(100, dtype=bool)  # 20 ms VAD flags
+    assert whole.speech_ends(start, stop, flags).size == 0
+    flags[:] = True
+    ends, emb = whole.window_embeddings(start, stop, flags)
+    np.testing.assert_array_equal(ends, all_ends)
+    assert emb.shape == (ends.size, EMBEDDING_DIM) and emb.dtype == np.float32
+    flags[:50] = False  # speech only in the window's second second
+    gated = whole.speech_ends(start, stop, flags)
+    assert 0 < gated.size < all_ends.size and np.all(gated - EMBEDDING_FRAMES >= start + 100 - 38)
+    with pytest.raises(ValueError, match="evenly"):
+        whole.speech_ends(start, stop, np.ones(7, dtype=bool))
+
+
+def test_pooling():
+    emb = np.arange(2 * EMBEDDING_DIM, dtype=np.float32).reshape(2, EMBEDDING_DIM)
+    pooled = pool_embeddings(emb, ("mean", "std", "max"))
+    assert pooled.shape == (3 * EMBEDDING_DIM,) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled[:EMBEDDING_DIM], emb.mean(axis=0))
+    np.testing.assert_allclose(pooled[EMBEDDING_DIM : 2 * EMBEDDING_DIM], 48.0)
+    np.testing.assert_allclose(pooled[2 * EMBEDDING_DIM :], emb[1])
+    np.testing.assert_array_equal(pool_embeddings(np.zeros((0, EMBEDDING_DIM))), np.zeros(3 * EMBEDDING_DIM))
+
+
+def test_sha256_mismatch_refused():
+    bad = EmbeddingConfig(embedding_model_sha256="0" * 64)
+    with pytest.raises(ModelError, match=r"sha256 .* expects 0{64}") as info:
+        SpeechEmbedder(bad)
+    assert "embedding_model.tflite" in str(info.value) and "README" in str(info.value)
+    assert info.value.exit_code == 5
+
+
+def test_modified_model_file_refused(tmp_path):
+    for name in ("melspectrogram.tflite", "embedding_model.tflite"):
+        (tmp_path / name).write_bytes((speech_embedding_dir() / name).read_bytes())
+    (tmp_path / "melspectrogram.tflite").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="mel_model_sha256"):
+        SpeechEmbedder(model_dir=tmp_path)
+
+
+def test_reset_gives_a_fresh_stream(clip, whole):
+    embedder = SpeechEmbedder(EmbeddingConfig(history_frames=2000, stride_frames=8))
+    embedder.process(np.random.default_rng(2).uniform(-0.5, 0.5, 5000).astype(np.float32))
+    embedder.embeddings(embedder.grid_ends(0, embedder.mel_end + 3))
+    embedder.reset()
+    assert embedder.mel_end == 0 and embedder.mel_first == 0
+    embedder.process(clip)
+    ends = whole.grid_ends(0, whole.mel_end + 3)
+    np.testing.assert_array_equal(embedder.mel(0, embedder.mel_end), whole.mel(0, whole.mel_end))
+    np.testing.assert_array_equal(embedder.embeddings(ends), whole.embeddings(ends))
+
+
+def test_config_round_trip_and_refusals():
+    cfg = EmbeddingConfig(stride_frames=16, pooling=("mean", "max"))
+    assert EmbeddingConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.pooled_dim == 2 * EMBEDDING_DIM
+    with pytest.raises(ConfigError, match="unknown keys"):
+        EmbeddingConfig.from_dict({**cfg.to_dict(), "int4": True})
+    with pytest.raises(ConfigError, match="stride_frames"):
+        EmbeddingConfig(stride_frames=0)
+    with pytest.raises(ConfigError, match="pooling"):
+        EmbeddingConfig(pooling=("median",))
