@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -50,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
+from emostream.inference.tflite import interpreter_class, native_stderr_silenced
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -86,7 +86,9 @@ class EmbeddingConfig:
     """Settings of the speech-embedding front-end; saved in the metadata of models that use it.
 
     ``stride_frames``: mel frames (10 ms) between the end frames of two embeddings on the
-    grid (end frames that are multiples of it); openWakeWord's native stride is 8.
+    grid (end frames that are multiples of it); openWakeWord's native stride is 8. The
+    default 50 (two embeddings a second) is the native-8 cost / 6, the only measured stride
+    that keeps the whole pipeline within CPU RTF 0.005 (``python -m benchmarks.bench_embedding``).
     ``min_speech_share``: an embedding is computed for a window only if at least this
     share of the 76 frames it reads are speech (0 computes all of them).
     ``max_batch``: embeddings computed in one TFLite invoke at most.
@@ -95,7 +97,7 @@ class EmbeddingConfig:
     ``mel_model_sha256`` / ``embedding_model_sha256``: expected digests of the two files.
     """
 
-    stride_frames: int = 25
+    stride_frames: int = 50
     min_speech_share: float = 0.5
     max_batch: int = 8
     history_frames: int = 500
@@ -189,15 +191,6 @@ def speech_embedding_dir() -> Path:
     return Path(str(resources.files("emostream.models"))) / "speech_embedding"
 
 
-def _interpreter_class() -> tuple[type[Any], str]:
-    try:
-        module = importlib.import_module("emostream.inference.tflite")
-    except ImportError:  # before the inference package gains its tflite module
-        module = importlib.import_module("emostream.inference.model")
-    result: tuple[type[Any], str] = module.interpreter_class()
-    return result
-
-
 def _read_checked(path: Path, expected_sha256: str, setting: str) -> bytes:
     try:
         content = path.read_bytes()
@@ -286,16 +279,17 @@ class SpeechEmbedder:
     ) -> None:
         self.config = config or EmbeddingConfig()
         folder = speech_embedding_dir() if model_dir is None else Path(model_dir)
-        cls, self.backend = _interpreter_class()
+        cls, self.backend = interpreter_class()
         mel_path = folder / MEL_MODEL_FILE
         emb_path = folder / EMBEDDING_MODEL_FILE
         mel_bytes = _read_checked(mel_path, self.config.mel_model_sha256, "mel_model_sha256")
         emb_bytes = _read_checked(emb_path, self.config.embedding_model_sha256, "embedding_model_sha256")
         try:
-            mel_interp = cls(model_content=mel_bytes, num_threads=num_threads)
+            with native_stderr_silenced():  # only the interpreter's native start-up banner
+                mel_interp = cls(model_content=mel_bytes, num_threads=num_threads)
+                self._interp = cls(model_content=emb_bytes, num_threads=num_threads)
+                self._interp.allocate_tensors()
             self._tables = _MelTables(mel_interp, mel_path)
-            self._interp = cls(model_content=emb_bytes, num_threads=num_threads)
-            self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{folder}: the speech-embedding models do not load ({exc}); reinstall emostream") from exc
         self._input_index = int(self._interp.get_input_details()[0]["index"])
