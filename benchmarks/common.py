@@ -21,7 +21,8 @@ import emostream
 from emostream.audio.files import load_mono
 from emostream.config import SmoothingSettings
 from emostream.engine.pipeline import ChannelPipeline
-from emostream.inference.model import EmotionModel, bundled_models_dir
+from emostream.inference.metadata import bundled_models_dir
+from emostream.inference.model import EmotionModel
 
 SHIPPED_MODELS = ("resnet_mlp", "cnn", "mlp")
 RESULT_KEYS = ("benchmark", "figures", "details")

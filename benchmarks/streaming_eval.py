@@ -44,7 +44,8 @@ from emostream.config import SmoothingSettings
 from emostream.engine.events import HopResult
 from emostream.engine.pipeline import ChannelPipeline
 from emostream.engine.smoothing import Smoother
-from emostream.inference.model import EMOTIONS, EmotionModel
+from emostream.inference.metadata import EMOTIONS
+from emostream.inference.model import EmotionModel
 
 GAP = -1  # label of samples between utterances
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from emostream.errors import ModelError
-from emostream.inference.model import DEFAULT_MODEL, EmotionModel
+from emostream.inference.metadata import DEFAULT_MODEL
+from emostream.inference.model import EmotionModel
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures" / "ravdess"

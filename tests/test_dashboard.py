@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from emostream.engine.events import ChannelSummary, ChannelView, DashboardState, SessionSummary, TimelinePoint
-from emostream.inference.model import EMOTIONS
+from emostream.inference.metadata import EMOTIONS
 from emostream.outputs.dashboard import LiveDashboard, _timeline_cells, emotion_colour, render, render_summary
 
 LABELS = tuple(EMOTIONS)

@@ -12,7 +12,10 @@ import pytest
 from emostream.errors import ModelError
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.inference.model import EMOTIONS, EmotionModel, ModelMetadata, interpreter_class, resolve_model
+from emostream.inference.metadata import EMOTIONS, ModelMetadata, normalize_input, resolve_model
+from emostream.inference.model import EmotionModel
+from emostream.inference.tflite import TfliteRunner, dequantize, interpreter_class, quantize
+from emostream.train.fit import Fitted
 
 
 def metadata(**changes: object) -> ModelMetadata:
@@ -100,3 +103,40 @@ def test_a_model_file_that_does_not_match_its_checksum_is_refused(tmp_path: Path
 def test_the_interpreter_comes_from_ai_edge_litert() -> None:
     _, package = interpreter_class()
     assert package == "ai-edge-litert"
+
+
+def test_normalize_input_selects_then_normalises_as_float32() -> None:
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)
+    mean = np.array([1.0, 2.0], dtype=np.float32)
+    std = np.array([2.0, 4.0], dtype=np.float32)
+    y = normalize_input(x, mean=mean, std=std, selected=(1, 3))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, (x[:, [1, 3]] - mean) / std)
+
+
+def test_the_model_and_training_prepare_inputs_with_the_same_function() -> None:
+    model = EmotionModel.load()
+    meta = model.metadata
+    fitted = Fitted(None, meta.norm_mean, meta.norm_std, meta.selected_features, 0, 0, {})
+    shape = meta.input_shape if meta.selected_features is None else (max(meta.selected_features) + 1,)
+    x = np.random.default_rng(0).normal(size=(5, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(fitted.prepare(x), model.prepare(x))
+
+
+def test_int8_quantisation_round_trips_within_half_a_step() -> None:
+    detail = {"dtype": np.int8, "quantization": (0.05, -3)}
+    x = np.linspace(-6.0, 6.0, 101, dtype=np.float32)
+    q = quantize(x, detail)
+    assert q.dtype == np.int8
+    np.testing.assert_allclose(dequantize(q, detail), x, atol=0.025 + 1e-6)
+    assert quantize(np.array([1e6, -1e6], dtype=np.float32), detail).tolist() == [127, -128]
+
+
+def test_the_runner_resizes_the_batch_and_refuses_a_wrong_shape() -> None:
+    model = EmotionModel.load()
+    runner = TfliteRunner(model.path.read_bytes())
+    x = np.zeros((4, *runner.input_shape), dtype=np.float32)
+    assert runner.run(x).shape == (4, len(model.labels))
+    assert runner.run(x[:1]).shape == (1, len(model.labels))
+    with pytest.raises(ModelError, match="takes"):
+        runner.run(np.zeros((1, runner.input_shape[0] + 1), dtype=np.float32))

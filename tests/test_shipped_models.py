@@ -10,7 +10,9 @@ import pytest
 
 from emostream.audio.files import load_mono
 from emostream.frontend.windowing import extract_windows
-from emostream.inference.model import EMOTIONS, EmotionModel, ModelMetadata, bundled_models_dir, interpreter_class
+from emostream.inference.metadata import EMOTIONS, ModelMetadata, bundled_models_dir
+from emostream.inference.model import EmotionModel
+from emostream.inference.tflite import TfliteRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 MODELS = sorted(bundled_models_dir().glob("*.json"))
@@ -43,14 +45,7 @@ def _fixture_windows(meta: ModelMetadata) -> np.ndarray:
 
 
 def _float_probs(path: Path, x: np.ndarray) -> np.ndarray:
-    cls, _ = interpreter_class()
-    interp = cls(model_content=path.read_bytes())
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], list(x.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], x.astype(np.float32))
-    interp.invoke()
-    return interp.get_tensor(interp.get_output_details()[0]["index"])
+    return TfliteRunner(path.read_bytes(), source=str(path)).run(x)
 
 
 @pytest.mark.parametrize("meta_path", MODELS, ids=[p.stem for p in MODELS])

@@ -11,7 +11,8 @@ pytest.importorskip("tensorflow")
 
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.inference.model import EMOTIONS, EmotionModel
+from emostream.inference.metadata import EMOTIONS
+from emostream.inference.model import EmotionModel
 from emostream.train.dataset import build_windows, clip_scores
 from emostream.train.export import run_tflite, write_model
 from emostream.train.fit import TrainConfig, fit

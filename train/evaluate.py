@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.inference.model import EMOTIONS
+from emostream.inference.metadata import EMOTIONS
 from emostream.train.dataset import WindowSet, clip_scores
 from emostream.train.export import representative_sample, run_tflite, to_tflite, write_model
 from emostream.train.fit import Fitted, TrainConfig, fit

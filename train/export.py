@@ -7,7 +7,6 @@ converted from there.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import numpy.typing as npt
 
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.inference.model import EMOTIONS, ModelMetadata, interpreter_class
+from emostream.inference.metadata import EMOTIONS, ModelMetadata
+from emostream.inference.tflite import TfliteRunner, sha256_hex
 from emostream.train.fit import Fitted
 from emostream.train.models import import_keras
 
@@ -59,18 +59,7 @@ def to_tflite(model: Any, representative: F32 | None) -> bytes:
 
 def tensor_quantization(content: bytes) -> dict[str, Any]:
     """Input/output dtype, scale and zero point of a TFLite model."""
-    cls, _ = interpreter_class()
-    interp = cls(model_content=content)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    return {
-        "input_dtype": np.dtype(inp["dtype"]).name,
-        "input_scale": float(inp["quantization"][0]),
-        "input_zero_point": int(inp["quantization"][1]),
-        "output_dtype": np.dtype(out["dtype"]).name,
-        "output_scale": float(out["quantization"][0]),
-        "output_zero_point": int(out["quantization"][1]),
-    }
+    return TfliteRunner(content, source="exported model").quantization()
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -126,7 +115,7 @@ def write_model(
         input_shape=tuple(int(s) for s in rep.shape[1:]),
         selected_features=fitted.selected,
         tflite_file=tflite_path.name,
-        sha256=hashlib.sha256(int8).hexdigest(),
+        sha256=sha256_hex(int8),
         quantization=quant,
         training=training,
         metrics=metrics,
@@ -139,20 +128,4 @@ def write_model(
 
 def run_tflite(content: bytes, x: F32) -> F32:
     """Probabilities of a TFLite model (int8 or float) for normalised inputs ``x``, (n, n_labels)."""
-    cls, _ = interpreter_class()
-    interp = cls(model_content=content, num_threads=2)
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    data: npt.NDArray[Any] = x.astype(np.float32)
-    if np.dtype(inp["dtype"]) != np.float32:
-        scale, zero = inp["quantization"]
-        data = np.clip(np.round(x / scale + zero), -128, 127).astype(inp["dtype"])
-    interp.set_tensor(inp["index"], data)
-    interp.invoke()
-    y = interp.get_tensor(out["index"])
-    if np.dtype(out["dtype"]) != np.float32:
-        scale, zero = out["quantization"]
-        y = (y.astype(np.float32) - zero) * scale
-    return np.asarray(y, dtype=np.float32)
+    return TfliteRunner(content, num_threads=2, source="exported model").run(x)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError
+from emostream.inference.metadata import normalize_input
 from emostream.train.models import SUMMARY_FAMILIES, ModelConfig, build_model, import_keras, set_seeds
 
 F32 = npt.NDArray[np.float32]
@@ -61,10 +62,8 @@ class Fitted:
     history: dict[str, list[float]]
 
     def prepare(self, x: F32) -> F32:
-        """Select and normalise raw window features (as :meth:`emostream.inference.model.EmotionModel.prepare`)."""
-        if self.selected is not None:
-            x = x[..., list(self.selected)]
-        return ((x - self.mean) / self.std).astype(np.float32)
+        """Select and normalise raw window features (:func:`emostream.inference.metadata.normalize_input`)."""
+        return normalize_input(x, mean=self.mean, std=self.std, selected=self.selected)
 
     def predict(self, x: F32, batch_size: int = 512) -> F32:
         """Float Keras probabilities for raw window features, (n, n_labels)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from emostream.audio.files import FloatArray, load_mono
 from emostream.errors import DatasetError
-from emostream.inference.model import EMOTIONS
+from emostream.inference.metadata import EMOTIONS
 
 ENV_VAR = "EMOSTREAM_RAVDESS"
 PATTERN = "MM-VV-EE-II-SS-RR-AA.flac|wav (seven two-digit fields, e.g. 03-01-05-02-01-01-07.flac)"
@@ -49,7 +49,7 @@ class Clip:
 
     @property
     def emotion(self) -> str:
-        """Emotion name (one of :data:`emostream.inference.model.EMOTIONS`)."""
+        """Emotion name (one of :data:`emostream.inference.metadata.EMOTIONS`)."""
         return EMOTIONS[self.emotion_code - 1]
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from emostream.inference.model import EMOTIONS
+from emostream.inference.metadata import EMOTIONS
 from emostream.train.export import git_commit
 
 

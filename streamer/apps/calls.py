@@ -45,7 +45,8 @@ from emostream.config import summary as config_summary
 from emostream.engine.events import HopResult
 from emostream.engine.pipeline import ChannelPipeline
 from emostream.errors import AudioInputError, ConfigError, EmoStreamError
-from emostream.inference.model import EmotionModel, ModelMetadata, resolve_model
+from emostream.inference.metadata import ModelMetadata, resolve_model
+from emostream.inference.model import EmotionModel
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
 STEREO_ROLES: tuple[str, ...] = ("customer", "agent")
@@ -555,7 +556,7 @@ def _labels(summaries: Any) -> list[str]:
         for ch in summary["channels"]:
             labels |= dict.fromkeys(ch["peaks"])
             labels |= dict.fromkeys(ch["shares"])
-    from emostream.inference.model import EMOTIONS  # noqa: PLC0415
+    from emostream.inference.metadata import EMOTIONS  # noqa: PLC0415
 
     return [e for e in EMOTIONS if e in labels] + sorted(k for k in labels if k not in EMOTIONS)
 
