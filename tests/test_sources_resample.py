@@ -1,12 +1,17 @@
-"""Stream resampling: any chunking gives the whole-signal result, at the right frequency."""
+"""Stream resampling (any chunking gives the whole-signal result, at the right frequency) and raw stdin input."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import soxr
 
+from emostream.audio.codecs import RAW_FORMATS, decode_raw, encode_raw
 from emostream.audio.resample import StreamResampler
+from emostream.audio.sources import StdinSource
+from emostream.errors import ConfigError
 
 
 def tone(rate: int, seconds: float = 1.0, hz: float = 1000.0, channels: int = 1) -> np.ndarray:
@@ -54,3 +59,21 @@ def test_equal_rates_pass_through_and_reset_starts_over() -> None:
 def test_wrong_channel_count_is_refused() -> None:
     with pytest.raises(ValueError, match=r"expected \(n, 2\)"):
         StreamResampler(48000, 16000, 2).process(np.zeros((10, 1), np.float32))
+
+
+@pytest.mark.parametrize("fmt", list(RAW_FORMATS))
+def test_stdin_reads_every_format_of_the_codec_table(fmt: str) -> None:
+    stereo = tone(8000, 0.4, channels=2)
+    data = encode_raw(stereo, fmt) + b"\x00"  # one stray byte: less than a frame
+    source = StdinSource(io.BytesIO(data), 8000, 2, fmt.upper(), block_ms=30)
+    blocks = []
+    while (block := source.read()) is not None:
+        blocks.append(block)
+    expected = decode_raw(data[:-1], fmt).reshape(-1, 2)
+    assert np.array_equal(np.concatenate(blocks), expected)
+    assert source.truncated_bytes == 1 and "ignored" in source.warnings[0]
+
+
+def test_stdin_refuses_an_unknown_format_listing_the_table() -> None:
+    with pytest.raises(ConfigError, match=r"raw PCM format 'u8' is not supported; supported formats: s16le"):
+        StdinSource(io.BytesIO(b""), 8000, 1, "u8")

@@ -1,4 +1,4 @@
-"""G.711 μ-law/A-law codecs, the phone-line round trip and raw/WAV telephony input."""
+"""Audio codecs: float <-> PCM16, G.711 μ-law/A-law, the phone-line round trip, the raw-format table."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def test_decode_raw_formats():
     assert np.array_equal(tel.decode_raw(pcm.astype("<i2").tobytes(), "s16le"), pcm.astype(np.float32) / 32768)
     with pytest.raises(AudioInputError, match="multiple"):
         tel.decode_raw(b"\x00\x01\x02", "s16le")
-    with pytest.raises(ConfigError, match="raw audio format"):
+    with pytest.raises(ConfigError, match=r"raw PCM format 'mp3' is not supported; supported formats: s16le \(16-bit"):
         tel.decode_raw(b"", "mp3")
 
 
@@ -161,3 +161,67 @@ def _wav_data_chunk(blob: bytes) -> bytes:
             return blob[pos + 8 : pos + 8 + size]
         pos += 8 + size + (size & 1)
     raise AssertionError("no data chunk")
+
+
+# ---------------------------------------------------------------- the raw-format table
+
+# Largest decode(encode(x)) - x per format for x in [-1, 1): half a quantisation step for the
+# linear formats, half the widest G.711 segment step (plus the 14/13-bit input truncation).
+ROUND_TRIP_ATOL = {"s16le": 0.5 / 32768, "s32le": 1e-7, "f32le": 0.0, "mulaw": 0.032, "alaw": 0.032}
+
+
+def test_the_table_holds_the_five_formats_with_their_sizes():
+    assert {name: f.bytes_per_sample for name, f in tel.RAW_FORMATS.items()} == {
+        "s16le": 2,
+        "s32le": 4,
+        "f32le": 4,
+        "mulaw": 1,
+        "alaw": 1,
+    }
+    assert all(f.name == name and f.description for name, f in tel.RAW_FORMATS.items())
+    assert next(iter(tel.RAW_FORMATS)) == "s16le"
+
+
+@pytest.mark.parametrize("fmt", list(tel.RAW_FORMATS))
+def test_every_format_round_trips(fmt):
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-1, 1, 4000), [0.0, -1.0, 32767 / 32768, 1e-6, -1e-6]]).astype(np.float32)
+    data = tel.encode_raw(x, fmt)
+    assert len(data) == x.size * tel.bytes_per_sample(fmt)
+    y = tel.decode_raw(data, fmt)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_allclose(y, x, rtol=0, atol=ROUND_TRIP_ATOL[fmt] + 1e-9)
+    # Decoded values are fixed points: a second round trip changes nothing.
+    assert np.array_equal(tel.decode_raw(tel.encode_raw(y, fmt), fmt), y)
+
+
+@pytest.mark.parametrize("fmt", list(tel.RAW_FORMATS))
+def test_interleaved_channels_round_trip_in_frame_order(fmt):
+    x = np.array([[0.5, -0.25], [0.0, 0.125]], dtype=np.float32)
+    y = tel.decode_raw(tel.encode_raw(x, fmt), fmt).reshape(-1, 2)
+    np.testing.assert_allclose(y, x, rtol=0, atol=ROUND_TRIP_ATOL[fmt] + 1e-9)
+
+
+def test_format_names_are_case_insensitive_and_unknown_ones_list_the_table():
+    assert tel.raw_format("S16LE") is tel.RAW_FORMATS["s16le"]
+    with pytest.raises(ConfigError) as info:
+        tel.raw_format("u8")
+    message = str(info.value)
+    assert "'u8'" in message and "--format" in message
+    for name, fmt in tel.RAW_FORMATS.items():
+        assert f"{name} ({fmt.description})" in message
+
+
+def test_float_to_pcm16_rounds_and_clips():
+    x = np.array([0.0, 0.4 / 32768, 0.6 / 32768, -0.6 / 32768, 1.0, -1.0, 2.0, -2.0], dtype=np.float32)
+    assert tel.float_to_pcm16(x).tolist() == [0, 0, 1, -1, 32767, -32768, 32767, -32768]
+    assert tel.float_to_pcm16_bytes(x) == tel.float_to_pcm16(x).astype("<i2").tobytes()
+    assert tel.float_to_pcm16_bytes(x) == tel.encode_raw(x, "s16le")
+    assert np.array_equal(tel.pcm16_to_float(ALL_PCM), ALL_PCM.astype(np.float32) / 32768)
+    assert np.array_equal(tel.float_to_pcm16(tel.pcm16_to_float(ALL_PCM)), ALL_PCM)
+
+
+def test_as_law_checks_the_name():
+    assert tel.as_law("alaw") == "alaw"
+    with pytest.raises(ConfigError, match=r"G\.711 law is 'gsm'"):
+        tel.as_law("gsm")

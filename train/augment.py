@@ -8,7 +8,6 @@ float32 mono audio at the same rate. :func:`augment` draws a random mix of them 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal as sps
 
+from emostream.audio.codecs import TELEPHONE_RATE_HZ, as_law, g711_roundtrip
 from emostream.audio.files import FloatArray, resample
 from emostream.errors import ConfigError
 
 TELEPHONE_BAND_HZ: tuple[float, float] = (300.0, 3400.0)
-TELEPHONE_RATE_HZ = 8000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,18 +62,9 @@ def augment_config_from_dict(data: dict[str, Any]) -> AugmentConfig:
     return AugmentConfig(**fixed)
 
 
-def _g711_module() -> Any:
-    """emostream.audio.codecs if it exists (G.711 coding), else None."""
-    try:
-        return importlib.import_module("emostream.audio.codecs")
-    except ImportError:
-        return None
-
-
 def g711_available() -> bool:
-    """Whether emostream.audio.codecs (G.711 μ-law/A-law) is present."""
-    module = _g711_module()
-    return module is not None and hasattr(module, "g711_roundtrip")
+    """Whether telephone augmentation applies G.711 coding: always, since :mod:`emostream.audio.codecs` ships."""
+    return True
 
 
 def white_noise(n: int, rng: np.random.Generator) -> FloatArray:
@@ -140,13 +130,12 @@ def pitch_shift(x: FloatArray, rate_hz: int, semitones: float) -> FloatArray:
 
 
 def telephone(x: FloatArray, rate_hz: int, law: str | None = "mulaw") -> FloatArray:
-    """Telephone channel: 300–3400 Hz band-pass, 8 kHz round trip, G.711 coding if available (``law``)."""
+    """Telephone channel: 300–3400 Hz band-pass, 8 kHz round trip, G.711 ``law`` coding (None: no coding)."""
     sos = sps.butter(4, TELEPHONE_BAND_HZ, btype="bandpass", fs=rate_hz, output="sos")
     band = sps.sosfiltfilt(sos, x.astype(np.float64)).astype(np.float32)
     narrow = resample(band, rate_hz, TELEPHONE_RATE_HZ)
-    module = _g711_module()
-    if law is not None and module is not None and hasattr(module, "g711_roundtrip"):
-        narrow = np.asarray(module.g711_roundtrip(narrow, TELEPHONE_RATE_HZ, law), dtype=np.float32)
+    if law is not None:
+        narrow = g711_roundtrip(narrow, TELEPHONE_RATE_HZ, as_law(law))
     wide = resample(np.clip(narrow, -1.0, 1.0), TELEPHONE_RATE_HZ, rate_hz)
     out = np.zeros(x.size, dtype=np.float32)
     n = min(x.size, wide.size)

@@ -1,12 +1,14 @@
-"""Telephony audio: ITU-T G.711 μ-law and A-law, vectorised with numpy.
+"""Audio codecs: the one float <-> PCM16 conversion, G.711 μ-law/A-law, and the table of raw formats.
 
-The codecs are the real segmented G.711 companders (the Sun ``g711.c`` reference that
+The G.711 codecs are the real segmented companders (the Sun ``g711.c`` reference that
 CPython's ``audioop`` also uses), bit-exact on 16-bit PCM: a 16-bit sample is mapped
 to one byte through a 65 536-entry table and a byte back through a 256-entry table,
 both built once at import from the segment rules.
 
 Float audio is float32 in [-1, 1]; it is converted to 16-bit PCM as
-``clip(round(x * 32768), -32768, 32767)`` and back as ``pcm / 32768``.
+``clip(round(x * 32768), -32768, 32767)`` and back as ``pcm / 32768``
+(:func:`float_to_pcm16`, :func:`float_to_pcm16_bytes`, :func:`pcm16_to_float`); nothing
+else in emostream converts float to PCM16.
 
 Functions:
 
@@ -15,7 +17,9 @@ Functions:
 * :func:`g711_roundtrip` — what a signal sounds like after a narrowband G.711 call
   (resample to 8 kHz, encode, decode, resample back), used for telephone-band
   training augmentation and evaluation;
-* :func:`decode_raw` — raw headerless stdin bytes (``mulaw``, ``alaw``, ``s16le``) to float32.
+* :data:`RAW_FORMATS` — the one table of headerless sample formats (``s16le``, ``s32le``,
+  ``f32le``, ``mulaw``, ``alaw``) that ``--stdin --format`` accepts, with :func:`raw_format`,
+  :func:`decode_raw` and :func:`encode_raw`.
 
 μ-law/A-law WAV files need nothing from here: libsndfile reads them natively
 (subtypes ``ULAW``/``ALAW``) through :func:`emostream.audio.files.read_audio`.
@@ -23,6 +27,9 @@ Functions:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -40,8 +47,6 @@ TELEPHONE_RATE_HZ = 8000
 
 Law = Literal["mulaw", "alaw"]
 LAWS: tuple[str, ...] = ("mulaw", "alaw")
-RAW_FORMATS: tuple[str, ...] = ("mulaw", "alaw", "s16le")
-"""Raw stdin sample formats :func:`decode_raw` understands (one channel's samples, or interleaved)."""
 
 _ULAW_SEG_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
 _ALAW_SEG_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
@@ -111,6 +116,14 @@ def float_to_pcm16(x: npt.ArrayLike) -> Pcm16Array:
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
+def float_to_pcm16_bytes(x: npt.ArrayLike) -> bytes:
+    """Float samples in [-1, 1] as little-endian 16-bit PCM bytes (:func:`float_to_pcm16`), 2 bytes per sample.
+
+    What the WebRTC VAD and ``s16le`` output take; ``x`` of any shape is written in C order.
+    """
+    return float_to_pcm16(x).astype("<i2", copy=False).tobytes()
+
+
 def pcm16_to_float(pcm: npt.ArrayLike) -> FloatArray:
     """int16 samples to float32 in [-1, 1): ``pcm / 32768``; shape kept."""
     return np.asarray(pcm, dtype=np.int16).astype(np.float32) / np.float32(32768.0)
@@ -156,9 +169,13 @@ def alaw_decode(codes: npt.ArrayLike) -> FloatArray:
     return pcm16_to_float(alaw_to_pcm16(codes))
 
 
-def _check_law(law: str) -> None:
-    if law not in LAWS:
-        raise ConfigError(f"G.711 law is {law!r}; expected one of {LAWS}")
+def as_law(law: str) -> Law:
+    """``law`` checked to be a G.711 law name (``mulaw`` or ``alaw``); :class:`ConfigError` otherwise."""
+    if law == "mulaw":
+        return "mulaw"
+    if law == "alaw":
+        return "alaw"
+    raise ConfigError(f"G.711 law is {law!r}; expected one of {LAWS}")
 
 
 def g711_roundtrip(x: npt.ArrayLike, rate_hz: int, law: Law = "mulaw") -> FloatArray:
@@ -168,7 +185,7 @@ def g711_roundtrip(x: npt.ArrayLike, rate_hz: int, law: Law = "mulaw") -> FloatA
     has the same shape and rate (length trimmed or zero-padded to ``n``). The soxr HQ
     filter band-limits to just under 4 kHz, as a phone line does.
     """
-    _check_law(law)
+    law = as_law(law)
     if rate_hz <= 0:
         raise ConfigError(f"rate_hz is {rate_hz}; expected a positive sample rate such as 16000")
     signal = np.asarray(x, dtype=np.float32)
@@ -192,27 +209,134 @@ def _fit_length(x: FloatArray, n: int) -> FloatArray:
     return np.concatenate([x, pad])
 
 
+# ---------------------------------------------------------------- raw formats
+
+
+@dataclass(frozen=True, kw_only=True)
+class RawFormat:
+    """A headerless sample format: its size, a decoder and an encoder.
+
+    ``decode(data)`` takes whole samples (``len(data)`` a multiple of ``bytes_per_sample``) and
+    returns float32 in [-1, 1], shape (n_samples,) (interleaved if multi-channel);
+    ``encode(x)`` takes float32 samples of any shape and returns their bytes in C order.
+    """
+
+    name: str
+    bytes_per_sample: int
+    description: str
+    decode: Callable[[bytes], FloatArray]
+    encode: Callable[[FloatArray], bytes]
+
+
+_S32_SCALE = 2147483648.0
+
+
+def _s16_decode(data: bytes) -> FloatArray:
+    return pcm16_to_float(np.frombuffer(data, dtype="<i2"))
+
+
+def _s32_decode(data: bytes) -> FloatArray:
+    return (np.frombuffer(data, dtype="<i4").astype(np.float32) / np.float32(_S32_SCALE)).astype(np.float32)
+
+
+def _s32_encode(x: FloatArray) -> bytes:
+    scaled = np.rint(np.asarray(x, dtype=np.float64) * _S32_SCALE)
+    return np.clip(scaled, -_S32_SCALE, _S32_SCALE - 1).astype("<i4").tobytes()
+
+
+def _f32_decode(data: bytes) -> FloatArray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _f32_encode(x: FloatArray) -> bytes:
+    return np.asarray(x, dtype="<f4").tobytes()
+
+
+def _mulaw_decode(data: bytes) -> FloatArray:
+    return mulaw_decode(np.frombuffer(data, dtype=np.uint8))
+
+
+def _alaw_decode(data: bytes) -> FloatArray:
+    return alaw_decode(np.frombuffer(data, dtype=np.uint8))
+
+
+RAW_FORMATS: Mapping[str, RawFormat] = MappingProxyType(
+    {
+        fmt.name: fmt
+        for fmt in (
+            RawFormat(
+                name="s16le",
+                bytes_per_sample=2,
+                description="16-bit signed little-endian",
+                decode=_s16_decode,
+                encode=float_to_pcm16_bytes,
+            ),
+            RawFormat(
+                name="s32le",
+                bytes_per_sample=4,
+                description="32-bit signed little-endian",
+                decode=_s32_decode,
+                encode=_s32_encode,
+            ),
+            RawFormat(
+                name="f32le",
+                bytes_per_sample=4,
+                description="32-bit float little-endian",
+                decode=_f32_decode,
+                encode=_f32_encode,
+            ),
+            RawFormat(
+                name="mulaw",
+                bytes_per_sample=1,
+                description="G.711 mu-law, 8-bit",
+                decode=_mulaw_decode,
+                encode=lambda x: mulaw_encode(x).tobytes(),
+            ),
+            RawFormat(
+                name="alaw",
+                bytes_per_sample=1,
+                description="G.711 A-law, 8-bit",
+                decode=_alaw_decode,
+                encode=lambda x: alaw_encode(x).tobytes(),
+            ),
+        )
+    }
+)
+"""The raw sample formats, by name (``--stdin --format``); the first, ``s16le``, is the default."""
+
+
+def raw_format(name: str) -> RawFormat:
+    """Look up a raw format by name (case-insensitive); :class:`ConfigError` lists the known ones."""
+    try:
+        return RAW_FORMATS[name.lower()]
+    except KeyError:
+        known = ", ".join(f"{k} ({v.description})" for k, v in RAW_FORMATS.items())
+        raise ConfigError(
+            f"raw PCM format {name!r} is not supported; supported formats: {known}. Pass one of them with --format"
+        ) from None
+
+
 def bytes_per_sample(fmt: str) -> int:
-    """Bytes one sample of a raw format takes (1 for mulaw/alaw, 2 for s16le)."""
-    if fmt not in RAW_FORMATS:
-        raise ConfigError(f"raw audio format is {fmt!r}; expected one of {RAW_FORMATS}")
-    return 2 if fmt == "s16le" else 1
+    """Bytes one sample of a raw format takes (1 for mulaw/alaw, 2 for s16le, 4 for s32le/f32le)."""
+    return raw_format(fmt).bytes_per_sample
 
 
 def decode_raw(data: bytes, fmt: str) -> FloatArray:
     """Headerless raw samples to float32 in [-1, 1], shape (n_samples,) (interleaved if multi-channel).
 
-    ``fmt`` is ``mulaw`` or ``alaw`` (one byte per sample, G.711) or ``s16le``
-    (little-endian 16-bit PCM). Reshape interleaved channels with ``.reshape(-1, channels)``.
-    Raises :class:`AudioInputError` if ``data`` is not a whole number of samples.
+    ``fmt`` names an entry of :data:`RAW_FORMATS`. Reshape interleaved channels with
+    ``.reshape(-1, channels)``. Raises :class:`AudioInputError` if ``data`` is not a whole
+    number of samples, :class:`ConfigError` for an unknown format.
     """
-    width = bytes_per_sample(fmt)
-    if len(data) % width:
+    codec = raw_format(fmt)
+    if len(data) % codec.bytes_per_sample:
         raise AudioInputError(
-            f"raw {fmt} input has {len(data)} bytes, not a multiple of the {width}-byte sample; "
-            "pass whole samples (buffer partial reads before decoding)"
+            f"raw {codec.name} input has {len(data)} bytes, not a multiple of the {codec.bytes_per_sample}-byte "
+            "sample; pass whole samples (buffer partial reads before decoding)"
         )
-    if fmt == "s16le":
-        return pcm16_to_float(np.frombuffer(data, dtype="<i2"))
-    codes = np.frombuffer(data, dtype=np.uint8)
-    return mulaw_decode(codes) if fmt == "mulaw" else alaw_decode(codes)
+    return codec.decode(data)
+
+
+def encode_raw(x: npt.ArrayLike, fmt: str) -> bytes:
+    """Float32 samples in [-1, 1] (any shape, C order; (n, channels) gives interleaved) as raw ``fmt`` bytes."""
+    return raw_format(fmt).encode(np.asarray(x, dtype=np.float32))

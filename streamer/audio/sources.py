@@ -12,9 +12,6 @@ import io
 import os
 import select
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from emostream.audio.codecs import decode_raw
+from emostream.audio.codecs import raw_format
 from emostream.audio.ringbuffer import RingBuffer
 from emostream.errors import AudioInputError, ConfigError, DeviceError
 
@@ -62,54 +59,6 @@ class Source:
         return []
 
 
-# ---------------------------------------------------------------- raw PCM formats
-
-
-@dataclass(frozen=True)
-class PcmFormat:
-    """A raw PCM sample format: bytes per sample and a decoder of whole samples to float32."""
-
-    name: str
-    sample_bytes: int
-    decode: Callable[[bytes], FloatArray]
-    description: str
-
-
-def _int_decoder(dtype: str, scale: float) -> Callable[[bytes], FloatArray]:
-    def decode(data: bytes) -> FloatArray:
-        return (np.frombuffer(data, dtype=dtype).astype(np.float32) / np.float32(scale)).astype(np.float32)
-
-    return decode
-
-
-def _f32_decode(data: bytes) -> FloatArray:
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
-
-
-PCM_FORMATS: dict[str, PcmFormat] = {}
-
-
-def register_pcm_format(fmt: PcmFormat) -> None:
-    """Make a raw format available to ``--stdin --format`` (e.g. telephony's mulaw/alaw)."""
-    PCM_FORMATS[fmt.name] = fmt
-
-
-register_pcm_format(PcmFormat("s16le", 2, _int_decoder("<i2", 32768.0), "16-bit signed little-endian"))
-register_pcm_format(PcmFormat("s32le", 4, _int_decoder("<i4", 2147483648.0), "32-bit signed little-endian"))
-register_pcm_format(PcmFormat("f32le", 4, _f32_decode, "32-bit float little-endian"))
-register_pcm_format(PcmFormat("mulaw", 1, partial(decode_raw, fmt="mulaw"), "G.711 mu-law, 8-bit"))
-register_pcm_format(PcmFormat("alaw", 1, partial(decode_raw, fmt="alaw"), "G.711 A-law, 8-bit"))
-
-
-def pcm_format(name: str) -> PcmFormat:
-    """Look up a raw format by name; ConfigError lists the known ones."""
-    try:
-        return PCM_FORMATS[name.lower()]
-    except KeyError:
-        known = ", ".join(f"{k} ({v.description})" for k, v in PCM_FORMATS.items())
-        raise ConfigError(f"raw PCM format {name!r} is not supported; supported formats: {known}") from None
-
-
 # ---------------------------------------------------------------- stdin
 
 
@@ -126,7 +75,8 @@ class StdinSource(Source):
     """Interleaved raw PCM from a binary stream (``sys.stdin.buffer``).
 
     A real pipe or file is read unbuffered with a timeout (so Ctrl-C is prompt even when
-    the writer is silent); partial frames are kept until the rest arrives.
+    the writer is silent); partial frames are kept until the rest arrives. ``fmt`` names an
+    entry of :data:`emostream.audio.codecs.RAW_FORMATS` (case-insensitive).
     """
 
     def __init__(self, stream: BinaryIO, rate_hz: int, channels: int, fmt: str = "s16le", block_ms: int = 50) -> None:
@@ -134,12 +84,12 @@ class StdinSource(Source):
             raise ConfigError(f"--rate is {rate_hz}; raw PCM needs its sample rate in Hz, e.g. --rate 16000")
         if not 1 <= channels <= 32:
             raise ConfigError(f"--channels is {channels}; expected 1 to 32")
-        self.format = pcm_format(fmt)
+        self.format = raw_format(fmt)
         self.stream = stream
         self.rate_hz = rate_hz
         self.channels = channels
         self.name = f"stdin ({self.format.name}, {rate_hz} Hz, {channels} ch)"
-        self._frame_bytes = self.format.sample_bytes * channels
+        self._frame_bytes = self.format.bytes_per_sample * channels
         self._block_bytes = max(1, rate_hz * block_ms // 1000) * self._frame_bytes
         self._pending = b""
         self._done = False
@@ -176,7 +126,7 @@ class StdinSource(Source):
             return []
         return [
             f"stdin ended in the middle of a frame: the last {self.truncated_bytes} byte(s) were ignored "
-            f"(a frame is {self._frame_bytes} bytes: {self.channels} channel(s) x {self.format.sample_bytes}); "
+            f"(a frame is {self._frame_bytes} bytes: {self.channels} channel(s) x {self.format.bytes_per_sample}); "
             "check --format and --channels"
         ]
 
