@@ -126,7 +126,7 @@ def _one_model(name: str, seconds: float, passes: int) -> tuple[list[dict[str, A
         "hop_ms_p50": percentile(run.hop_ms, 50),
         "hop_ms_p99": percentile(run.hop_ms, 99),
         "stage_ms_per_hop": stage_means,
-        "pipeline": "emostream.engine.pipeline.ChannelPipeline (default SmoothingSettings)",
+        "pipeline": "emostream.engine.pipeline.ChannelPipeline (default SmoothingConfig)",
     }
     return figs, details
 

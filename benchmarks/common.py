@@ -19,8 +19,8 @@ import numpy as np
 
 import emostream
 from emostream.audio.files import load_mono
-from emostream.config import SmoothingSettings
 from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.smoothing import SmoothingConfig
 from emostream.inference.metadata import bundled_models_dir
 from emostream.inference.model import EmotionModel
 
@@ -103,9 +103,9 @@ def _timed(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def make_pipeline(model: EmotionModel, smoothing: SmoothingSettings | None = None) -> ChannelPipeline:
+def make_pipeline(model: EmotionModel, smoothing: SmoothingConfig | None = None) -> ChannelPipeline:
     """ENGINE's ChannelPipeline for one channel with the model's own VAD and feature settings."""
-    return ChannelPipeline(model, model.metadata.vad_config, smoothing or SmoothingSettings())
+    return ChannelPipeline(model, model.metadata.vad_config, smoothing or SmoothingConfig())
 
 
 @dataclass

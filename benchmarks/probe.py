@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.meta_path.insert(0, _Blocker())
 
     from emostream.audio.sources import FileSource
-    from emostream.config import SmoothingSettings
     from emostream.engine.pipeline import ChannelPipeline
+    from emostream.engine.smoothing import SmoothingConfig
     from emostream.inference.model import EmotionModel
 
     model = EmotionModel.load(args.model, num_threads=1)
-    pipeline = ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings())
+    pipeline = ChannelPipeline(model, model.metadata.vad_config, SmoothingConfig())
     source = FileSource(args.file, block_ms=50, fast=True)
     if source.rate_hz != model.metadata.feature_config.sample_rate_hz:
         raise SystemExit(f"probe expects a {model.metadata.feature_config.sample_rate_hz} Hz file")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     while (block := source.read()) is not None:
         results = pipeline.process(block.mean(axis=1))
         if results and hops == 0:
-            print(json.dumps(results[0].to_json()), flush=True)
+            print(json.dumps(results[0].to_dict()), flush=True)
         hops += len(results)
     hops += len(pipeline.flush())
     source.stop()

@@ -40,10 +40,9 @@ from typing import Any
 import numpy as np
 
 from emostream.audio.files import load_mono
-from emostream.config import SmoothingSettings
 from emostream.engine.events import HopResult
 from emostream.engine.pipeline import ChannelPipeline
-from emostream.engine.smoothing import Smoother
+from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.model import EmotionModel
 
@@ -158,7 +157,7 @@ def build_recording(
 
 
 def stream(
-    model: EmotionModel, recording: Recording, smoothing: SmoothingSettings, block_s: float = 0.5
+    model: EmotionModel, recording: Recording, smoothing: SmoothingConfig, block_s: float = 0.5
 ) -> list[HopResult]:
     """Every hop of ``recording`` through a fresh ChannelPipeline, end flushed."""
     pipeline = ChannelPipeline(model, model.metadata.vad_config, smoothing)
@@ -170,14 +169,14 @@ def stream(
 
 
 def replay(
-    hops: Sequence[HopResult], labels: Sequence[str], smoothing: SmoothingSettings, hop_s: float
+    hops: Sequence[HopResult], labels: Sequence[str], smoothing: SmoothingConfig, hop_s: float
 ) -> list[str | None]:
     """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores."""
     smoother = Smoother(labels, smoothing, hop_s)
     shown = []
     for hop in hops:
         probs = None if hop.scores is None else [hop.scores[lab] for lab in labels]
-        shown.append(smoother.process(probs)[1])
+        shown.append(smoother.process(probs, hop.t_end)[1])
     return shown
 
 
@@ -269,20 +268,20 @@ def score(
 # ------------------------------------------------------------------ the grid and the run
 
 
-def smoothing_grid(name: str) -> list[SmoothingSettings]:
+def smoothing_grid(name: str) -> list[SmoothingConfig]:
     """``default``: EMA time constants × hysteresis × min dwell (+ sliding-window means); ``small``: a few."""
     if name == "small":
         return [
-            SmoothingSettings(time_constant_s=t, hysteresis=h, min_dwell_s=d)
+            SmoothingConfig(time_constant_s=t, hysteresis=h, min_dwell_s=d)
             for t, h, d in ((0.0, 0.0, 0.0), (2.0, 0.1, 2.0), (1.0, 0.05, 1.0))
         ]
     grid = [
-        SmoothingSettings(time_constant_s=t, hysteresis=h, min_dwell_s=d)
+        SmoothingConfig(time_constant_s=t, hysteresis=h, min_dwell_s=d)
         for t in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
         for h in (0.0, 0.05, 0.1, 0.15, 0.2)
         for d in (0.0, 1.0, 2.0, 3.0)
     ]
-    grid += [SmoothingSettings(method="window", window_s=w, hysteresis=0.1, min_dwell_s=1.0) for w in (2.0, 4.0)]
+    grid += [SmoothingConfig(method="window", window_s=w, hysteresis=0.1, min_dwell_s=1.0) for w in (2.0, 4.0)]
     return grid
 
 
@@ -302,7 +301,7 @@ def recommend(rows: dict[str, dict[str, float]]) -> str | None:
     return max(fit, key=lambda name: fit[name]["ua"]) if fit else None
 
 
-def setting_name(s: SmoothingSettings) -> str:
+def setting_name(s: SmoothingConfig) -> str:
     """Short description of a smoothing setting."""
     head = f"ema τ={s.time_constant_s:g}s" if s.method == "ema" else f"window {s.window_s:g}s"
     return f"{head} hyst={s.hysteresis:g} dwell={s.min_dwell_s:g}s"
@@ -357,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             snr_db=args.snr_db,
             episode=args.episode,
         )
-        default = SmoothingSettings()
+        default = SmoothingConfig()
         hops = stream(model, rec, default)
         hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
         if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:

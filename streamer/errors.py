@@ -44,7 +44,7 @@ class DatasetError(EmoStreamError):
     exit_code = 6
 
 
-class InvalidSetting(ConfigError):
+class InvalidSettingError(ConfigError):
     """One setting of a stage config has a bad value; ``key`` names it.
 
     Raised by the configs' ``__post_init__`` checks. The config loader adds the file and

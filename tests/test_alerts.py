@@ -11,16 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from emostream.alerts.rules import (
-    AlertDispatcher,
-    AlertEvent,
-    AlertMonitor,
-    AlertOutput,
-    AlertRule,
-    AlertRules,
-    build_monitor,
-)
+from emostream import schema
+from emostream.alerts.delivery import AlertDelivery, AlertDispatcher, AlertOutput
+from emostream.alerts.rules import AlertEvent, AlertRule, AlertRules
+from emostream.engine.channels import ChannelPlan
 from emostream.engine.events import HopResult
+from emostream.engine.stats import ChannelStats
 from emostream.errors import ConfigError
 
 HOP_S = 0.5
@@ -64,7 +60,7 @@ def test_fires_once_after_min_duration_and_clears_below_clear_threshold():
     fired = events[0][1]
     assert fired.t_start == 2.0 and fired.t_end == 2.0 + 10 * HOP_S  # span = 5.0 s
     assert fired.score == pytest.approx(0.7) and fired.peak == pytest.approx(0.7)
-    record = fired.to_json()
+    record = fired.to_dict()
     assert record["type"] == "alert" and record["rule"] == "angry" and record["channel"] == 0
     assert record["role"] == "customer" and record["scores"]["angry"] == 0.7
     assert json.loads(json.dumps(record)) == record
@@ -139,10 +135,10 @@ def test_rule_validation_names_the_key():
     with pytest.raises(ConfigError, match="emotions"):
         AlertRule(name="a", emotions=())
     with pytest.raises(ConfigError, match="colour is not a known key"):
-        AlertRule.from_dict({"name": "a", "emotions": ["angry"], "colour": "red"})
+        schema.build(AlertRule, {"name": "a", "emotions": ["angry"], "colour": "red"}, "[[alerts]]")
     with pytest.raises(ConfigError, match="unique"):
         AlertRules([ANGRY, ANGRY])
-    rule = AlertRule.from_dict({"name": "a", "emotions": "sad", "roles": ["customer"], "min_duration_s": 3})
+    rule = schema.build(AlertRule, {"name": "a", "emotions": "sad", "roles": ["customer"], "min_duration_s": 3}, "x")
     assert rule.emotions == ("sad",) and rule.roles == ("customer",) and rule.min_duration_s == 3
     with pytest.raises(ConfigError, match="webhook"):
         AlertOutput(webhook="ftp://x")
@@ -222,7 +218,7 @@ def test_good_webhook_receives_the_alert_json(server_factory):
     events = [_fired(i) for i in range(3)]
     assert all(dispatcher.submit(e) for e in events)
     assert dispatcher.close(timeout=10.0)
-    assert srv.bodies == [e.to_json() for e in events]
+    assert srv.bodies == [e.to_dict() for e in events]
     assert (dispatcher.stats.delivered, dispatcher.stats.failed, dispatcher.stats.dropped) == (3, 0, 0)
 
 
@@ -275,7 +271,7 @@ def test_command_gets_alert_json_on_stdin(tmp_path: Path):
         assert dispatcher.submit(e)
     assert dispatcher.close(timeout=60.0)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert lines == [e.to_json() for e in events]
+    assert lines == [e.to_dict() for e in events]
     assert dispatcher.stats.delivered == 2
 
 
@@ -310,30 +306,38 @@ def test_rules_are_checked_against_the_model_labels():
     assert AlertRules([ANGRY], labels=("neutral", "angry")).rules == (ANGRY,)
 
 
-class _Target:
-    def __init__(self, channel: int) -> None:
-        self.channel = channel
-        self.active_alerts: tuple[str, ...] = ()
-        self.alerts_fired = 0
-
-
-def test_monitor_updates_targets_and_emits_every_event():
-    targets = [_Target(0), _Target(1)]
-    emitted: list[dict] = []
+def test_channel_statistics_follow_the_alert_events_of_their_channel():
     rule = AlertRule(name="a", emotions=("angry",), min_duration_s=0.5, clear_threshold=0.3)
-    monitor = AlertMonitor(AlertRules([rule]), targets, emit=emitted.append)
-    monitor([hop(0, 0.9, channel=1), hop(0, 0.1, channel=0)])
-    assert emitted == [] and targets[1].active_alerts == ()
-    monitor([hop(1, 0.9, channel=1)])
-    assert [e["state"] for e in emitted] == ["fired"] and emitted[0]["channel"] == 1
-    assert targets[1].active_alerts == ("a",) and targets[1].alerts_fired == 1 and targets[0].active_alerts == ()
-    monitor([hop(2, 0.2, channel=1)])
-    assert [e["state"] for e in emitted] == ["fired", "cleared"]
-    assert targets[1].active_alerts == () and targets[1].alerts_fired == 1
-    monitor.close()  # no dispatcher: nothing to wait for
+    rules = AlertRules([rule])
+    stats = [
+        ChannelStats(ChannelPlan(i, "customer", f"c{i}", True), ("neutral", "angry", "sad"), HOP_S) for i in (0, 1)
+    ]
+    emitted: list[AlertEvent] = []
+
+    def feed(h: HopResult) -> None:
+        stats[h.channel].on_hop(h)
+        for event in rules.process(h):
+            stats[event.channel].on_alert(event)
+            emitted.append(event)
+
+    feed(hop(0, 0.9, channel=1))
+    feed(hop(0, 0.1, channel=0))
+    assert emitted == [] and stats[1].active_alerts == ()
+    feed(hop(1, 0.9, channel=1))
+    assert [e.state for e in emitted] == ["fired"] and emitted[0].channel == 1
+    assert stats[1].active_alerts == ("a",) and stats[1].alerts_fired == 1 and stats[0].active_alerts == ()
+    feed(hop(2, 0.2, channel=1))
+    assert [e.state for e in emitted] == ["fired", "cleared"]
+    assert stats[1].active_alerts == () and stats[1].summary().alerts == 1
 
 
-def test_build_monitor_without_rules_or_targets():
-    assert build_monitor([], AlertOutput(), ("angry",), []) is None
-    monitor = build_monitor([ANGRY], AlertOutput(), ("neutral", "angry"), [])
-    assert monitor is not None and monitor.dispatcher is None
+def test_delivery_observer_submits_only_alert_events(tmp_path: Path):
+    out = tmp_path / "delivered.jsonl"
+    script = f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read() + '\\n')"
+    delivery = AlertDelivery(AlertOutput(command=(sys.executable, "-c", script)))
+    fired = AlertEvent("a", "fired", 0, "customer", 1.0, 6.0, ("angry",), 0.6, 0.8, 0.9, {"angry": 0.8})
+    delivery.on_event(hop(0, 0.9))
+    delivery.on_event(fired)
+    delivery.on_end(object())
+    assert delivery.dispatcher.stats.delivered == 1
+    assert [json.loads(line)["rule"] for line in out.read_text().splitlines()] == ["a"]

@@ -12,6 +12,8 @@ from conftest import fixture_clip, run_cli
 
 from emostream.apps.analyze import analyze_file
 from emostream.audio.files import load_mono
+from emostream.config import Config
+from emostream.engine.plan import make_plan
 from emostream.errors import AudioInputError
 from emostream.frontend.windowing import extract_windows
 from emostream.inference.model import EmotionModel
@@ -19,7 +21,7 @@ from emostream.inference.model import EmotionModel
 
 def test_file_scores_are_the_mean_over_speech_windows(model: EmotionModel) -> None:
     clip = fixture_clip(1, 6)
-    result = analyze_file(clip, model)
+    result = analyze_file(clip, make_plan(Config(), model))
     windows = extract_windows(load_mono(clip, 16000), model.metadata.feature_config, model.metadata.vad_config)
     expected = model.predict_batch(np.stack([w.features for w in windows if w.is_speech])).mean(axis=0)
     assert result.scores is not None
@@ -32,7 +34,10 @@ def test_stereo_files_are_mixed_to_mono(model: EmotionModel, tmp_path: Path) -> 
     x = load_mono(fixture_clip(2, 4), 16000)
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([x, x], axis=1), 16000, subtype="FLOAT")
-    stereo, mono = analyze_file(path, model), analyze_file(fixture_clip(2, 4), model)
+    stereo, mono = (
+        analyze_file(path, make_plan(Config(), model)),
+        analyze_file(fixture_clip(2, 4), make_plan(Config(), model)),
+    )
     assert stereo.emotion == mono.emotion and stereo.scores is not None and mono.scores is not None
     np.testing.assert_allclose(list(stereo.scores.values()), list(mono.scores.values()), atol=1e-3)
 
@@ -41,7 +46,7 @@ def test_too_short_file_is_refused(model: EmotionModel, tmp_path: Path) -> None:
     path = tmp_path / "short.wav"
     sf.write(path, np.zeros(4000, np.float32), 16000)
     with pytest.raises(AudioInputError, match="too short"):
-        analyze_file(path, model)
+        analyze_file(path, make_plan(Config(), model))
 
 
 def test_cli_analyses_good_files_despite_bad_ones(tmp_path: Path, model_arg: str) -> None:

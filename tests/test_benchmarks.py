@@ -24,6 +24,7 @@ from benchmarks.common import FIGURE_KEYS, RESULT_KEYS, available_models, demo_p
 
 # The shipped models, else $EMOSTREAM_TEST_MODEL (a .json path), as in conftest.py.
 MODELS = available_models() or [m for m in [os.environ.get("EMOSTREAM_TEST_MODEL")] if m]
+SLOW_BENCHMARKS = ("bench_runtime", "bench_calls")  # several seconds each: marked slow
 needs_model = pytest.mark.skipif(not MODELS, reason="no shipped model and no EMOSTREAM_TEST_MODEL")
 
 
@@ -46,7 +47,9 @@ def test_benchmarks_are_discovered() -> None:
 
 
 @needs_model
-@pytest.mark.parametrize("module", bench_modules())
+@pytest.mark.parametrize(
+    "module", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_BENCHMARKS else m for m in bench_modules()]
+)
 def test_benchmark_runs_and_reports(module: str) -> None:
     args = parse_args(["--quick", "--seconds", "2", "--startup-runs", "1", "--model", MODELS[0]])
     res = importlib.import_module(f"benchmarks.{module}").run(args)

@@ -15,8 +15,9 @@ from conftest import fixture_clip, run_cli
 
 from emostream.apps import calls
 from emostream.apps.calls import BatchOptions, run_batch
-from emostream.audio.files import load_mono
+from emostream.audio.files import load_mono, resample
 from emostream.config import Config, config_from_dict
+from emostream.errors import ConfigError
 from emostream.inference.model import EmotionModel
 
 RATE = 16000
@@ -159,7 +160,7 @@ def test_corrupt_files_are_reported_and_skipped(tmp_path: Path, model: EmotionMo
 
 def test_g711_8khz_stereo_call(tmp_path: Path, model: EmotionModel, model_arg: str):
     call = stereo_call()
-    narrow = np.asarray(calls.resample(call, RATE, 8000), dtype=np.float32)
+    narrow = np.asarray(resample(call, RATE, 8000), dtype=np.float32)
     sf.write(tmp_path / "ulaw.wav", narrow, 8000, subtype="ULAW")
     sf.write(tmp_path / "alaw.wav", narrow, 8000, subtype="ALAW")
     result = run_batch([tmp_path / "ulaw.wav", tmp_path / "alaw.wav"], options(tmp_path, model_arg), progress=False)
@@ -171,6 +172,7 @@ def test_g711_8khz_stereo_call(tmp_path: Path, model: EmotionModel, model_arg: s
         assert summary["channels"][0]["speech_s"] > 1.0 and summary["channels"][0]["peaks"]
 
 
+@pytest.mark.slow
 def test_two_jobs_give_the_same_summaries_as_one(tmp_path: Path, model: EmotionModel, model_arg: str):
     calls_dir = tmp_path / "calls"
     calls_dir.mkdir()
@@ -189,9 +191,9 @@ def test_png_per_call_and_warning_without_matplotlib(tmp_path, model, model_arg,
     run_batch([tmp_path / "call.wav"], opts, progress=False)
     png = (opts.out_dir / "call.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
-    real_find_spec = calls.importlib.util.find_spec
+    real_find_spec = calls.batch.importlib.util.find_spec
     monkeypatch.setattr(
-        calls.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real_find_spec(name)
+        calls.batch.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real_find_spec(name)
     )
     opts2 = options(tmp_path / "nompl", model_arg, png=True)
     result = run_batch([tmp_path / "call.wav"], opts2, progress=False)
@@ -206,10 +208,11 @@ def test_duplicate_names_get_distinct_outputs(tmp_path: Path):
         (tmp_path / sub / "call.wav").write_bytes(b"")
     keys = [j.key for j in calls.find_calls([tmp_path])]
     assert keys == ["call", "call-2"]
-    with pytest.raises(calls.ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         calls.find_calls([tmp_path / "missing"])
 
 
+@pytest.mark.slow
 def test_cli_calls_command(tmp_path: Path, model: EmotionModel, model_arg: str):
     calls_dir = tmp_path / "calls"
     calls_dir.mkdir()
@@ -232,5 +235,5 @@ def test_timeline_bin_ties_do_not_depend_on_string_hashing():
         return HopResult(t_end - 2, t_end, 1.0, True, None, {"sad": 0.5, "angry": 0.5}, emotion, 0.5, 0.1)
 
     hops = [hop(2.0, "sad"), hop(2.5, "angry"), hop(3.0, "sad"), hop(3.5, "angry")]
-    bins = calls._timeline(hops, ["sad", "angry"], 10.0, 4.0, hop_s=0.5, analysed=True)
+    bins = calls.analysis._timeline(hops, ["sad", "angry"], 10.0, 4.0, hop_s=0.5, analysed=True)
     assert bins[0]["emotion"] == "angry"  # a 2-2 tie goes to the label shown last

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from emostream.alerts.rules import AlertOutput, AlertRule
-from emostream.config import Config, channel_plan, config_from_dict, load_config
+from emostream.alerts.delivery import AlertOutput
+from emostream.alerts.rules import AlertRule
+from emostream.config import Config, config_from_dict, load_config
+from emostream.engine import channels
 from emostream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def parse(text: str) -> Config:
 
 def test_call_center_config_parses_to_runtime_objects():
     cfg = parse(CALL_CENTER)
-    rules = [a.to_rule() for a in cfg.alerts]
+    rules = list(cfg.alerts)
     assert rules[0] == AlertRule(
         name="customer_angry",
         emotions=("angry",),
@@ -60,7 +62,7 @@ def test_call_center_config_parses_to_runtime_objects():
         roles=("customer",),
     )
     assert rules[1].combine == "max" and rules[1].emotions == ("sad", "fearful") and rules[1].roles == ()
-    out = cfg.alerts_output.to_output()
+    out = cfg.alerts_output
     assert out == AlertOutput(webhook="http://127.0.0.1:9/alerts", command=("python3", "hook.py"), retries=1)
     assert out.argv() == ["python3", "hook.py"]
 
@@ -122,3 +124,7 @@ def test_batch_mode_ignores_channels_the_file_does_not_have():
     plans = channel_plan(cfg, 1, ("mixed",), strict=False)
     assert [(p.index, p.role, p.analysed) for p in plans] == [(0, "customer", True)]
     assert [p.role for p in channel_plan(Config(), 1, ("mixed",), strict=False)] == ["mixed"]
+
+
+def channel_plan(cfg: Config, n: int, default_roles: tuple[str, ...] = (), *, strict: bool = True):
+    return channels.channel_plan(cfg.channels, cfg.privacy, n, default_roles, strict=strict, where=cfg.source)

@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from conftest import run_cli
 from test_calls import stereo_call
@@ -75,6 +76,7 @@ def test_stereo_roles_agent_privacy_and_alert_events(tmp_path: Path, model: Emot
     assert end_channels[1]["analysed"] is False and end_channels[1]["emotion_seconds"] == {}
 
 
+@pytest.mark.slow
 def test_g711_stdin_matches_the_g711_wav(tmp_path: Path, model: EmotionModel, model_arg: str):
     narrow = resample(stereo_call(), 16000, 8000)
     for law, subtype, encode in (("mulaw", "ULAW", mulaw_encode), ("alaw", "ALAW", alaw_encode)):
@@ -148,16 +150,18 @@ def test_slow_webhook_does_not_hold_up_the_stream(tmp_path: Path, model: Emotion
 
 
 def test_channel_names_and_roles_reach_the_dashboard_views(tmp_path: Path, model: EmotionModel):
-    from emostream.apps.live import build_pipelines
     from emostream.audio.sources import FileSource
     from emostream.config import load_config
+    from emostream.engine.plan import make_plan
+    from emostream.engine.session import Session
 
     wav = tmp_path / "call.wav"
     sf.write(wav, stereo_call(), 16000)
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(CHANNELS)
-    pipelines = build_pipelines(model, FileSource(wav, fast=True), load_config(cfg_path))
-    views = [p.view() for p in pipelines]
+    source = FileSource(wav, fast=True)
+    session = Session(make_plan(load_config(cfg_path), model), input_rate_hz=source.rate_hz, channels=source.channels)
+    views = session.views()
     assert [(v.channel, v.role, v.name, v.analysed) for v in views] == [
         (0, "customer", "Caller", True),
         (1, "agent", None, False),

@@ -93,6 +93,7 @@ def test_corrupt_file_is_an_audio_input_error(tmp_path: Path, model_arg: str) ->
     assert proc.stdout == b""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(input_devices()), reason="this machine has input devices (see test_alsa_mic.py)")
 def test_missing_device_and_demo_fallback_without_devices(model_arg: str) -> None:
     proc = run_cli("--device", "nosuch", *RUN, "--model", model_arg)
@@ -108,6 +109,7 @@ def test_missing_device_and_demo_fallback_without_devices(model_arg: str) -> Non
     assert listing.returncode == 0 and b"no audio input devices found" in listing.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_exits_130_after_the_summary_and_the_end_record(model_arg: str, sig: signal.Signals) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -171,6 +173,7 @@ def test_run_options_parse_without_a_command() -> None:
     assert build_parser().parse_args(["analyze", "a.wav", "b.wav"]).paths == ["a.wav", "b.wav"]
 
 
+@pytest.mark.slow
 def test_jsonl_file_is_written_live(tmp_path: Path, model_arg: str) -> None:
     out = tmp_path / "events.jsonl"
     proc = subprocess.Popen(

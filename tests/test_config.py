@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from emostream.apps.cli import build_parser, config_from_args
-from emostream.config import SECTIONS, Config, apply_overrides, config_from_dict, load_config
+from emostream.config import MODEL_OVERRIDES, SECTIONS, Config, apply_overrides, config_from_dict, load_config
 from emostream.errors import ConfigError
 from emostream.frontend.features import FeatureConfig
+from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig
 
 SHIPPED = Path(__file__).parent.parent / "config.toml"
@@ -26,9 +27,9 @@ def test_shipped_config_writes_out_every_setting_that_has_a_value() -> None:
     # settings whose default is None ("not set") can only appear as commented examples
     data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     text = SHIPPED.read_text(encoding="utf-8")
-    for name, cls in SECTIONS.items():
+    for name, cls in {**SECTIONS, **MODEL_OVERRIDES}.items():
         for f in dataclasses.fields(cls):
-            default = getattr(cls(), f.name)
+            default = None if name in MODEL_OVERRIDES else getattr(cls(), f.name)
             if default is None:
                 assert f"# {f.name} = " in text, f"[{name}] {f.name} has no commented example"
             else:
@@ -81,18 +82,20 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_window_hop_must_align_with_the_frame_hop_and_vad_frame() -> None:
     cfg = config_from_dict({"windowing": {"window_hop_ms": 200}}, "x.toml")
-    assert cfg.windowing.resolve(FeatureConfig(), VadConfig()).window_hop_ms == 200.0
+    timing = WindowTiming.resolve(FeatureConfig(), VadConfig(), cfg.windowing)
+    assert timing.features.window_hop_ms == 200.0 and timing.hop_s == 0.2
+    assert timing.lead_in_samples == 16000  # first_window_ms 1000 of a 2000 ms window
     for hop, unit in ((255, "feature frame hop"), (250, "VAD frame")):
-        vad = VadConfig(frame_ms=20)
+        windowing = config_from_dict({"windowing": {"window_hop_ms": hop}}, "x.toml").windowing
         with pytest.raises(ConfigError, match=f"window_hop_ms is {hop} ms, not a multiple of the {unit}"):
-            config_from_dict({"windowing": {"window_hop_ms": hop}}, "x.toml").windowing.resolve(FeatureConfig(), vad)
+            WindowTiming.resolve(FeatureConfig(), VadConfig(frame_ms=20), windowing)
 
 
 def test_vad_overrides_apply_on_top_of_the_model_values() -> None:
     cfg = config_from_dict({"vad": {"aggressiveness": 3}}, "x.toml")
-    assert cfg.vad.resolve(VadConfig(hangover_ms=300)) == VadConfig(aggressiveness=3, hangover_ms=300)
+    assert cfg.vad.apply(VadConfig(hangover_ms=300)) == VadConfig(aggressiveness=3, hangover_ms=300)
     gated = config_from_dict({"vad": {"min_level_dbfs": -50}}, "x.toml")
-    assert gated.vad.resolve(VadConfig()).min_level_dbfs == -50
+    assert gated.vad.apply(VadConfig()).min_level_dbfs == -50
     with pytest.raises(ConfigError, match=r"\[vad\] min_level_dbfs is 5"):
         config_from_dict({"vad": {"min_level_dbfs": 5}}, "x.toml")
 

@@ -13,17 +13,18 @@ from conftest import fixture_clip
 
 from emostream.audio.files import load_mono
 from emostream.audio.sources import FileSource, Source, StdinSource
-from emostream.config import SmoothingSettings
-from emostream.engine.pipeline import ChannelPipeline
+from emostream.config import Config
+from emostream.engine.plan import make_plan
 from emostream.engine.runner import Engine
+from emostream.engine.session import Session
 from emostream.errors import AudioInputError
 from emostream.frontend.vad import to_pcm16
 from emostream.inference.model import EmotionModel
 from emostream.outputs.jsonl import JsonlSink
 
 
-def pipelines(model: EmotionModel, n: int) -> list[ChannelPipeline]:
-    return [ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings(), channel=c) for c in range(n)]
+def session(model: EmotionModel, source: Source) -> Session:
+    return Session(make_plan(Config(), model), input_rate_hz=source.rate_hz, channels=source.channels)
 
 
 def test_stereo_44k_file_is_resampled_and_split_into_channels(model: EmotionModel, tmp_path: Path) -> None:
@@ -32,7 +33,8 @@ def test_stereo_44k_file_is_resampled_and_split_into_channels(model: EmotionMode
     path = tmp_path / "stereo.wav"
     sf.write(path, stereo, 44100, subtype="FLOAT")
     events = tmp_path / "events.jsonl"
-    engine = Engine(FileSource(path, fast=True), pipelines(model, 2), [JsonlSink(events)], model_name="m")
+    source = FileSource(path, fast=True)
+    engine = Engine(source, session(model, source), [JsonlSink(events)])
     summary = engine.run()
     records = [json.loads(line) for line in events.read_text().splitlines()]
     hops = [r for r in records if r["type"] == "hop"]
@@ -69,7 +71,7 @@ class FailingSource(Source):
 def test_worker_error_is_reraised_in_the_main_thread_after_the_end_record(model: EmotionModel, tmp_path: Path) -> None:
     events = tmp_path / "e.jsonl"
     source = FailingSource()
-    engine = Engine(source, pipelines(model, 1), [JsonlSink(events)], model_name="m")
+    engine = Engine(source, session(model, source), [JsonlSink(events)])
     with pytest.raises(AudioInputError, match="the audio went bad"):
         engine.run()
     end = json.loads(events.read_text().splitlines()[-1])
@@ -78,7 +80,8 @@ def test_worker_error_is_reraised_in_the_main_thread_after_the_end_record(model:
 
 
 def test_duration_limit_stops_the_session(model: EmotionModel) -> None:
-    engine = Engine(FileSource(fixture_clip(1, 4), fast=True), pipelines(model, 1), model_name="m", max_audio_s=2.0)
+    source = FileSource(fixture_clip(1, 4), fast=True)
+    engine = Engine(source, session(model, source), max_audio_s=2.0)
     summary = engine.run()
     assert summary.duration_s == pytest.approx(2.0) and summary.exit_reason == "duration reached"
 
@@ -87,7 +90,7 @@ def test_stdin_stream_ending_mid_frame_keeps_whole_frames_and_warns(model: Emoti
     x = load_mono(fixture_clip(1, 5), 16000)
     pcm = to_pcm16(x) + b"\x01"  # one stray byte
     source = StdinSource(io.BytesIO(pcm), 16000, 1, "s16le")
-    summary = Engine(source, pipelines(model, 1), model_name="m").run()
+    summary = Engine(source, session(model, source)).run()
     assert summary.duration_s == pytest.approx(len(x) / 16000)
     assert source.truncated_bytes == 1 and "last 1 byte(s)" in source.warnings[0]
 
@@ -109,11 +112,10 @@ def test_stdin_formats_decode_to_the_same_signal(fmt: str) -> None:
     assert source.warnings == []
 
 
-def test_engine_refuses_channels_the_source_does_not_have(model: EmotionModel) -> None:
-    source = FileSource(fixture_clip(1, 1), fast=True)
-    with pytest.raises(AudioInputError, match=r"has 1 channel\(s\); channel\(s\) \[1\] requested"):
-        Engine(source, pipelines(model, 2), model_name="m")
-    source.stop()
+def test_session_refuses_blocks_with_another_channel_count(model: EmotionModel) -> None:
+    stereo = Session(make_plan(Config(), model), input_rate_hz=16000, channels=2)
+    with pytest.raises(AudioInputError, match=r"shape \(800, 3\) was given; expected \(frames, 2\)"):
+        stereo.feed(np.zeros((800, 3), np.float32))
 
 
 def test_file_source_errors(tmp_path: Path) -> None:

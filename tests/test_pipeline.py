@@ -7,8 +7,10 @@ import pytest
 from conftest import fixture_clip
 
 from emostream.audio.files import load_mono
-from emostream.config import SmoothingSettings
+from emostream.engine.channels import ChannelPlan
 from emostream.engine.pipeline import ChannelPipeline, level_dbfs
+from emostream.engine.smoothing import SmoothingConfig
+from emostream.engine.stats import ChannelStats
 from emostream.frontend.windowing import extract_windows
 from emostream.inference.model import EmotionModel
 
@@ -32,7 +34,7 @@ def stream(pipeline: ChannelPipeline, x: np.ndarray, seed: int | None) -> list:
 
 
 def make(model: EmotionModel, **kwargs: object) -> ChannelPipeline:
-    return ChannelPipeline(model, model.metadata.vad_config, SmoothingSettings(), **kwargs)  # type: ignore[arg-type]
+    return ChannelPipeline(model, model.metadata.vad_config, SmoothingConfig(), **kwargs)  # type: ignore[arg-type]
 
 
 def test_streamed_hops_match_whole_signal_windows_and_batch_scores(model: EmotionModel) -> None:
@@ -55,7 +57,7 @@ def test_chunk_size_does_not_change_the_hop_records(model: EmotionModel) -> None
     records = []
     for seed in (None, 1, 2):
         hops = stream(make(model), x, seed)
-        records.append([{k: v for k, v in h.to_json().items() if k != "latency_ms"} for h in hops])
+        records.append([{k: v for k, v in h.to_dict().items() if k != "latency_ms"} for h in hops])
     assert records[0] == records[1] == records[2]
     assert any(r["emotion"] is not None for r in records[0])
 
@@ -64,23 +66,32 @@ def test_unanalysed_channel_is_metered_but_never_classified(model: EmotionModel)
     pipeline = make(model, channel=1, role="agent", analysed=False)
     hops = stream(pipeline, clip(), seed=None)
     assert hops and all(h.scores is None and h.emotion is None and h.channel == 1 and h.role == "agent" for h in hops)
-    view = pipeline.view()
+    stats = ChannelStats(ChannelPlan(1, "agent", "agent (ch 1)", False), model.labels, pipeline.hop_s)
+    for h in hops:
+        stats.on_hop(h)
+    view = stats.view(pipeline.level_db)
     assert view.analysed is False and view.speech_seconds > 0.5 and view.emotion is None
-    assert pipeline.summary().emotion_seconds == {}
+    assert stats.summary().emotion_seconds == {}
 
 
-def test_view_summary_timeline_and_reset(model: EmotionModel) -> None:
-    pipeline = make(model, timeline_seconds=2.0)
+def test_statistics_view_summary_timeline_and_reset(model: EmotionModel) -> None:
+    pipeline = make(model)
     hops = stream(pipeline, clip(), seed=None)
-    view = pipeline.view()
+    stats = ChannelStats(ChannelPlan(0, "speaker", "speaker (ch 0)", True), model.labels, pipeline.hop_s, 2.0)
+    for h in hops:
+        stats.on_hop(h)
+    view = stats.view(pipeline.level_db)
     assert len(view.timeline) == 4  # 2 s of timeline at a 0.5 s hop
     assert view.timeline[-1].t_end == hops[-1].t_end
     assert view.level_db < 0
-    summary = pipeline.summary()
-    labelled = sum(1 for h in hops if h.emotion is not None)
-    assert sum(summary.emotion_seconds.values()) == pytest.approx(0.5 * labelled)
-    pipeline.reset()
-    assert pipeline.view().timeline == () and pipeline.summary().speech_seconds == 0.0
+    summary = stats.summary()
+    labelled_speech = sum(1 for h in hops if h.emotion is not None and h.is_speech)
+    assert sum(summary.emotion_seconds.values()) == pytest.approx(0.5 * labelled_speech)
+    assert summary.speech_seconds == pytest.approx(0.5 * sum(h.speech_ratio for h in hops))
+    peak = max((h for h in hops if h.is_speech and h.smoothed), key=lambda h: h.smoothed["angry"])
+    assert stats.peaks["angry"].t_s == peak.t_end
+    stats.reset()
+    assert stats.view().timeline == () and stats.summary().speech_seconds == 0.0
 
 
 def test_level_dbfs_of_known_signals() -> None:

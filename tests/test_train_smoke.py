@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("tensorflow")
 
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
@@ -21,7 +20,11 @@ from emostream.train.ravdess import list_clips
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 
+# A marker, not importorskip: importing TensorFlow at collection costs ~12 s even when slow tests are deselected.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow (train extra)")
 
+
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["resnet_mlp", "cnn"])
 def test_train_export_load_predict(tmp_path, family):
     fcfg = FeatureConfig(feature_set="frames", n_mfcc=40) if family == "cnn" else FeatureConfig()

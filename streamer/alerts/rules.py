@@ -17,29 +17,19 @@ has been ``< clear_threshold`` (default: ``threshold``) on speech hops spanning 
 ``clear_after_s`` (0 = the first such hop clears it). Clearing emits an event with
 ``state = "cleared"``.
 
-:class:`AlertDispatcher` hands events to an optional command (the alert JSON on stdin)
-and/or an HTTP webhook (JSON POST) from one worker thread behind a bounded queue:
-``submit()`` never blocks (a full queue drops the event and counts it), and delivery
-failures are logged and counted, never raised into the audio path.
+These rules are pure (no threads, no I/O); :mod:`emostream.alerts.delivery` sends the
+events on to a command or a webhook.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
-import queue
-import shlex
-import subprocess
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from emostream.engine.events import HopResult
-from emostream.errors import ConfigError
+from emostream.errors import ConfigError, InvalidSettingError
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +44,8 @@ class AlertRule:
     channel index is in ``channels``; an empty tuple means any. Times in seconds of audio.
     """
 
-    name: str
-    emotions: tuple[str, ...]
+    name: str = ""
+    emotions: tuple[str, ...] = ()
     threshold: float = 0.6
     min_duration_s: float = 5.0
     combine: Literal["sum", "max"] = "sum"
@@ -66,10 +56,24 @@ class AlertRule:
     channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        problem = rule_problem(self)
-        if problem is not None:
-            key, message = problem
-            raise ConfigError(f"alert rule {self.name!r}: {key} {message}")
+        checks: list[tuple[bool, str, str]] = [
+            (bool(self.name), "name", "is empty; give the rule a short name such as 'customer_angry'"),
+            (len(self.emotions) > 0, "emotions", "is empty; list one or more emotions, e.g. ['angry']"),
+            (self.combine in COMBINE_MODES, "combine", f"is {self.combine!r}; expected 'sum' or 'max'"),
+            (0.0 < self.threshold <= 2.0, "threshold", f"is {self.threshold}; expected a score above 0"),
+            (self.min_duration_s >= 0, "min_duration_s", f"is {self.min_duration_s}; expected 0 s or more"),
+            (self.clear_after_s >= 0, "clear_after_s", f"is {self.clear_after_s}; expected 0 s or more"),
+            (self.max_gap_s > 0, "max_gap_s", f"is {self.max_gap_s}; expected more than 0 s"),
+            (
+                self.clear_threshold is None or 0.0 <= self.clear_threshold <= self.threshold,
+                "clear_threshold",
+                f"is {self.clear_threshold}; expected 0 to threshold ({self.threshold}) for hysteresis",
+            ),
+            (all(c >= 0 for c in self.channels), "channels", f"is {self.channels!r}; expected 0-based indices"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise InvalidSettingError(key, message)
 
     @property
     def effective_clear_threshold(self) -> float:
@@ -84,59 +88,6 @@ class AlertRule:
         """The rule's score on one hop's smoothed probabilities (missing labels count 0)."""
         values = [float(smoothed.get(e, 0.0)) for e in self.emotions]
         return sum(values) if self.combine == "sum" else max(values)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlertRule:
-        """Build from a TOML ``[[alerts]]`` table (lists become tuples; a single emotion may be a string)."""
-        values = dict(data)
-        for key in ("emotions", "roles", "channels"):
-            if isinstance(values.get(key), str):
-                values[key] = (values[key],)
-            elif isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"[[alerts]] {unknown[0]} is not a known key; known keys: {', '.join(sorted(known))}")
-        if "name" not in values or "emotions" not in values:
-            raise ConfigError("[[alerts]] needs a name and emotions, e.g. name = 'angry', emotions = ['angry']")
-        return cls(**values)
-
-
-def rule_problem(rule: Any) -> tuple[str, str] | None:
-    """The first invalid setting of an :class:`AlertRule`-like object as (key, message), or None.
-
-    Shared with the config loader, whose ``[[alerts]]`` tables have the same keys.
-    """
-    checks: list[tuple[bool, str, str]] = [
-        (
-            all(isinstance(e, str) for e in rule.emotions),
-            "emotions",
-            f"is {rule.emotions!r}; expected emotion names such as ['angry', 'disgust']",
-        ),
-        (all(isinstance(r, str) for r in rule.roles), "roles", f"is {rule.roles!r}; expected role names"),
-        (
-            all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in rule.channels),
-            "channels",
-            f"is {rule.channels!r}; expected 0-based channel indices",
-        ),
-        (bool(rule.name), "name", "is empty; give the rule a short name such as 'customer_angry'"),
-        (len(rule.emotions) > 0, "emotions", "is empty; list one or more emotions, e.g. ['angry']"),
-        (rule.combine in COMBINE_MODES, "combine", f"is {rule.combine!r}; expected 'sum' or 'max'"),
-        (0.0 < rule.threshold <= 2.0, "threshold", f"is {rule.threshold}; expected a score above 0"),
-        (rule.min_duration_s >= 0, "min_duration_s", f"is {rule.min_duration_s}; expected 0 s or more"),
-        (rule.clear_after_s >= 0, "clear_after_s", f"is {rule.clear_after_s}; expected 0 s or more"),
-        (rule.max_gap_s > 0, "max_gap_s", f"is {rule.max_gap_s}; expected more than 0 s"),
-        (
-            rule.clear_threshold is None or 0.0 <= rule.clear_threshold <= rule.threshold,
-            "clear_threshold",
-            f"is {rule.clear_threshold}; expected 0 to threshold ({rule.threshold}) for hysteresis",
-        ),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            return key, message
-    return None
 
 
 @dataclass(frozen=True)
@@ -160,7 +111,7 @@ class AlertEvent:
     peak: float
     scores: dict[str, float]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSONL ``alert`` record (also the command's stdin and the webhook body)."""
         return {
             "type": "alert",
@@ -271,253 +222,3 @@ def _event(
         peak=peak,
         scores=dict(hop.smoothed or {}),
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class AlertOutput:
-    """Where fired alerts go besides the JSONL stream.
-
-    ``command``: program run per alert with the alert JSON on stdin (a string is split
-    shell-style, no shell is used); ``webhook``: http(s) URL receiving a JSON POST;
-    ``timeout_s`` per attempt; ``retries`` extra attempts after a failure, waiting
-    ``backoff_s * 2**k`` between them; ``queue_size`` alerts waiting at most (more are
-    dropped and counted); ``notify_clear`` also delivers ``cleared`` events.
-    """
-
-    command: str | tuple[str, ...] | None = None
-    webhook: str | None = None
-    timeout_s: float = 5.0
-    retries: int = 2
-    backoff_s: float = 0.5
-    queue_size: int = 100
-    notify_clear: bool = False
-
-    def __post_init__(self) -> None:
-        problem = output_problem(self)
-        if problem is not None:
-            raise ConfigError(f"[alerts_output] {problem[0]} {problem[1]}")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether there is anywhere to deliver alerts."""
-        return bool(self.command) or self.webhook is not None
-
-    def argv(self) -> list[str] | None:
-        """The command as an argument list, or None."""
-        if not self.command:
-            return None
-        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
-
-
-def output_problem(out: Any) -> tuple[str, str] | None:
-    """The first invalid setting of an :class:`AlertOutput`-like object as (key, message), or None."""
-    checks: list[tuple[bool, str, str]] = [
-        (
-            out.webhook is None or str(out.webhook).startswith(("http://", "https://")),
-            "webhook",
-            f"is {out.webhook!r}; expected an http:// or https:// URL",
-        ),
-        (
-            out.command is None or isinstance(out.command, str) or all(isinstance(a, str) for a in out.command),
-            "command",
-            f"is {out.command!r}; expected a command line or a list of arguments",
-        ),
-        (out.timeout_s > 0, "timeout_s", f"is {out.timeout_s}; expected more than 0 s"),
-        (0 <= out.retries <= 10, "retries", f"is {out.retries}; expected 0 to 10"),
-        (out.backoff_s >= 0, "backoff_s", f"is {out.backoff_s}; expected 0 s or more"),
-        (1 <= out.queue_size <= 100000, "queue_size", f"is {out.queue_size}; expected 1 to 100000"),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            return key, message
-    return None
-
-
-@dataclass
-class DispatchStats:
-    """Counters of an :class:`AlertDispatcher` (read them after ``close()`` for exact values)."""
-
-    submitted: int = 0
-    dropped: int = 0
-    delivered: int = 0
-    failed: int = 0
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-_STOP = object()
-
-
-class AlertDispatcher:
-    """Delivers alert events from a bounded queue on one daemon worker thread."""
-
-    def __init__(self, output: AlertOutput) -> None:
-        self.output = output
-        self.stats = DispatchStats()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=output.queue_size)
-        self._abort = threading.Event()
-        self._closed = False
-        self._worker = threading.Thread(target=self._run, name="alert-dispatcher", daemon=True)
-        self._worker.start()
-
-    def submit(self, event: AlertEvent) -> bool:
-        """Queue ``event`` for delivery without blocking; False if it was dropped (queue full or closed)."""
-        if self._closed or (event.state == "cleared" and not self.output.notify_clear):
-            return False
-        self.stats.submitted += 1
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 100 == 0:  # no log flood in the audio path
-                log.warning(
-                    "alert queue full (%d): dropped %s alert on channel %d (%d dropped so far)",
-                    self.output.queue_size,
-                    event.rule,
-                    event.channel,
-                    self.stats.dropped,
-                )
-            return False
-        return True
-
-    def close(self, timeout: float = 10.0) -> bool:
-        """Deliver what is queued, waiting at most ``timeout`` s; True if the worker finished."""
-        if not self._closed:
-            self._closed = True
-            self._put_stop(timeout)
-        self._worker.join(timeout)
-        if self._worker.is_alive():
-            self._abort.set()  # give up pending retries; the daemon thread ends after its current attempt
-            return False
-        return True
-
-    def _put_stop(self, timeout: float) -> None:
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            self._abort.set()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP or self._abort.is_set():
-                return
-            if isinstance(item, AlertEvent):
-                self._deliver(item)
-
-    def _deliver(self, event: AlertEvent) -> None:
-        body = json.dumps(event.to_json()).encode("utf-8")
-        targets: list[tuple[str, Callable[[], None]]] = []
-        argv = self.output.argv()
-        if argv:
-            targets.append(("command", lambda: self._run_command(argv, body)))
-        if self.output.webhook is not None:
-            url = self.output.webhook
-            targets.append(("webhook", lambda: self._post(url, body)))
-        ok = all([self._with_retries(name, action) for name, action in targets])
-        if ok:
-            self.stats.delivered += 1
-        else:
-            self.stats.failed += 1
-
-    def _with_retries(self, name: str, action: Callable[[], None]) -> bool:
-        for attempt in range(self.output.retries + 1):
-            if attempt and self._abort.wait(self.output.backoff_s * 2 ** (attempt - 1)):
-                return False
-            self.stats.attempts += 1
-            try:
-                action()
-                return True
-            except (OSError, http.client.HTTPException, subprocess.SubprocessError, ValueError) as exc:
-                message = f"alert {name} attempt {attempt + 1}/{self.output.retries + 1} failed: {exc}"
-                log.warning(message)
-                self.stats.errors = [*self.stats.errors[-9:], message]
-        return False
-
-    def _run_command(self, argv: Sequence[str], body: bytes) -> None:
-        subprocess.run(argv, input=body, timeout=self.output.timeout_s, check=True, capture_output=True)
-
-    def _post(self, url: str, body: bytes) -> None:
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "emostream"}
-        )
-        with urllib.request.urlopen(request, timeout=self.output.timeout_s) as response:
-            response.read()
-
-
-class AlertTarget(Protocol):
-    """What :class:`AlertMonitor` updates per channel (a ChannelPipeline has these attributes)."""
-
-    channel: int
-    active_alerts: tuple[str, ...]
-    alerts_fired: int
-
-
-class AlertMonitor:
-    """Runs the rules on each block's hops in the processing thread (``Engine(on_hops=monitor)``).
-
-    Every event goes to ``emit`` (e.g. ``JsonlSink.write`` of ``event.to_json()``) and to the
-    dispatcher; each target's ``active_alerts`` (shown by the dashboard) and ``alerts_fired``
-    (the session summary's count) are kept current. Nothing here blocks on delivery.
-    """
-
-    def __init__(
-        self,
-        rules: AlertRules,
-        targets: Sequence[AlertTarget] = (),
-        *,
-        dispatcher: AlertDispatcher | None = None,
-        emit: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.rules = rules
-        self.targets = {t.channel: t for t in targets}
-        self.dispatcher = dispatcher
-        self.emit = emit
-        self.events: list[AlertEvent] = []
-
-    def __call__(self, hops: Sequence[HopResult]) -> None:
-        """Process one block's hops."""
-        for hop in hops:
-            for event in self.rules.process(hop):
-                self._handle(event)
-
-    def _handle(self, event: AlertEvent) -> None:
-        self.events.append(event)
-        if self.emit is not None:
-            self.emit(event.to_json())
-        if self.dispatcher is not None:
-            self.dispatcher.submit(event)
-        target = self.targets.get(event.channel)
-        if target is not None:
-            target.active_alerts = self.rules.active(event.channel)
-            if event.state == "fired":
-                target.alerts_fired += 1
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Deliver queued alerts (at most ``timeout`` s) and report drops/failures via logging."""
-        if self.dispatcher is None:
-            return
-        finished = self.dispatcher.close(timeout)
-        stats = self.dispatcher.stats
-        if not finished or stats.dropped or stats.failed:
-            log.warning(
-                "alert delivery: %d delivered, %d failed, %d dropped (queue full)%s",
-                stats.delivered,
-                stats.failed,
-                stats.dropped,
-                "" if finished else ", gave up waiting for the rest",
-            )
-
-
-def build_monitor(
-    rules: Sequence[AlertRule],
-    output: AlertOutput,
-    labels: Sequence[str],
-    targets: Sequence[AlertTarget],
-    emit: Callable[[dict[str, Any]], None] | None = None,
-) -> AlertMonitor | None:
-    """An :class:`AlertMonitor` for ``rules`` (None without rules); a dispatcher only if ``output`` has a target."""
-    if not rules:
-        return None
-    dispatcher = AlertDispatcher(output) if output.enabled else None
-    return AlertMonitor(AlertRules(rules, labels), targets, dispatcher=dispatcher, emit=emit)

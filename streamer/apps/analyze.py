@@ -1,7 +1,8 @@
 """Whole-file analysis (``emostream analyze``): one emotion per file.
 
-A file is mixed to mono, brought to the model's rate and cut into the same windows as
-the stream (:func:`emostream.frontend.windowing.extract_windows`); its scores are the mean of the
+A file is mixed to mono, brought to the model's rate and cut into the windows training
+used (the plan's ``file_timing``: the streaming windows without the first-reading
+lead-in, :func:`emostream.frontend.windowing.extract_windows`); its scores are the mean of the
 model's probabilities over its speech windows. A file without speech gets emotion None
 rather than a guess. Unreadable, empty or too-short files get a per-file error and do
 not stop the other files.
@@ -16,11 +17,9 @@ from typing import Any
 import numpy as np
 
 from emostream.audio.files import read_audio, resample, to_mono
+from emostream.engine.plan import SessionPlan
 from emostream.errors import AudioInputError
-from emostream.frontend.features import FeatureConfig
-from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import extract_windows
-from emostream.inference.model import EmotionModel
 
 MIN_DURATION_S = 0.5
 
@@ -37,7 +36,7 @@ class FileResult:
     duration_s: float = 0.0
     error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSONL record of ``emostream analyze --jsonl``."""
         record: dict[str, Any] = {
             "path": self.path,
@@ -52,19 +51,17 @@ class FileResult:
         return record
 
 
-def analyze_file(
-    path: str | Path, model: EmotionModel, feature_cfg: FeatureConfig | None = None, vad_cfg: VadConfig | None = None
-) -> FileResult:
-    """Analyse one file; AudioInputError for unreadable, empty or too-short audio."""
-    fcfg = feature_cfg or model.metadata.feature_config
-    vcfg = vad_cfg or model.metadata.vad_config
+def analyze_file(path: str | Path, plan: SessionPlan) -> FileResult:
+    """Analyse one file with ``plan``'s model and settings; AudioInputError for unreadable, empty or too-short audio."""
+    model = plan.model
+    fcfg = plan.file_timing.features
     samples, rate = read_audio(path)
     duration = samples.shape[0] / rate
     if duration < MIN_DURATION_S:
         raise AudioInputError(f"{path}: {duration:.2f} s of audio is too short; at least {MIN_DURATION_S} s is needed")
     mono = resample(to_mono(samples), rate, fcfg.sample_rate_hz)
-    windows = extract_windows(mono, fcfg, vcfg)
-    hop_s = fcfg.window_hop_ms / 1000.0
+    windows = extract_windows(mono, fcfg, plan.file_timing.vad)
+    hop_s = plan.file_timing.hop_s
     speech = [w for w in windows if w.is_speech]
     speech_seconds = min(duration, sum(hop_s * w.speech_ratio for w in windows))
     if not speech:
@@ -81,14 +78,12 @@ def analyze_file(
     )
 
 
-def analyze_files(
-    paths: list[str], model: EmotionModel, feature_cfg: FeatureConfig | None = None, vad_cfg: VadConfig | None = None
-) -> list[FileResult]:
+def analyze_files(paths: list[str], plan: SessionPlan) -> list[FileResult]:
     """Analyse every file; a file's AudioInputError becomes its ``error``."""
     results = []
     for path in paths:
         try:
-            results.append(analyze_file(path, model, feature_cfg, vad_cfg))
+            results.append(analyze_file(path, plan))
         except AudioInputError as exc:
             results.append(FileResult(str(path), error=str(exc)))
     return results

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emostream import __version__
-from emostream.config import Config, apply_overrides, load_config
+from emostream.apps.options import add_model_options, config_from_args
 from emostream.errors import AudioInputError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
@@ -29,12 +29,6 @@ EXIT_INTERRUPTED = 130
 
 
 # ---------------------------------------------------------------- parser
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="shipped model name or path to a model .json/.tflite (default: resnet_mlp)")
-    parser.add_argument("--threads", type=int, help="CPU threads for the model (default 1)")
-    parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +47,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-dashboard", action="store_true", help="no live dashboard (plain output)")
     out.add_argument("--timeline-seconds", type=float, help="seconds of history on the dashboard timeline")
     ana = parser.add_argument_group("analysis")
-    _add_model_options(ana)  # type: ignore[arg-type]
+    add_model_options(ana)
     ana.add_argument("--hop-ms", type=float, help="hop between analysis windows in ms (default: the model's)")
     ana.add_argument("--smoothing", choices=("ema", "window"), help="smoothing method")
     ana.add_argument("--time-constant", type=float, metavar="S", help="ema time constant in seconds")
@@ -70,15 +64,15 @@ def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"emostream {__version__}")
     _add_run_options(parser)
-    parser.set_defaults(func=cmd_run)
+    parser.set_defaults(func=cmd_run, live=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     devices = sub.add_parser("devices", help="list audio input devices")
-    devices.set_defaults(func=cmd_devices)
+    devices.set_defaults(func=cmd_devices, live=False)
     analyze = sub.add_parser("analyze", help="classify whole audio files (one emotion per file)")
     analyze.add_argument("paths", nargs="+", metavar="PATH", help="WAV/FLAC/OGG files")
     analyze.add_argument("--jsonl", dest="analyze_jsonl", action="store_true", help="JSON lines instead of a table")
-    _add_model_options(analyze)
-    analyze.set_defaults(func=cmd_analyze)
+    add_model_options(analyze)
+    analyze.set_defaults(func=cmd_analyze, live=False)
     if plugins:
         _load_plugins(sub)
     return parser
@@ -157,36 +151,6 @@ def _warn(message: str) -> None:
     print(f"emostream: warning: {message}", file=sys.stderr, flush=True)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config file (or defaults) with the command-line flags applied."""
-    cfg = load_config(getattr(args, "config", None))
-    overrides: dict[str, dict[str, Any]] = {"model": {"name": args.model, "num_threads": args.threads}}
-    if getattr(args, "func", None) is cmd_run:
-        device = args.device
-        overrides |= {
-            "audio": {
-                "device": int(device) if device is not None and device.isdigit() else device,
-                "sample_rate_hz": args.rate,
-                "channels": args.channels,
-                "stdin_format": args.pcm_format,
-            },
-            "vad": {"aggressiveness": args.vad_aggressiveness},
-            "windowing": {"window_hop_ms": args.hop_ms},
-            "smoothing": {
-                "method": args.smoothing,
-                "time_constant_s": args.time_constant,
-                "hysteresis": args.hysteresis,
-                "min_dwell_s": args.min_dwell,
-            },
-            "output": {
-                "jsonl": args.jsonl,
-                "dashboard": False if args.no_dashboard else None,
-                "timeline_seconds": args.timeline_seconds,
-            },
-        }
-    return apply_overrides(cfg, overrides)
-
-
 # ---------------------------------------------------------------- devices
 
 
@@ -213,19 +177,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
     from emostream.apps.analyze import analyze_files  # noqa: PLC0415
-    from emostream.inference.model import EmotionModel  # noqa: PLC0415
+    from emostream.engine.plan import make_plan  # noqa: PLC0415
 
-    cfg = config_from_args(args)
-    model = EmotionModel.load(cfg.model.name, cfg.model.num_threads)
-    vad = cfg.vad.resolve(model.metadata.vad_config)
-    fcfg = cfg.windowing.resolve(model.metadata.feature_config, vad)
-    results = analyze_files(args.paths, model, fcfg, vad)
+    plan = make_plan(config_from_args(args))
+    results = analyze_files(args.paths, plan)
     for r in results:
         if r.error is not None:
             _error(r.error)
     if args.analyze_jsonl:
         for r in results:
-            print(json.dumps(r.to_json(), separators=(",", ":")), flush=True)
+            print(json.dumps(r.to_dict(), separators=(",", ":")), flush=True)
     else:
         _print_analysis_table(results)
     return AudioInputError.exit_code if any(r.error for r in results) else 0

@@ -1,4 +1,4 @@
-"""Wiring of the live monitor: config + flags -> source, model, pipelines, sinks, engine, dashboard."""
+"""Wiring of the live monitor: plan -> source, session, observers, engine, dashboard."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from emostream.alerts.rules import build_monitor
+from emostream.alerts.delivery import AlertDelivery
 from emostream.audio.sources import FileSource, MicSource, Source, StdinSource, input_devices
-from emostream.config import Config, channel_plan, summary
-from emostream.engine.events import HopResult, SessionSummary
-from emostream.engine.pipeline import ChannelPipeline
-from emostream.engine.runner import Engine, Sink
+from emostream.config import Config, summary
+from emostream.engine.events import Event, HopResult, Observer, SessionSummary
+from emostream.engine.plan import SessionPlan, make_plan
+from emostream.engine.runner import Engine
+from emostream.engine.session import Session
 from emostream.errors import AudioInputError, ConfigError
-from emostream.inference.model import EmotionModel
 from emostream.outputs.jsonl import JsonlSink, start_record
 
 EXIT_INTERRUPTED = 130
@@ -47,45 +47,24 @@ def make_source(args: argparse.Namespace, cfg: Config) -> Source:
     return MicSource(audio.device, audio.sample_rate_hz, audio.channels, audio.block_ms, audio.ring_seconds)
 
 
-def build_pipelines(model: EmotionModel, source: Source, cfg: Config) -> list[ChannelPipeline]:
-    """One pipeline per source channel (role and analysis from [[channels]]/[privacy]), with the config's overrides."""
-    vad = cfg.vad.resolve(model.metadata.vad_config)
-    features = cfg.windowing.resolve(model.metadata.feature_config, vad)
-    plans = channel_plan(cfg, source.channels)
-    pipelines = [
-        ChannelPipeline(
-            model,
-            vad,
-            cfg.smoothing,
-            channel=plan.index,
-            role=plan.role,
-            analysed=plan.analysed,
-            feature_cfg=features,
-            timeline_seconds=cfg.output.timeline_seconds,
-            first_window_ms=cfg.windowing.first_window_ms,
-        )
-        for plan in plans
-    ]
-    names = {c.index: c.name for c in cfg.channels if c.name}
-    for pipeline in pipelines:
-        pipeline.name = names.get(pipeline.channel)
-    return pipelines
-
-
 class ChangePrinter:
     """Plain output without a dashboard: one line whenever a channel's shown emotion changes."""
 
     def __init__(self) -> None:
         self._shown: dict[int, str | None] = {}
 
-    def hop(self, result: HopResult) -> None:
+    def on_event(self, event: Event) -> None:
+        """Print a line when a hop shows a new label on its channel."""
+        if not isinstance(event, HopResult):
+            return
+        result = event
         if self._shown.get(result.channel) == result.emotion or result.emotion is None:
             return
         self._shown[result.channel] = result.emotion
         conf = "" if result.confidence is None else f" ({result.confidence:.2f})"
         print(f"{result.t_end:8.1f} s  channel {result.channel}: {result.emotion}{conf}", flush=True)
 
-    def end(self, summary: SessionSummary) -> None:
+    def on_end(self, summary: SessionSummary) -> None:
         """Nothing to close."""
 
 
@@ -117,57 +96,45 @@ def _print_summary(result: SessionSummary, to_stderr: bool, after_dashboard: boo
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     """Run the live monitor; returns the exit code (130 after Ctrl-C)."""
-    model = EmotionModel.load(cfg.model.name, cfg.model.num_threads)
+    plan = make_plan(cfg)
     source = make_source(args, cfg)
     jsonl_stdout = cfg.output.jsonl == "-"
-    sinks: list[Sink] = []
-    jsonl: JsonlSink | None = None
     try:
-        pipelines = build_pipelines(model, source, cfg)
-        if cfg.output.jsonl is not None:
-            record = start_record(
-                model_name=model.metadata.name,
-                labels=model.labels,
-                source=source.name,
-                rate_hz=source.rate_hz,
-                channels=source.channels,
-                config=summary(cfg),
-            )
-            jsonl = JsonlSink(cfg.output.jsonl, record)
-            sinks.append(jsonl)
-        alerts = build_monitor(
-            [a.to_rule() for a in cfg.alerts],
-            cfg.alerts_output.to_output(),
-            model.labels,
-            pipelines,
-            None if jsonl is None else jsonl.write,
-        )
-        if not cfg.output.dashboard and not jsonl_stdout:
-            sinks.append(ChangePrinter())
-        engine = Engine(
-            source,
-            pipelines,
-            sinks,
-            model_name=model.metadata.name,
-            max_audio_s=args.duration,
-            timeline_seconds=cfg.output.timeline_seconds,
-            on_hops=alerts,
-        )
+        session = Session(plan, input_rate_hz=source.rate_hz, channels=source.channels)
+        observers = _observers(plan, source, jsonl_stdout)
+        if cfg.alerts and cfg.alerts_output.enabled:
+            observers.append(AlertDelivery(cfg.alerts_output))
+        engine = Engine(source, session, observers, max_audio_s=args.duration)
     except BaseException:
         source.stop()
         raise
     interrupted = _drive(engine, cfg.output.dashboard, jsonl_stdout)
-    try:
-        result = engine.finish()
-    finally:
-        if alerts is not None:
-            alerts.close()
+    result = engine.finish()  # observers close here: the end record, queued alert deliveries
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
     for warning in source.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)
     if interrupted:
         return EXIT_INTERRUPTED
     return AudioInputError.exit_code if source.warnings else 0
+
+
+def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool) -> list[Observer]:
+    """JSON lines (with its start record) and, without a dashboard, the change printer."""
+    cfg = plan.config
+    observers: list[Observer] = []
+    if cfg.output.jsonl is not None:
+        record = start_record(
+            model_name=plan.model_name,
+            labels=plan.labels,
+            source=source.name,
+            rate_hz=source.rate_hz,
+            channels=source.channels,
+            config=summary(cfg),
+        )
+        observers.append(JsonlSink(cfg.output.jsonl, record))
+    if not cfg.output.dashboard and not jsonl_stdout:
+        observers.append(ChangePrinter())
+    return observers
 
 
 def _drive(engine: Engine, dashboard: bool, to_stderr: bool) -> bool:

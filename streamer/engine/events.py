@@ -1,14 +1,20 @@
-"""Data passed between the stages: per-hop results and the dashboard's snapshot.
+"""The event stream and the snapshots read from it.
 
-The processing thread produces :class:`HopResult` values and, after each hop, an
-immutable :class:`DashboardState` snapshot; the dashboard only ever reads snapshots,
-so rendering needs no lock on the pipeline's state.
+A session produces one stream of events in time order: a :class:`HopResult` per channel
+and analysis window, and an :class:`~emostream.alerts.rules.AlertEvent` when an alert rule
+fires or clears. Every output (JSON lines, the plain change printer, alert delivery, the
+statistics behind the dashboard and the summaries, later a network server) is an
+:class:`Observer` of that stream; nothing writes into a pipeline from outside. Each event
+has ``to_dict()``, the record written to ``--jsonl``.
+
+The processing thread also publishes an immutable :class:`DashboardState` snapshot a few
+times a second; the dashboard only ever reads snapshots, so rendering needs no lock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class HopResult:
     channel: int = 0
     role: str = "speaker"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSONL ``hop`` record."""
         return {
             "type": "hop",
@@ -99,6 +105,7 @@ class DashboardState:
     overflow_count: int = 0
     status: str = "listening"
     timeline_seconds: float = 60.0
+    hop_s: float = 0.5
     messages: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -134,7 +141,7 @@ class SessionSummary:
     realtime_factor: float | None = None
     exit_reason: str = "end of input"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSONL ``end`` record."""
         return {
             "type": "end",
@@ -159,3 +166,17 @@ class SessionSummary:
                 for c in self.channels
             ],
         }
+
+
+class Event(Protocol):
+    """A record of the event stream (:class:`HopResult` or an alert event)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Observer(Protocol):
+    """Receives every event of a session in order, then the session summary."""
+
+    def on_event(self, event: Event) -> None: ...
+
+    def on_end(self, summary: SessionSummary) -> None: ...

@@ -1,22 +1,22 @@
-"""One channel's analysis: windows -> model -> smoother, plus level, VAD state and timeline.
+"""One channel's analysis: windows -> model -> smoother.
 
 :class:`ChannelPipeline` takes float32 mono audio at the model's sample rate in chunks
-of any size and returns one :class:`HopResult` per completed analysis window. The
-processing thread owns it; the dashboard sees it only through :meth:`view` snapshots.
+of any size and returns one :class:`HopResult` per completed analysis window. It is pure
+in the sense of the event stream: what it knows goes out in the hop results it returns,
+and nothing outside sets its state. Statistics, alerts and outputs observe the results
+(:mod:`emostream.engine.stats`, :mod:`emostream.engine.session`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
 
 import numpy as np
 import numpy.typing as npt
 
-from emostream.config import SmoothingSettings
-from emostream.engine.events import ChannelSummary, ChannelView, HopResult, TimelinePoint
-from emostream.engine.smoothing import Smoother
+from emostream.engine.events import HopResult
+from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import Window, WindowExtractor
@@ -39,7 +39,7 @@ class ChannelPipeline:
     ``first_window_ms`` gives the first reading after that much audio (see
     :class:`emostream.frontend.windowing.WindowExtractor`; None = after a full window).
     ``feature_cfg`` defaults to the model's own; pass one with another ``window_hop_ms``
-    (see :meth:`emostream.config.WindowingSettings.resolve`) to change the hop. With
+    (see :meth:`emostream.frontend.timing.WindowTiming.resolve`) to change the hop. With
     ``analysed=False`` the channel is gated and metered but never classified.
     ``latency_ms`` of a hop = its share of the chunk's feature/VAD time plus its own
     model and smoothing time.
@@ -49,13 +49,12 @@ class ChannelPipeline:
         self,
         model: EmotionModel,
         vad_cfg: VadConfig,
-        smoothing_cfg: SmoothingSettings,
+        smoothing_cfg: SmoothingConfig,
         *,
         channel: int = 0,
         role: str = "speaker",
         analysed: bool = True,
         feature_cfg: FeatureConfig | None = None,
-        timeline_seconds: float = 60.0,
         first_window_ms: float | None = None,
     ) -> None:
         self.model = model
@@ -64,30 +63,20 @@ class ChannelPipeline:
         self.vad_cfg = vad_cfg
         self.channel = channel
         self.role = role
-        self.name: str | None = None  # display name ([[channels]] name), set by the caller
         self.analysed = analysed
-        self.hop_s = self.feature_cfg.window_hop_ms / 1000.0
-        self.timeline_seconds = timeline_seconds
         self._extractor = WindowExtractor(
             self.feature_cfg, vad_cfg, first_window_ms=first_window_ms, compute_features=analysed
         )
+        self.timing = self._extractor.timing
+        self.hop_s = self.timing.hop_s
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
-        self._timeline: deque[TimelinePoint] = deque(maxlen=max(1, math.ceil(timeline_seconds / self.hop_s)))
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream: clear windows, smoothing, meters and totals."""
+        """Start a new stream: clear windows, smoothing and the level meter."""
         self._extractor.reset()
         self._smoother.reset()
-        self._timeline.clear()
-        self.level_db = SILENCE_DB
-        self.speech_active = False
-        self.speech_seconds = 0.0
-        self.hops = 0
-        self._emotion_seconds: dict[str, float] = {}
-        self._last: HopResult | None = None
-        self.active_alerts: tuple[str, ...] = ()  # set by emostream.alerts.rules.AlertMonitor
-        self.alerts_fired = 0
+        self.level_db = SILENCE_DB  # RMS level of the latest chunk, dBFS
 
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
@@ -113,7 +102,8 @@ class ChannelPipeline:
         scores = None
         if self.analysed and window.is_speech:
             scores = self.model.predict(window.features)
-        smoothed, emotion, confidence = self._smoother.process(scores) if self.analysed else (None, None, None)
+        reading = self._smoother.process(scores, window.end_s) if self.analysed else (None, None, None)
+        smoothed, emotion, confidence = reading
         latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
         result = HopResult(
             t_start=window.start_s,
@@ -128,50 +118,4 @@ class ChannelPipeline:
             channel=self.channel,
             role=self.role,
         )
-        self._account(result)
         return result
-
-    def _account(self, result: HopResult) -> None:
-        self.hops += 1
-        self.speech_active = result.is_speech
-        self.speech_seconds += self.hop_s * result.speech_ratio
-        if result.emotion is not None:
-            self._emotion_seconds[result.emotion] = self._emotion_seconds.get(result.emotion, 0.0) + self.hop_s
-        self._timeline.append(
-            TimelinePoint(result.t_end, result.emotion if result.is_speech else None, result.confidence)
-        )
-        self._last = result
-
-    @property
-    def last(self) -> HopResult | None:
-        """The most recent hop, if any."""
-        return self._last
-
-    def view(self) -> ChannelView:
-        """Snapshot for the dashboard."""
-        last = self._last
-        return ChannelView(
-            channel=self.channel,
-            role=self.role,
-            analysed=self.analysed,
-            emotion=None if last is None else last.emotion,
-            confidence=None if last is None else last.confidence,
-            smoothed={} if last is None or last.smoothed is None else dict(last.smoothed),
-            timeline=tuple(self._timeline),
-            level_db=self.level_db,
-            speech_active=self.speech_active,
-            speech_seconds=self.speech_seconds,
-            active_alerts=self.active_alerts,
-            name=self.name,
-        )
-
-    def summary(self) -> ChannelSummary:
-        """Totals since the last reset; ``emotion_seconds`` = hop time per shown label."""
-        return ChannelSummary(
-            channel=self.channel,
-            role=self.role,
-            analysed=self.analysed,
-            speech_seconds=self.speech_seconds,
-            emotion_seconds=dict(self._emotion_seconds),
-            alerts=self.alerts_fired,
-        )

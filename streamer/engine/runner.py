@@ -1,11 +1,11 @@
-"""The streaming engine: one processing thread from a source to per-channel pipelines and sinks.
+"""The streaming engine: one processing thread from a source through a session to its observers.
 
-The worker thread reads blocks from the source, resamples all channels at once with a
-stateful resampler to the model's rate, feeds each :class:`ChannelPipeline` its column,
-writes every :class:`HopResult` to the sinks and publishes a fresh immutable
-:class:`DashboardState` after each block that completed a hop. The main thread only
-reads :attr:`Engine.state`, calls :meth:`Engine.stop` (e.g. on Ctrl-C) and
-:meth:`Engine.finish`, which re-raises a worker error and writes the end records.
+The worker thread reads blocks from the source, feeds them to a
+:class:`~emostream.engine.session.Session` and hands every event it returns to each
+observer in order (JSON lines, alert delivery, the change printer, ...). A few times a
+second it publishes a fresh immutable :class:`DashboardState`. The main thread only reads
+:attr:`Engine.state`, calls :meth:`Engine.stop` (e.g. on Ctrl-C) and :meth:`Engine.finish`,
+which re-raises a worker error and gives every observer the session summary.
 """
 
 from __future__ import annotations
@@ -14,78 +14,41 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import numpy as np
 
-from emostream.audio.resample import StreamResampler
 from emostream.audio.sources import Source
-from emostream.engine.events import DashboardState, HopResult, SessionSummary
-from emostream.engine.pipeline import ChannelPipeline
-from emostream.errors import AudioInputError, ConfigError
+from emostream.engine.events import DashboardState, Event, HopResult, Observer, SessionSummary
+from emostream.engine.session import Session
 
 LATENCY_HISTORY = 10000
 SNAPSHOT_INTERVAL_S = 0.1  # dashboard snapshots at most this often (the dashboard redraws ~8 times a second)
 
 
-class Sink(Protocol):
-    """Receives hop results as they happen and the session summary at the end."""
-
-    def hop(self, result: HopResult) -> None: ...
-
-    def end(self, summary: SessionSummary) -> None: ...
-
-
 class Engine:
-    """Runs ``pipelines`` (each reading source channel ``pipeline.channel``) on ``source``.
-
-    ``max_audio_s`` ends the session after that much audio (None = until end of input).
-    ``on_hops`` (optional) is called in the worker with each block's hop results (for
-    extensions such as alert rules) before the state is published.
-    """
+    """Runs ``session`` on the audio of ``source``; ``max_audio_s`` ends it after that much audio."""
 
     def __init__(
         self,
         source: Source,
-        pipelines: Sequence[ChannelPipeline],
-        sinks: Sequence[Sink] = (),
+        session: Session,
+        observers: Sequence[Observer] = (),
         *,
-        model_name: str,
         max_audio_s: float | None = None,
-        timeline_seconds: float = 60.0,
-        on_hops: Callable[[list[HopResult]], None] | None = None,
     ) -> None:
-        if not pipelines:
-            raise ConfigError("no channel to analyse; at least one pipeline is needed")
-        bad = [p.channel for p in pipelines if not 0 <= p.channel < source.channels]
-        if bad:
-            raise AudioInputError(
-                f"{source.name} has {source.channels} channel(s); channel(s) {bad} requested. "
-                "Check --channels or the channel settings"
-            )
-        rates = {p.feature_cfg.sample_rate_hz for p in pipelines}
-        if len(rates) != 1:
-            raise ConfigError(f"the pipelines expect different sample rates {sorted(rates)}; use one model rate")
         self.source = source
-        self.pipelines = list(pipelines)
-        self.sinks = list(sinks)
-        self.model_name = model_name
-        self.labels = tuple(pipelines[0].labels)
-        self.rate_hz = rates.pop()
+        self.session = session
+        self.observers = list(observers)
+        self.labels = session.plan.labels
         self.max_audio_s = max_audio_s
-        self.timeline_seconds = timeline_seconds
-        self.on_hops = on_hops
-        self._resampler = StreamResampler(source.rate_hz, self.rate_hz, source.channels)
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emostream-engine", daemon=True)
         self._error: BaseException | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self._snapshot_at = 0.0
-        self._audio_s = 0.0
         self._busy_s = 0.0
         self._hops = 0
-        self._started = 0.0
         self.exit_reason = "end of input"
         self.messages: list[str] = []
         self.state = self._snapshot("starting")
@@ -94,7 +57,6 @@ class Engine:
 
     def start(self) -> None:
         """Start the source and the processing thread."""
-        self._started = time.monotonic()
         self.source.start()
         self._thread.start()
 
@@ -126,11 +88,11 @@ class Engine:
         return self.finish()
 
     def finish(self) -> SessionSummary:
-        """After the worker ended: write end records, then re-raise a worker error."""
+        """After the worker ended: give every observer the summary, then re-raise a worker error."""
         self.wait(5.0)
         summary = self.summary()
-        for sink in self.sinks:
-            sink.end(summary)
+        for observer in self.observers:
+            observer.on_end(summary)
         if self._error is not None:
             raise self._error
         return summary
@@ -151,38 +113,31 @@ class Engine:
                 self._done.set()
 
     def _loop(self) -> None:
+        rate = self.source.rate_hz
         while not self._stop.is_set():
             block = self.source.read(timeout=0.1)
             if block is None:
-                self._process(self._resampler.flush(), 0, final=True)
+                self._timed(self.session.flush)
                 return
             if block.shape[0] == 0:
                 continue
-            frames = block.shape[0]
             if self.max_audio_s is not None:
-                frames = min(frames, max(0, round((self.max_audio_s - self._audio_s) * self.source.rate_hz)))
-                block = block[:frames]
-            self._process(self._resampler.process(block), frames)
-            if self.max_audio_s is not None and self._audio_s >= self.max_audio_s - 1e-9:
+                left = max(0, round(self.max_audio_s * rate) - self.session.input_frames)
+                block = block[:left]
+            self._timed(lambda b=block: self.session.feed(b))  # type: ignore[misc]
+            if self.max_audio_s is not None and self.session.input_frames >= round(self.max_audio_s * rate):
                 self.stop("duration reached")
 
-    def _process(self, audio: np.ndarray, input_frames: int, final: bool = False) -> None:
+    def _timed(self, step: Callable[[], list[Event]]) -> None:
         started = time.perf_counter()
-        hops: list[HopResult] = []
-        for pipeline in self.pipelines:
-            hops += pipeline.process(audio[:, pipeline.channel])
-            if final:
-                hops += pipeline.flush()
-        hops.sort(key=lambda hop: (hop.t_end, hop.channel))  # time order across channels, whatever the block size
+        events = step()
         self._busy_s += time.perf_counter() - started
-        self._audio_s += input_frames / self.source.rate_hz
-        for hop in hops:
-            self._latencies.append(hop.latency_ms)
-            for sink in self.sinks:
-                sink.hop(hop)
-        self._hops += len(hops)
-        if hops and self.on_hops is not None:
-            self.on_hops(hops)
+        for event in events:
+            if isinstance(event, HopResult):
+                self._hops += 1
+                self._latencies.append(event.latency_ms)
+            for observer in self.observers:
+                observer.on_event(event)
         now = time.perf_counter()
         if now - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
             # the dashboard redraws a few times a second: a snapshot (and its latency
@@ -198,23 +153,25 @@ class Engine:
     @property
     def realtime_factor(self) -> float | None:
         """Processing time / audio time (below 1 = faster than real time)."""
-        return None if self._audio_s <= 0 else round(self._busy_s / self._audio_s, 4)
+        audio_s = self.session.audio_s
+        return None if audio_s <= 0 else round(self._busy_s / audio_s, 4)
 
     def _snapshot(self, status: str) -> DashboardState:
         return DashboardState(
             labels=self.labels,
             source=self.source.name,
             input_rate_hz=self.source.rate_hz,
-            model_name=self.model_name,
-            elapsed_s=self._audio_s,
-            channels=tuple(p.view() for p in self.pipelines),
+            model_name=self.session.plan.model_name,
+            elapsed_s=self.session.audio_s,
+            channels=self.session.views(),
             latency_p50_ms=self._latency(50),
             latency_p99_ms=self._latency(99),
             realtime_factor=self.realtime_factor,
             dropped_samples=self.source.dropped_samples,
             overflow_count=self.source.overflow_count,
             status=status,
-            timeline_seconds=self.timeline_seconds,
+            timeline_seconds=self.session.plan.config.output.timeline_seconds,
+            hop_s=self.session.plan.timing.hop_s,
             messages=tuple(self.messages + self.source.warnings),
         )
 
@@ -222,9 +179,9 @@ class Engine:
         """Totals of the session so far."""
         return SessionSummary(
             source=self.source.name,
-            duration_s=self._audio_s,
+            duration_s=self.session.audio_s,
             hops=self._hops,
-            channels=tuple(p.summary() for p in self.pipelines),
+            channels=tuple(s.summary() for s in self.session.stats),
             dropped_samples=self.source.dropped_samples,
             overflow_count=self.source.overflow_count,
             latency_p50_ms=self._latency(50),

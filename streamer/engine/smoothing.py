@@ -1,6 +1,8 @@
 """Turning per-window probabilities into a steady reading: averaging plus hysteresis.
 
-One call of :meth:`Smoother.process` per analysis hop (every ``hop_s`` seconds of audio):
+One call of :meth:`Smoother.process` per analysis hop (every ``hop_s`` seconds of audio),
+with the hop's end time ``t_s`` (seconds since the stream started): durations (dwell,
+silence) are differences of these timestamps, never sums of hop lengths.
 
 * speech hop (``probs`` given): the running probabilities move towards ``probs`` —
   ``"ema"``: ``s = s + alpha * (p - s)`` with ``alpha = 1 - exp(-hop_s / time_constant_s)``
@@ -19,20 +21,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from emostream.config import SmoothingSettings
+from emostream.errors import InvalidSettingError
 
+SMOOTHING_METHODS: tuple[str, ...] = ("ema", "window")
 FloatArray = npt.NDArray[np.float32]
 SmoothedReading = tuple[FloatArray | None, str | None, float | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmoothingConfig:
+    """[smoothing]: how per-window scores become the shown reading (rules in the module docstring).
+
+    ``method`` "ema" or "window"; ``time_constant_s`` of the ema; ``window_s`` of the moving
+    mean; ``hysteresis`` probability margin another label needs to take over;
+    ``min_dwell_s`` seconds a label stays shown at least; ``min_confidence`` below which no
+    label is shown; ``silence_reset_s`` seconds of no speech after which the reading is
+    cleared (0 = never).
+    """
+
+    method: str = "ema"
+    time_constant_s: float = 1.0
+    window_s: float = 4.0
+    hysteresis: float = 0.2
+    min_dwell_s: float = 3.0
+    min_confidence: float = 0.0
+    silence_reset_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in SMOOTHING_METHODS:
+            raise InvalidSettingError("method", f"is {self.method!r}; expected one of {', '.join(SMOOTHING_METHODS)}")
+        for key in ("time_constant_s", "window_s", "min_dwell_s"):
+            if getattr(self, key) < 0:
+                raise InvalidSettingError(key, f"is {getattr(self, key)}; expected 0 s or more")
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise InvalidSettingError("hysteresis", f"is {self.hysteresis}; expected a probability margin from 0 to <1")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise InvalidSettingError("min_confidence", f"is {self.min_confidence}; expected 0.0 to 1.0")
+        if self.silence_reset_s < 0:
+            raise InvalidSettingError(
+                "silence_reset_s", f"is {self.silence_reset_s}; expected 0 (never) or more seconds"
+            )
 
 
 class Smoother:
     """Running emotion reading of one channel; see the module docstring for the rules."""
 
-    def __init__(self, labels: Sequence[str], cfg: SmoothingSettings, hop_s: float = 0.5) -> None:
+    def __init__(self, labels: Sequence[str], cfg: SmoothingConfig, hop_s: float = 0.5) -> None:
         if hop_s <= 0:
             raise ValueError(f"hop_s is {hop_s}; expected a positive hop in seconds")
         self.labels = tuple(labels)
@@ -50,8 +89,8 @@ class Smoother:
         self._history_count = 0
         self._history_pos = 0
         self._current: int | None = None
-        self._shown_for_s = 0.0
-        self._silence_s = 0.0
+        self._shown_since_s = 0.0  # when the current label was first shown
+        self._last_speech_s: float | None = None
 
     def _reading(self) -> SmoothedReading:
         if self._smoothed is None or self._current is None:
@@ -62,21 +101,23 @@ class Smoother:
             return self._smoothed.astype(np.float32), None, None
         return self._smoothed.astype(np.float32), self.labels[self._current], confidence
 
-    def process(self, probs: npt.ArrayLike | None) -> SmoothedReading:
-        """One hop: ``probs`` (n_labels,) for a speech window or None; returns (smoothed, label, confidence)."""
-        self._shown_for_s += self.hop_s
+    def process(self, probs: npt.ArrayLike | None, t_s: float) -> SmoothedReading:
+        """One hop ending at ``t_s`` s: ``probs`` (n_labels,) for a speech window or None.
+
+        Returns (smoothed probabilities or None, shown label or None, its smoothed probability or None).
+        """
         if probs is None:
-            self._silence_s += self.hop_s
             reset_after = self.cfg.silence_reset_s
-            if reset_after > 0 and self._silence_s >= reset_after - 1e-9 and self._smoothed is not None:
+            silent_s = None if self._last_speech_s is None else t_s - self._last_speech_s
+            if reset_after > 0 and silent_s is not None and silent_s >= reset_after - 1e-9:
                 self.reset()
             return self._reading()
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
         if p.shape != (len(self.labels),):
             raise ValueError(f"probabilities of shape {p.shape}; expected ({len(self.labels)},)")
-        self._silence_s = 0.0
+        self._last_speech_s = t_s
         self._update(p)
-        self._choose_label()
+        self._choose_label(t_s)
         return self._reading()
 
     def _update(self, p: npt.NDArray[np.float64]) -> None:
@@ -90,16 +131,16 @@ class Smoother:
         else:
             self._smoothed = self._smoothed + self.alpha * (p - self._smoothed)
 
-    def _choose_label(self) -> None:
+    def _choose_label(self, t_s: float) -> None:
         if self._smoothed is None:
             return
         top = int(np.argmax(self._smoothed))
         if self._current is None:
             if self._smoothed[top] >= self.cfg.min_confidence:
-                self._current, self._shown_for_s = top, 0.0
+                self._current, self._shown_since_s = top, t_s
             return
         if top == self._current:
             return
         margin = self._smoothed[top] - self._smoothed[self._current]
-        if margin > self.cfg.hysteresis and self._shown_for_s >= self.cfg.min_dwell_s - 1e-9:
-            self._current, self._shown_for_s = top, 0.0
+        if margin > self.cfg.hysteresis and t_s - self._shown_since_s >= self.cfg.min_dwell_s - 1e-9:
+            self._current, self._shown_since_s = top, t_s

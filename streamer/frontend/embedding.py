@@ -27,7 +27,7 @@ whole-signal runs give the same embeddings, and it equals what openWakeWord comp
 0.78 s clip. The log-mel itself is computed in numpy with the DFT kernels and mel
 filterbank read from ``melspectrogram.tflite`` (the kernels are verified against the
 analytic windowed DFT at load): the same arithmetic as the TFLite graph at a tenth of its
-cost (see ``benchmarks/bench_embedding.py``), and independent of chunk boundaries.
+cost (see ``benchmarks/embedding_cost.py``), and independent of chunk boundaries.
 
 :class:`SpeechEmbedder` takes audio chunks of any size, computes each mel frame once, and
 computes embeddings only when asked (:meth:`SpeechEmbedder.embeddings`), caching those on
@@ -88,7 +88,7 @@ class EmbeddingConfig:
     ``stride_frames``: mel frames (10 ms) between the end frames of two embeddings on the
     grid (end frames that are multiples of it); openWakeWord's native stride is 8. The
     default 50 (two embeddings a second) is the native-8 cost / 6, the only measured stride
-    that keeps the whole pipeline within CPU RTF 0.005 (``python -m benchmarks.bench_embedding``).
+    that keeps the whole pipeline within CPU RTF 0.005 (``python -m benchmarks.embedding_cost``).
     ``min_speech_share``: an embedding is computed for a window only if at least this
     share of the 76 frames it reads are speech (0 computes all of them).
     ``max_batch``: embeddings computed in one TFLite invoke at most.
@@ -117,8 +117,10 @@ class EmbeddingConfig:
                 f"embedding history_frames is {self.history_frames}; expected at least {EMBEDDING_FRAMES} "
                 "(one embedding's input), typically the analysis window plus one window hop"
             )
-        if not self.pooling or any(p not in POOLINGS for p in self.pooling) or len(set(self.pooling)) != len(
-            self.pooling
+        if (
+            not self.pooling
+            or any(p not in POOLINGS for p in self.pooling)
+            or len(set(self.pooling)) != len(self.pooling)
         ):
             raise ConfigError(f"embedding pooling is {self.pooling}; expected distinct names from {POOLINGS}")
         for name in ("mel_model_sha256", "embedding_model_sha256"):
@@ -400,8 +402,10 @@ class SpeechEmbedder:
         self, start_frame: int, stop_frame: int, speech: npt.ArrayLike | None = None
     ) -> tuple[IntArray, FloatArray]:
         """End frames and embeddings, shapes (n,) and (n, 96), of a window's speech (all grid ends if no flags)."""
-        ends = self.grid_ends(start_frame, stop_frame) if speech is None else self.speech_ends(
-            start_frame, stop_frame, speech
+        ends = (
+            self.grid_ends(start_frame, stop_frame)
+            if speech is None
+            else self.speech_ends(start_frame, stop_frame, speech)
         )
         return ends, self.embeddings(ends)
 

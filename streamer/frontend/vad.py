@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from emostream.errors import ConfigError, InvalidSetting
+from emostream.errors import ConfigError, InvalidSettingError
 
 VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
@@ -42,15 +42,15 @@ class VadConfig:
 
     def __post_init__(self) -> None:
         if self.frame_ms not in VAD_FRAME_MS:
-            raise InvalidSetting("frame_ms", f"is {self.frame_ms}; webrtcvad accepts only {VAD_FRAME_MS}")
+            raise InvalidSettingError("frame_ms", f"is {self.frame_ms}; webrtcvad accepts only {VAD_FRAME_MS}")
         if self.aggressiveness not in (0, 1, 2, 3):
-            raise InvalidSetting("aggressiveness", f"is {self.aggressiveness}; expected 0, 1, 2 or 3")
+            raise InvalidSettingError("aggressiveness", f"is {self.aggressiveness}; expected 0, 1, 2 or 3")
         if self.hangover_ms < 0:
-            raise InvalidSetting("hangover_ms", f"is {self.hangover_ms}; expected 0 or more")
+            raise InvalidSettingError("hangover_ms", f"is {self.hangover_ms}; expected 0 or more")
         if not 0.0 <= self.min_speech_ratio <= 1.0:
-            raise InvalidSetting("min_speech_ratio", f"is {self.min_speech_ratio}; expected 0.0 to 1.0")
+            raise InvalidSettingError("min_speech_ratio", f"is {self.min_speech_ratio}; expected 0.0 to 1.0")
         if self.min_level_dbfs is not None and not -120.0 <= self.min_level_dbfs <= 0.0:
-            raise InvalidSetting("min_level_dbfs", f"is {self.min_level_dbfs}; expected -120 to 0 dBFS (or unset)")
+            raise InvalidSettingError("min_level_dbfs", f"is {self.min_level_dbfs}; expected -120 to 0 dBFS (or unset)")
 
     def frame_samples(self, sample_rate_hz: int) -> int:
         """VAD frame length in samples at ``sample_rate_hz``."""

@@ -9,14 +9,13 @@ whole clips; the streaming engine on live chunks; both get the same windows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from emostream.errors import ConfigError
 from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
+from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig, VadGate
 
 
@@ -100,11 +99,11 @@ class WindowExtractor:
         first_window_ms: float | None = None,
         compute_features: bool = True,
     ) -> None:
+        self.timing = WindowTiming.of(feature_cfg, vad_cfg, first_window_ms)
         self.feature_cfg = feature_cfg
         self.vad_cfg = vad_cfg
-        self._vad_frame = vad_cfg.frame_samples(feature_cfg.sample_rate_hz)
-        _check_alignment(feature_cfg, vad_cfg, self._vad_frame)
-        self._lead_in = _lead_in_samples(feature_cfg, self._vad_frame, first_window_ms)
+        self._vad_frame = self.timing.vad_frame_samples
+        self._lead_in = self.timing.lead_in_samples
         self._compute_features = compute_features
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
@@ -193,14 +192,14 @@ class WindowExtractor:
             self._next_index += 1
 
     def _make_window(self, start: int, first_frame: int, first_flag: int, vad_per_window: int) -> Window:
-        cfg = self.feature_cfg
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
         ratio = float(np.mean(real_flags))
+        start_s, end_s = self.timing.window_times_s(self._next_index)
         return Window(
             index=self._next_index,
-            start_s=max(0, start - self._lead_in) / cfg.sample_rate_hz,
-            end_s=(start + cfg.window_samples - self._lead_in) / cfg.sample_rate_hz,
+            start_s=start_s,
+            end_s=end_s,
             speech_ratio=ratio,
             is_speech=ratio >= self.vad_cfg.min_speech_ratio,
             features=self._window_features(first_frame, flags) if self._compute_features else _NO_FEATURES,
@@ -215,30 +214,6 @@ class WindowExtractor:
 
 
 _NO_FEATURES: FloatArray = np.zeros(0, dtype=np.float32)
-
-
-def _check_alignment(feature_cfg: FeatureConfig, vad_cfg: VadConfig, vad_frame: int) -> None:
-    for name, size in (("window_ms", feature_cfg.window_samples), ("window_hop_ms", feature_cfg.window_hop_samples)):
-        if size % vad_frame:
-            raise ConfigError(
-                f"{name} ({size} samples) is not a multiple of the VAD frame ({vad_cfg.frame_ms} ms = "
-                f"{vad_frame} samples); choose a VAD frame_ms that divides it (10 or 20 ms usually do)"
-            )
-
-
-def _lead_in_samples(feature_cfg: FeatureConfig, vad_frame: int, first_window_ms: float | None) -> int:
-    """Silence assumed before the stream so that the first window closes after ``first_window_ms``."""
-    if first_window_ms is None or first_window_ms >= feature_cfg.window_ms:
-        return 0
-    lead_in = round((feature_cfg.window_ms - first_window_ms) * feature_cfg.sample_rate_hz / 1000.0)
-    step = math.lcm(feature_cfg.hop_samples, vad_frame)
-    if first_window_ms <= 0 or lead_in % step:
-        raise ConfigError(
-            f"first_window_ms is {first_window_ms:g}; expected a positive length up to the model's window "
-            f"({feature_cfg.window_ms:g} ms) that differs from it by a multiple of "
-            f"{1000 * step / feature_cfg.sample_rate_hz:g} ms, e.g. 1000"
-        )
-    return lead_in
 
 
 def extract_windows(signal: npt.ArrayLike, feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> list[Window]:

@@ -1,4 +1,5 @@
-"""JSON-lines event output: one ``start`` record, a ``hop`` record per hop, one ``end`` record.
+"""JSON-lines output, an observer of the event stream: one ``start`` record, a ``hop`` record per
+hop, an ``alert`` record per alert event, one ``end`` record.
 
 Each record is one line, flushed as soon as it is written, so a consumer reading the
 file or pipe sees events live and an interrupted run loses nothing already processed.
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from emostream import __version__
-from emostream.engine.events import HopResult, SessionSummary
+from emostream.engine.events import Event, SessionSummary
 from emostream.errors import ConfigError
 
 
@@ -62,12 +63,13 @@ class JsonlSink:
             self._out = open_devnull()
         self.records += 1
 
-    def hop(self, result: HopResult) -> None:
-        self.write(result.to_json())
+    def on_event(self, event: Event) -> None:
+        """Write a hop or alert record."""
+        self.write(event.to_dict())
 
-    def end(self, summary: SessionSummary) -> None:
+    def on_end(self, summary: SessionSummary) -> None:
         """Write the ``end`` record and close a file target."""
-        self.write(summary.to_json())
+        self.write(summary.to_dict())
         self.close()
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """Cost of the speech-embedding front-end (issue 8), pinned to one core.
 
-    python -m benchmarks.bench_embedding
+    python -m benchmarks.embedding_cost
 
 Prints CPU time (user + system, ``time.process_time``) and wall time per log-mel block and per
 embedding call (batch 1, 4, 8), then the CPU real-time factor of mel + embeddings for strides
@@ -104,8 +104,10 @@ def main() -> None:
     print("int8 embedding model: not made (see models/speech_embedding/README.md); float only")
 
     budget = PIPELINE_BUDGET_RTF - REST_OF_PIPELINE_RTF
-    print(f"\nCPU RTF of mel + embeddings (budget for this stage {budget:.4f} = {PIPELINE_BUDGET_RTF} - "
-          f"{REST_OF_PIPELINE_RTF} for the rest); batch = new grid embeddings per 0.5 s hop, at most 8")
+    print(
+        f"\nCPU RTF of mel + embeddings (budget for this stage {budget:.4f} = {PIPELINE_BUDGET_RTF} - "
+        f"{REST_OF_PIPELINE_RTF} for the rest); batch = new grid embeddings per 0.5 s hop, at most 8"
+    )
     print(f"{'stride':>6} {'speech':>7} {'emb/s':>6} {'batch':>6} {'CPU RTF':>8} {'pipeline':>9}  verdict")
     for stride in STRIDES:
         for speech in (1.0, 0.6):

@@ -1,0 +1,258 @@
+"""The batch runner of ``emostream calls``: finding calls, resuming, worker processes, progress.
+
+Each call is analysed by :class:`~emostream.apps.calls.analysis.CallAnalyzer` (one per
+worker process, the model loaded once), written as ``OUT/<call>.json`` (and ``.png``),
+and the batch ends with ``OUT/calls.csv`` and ``OUT/batch_summary.json``. A call whose
+JSON exists and records the input's current size and mtime and the same settings is
+skipped (resume). An unreadable file is reported, skipped and listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from emostream.apps.calls.analysis import SUMMARY_VERSION, CallAnalyzer, CallJob
+from emostream.apps.calls.reports import plot_call, write_json_atomic, write_reports
+from emostream.config import Config
+from emostream.config import summary as config_summary
+from emostream.errors import AudioInputError, ConfigError, EmoStreamError
+from emostream.inference.metadata import ModelMetadata, resolve_model
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
+FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "channels", "privacy", "alerts")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every worker needs: settings, output folder, timeline bin (s) and whether to draw PNGs."""
+
+    cfg: Config
+    out_dir: Path
+    bin_s: float = 10.0
+    png: bool = True
+    fingerprint: str = ""  # settings_fingerprint(), recorded in each summary for resume
+
+
+_ANALYZER: CallAnalyzer | None = None
+_OPTIONS: BatchOptions | None = None
+
+
+def _init_worker(options: BatchOptions) -> None:
+    global _ANALYZER, _OPTIONS  # noqa: PLW0603 - one analyzer (and model) per worker process
+    _ANALYZER = CallAnalyzer(options.cfg, options.bin_s, options.fingerprint)
+    _OPTIONS = options
+
+
+def _run_job(job: CallJob) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+    """Analyse one call in a worker, write its JSON (and PNG); returns (job, summary, error)."""
+    if _ANALYZER is None or _OPTIONS is None:
+        raise RuntimeError("worker not initialised")
+    return process_call(_ANALYZER, job, _OPTIONS)
+
+
+def process_call(
+    analyzer: CallAnalyzer, job: CallJob, options: BatchOptions
+) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+    """Analyse and write one call; an unreadable input becomes an error message, not an exception."""
+    try:
+        summary, runs = analyzer.analyze(job)
+    except (EmoStreamError, OSError) as exc:
+        return job, None, str(exc)
+    if options.png:
+        plot_call(summary, runs, analyzer.labels, options.out_dir / f"{job.key}.png")
+    write_json_atomic(options.out_dir / f"{job.key}.json", summary)
+    return job, summary, None
+
+
+def find_calls(inputs: Sequence[str | Path]) -> list[CallJob]:
+    """Call files named or found (recursively, by audio suffix) under ``inputs``, with unique output keys.
+
+    A named path that does not exist raises ConfigError; an empty result too.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or folder; give call recordings or folders holding them")
+    if not files:
+        raise ConfigError(
+            f"no call recordings found in {', '.join(map(str, inputs))} (looked for {sorted(AUDIO_SUFFIXES)})"
+        )
+    jobs: list[CallJob] = []
+    used: set[str] = set()
+    for path in dict.fromkeys(files):
+        key = base = path.stem
+        n = 1
+        while key in used:
+            n += 1
+            key = f"{base}-{n}"
+        used.add(key)
+        jobs.append(CallJob(path=path, key=key))
+    return jobs
+
+
+def settings_fingerprint(options: BatchOptions) -> str:
+    """Hash of what determines a summary: the model file, the analysis settings and the timeline bin."""
+    meta = ModelMetadata.load(resolve_model(options.cfg.model.name))
+    relevant = {k: v for k, v in config_summary(options.cfg).items() if k in FINGERPRINT_SECTIONS}
+    blob = json.dumps({"model": meta.sha256, "cfg": relevant, "bin_s": options.bin_s}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def load_done(job: CallJob, out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The existing summary of ``job`` if it was made from the input's current size and mtime with
+    the same model and settings (``fingerprint``), else None."""
+    try:
+        summary = json.loads((out_dir / f"{job.key}.json").read_text(encoding="utf-8"))
+        stat = job.path.stat()
+        ident = summary["input"]
+        same_input = (ident["size"], ident["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+        if summary.get("version") == SUMMARY_VERSION and same_input and summary.get("settings") == fingerprint:
+            return dict(summary)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+@dataclass
+class BatchResult:
+    """Outcome of a batch: summaries by key, skipped (resumed) keys and failures (path, error)."""
+
+    summaries: dict[str, dict[str, Any]]
+    skipped: list[str]
+    failed: list[tuple[str, str]]
+    elapsed_s: float
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every call was summarised, else the unreadable-audio code (3)."""
+        return AudioInputError.exit_code if self.failed else 0
+
+
+def run_batch(
+    inputs: Sequence[str | Path],
+    options: BatchOptions,
+    jobs: int = 1,
+    progress: bool = True,
+    in_process: bool | None = None,
+) -> BatchResult:
+    """Analyse every call, resume finished ones, write the CSV and the batch summary.
+
+    ``jobs`` worker processes, each with one BLAS thread; ``in_process`` (default: when
+    ``jobs == 1``) analyses in this process instead, with its BLAS threading as it is.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs is {jobs}; expected 1 or more worker processes")
+    calls = find_calls(inputs)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    if options.png and importlib.util.find_spec("matplotlib") is None:
+        print(f"emostream: warning: {PNG_HINT}", file=sys.stderr, flush=True)
+        options = dataclasses.replace(options, png=False)
+    started = time.perf_counter()
+    fingerprint = settings_fingerprint(options)
+    options = dataclasses.replace(options, fingerprint=fingerprint)
+    summaries: dict[str, dict[str, Any]] = {}
+    todo: list[CallJob] = []
+    for job in calls:
+        done = load_done(job, options.out_dir, fingerprint)
+        if done is None:
+            todo.append(job)
+        else:
+            summaries[job.key] = done
+    skipped = list(summaries)
+    failed: list[tuple[str, str]] = []
+    with _progress(len(calls), len(skipped), progress) as advance:
+        local = jobs == 1 if in_process is None else in_process
+        for job, summary, error in _execute(todo, options, jobs, local):
+            if summary is not None:
+                summaries[job.key] = summary
+            else:
+                failed.append((str(job.path), error or "unknown error"))
+                print(f"emostream: error: {job.path}: skipped ({error})", file=sys.stderr, flush=True)
+            advance()
+    result = BatchResult(summaries, skipped, failed, time.perf_counter() - started)
+    model = options.cfg.model.name
+    write_reports(calls, result, out_dir=options.out_dir, model=model, png=options.png, jobs=jobs)
+    return result
+
+
+def _execute(
+    todo: Sequence[CallJob], options: BatchOptions, jobs: int, in_process: bool
+) -> Iterator[tuple[CallJob, dict[str, Any] | None, str | None]]:
+    if not todo:
+        return
+    if in_process:
+        analyzer = CallAnalyzer(options.cfg, options.bin_s, options.fingerprint)
+        for job in todo:
+            yield process_call(analyzer, job, options)
+        return
+    context = get_context("spawn")  # no fork: the parent may run threads (progress bar)
+    with (
+        _single_threaded_children(),
+        ProcessPoolExecutor(
+            min(jobs, len(todo)), mp_context=context, initializer=_init_worker, initargs=(options,)
+        ) as pool,
+    ):
+        futures = [pool.submit(_run_job, job) for job in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+@contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Workers inherit one BLAS/OpenMP thread each (N workers = N cores; no oversubscription)."""
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    for key in THREAD_ENV:
+        os.environ.setdefault(key, "1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class _progress:  # noqa: N801 - used like a function
+    """A rich progress bar on stderr (or nothing); ``advance()`` after each call."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total, self.done = total, done
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+        self._bar = Progress(
+            TextColumn("calls"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)
+        )
+        self._bar.__enter__()
+        task = self._bar.add_task("calls", total=self.total, completed=self.done)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(None, None, None)

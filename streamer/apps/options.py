@@ -1,0 +1,45 @@
+"""Command-line options shared by the ``emostream`` commands, and the config they resolve to."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from emostream.config import Config, apply_overrides, load_config
+
+
+def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--model, --threads and --config."""
+    parser.add_argument("--model", help="shipped model name or path to a model .json/.tflite (default: resnet_mlp)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model (default 1)")
+    parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file (or defaults) with the command-line flags applied."""
+    cfg = load_config(getattr(args, "config", None))
+    overrides: dict[str, dict[str, Any]] = {"model": {"name": args.model, "num_threads": args.threads}}
+    if getattr(args, "live", False):
+        device = args.device
+        overrides |= {
+            "audio": {
+                "device": int(device) if device is not None and device.isdigit() else device,
+                "sample_rate_hz": args.rate,
+                "channels": args.channels,
+                "stdin_format": args.pcm_format,
+            },
+            "vad": {"aggressiveness": args.vad_aggressiveness},
+            "windowing": {"window_hop_ms": args.hop_ms},
+            "smoothing": {
+                "method": args.smoothing,
+                "time_constant_s": args.time_constant,
+                "hysteresis": args.hysteresis,
+                "min_dwell_s": args.min_dwell,
+            },
+            "output": {
+                "jsonl": args.jsonl,
+                "dashboard": False if args.no_dashboard else None,
+                "timeline_seconds": args.timeline_seconds,
+            },
+        }
+    return apply_overrides(cfg, overrides)

@@ -1,0 +1,116 @@
+"""One session's analysis, single-threaded and without I/O: audio blocks in, events out.
+
+:class:`Session` resamples (n, channels) blocks from the input rate to the model's with
+one stateful resampler, feeds each channel's :class:`~emostream.engine.pipeline.ChannelPipeline`
+its column, runs the alert rules on every hop and returns the resulting events (hop
+results and alert events) in time order. Its :class:`~emostream.engine.stats.ChannelStats`
+observe those same events. The live engine (a thread around a source), the call batch and
+the Python API (:class:`emostream.Monitor`) all run a Session; what they do with the
+events (JSON lines, dashboard, delivery) is up to their observers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.alerts.rules import AlertEvent
+from emostream.audio.resample import StreamResampler
+from emostream.engine.channels import ChannelPlan
+from emostream.engine.events import ChannelView, Event, HopResult
+from emostream.engine.plan import SessionPlan
+from emostream.engine.stats import ChannelStats
+from emostream.errors import AudioInputError, ConfigError
+
+
+class Session:
+    """Analysis of ``channels`` input channels at ``input_rate_hz``; see the module docstring.
+
+    ``default_roles`` name the channels without a ``[[channels]]`` entry; ``strict=False``
+    ignores ``[[channels]]`` entries the input does not have (batch mode).
+    """
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        *,
+        input_rate_hz: int,
+        channels: int,
+        default_roles: Sequence[str] = (),
+        strict: bool = True,
+    ) -> None:
+        if input_rate_hz <= 0:
+            raise ConfigError(f"the input rate is {input_rate_hz} Hz; expected a positive rate such as 16000")
+        if not 1 <= channels <= 32:
+            raise ConfigError(f"the input has {channels} channels; expected 1 to 32")
+        self.plan = plan
+        self.input_rate_hz = input_rate_hz
+        self.channels = channels
+        self.channel_plans: tuple[ChannelPlan, ...] = plan.channel_plans(channels, default_roles, strict=strict)
+        self.pipelines = [plan.pipeline(p) for p in self.channel_plans]
+        self.stats = [
+            ChannelStats(p, plan.labels, plan.timing.hop_s, plan.config.output.timeline_seconds)
+            for p in self.channel_plans
+        ]
+        self._rules = plan.alert_rules()
+        self._resampler = StreamResampler(input_rate_hz, plan.sample_rate_hz, channels)
+        self.input_frames = 0
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of input audio fed since the start (or the last reset)."""
+        return self.input_frames / self.input_rate_hz
+
+    def reset(self) -> None:
+        """Start a new stream (a new call): pipelines, alert state, statistics and the resampler."""
+        for pipeline in self.pipelines:
+            pipeline.reset()
+        for stats in self.stats:
+            stats.reset()
+        self._rules.reset()
+        self._resampler.reset()
+        self.input_frames = 0
+
+    def feed(self, block: npt.ArrayLike) -> list[Event]:
+        """Feed (n, channels) float32 samples in [-1, 1] at the input rate; return the events they completed."""
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim == 1 and self.channels == 1:
+            x = x.reshape(-1, 1)
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise AudioInputError(
+                f"an audio block of shape {x.shape} was given; expected (frames, {self.channels}) for "
+                f"{self.channels} channel(s)"
+            )
+        self.input_frames += x.shape[0]
+        return self._analyse(self._resampler.process(x), final=False)
+
+    def flush(self) -> list[Event]:
+        """End of stream: the resampler's tail and a last (silence-padded) window per channel."""
+        return self._analyse(self._resampler.flush(), final=True)
+
+    def _analyse(self, audio: npt.NDArray[np.float32], *, final: bool) -> list[Event]:
+        hops: list[HopResult] = []
+        for pipeline in self.pipelines:
+            hops += pipeline.process(audio[:, pipeline.channel])
+            if final:
+                hops += pipeline.flush()
+        hops.sort(key=lambda hop: (hop.t_end, hop.channel))  # time order across channels, whatever the block size
+        events: list[Event] = []
+        for hop in hops:
+            stats = self.stats[hop.channel]
+            stats.on_hop(hop)
+            events.append(hop)
+            for alert in self._rules.process(hop):
+                stats.on_alert(alert)
+                events.append(alert)
+        return events
+
+    def views(self) -> tuple[ChannelView, ...]:
+        """Dashboard snapshots of every channel."""
+        return tuple(s.view(p.level_db) for s, p in zip(self.stats, self.pipelines, strict=True))
+
+    def alert_events(self, events: Sequence[Event]) -> list[AlertEvent]:
+        """The alert events among ``events``."""
+        return [e for e in events if isinstance(e, AlertEvent)]
