@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from conftest import fixture_clip, run_cli
 
+from emostream.audio.codecs import float_to_pcm16_bytes as to_pcm16
 from emostream.audio.files import load_mono
-from emostream.frontend.vad import to_pcm16
 
 DEVICE = "emostream_test_mic"
 

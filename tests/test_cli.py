@@ -16,10 +16,10 @@ import pytest
 from conftest import fixture_clip, run_cli
 
 from emostream.apps.cli import _add_unavailable, build_parser
+from emostream.audio.codecs import float_to_pcm16_bytes as to_pcm16
 from emostream.audio.files import load_mono
 from emostream.audio.sources import input_devices
 from emostream.errors import EmoStreamError
-from emostream.frontend.vad import to_pcm16
 
 RUN = ("--no-dashboard", "--jsonl", "-")
 

@@ -161,6 +161,12 @@ def test_timeline_cells_merge_hops_when_narrow() -> None:
     assert cells[15:] == ["calm"] * 15
 
 
+def test_timeline_cells_use_the_hop_the_state_carries() -> None:
+    points = (TimelinePoint(1.0, "sad"), TimelinePoint(2.0, "happy"))  # a 1 s hop, as a --hop-ms 1000 run has
+    assert _timeline_cells(points, span_s=4.0, cells=10, hop_s=1.0) == [False] * 6 + [False, False, "sad", "happy"]
+    assert _timeline_cells(points, span_s=4.0, cells=10, hop_s=0.5)[-3:] == ["sad", False, "happy"]
+
+
 def test_colours_are_stable_and_distinct() -> None:
     colours = [emotion_colour(lab) for lab in LABELS]
     assert len(set(colours)) == len(LABELS)

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import fixture_clip
 
+from emostream.audio.codecs import float_to_pcm16_bytes as to_pcm16
 from emostream.audio.files import load_mono
 from emostream.audio.sources import FileSource, Source, StdinSource
 from emostream.config import Config
@@ -18,7 +19,6 @@ from emostream.engine.plan import make_plan
 from emostream.engine.runner import Engine
 from emostream.engine.session import Session
 from emostream.errors import AudioInputError
-from emostream.frontend.vad import to_pcm16
 from emostream.inference.model import EmotionModel
 from emostream.outputs.jsonl import JsonlSink
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from emostream.audio.codecs import float_to_pcm16_bytes
 from emostream.errors import ConfigError, InvalidSettingError
 
 VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
@@ -70,11 +71,6 @@ class VadConfig:
         return cls(**data)
 
 
-def to_pcm16(samples: npt.NDArray[np.floating[Any]]) -> bytes:
-    """Float samples in [-1, 1] as little-endian 16-bit PCM bytes (clipped)."""
-    return (np.clip(samples, -1.0, 32767.0 / 32768.0) * 32768.0).astype("<i2").tobytes()
-
-
 class VadGate:
     """Incremental WebRTC VAD with hang-over.
 
@@ -117,7 +113,7 @@ class VadGate:
         used = n_frames * self.frame_samples
         self._pending_len = samples.size - used
         self._pending[: self._pending_len] = samples[used:]
-        pcm = to_pcm16(samples[:used])
+        pcm = float_to_pcm16_bytes(samples[:used])
         step = 2 * self.frame_samples
         loud = self._loud_enough(samples[:used], n_frames)
         decisions = np.zeros(n_frames, dtype=bool)

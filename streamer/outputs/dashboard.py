@@ -11,7 +11,6 @@ while rich's refresh thread renders the latest one about 8 times a second.
 
 from __future__ import annotations
 
-import itertools
 import math
 import zlib
 from collections import Counter
@@ -149,16 +148,13 @@ def _score_bars(view: ChannelView, labels: Sequence[str], width: int) -> Table:
     return table
 
 
-def _hop_seconds(points: Sequence[TimelinePoint]) -> float:
-    """The hop spacing of the timeline (median gap), 0.5 s when it cannot be measured."""
-    gaps = sorted(b.t_end - a.t_end for a, b in itertools.pairwise(points) if b.t_end > a.t_end)
-    return gaps[len(gaps) // 2] if gaps else 0.5
-
-
-def _timeline_cells(points: Sequence[TimelinePoint], span_s: float, cells: int) -> list[str | bool | None]:
+def _timeline_cells(
+    points: Sequence[TimelinePoint], span_s: float, cells: int, hop_s: float = 0.5
+) -> list[str | bool | None]:
     """Emotion per cell (oldest first): a label, None for silence, False for no data yet.
 
-    The newest point is at the right edge, one cell per hop; when the span holds more
+    ``hop_s`` is the session's hop between readings (carried by the state, not guessed
+    from the timeline). The newest point is at the right edge, one cell per hop; when the span holds more
     hops than there are cells, each cell covers one or more hops and shows their most
     frequent label (silence only if all its hops were silent).
     """
@@ -166,7 +162,7 @@ def _timeline_cells(points: Sequence[TimelinePoint], span_s: float, cells: int) 
         return []
     if not points:
         return [False] * cells
-    hop = _hop_seconds(points)
+    hop = hop_s
     newest = points[-1].t_end
     n_hops = max(1, round(span_s / hop))
     shown = min(cells, n_hops)
@@ -185,13 +181,13 @@ def _timeline_cells(points: Sequence[TimelinePoint], span_s: float, cells: int) 
     return out
 
 
-def _timeline(points: Sequence[TimelinePoint], span_s: float, width: int) -> Text:
+def _timeline(points: Sequence[TimelinePoint], span_s: float, width: int, hop_s: float) -> Text:
     prefix = f"last {span_s:.0f}s "
     cells = max(1, width - len(prefix))
     text = Text(no_wrap=True, overflow="crop")
     text.append(prefix, style="dim")
     runs: list[tuple[str, str, int]] = []  # (glyph, style, length): one span per run of equal cells
-    for cell in _timeline_cells(points, span_s, cells):
+    for cell in _timeline_cells(points, span_s, cells, hop_s):
         glyph, style = (
             (" ", "") if cell is False else ("·", "dim") if cell is None else ("█", emotion_colour(str(cell)))
         )
@@ -223,10 +219,11 @@ def _level_line(view: ChannelView, width: int) -> Text:
 class ChannelPanel:
     """One channel's panel; lays itself out for the width it is given at render time."""
 
-    def __init__(self, view: ChannelView, labels: Sequence[str], timeline_seconds: float) -> None:
+    def __init__(self, view: ChannelView, labels: Sequence[str], timeline_seconds: float, hop_s: float = 0.5) -> None:
         self.view = view
         self.labels = tuple(labels)
         self.timeline_seconds = timeline_seconds
+        self.hop_s = hop_s
 
     def _body(self, inner: int) -> list[RenderableType]:
         view = self.view
@@ -239,7 +236,7 @@ class ChannelPanel:
             return rows
         rows.append(_emotion_line(view))
         rows.append(_score_bars(view, self.labels, inner))
-        rows.append(_timeline(view.timeline, self.timeline_seconds, inner))
+        rows.append(_timeline(view.timeline, self.timeline_seconds, inner, self.hop_s))
         rows.append(_level_line(view, inner))
         return rows
 
@@ -289,7 +286,7 @@ class DashboardView:
         state = self.state
         width = options.max_width
         yield _header(state, width)
-        panels = [ChannelPanel(view, state.labels, state.timeline_seconds) for view in state.channels]
+        panels = [ChannelPanel(view, state.labels, state.timeline_seconds, state.hop_s) for view in state.channels]
         if not panels:
             yield Text("no channels yet", style="dim italic")
         elif len(panels) > 1 and width >= _SIDE_BY_SIDE_WIDTH:
