@@ -20,6 +20,7 @@ from typing import Any
 
 from emostream import __version__
 from emostream.apps.options import add_model_options, config_from_args
+from emostream.audio.codecs import RAW_FORMATS
 from emostream.errors import AudioInputError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
@@ -39,7 +40,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--stdin", action="store_true", help="read raw PCM from standard input")
     src.add_argument("--rate", type=int, help="capture rate / rate of --stdin PCM in Hz")
     src.add_argument("--channels", type=int, help="channels to capture / channels of --stdin PCM")
-    src.add_argument("--format", dest="pcm_format", help="--stdin format: s16le (default), s32le, f32le, mulaw, alaw")
+    formats = ", ".join(RAW_FORMATS)
+    src.add_argument("--format", dest="pcm_format", help=f"--stdin format: {formats} (default s16le)")
     src.add_argument("--demo", action="store_true", help="stream the bundled demo recording")
     src.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio")
     out = parser.add_argument_group("output")

@@ -39,6 +39,8 @@ class HopResult:
     latency_ms: float
     channel: int = 0
     role: str = "speaker"
+    arousal: float | None = None
+    uncertain: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL ``hop`` record."""
@@ -53,6 +55,8 @@ class HopResult:
             "smoothed": _rounded(self.smoothed),
             "emotion": self.emotion,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "arousal": None if self.arousal is None else round(self.arousal, 4),
+            "uncertain": self.uncertain,
             "latency_ms": round(self.latency_ms, 3),
         }
 
@@ -85,7 +89,9 @@ class ChannelView:
     speech_active: bool
     speech_seconds: float = 0.0
     active_alerts: tuple[str, ...] = ()
-    name: str | None = None  # display name from [[channels]] name (None: show channel and role)
+    name: str | None = None
+    arousal: float | None = None
+    uncertain: bool = False  # display name from [[channels]] name (None: show channel and role)
 
 
 @dataclass(frozen=True)

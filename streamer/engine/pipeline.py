@@ -15,9 +15,11 @@ import time
 import numpy as np
 import numpy.typing as npt
 
+from emostream.engine.calibration import Calibrator
 from emostream.engine.events import HopResult
+from emostream.engine.reading import ReadingConfig, arousal, input_rms_z, is_uncertain
 from emostream.engine.smoothing import Smoother, SmoothingConfig
-from emostream.frontend.features import FeatureConfig
+from emostream.frontend.features import FeatureConfig, FloatArray
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import Window, WindowExtractor
 from emostream.inference.model import EmotionModel
@@ -56,6 +58,8 @@ class ChannelPipeline:
         analysed: bool = True,
         feature_cfg: FeatureConfig | None = None,
         first_window_ms: float | None = None,
+        reading: ReadingConfig | None = None,
+        calibrator: Calibrator | None = None,
     ) -> None:
         self.model = model
         self.labels = model.labels
@@ -70,13 +74,19 @@ class ChannelPipeline:
         self.timing = self._extractor.timing
         self.hop_s = self.timing.hop_s
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
+        self.reading = reading or ReadingConfig()
+        self._arousal_weights = self.reading.weights_for(self.labels)
+        self.calibrator = calibrator
         self.reset()
 
     def reset(self) -> None:
         """Start a new stream: clear windows, smoothing and the level meter."""
         self._extractor.reset()
         self._smoother.reset()
+        if self.calibrator is not None:
+            self.calibrator.reset()
         self.level_db = SILENCE_DB  # RMS level of the latest chunk, dBFS
+        self._last_rms_z: float | None = None  # input RMS z-score of the latest speech window
 
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
@@ -101,9 +111,12 @@ class ChannelPipeline:
         started = time.perf_counter()
         scores = None
         if self.analysed and window.is_speech:
-            scores = self.model.predict(window.features)
+            scores = self._classify(window.features)
         reading = self._smoother.process(scores, window.end_s) if self.analysed else (None, None, None)
         smoothed, emotion, confidence = reading
+        arousal_now = None if smoothed is None else arousal(smoothed, self._arousal_weights)
+        top = None if smoothed is None else float(smoothed.max())
+        uncertain = smoothed is not None and is_uncertain(top, self._last_rms_z, self.reading)
         latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
         result = HopResult(
             t_start=window.start_s,
@@ -117,5 +130,19 @@ class ChannelPipeline:
             latency_ms=latency_ms,
             channel=self.channel,
             role=self.role,
+            arousal=arousal_now,
+            uncertain=uncertain,
         )
         return result
+
+    def _classify(self, features: FloatArray) -> FloatArray:
+        """Class probabilities of one speech window, normalised by the speaker calibration if there is one."""
+        x = self.model.select(features)
+        if self.calibrator is None:
+            mean, std = self.model.metadata.norm_mean, self.model.metadata.norm_std
+        else:
+            mean, std = self.calibrator.normalisation()
+            self.calibrator.update(x)
+        normalised = (x - mean) / std
+        self._last_rms_z = input_rms_z(normalised)
+        return self.model.predict_normalised(normalised[None].astype(np.float32))[0]

@@ -114,6 +114,8 @@ class ChannelStats:
             speech_seconds=self.speech_seconds,
             active_alerts=self.active_alerts,
             name=self.plan.given_name,
+            arousal=None if last is None else last.arousal,
+            uncertain=last is not None and last.uncertain,
         )
 
     def summary(self) -> ChannelSummary:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emostream.errors import InvalidSettingError
-
-DEFAULT_MODEL = "resnet_mlp"
+from emostream.inference.metadata import DEFAULT_MODEL
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,12 +64,21 @@ class EmotionModel:
         """Class probabilities for one window's features, shape (n_labels,)."""
         return self.predict_batch(np.asarray(features, dtype=np.float32)[None])[0]
 
-    def predict_batch(self, features: FloatArray) -> FloatArray:
-        """Class probabilities for a batch of windows, shape (n, n_labels), float32."""
-        x = self.prepare(features)
+    def select(self, features: npt.ArrayLike) -> FloatArray:
+        """The model's input columns of raw window features (before normalisation), float32."""
+        x = np.asarray(features, dtype=np.float32)
+        selected = self.metadata.selected_features
+        return x if selected is None else x[..., list(selected)]
+
+    def predict_normalised(self, x: FloatArray) -> FloatArray:
+        """Class probabilities for already selected and normalised inputs, shape (n, *input_shape) -> (n, n_labels)."""
         if x.shape[1:] != self.metadata.input_shape:
             raise ModelError(
                 f"features of shape {x.shape[1:]} given, model {self.metadata.name} takes {self.metadata.input_shape}"
             )
-        probs = np.clip(self._runner.run(x), 0.0, None)
+        probs = np.clip(self._runner.run(np.asarray(x, dtype=np.float32)), 0.0, None)
         return (probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
+
+    def predict_batch(self, features: FloatArray) -> FloatArray:
+        """Class probabilities for a batch of windows, shape (n, n_labels), float32."""
+        return self.predict_normalised(self.prepare(features))
