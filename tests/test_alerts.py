@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -341,3 +342,20 @@ def test_delivery_observer_submits_only_alert_events(tmp_path: Path):
     delivery.on_end(object())
     assert delivery.dispatcher.stats.delivered == 1
     assert [json.loads(line)["rule"] for line in out.read_text().splitlines()] == ["a"]
+
+
+def test_arousal_rule_fires_on_sustained_agitation_and_uncertain_hops_never_fire():
+    rule = AlertRule(name="agitated", on="arousal", threshold=0.8, min_duration_s=1.0)
+    rules = AlertRules([rule], labels=("neutral", "angry", "sad"))
+
+    def aroused(i: int, value: float, *, uncertain: bool = False) -> HopResult:
+        return dataclasses.replace(hop(i, 0.5), arousal=value, uncertain=uncertain)
+
+    assert [e for i in range(3) for e in rules.process(aroused(i, 0.9, uncertain=True))] == []  # never on uncertain
+    events = [e for i in range(3, 6) for e in rules.process(aroused(i, 0.9))]
+    assert [(e.state, e.on, e.t_start, e.t_end) for e in events] == [("fired", "arousal", 3.5, 4.5)]
+    assert events[0].to_dict()["on"] == "arousal" and events[0].score == pytest.approx(0.9)
+    with pytest.raises(ConfigError, match="an arousal rule takes no emotions"):
+        AlertRule(name="x", on="arousal", emotions=("angry",))
+    with pytest.raises(ConfigError, match="or set on = 'arousal'"):
+        AlertRule(name="x")

@@ -219,3 +219,10 @@ def test_channel_display_name_in_the_panel_title() -> None:
     text = _text(render(_state((_channel(name="customer"),))), 80)
     title = next(ln for ln in text.splitlines() if "channel 0" in ln)
     assert "customer" in title and "caller" in title
+
+
+def test_arousal_and_uncertain_readings_are_shown() -> None:
+    sure = _text(render(_state((_channel(arousal=0.91),))), 100)
+    assert "ANGRY" in sure and "arousal 0.91" in sure and "uncertain" not in sure
+    unsure = _text(render(_state((_channel(arousal=0.4, uncertain=True),))), 100)
+    assert "angry?" in unsure and "uncertain" in unsure and "ANGRY" not in unsure and "arousal 0.40" in unsure

@@ -1,16 +1,19 @@
-"""Alert rules on smoothed emotion scores, and their non-blocking delivery.
+"""Alert rules on smoothed emotion scores or arousal.
 
 :class:`AlertRules` runs in the processing thread: ``process(hop)`` takes each channel's
 :class:`~emostream.engine.events.HopResult` and returns the :class:`AlertEvent` values that hop
 caused. A rule's *score* on a hop is the smoothed probability of its emotion, or, for
 several emotions, their **sum** (``combine = "sum"``, the default: "angry or disgusted")
-or their **max** (``combine = "max"``: "the strongest of them").
+or their **max** (``combine = "max"``: "the strongest of them"); a rule with
+``on = "arousal"`` scores the hop's arousal (0 calm .. 1 agitated) instead, e.g.
+"customer arousal >= 0.8 for 5 s".
 
 Firing: a rule fires once when its score has stayed ``>= threshold`` on consecutive
 speech hops whose ``t_end`` values span at least ``min_duration_s`` (the span runs from
 the ``t_end`` of the first qualifying hop to that of the current hop; with 0.5 s hops, 5 s
-takes 11 hops). Hops without speech (``smoothed`` None or ``is_speech`` False) neither
-extend nor break the run, unless the silence gap exceeds ``max_gap_s``, which restarts it.
+takes 11 hops). Hops without speech (``smoothed`` None or ``is_speech`` False) and
+*uncertain* hops neither extend nor break the run, unless such a gap exceeds ``max_gap_s``,
+which restarts it: an alert never fires on an uncertain reading.
 
 Clearing (hysteresis): a fired rule stays *active* and cannot fire again until its score
 has been ``< clear_threshold`` (default: ``threshold``) on speech hops spanning at least
@@ -49,6 +52,7 @@ class AlertRule:
     threshold: float = 0.6
     min_duration_s: float = 5.0
     combine: Literal["sum", "max"] = "sum"
+    on: Literal["emotions", "arousal"] = "emotions"
     clear_threshold: float | None = None
     clear_after_s: float = 0.0
     max_gap_s: float = 2.0
@@ -58,7 +62,17 @@ class AlertRule:
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
             (bool(self.name), "name", "is empty; give the rule a short name such as 'customer_angry'"),
-            (len(self.emotions) > 0, "emotions", "is empty; list one or more emotions, e.g. ['angry']"),
+            (self.on in ("emotions", "arousal"), "on", f"is {self.on!r}; expected 'emotions' or 'arousal'"),
+            (
+                self.on == "arousal" or len(self.emotions) > 0,
+                "emotions",
+                "is empty; list one or more emotions, e.g. ['angry'], or set on = 'arousal'",
+            ),
+            (
+                self.on == "emotions" or not self.emotions,
+                "emotions",
+                f"is {list(self.emotions)} with on = 'arousal'; an arousal rule takes no emotions",
+            ),
             (self.combine in COMBINE_MODES, "combine", f"is {self.combine!r}; expected 'sum' or 'max'"),
             (0.0 < self.threshold <= 2.0, "threshold", f"is {self.threshold}; expected a score above 0"),
             (self.min_duration_s >= 0, "min_duration_s", f"is {self.min_duration_s}; expected 0 s or more"),
@@ -83,6 +97,12 @@ class AlertRule:
     def applies_to(self, channel: int, role: str) -> bool:
         """Whether this rule watches ``channel`` with ``role``."""
         return (not self.roles or role in self.roles) and (not self.channels or channel in self.channels)
+
+    def score_of(self, hop: HopResult) -> float:
+        """The rule's score on one hop: arousal, or its emotions' smoothed probabilities combined."""
+        if self.on == "arousal":
+            return 0.0 if hop.arousal is None else hop.arousal
+        return self.score(hop.smoothed or {})
 
     def score(self, smoothed: dict[str, float]) -> float:
         """The rule's score on one hop's smoothed probabilities (missing labels count 0)."""
@@ -110,6 +130,7 @@ class AlertEvent:
     score: float
     peak: float
     scores: dict[str, float]
+    on: str = "emotions"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL ``alert`` record (also the command's stdin and the webhook body)."""
@@ -121,6 +142,7 @@ class AlertEvent:
             "role": self.role,
             "t_start": round(self.t_start, 3),
             "t_end": round(self.t_end, 3),
+            "on": self.on,
             "emotions": list(self.emotions),
             "threshold": self.threshold,
             "score": round(self.score, 4),
@@ -167,20 +189,20 @@ class AlertRules:
 
     def process(self, hop: HopResult) -> list[AlertEvent]:
         """Update every rule that applies to the hop's channel; return the events it caused."""
-        if hop.smoothed is None or not hop.is_speech:
+        if hop.smoothed is None or not hop.is_speech or hop.uncertain:
             return []
         events: list[AlertEvent] = []
         for rule in self.rules:
             if rule.applies_to(hop.channel, hop.role):
                 state = self._state.setdefault((rule.name, hop.channel), _RuleState())
-                event = _step(rule, state, hop, hop.smoothed)
+                event = _step(rule, state, hop)
                 if event is not None:
                     events.append(event)
         return events
 
 
-def _step(rule: AlertRule, st: _RuleState, hop: HopResult, smoothed: dict[str, float]) -> AlertEvent | None:
-    score = rule.score(smoothed)
+def _step(rule: AlertRule, st: _RuleState, hop: HopResult) -> AlertEvent | None:
+    score = rule.score_of(hop)
     t = hop.t_end
     gap = st.last_t is not None and t - st.last_t > rule.max_gap_s
     st.last_t = t
@@ -217,6 +239,7 @@ def _event(
         t_start=start,
         t_end=hop.t_end,
         emotions=rule.emotions,
+        on=rule.on,
         threshold=rule.threshold,
         score=score,
         peak=peak,

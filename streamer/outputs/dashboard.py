@@ -119,10 +119,18 @@ def _emotion_line(view: ChannelView) -> Text:
         return Text("listening… (no emotion yet)", style="dim italic")
     colour = emotion_colour(view.emotion)
     text = Text()
-    text.append(f"  {view.emotion.upper()}  ", style=f"bold reverse {colour}")
-    if view.confidence is not None:
-        text.append(f"  {view.confidence:.0%}", style="bold")
-        text.append(" confidence", style="dim")
+    if view.uncertain:
+        text.append(f"  {view.emotion.lower()}?  ", style=f"{colour} dim")
+        text.append("  uncertain", style="bold yellow")
+        text.append(" (weak evidence; no alerts)", style="dim")
+    else:
+        text.append(f"  {view.emotion.upper()}  ", style=f"bold reverse {colour}")
+        if view.confidence is not None:
+            text.append(f"  {view.confidence:.0%}", style="bold")
+            text.append(" confidence", style="dim")
+    if view.arousal is not None:
+        text.append("  ·  arousal ", style="dim")
+        text.append(f"{view.arousal:.2f}", style="bold red" if view.arousal >= 0.8 else "bold")
     return text
 
 
