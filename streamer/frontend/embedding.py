@@ -193,7 +193,7 @@ def speech_embedding_dir() -> Path:
     return Path(str(resources.files("emostream.models"))) / "speech_embedding"
 
 
-def _read_checked(path: Path, expected_sha256: str, setting: str) -> bytes:
+def _read_checked(path: Path, expected_sha256: str, setting: str, context: str = "the embedding config") -> bytes:
     try:
         content = path.read_bytes()
     except OSError as exc:
@@ -204,11 +204,25 @@ def _read_checked(path: Path, expected_sha256: str, setting: str) -> bytes:
     digest = hashlib.sha256(content).hexdigest()
     if digest != expected_sha256:
         raise ModelError(
-            f"{path} has sha256 {digest}, but the embedding config expects {expected_sha256} ({setting}); "
+            f"{path} has sha256 {digest}, but {context} expects {expected_sha256} ({setting}); "
             "the file is not the vendored openwakeword 0.5.1 model: restore it from the openwakeword 0.5.1 "
-            "wheel (see models/speech_embedding/README.md) or use a config made for this file"
+            "wheel (see models/speech_embedding/README.md) or use a model made for this file"
         )
     return content
+
+
+def check_model_files(
+    config: EmbeddingConfig, *, model_dir: Path | None = None, context: str = "the embedding config"
+) -> None:
+    """Refuse (:class:`ModelError`, exit code 5) embedding files whose sha256 differs from ``config``'s.
+
+    Reads both files of ``model_dir`` (default: the vendored folder); the error names the
+    file, the expected and found digests, who expects them (``context``, e.g. a model's
+    metadata path) and the fix. :class:`SpeechEmbedder` makes the same check when it loads.
+    """
+    folder = speech_embedding_dir() if model_dir is None else Path(model_dir)
+    _read_checked(folder / MEL_MODEL_FILE, config.mel_model_sha256, "mel_model_sha256", context)
+    _read_checked(folder / EMBEDDING_MODEL_FILE, config.embedding_model_sha256, "embedding_model_sha256", context)
 
 
 class _MelTables:
@@ -322,8 +336,13 @@ class SpeechEmbedder:
         """Global index of the oldest mel frame still held."""
         return self._mel_first
 
-    def process(self, chunk: npt.ArrayLike) -> int:
-        """Feed float32 mono 16 kHz samples in [-1, 1]; compute the mel frames they complete; return :attr:`mel_end`."""
+    def process(self, chunk: npt.ArrayLike, *, keep_from_frame: int | None = None) -> int:
+        """Feed float32 mono 16 kHz samples in [-1, 1]; compute the mel frames they complete; return :attr:`mel_end`.
+
+        ``keep_from_frame``: mel frames from this global index on are kept even when they are
+        more than ``history_frames`` behind the newest (a caller given a long chunk at once,
+        such as a whole clip, still finds the frames of every window it has not closed yet).
+        """
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
         needed = self._audio_len + samples.size
         if needed > self._audio.size:
@@ -337,14 +356,17 @@ class SpeechEmbedder:
             return self.mel_end
         n_new = (needed - MEL_SPAN_SAMPLES) // MEL_HOP_SAMPLES + 1
         frames = np.lib.stride_tricks.sliding_window_view(self._audio[:needed], MEL_SPAN_SAMPLES)[::MEL_HOP_SAMPLES]
-        self._append_mel(self._tables.log_mel(frames[:n_new]))
+        self._append_mel(self._tables.log_mel(frames[:n_new]), keep_from_frame)
         used = n_new * MEL_HOP_SAMPLES
         self._audio[: needed - used] = self._audio[used:needed]
         self._audio_len = needed - used
         return self.mel_end
 
-    def _append_mel(self, rows: FloatArray) -> None:
-        keep_from = max(self._mel_first, self.mel_end - self.config.history_frames)
+    def _append_mel(self, rows: FloatArray, keep_from_frame: int | None) -> None:
+        keep_from = self.mel_end - self.config.history_frames
+        if keep_from_frame is not None:
+            keep_from = min(keep_from, keep_from_frame)
+        keep_from = max(self._mel_first, keep_from)
         drop = keep_from - self._mel_first
         if drop:
             self._mel[: self._mel_count - drop] = self._mel[drop : self._mel_count]

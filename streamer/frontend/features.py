@@ -11,6 +11,11 @@ Each frame is turned once into a row of per-frame features (see
 * ``feature_set="frames"``: the window's MFCC frames as a (frames, n_mfcc) matrix
   (:func:`frames_matrix`).
 
+With ``FeatureConfig.embedding`` set (summary set only), the summary model input is fused:
+the summary statistics above, followed by the pooled speech embeddings of the window
+(:mod:`emostream.frontend.embedding`, :func:`~emostream.frontend.embedding.pooled_feature_names`),
+which :class:`emostream.frontend.windowing.WindowExtractor` computes beside the frame rows.
+
 :class:`FrameFeaturizer` computes the per-frame rows incrementally from chunks of any
 size; :func:`frame_features` is the whole-signal equivalent and gives the same rows.
 """
@@ -27,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError
+from emostream.frontend.embedding import MEL_HOP_SAMPLES, SAMPLE_RATE_HZ, EmbeddingConfig, pooled_feature_names
 from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_power
 
 FloatArray = npt.NDArray[np.float32]
@@ -46,6 +52,10 @@ class FeatureConfig:
 
     Window and hop sizes are in milliseconds and must come to whole numbers of samples;
     the analysis window and its hop must be whole numbers of STFT hops.
+
+    ``embedding``: the pretrained speech-embedding part of a fused summary input (None =
+    off). It needs the summary feature set, 16 kHz and a 10 ms frame hop, so that the
+    embedder's mel frame ``j`` and STFT frame ``j`` both start at sample ``160 j``.
     """
 
     sample_rate_hz: int = 16000
@@ -61,6 +71,7 @@ class FeatureConfig:
     feature_set: FeatureSet = "summary"
     pitch: bool = False
     deltas: bool = False
+    embedding: EmbeddingConfig | None = None
 
     def __post_init__(self) -> None:
         self._check()
@@ -96,6 +107,22 @@ class FeatureConfig:
             )
         if not 1 <= self.n_mfcc <= self.n_mels:
             raise ConfigError(f"n_mfcc = {self.n_mfcc}; expected 1 <= n_mfcc <= n_mels ({self.n_mels})")
+        if self.embedding is not None:
+            self._check_embedding()
+
+    def _check_embedding(self) -> None:
+        if self.feature_set != "summary":
+            raise ConfigError(
+                f"the speech embedding is set with feature_set = {self.feature_set!r}; it is fused into the summary "
+                "statistics only: use feature_set = 'summary' or drop the embedding"
+            )
+        if self.sample_rate_hz != SAMPLE_RATE_HZ or self.hop_samples != MEL_HOP_SAMPLES:
+            raise ConfigError(
+                f"the speech embedding is set with sample_rate_hz = {self.sample_rate_hz} and frame_hop_ms = "
+                f"{self.frame_hop_ms:g} ({self.hop_samples} samples); it needs {SAMPLE_RATE_HZ} Hz and a "
+                f"{MEL_HOP_SAMPLES}-sample (10 ms) hop so its mel frames line up with the STFT frames: "
+                "use those or drop the embedding"
+            )
 
     @property
     def frame_samples(self) -> int:
@@ -128,12 +155,24 @@ class FeatureConfig:
         return self.window_hop_samples // self.hop_samples
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, as stored in model metadata."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form, as stored in model metadata.
+
+        ``embedding`` is a nested dict (:meth:`EmbeddingConfig.to_dict`); without an embedding
+        the key is left out, so plain configs serialise as before (same model JSONs, same
+        training-cache keys).
+        """
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "embedding"}
+        if self.embedding is not None:
+            data["embedding"] = self.embedding.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
-        """Build from metadata; unknown or missing keys raise :class:`ConfigError`."""
+        """Build from metadata; unknown or missing keys raise :class:`ConfigError`.
+
+        ``embedding`` may be absent or null (no embedding, as in models made before it existed)
+        or a dict for :meth:`EmbeddingConfig.from_dict`.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -141,8 +180,14 @@ class FeatureConfig:
                 f"feature config has unknown keys {unknown}; this runtime knows {sorted(known)}. "
                 "The model was made by a newer emostream: upgrade emostream or use another model"
             )
+        values = dict(data)
+        embedding = values.pop("embedding", None)
+        if embedding is not None and not isinstance(embedding, dict):
+            raise ConfigError(
+                f"feature config embedding is {embedding!r}; expected a dict of embedding settings or null"
+            )
         try:
-            return cls(**data)
+            return cls(**values, embedding=None if embedding is None else EmbeddingConfig.from_dict(embedding))
         except TypeError as exc:
             raise ConfigError(f"feature config {data} is invalid: {exc}") from exc
 
@@ -176,12 +221,15 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
 
     Each frame feature's mean, then each one's std (F0 statistics over voiced speech
     frames only), then with ``deltas`` the std of the frame-to-frame change of each MFCC
-    and of the RMS level.
+    and of the RMS level; with an ``embedding``, the pooled embedding statistics
+    (``emb_mean_00`` .. ``emb_max_95``, :func:`~emostream.frontend.embedding.pooled_feature_names`).
     """
     names = frame_feature_names(cfg)
     columns = [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
     if cfg.deltas:
         columns += [f"{names[i]}_delta_std" for i in _delta_columns(cfg)]
+    if cfg.embedding is not None:
+        columns += pooled_feature_names(cfg.embedding)
     return columns
 
 
@@ -427,10 +475,19 @@ def _delta_std(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, co
     return deltas.std(axis=0).astype(np.float32)
 
 
-def model_input(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, cfg: FeatureConfig) -> FloatArray:
+def model_input(
+    frames: FloatArray,
+    speech_mask: npt.NDArray[np.bool_] | None,
+    cfg: FeatureConfig,
+    *,
+    pooled_embedding: FloatArray | None = None,
+) -> FloatArray:
     """One window's model input for ``cfg.feature_set`` (before normalisation).
 
     Summary: shape (len(summary_feature_names(cfg)),); frames: (frames_per_window, n_frame_features).
+    With ``cfg.embedding``, ``pooled_embedding`` (shape (cfg.embedding.pooled_dim,), float32, from
+    :func:`~emostream.frontend.embedding.pool_embeddings`) is required and ends the summary;
+    without it, it must be None.
     """
     if cfg.feature_set == "frames":
         return frames_matrix(frames)
@@ -439,6 +496,17 @@ def model_input(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, c
         n = frames.shape[1]
         f0_col = n - 2
         summary[[f0_col, n + f0_col]] = _voiced_f0_stats(frames, speech_mask, f0_col)
+    tail: list[FloatArray] = []
     if cfg.deltas:
-        summary = np.concatenate([summary, _delta_std(frames, speech_mask, _delta_columns(cfg))])
+        tail.append(_delta_std(frames, speech_mask, _delta_columns(cfg)))
+    if cfg.embedding is not None:
+        expected = (cfg.embedding.pooled_dim,)
+        if pooled_embedding is None or pooled_embedding.shape != expected:
+            got = None if pooled_embedding is None else pooled_embedding.shape
+            raise ValueError(f"pooled_embedding has shape {got}; this fused config needs {expected}")
+        tail.append(np.asarray(pooled_embedding, dtype=np.float32))
+    elif pooled_embedding is not None:
+        raise ValueError("pooled_embedding given, but the feature config has no embedding")
+    if tail:
+        summary = np.concatenate([summary, *tail])
     return summary

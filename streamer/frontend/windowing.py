@@ -5,6 +5,14 @@ of any size, runs the VAD and the per-frame front-end once per sample, and emits
 :class:`Window` every ``window_hop_ms`` once ``window_ms`` of audio is in. Each window
 holds its speech ratio and its model input (before normalisation). Training calls it on
 whole clips; the streaming engine on live chunks; both get the same windows.
+
+With ``FeatureConfig.embedding`` the extractor also owns a
+:class:`~emostream.frontend.embedding.SpeechEmbedder`, fed the very samples the VAD and
+the featurizer get (lead-in included: mel frame ``j`` and STFT frame ``j`` both start at
+sample ``160 j``). A speech window appends the pooled embeddings of its speech (the
+window's VAD flags gate them; embeddings on the stride grid are computed once and shared
+by the overlapping windows); a window that is not speech computes none and appends the
+pooled value of no embeddings (zeros), so every window has the same shape.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from emostream.frontend.embedding import EMBEDDING_DIM, MEL_HOP_SAMPLES, SpeechEmbedder, pool_embeddings
 from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
 from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig, VadGate
@@ -88,7 +97,8 @@ class WindowExtractor:
     0); a window's speech ratio counts only VAD frames of real audio.
 
     With ``compute_features=False`` only the VAD runs (for channels that are metered but
-    not classified); windows then carry an empty ``features`` array.
+    not classified); windows then carry an empty ``features`` array, and no speech
+    embedder is created even when the config has an embedding.
     """
 
     def __init__(
@@ -110,6 +120,14 @@ class WindowExtractor:
         capacity = 2 * feature_cfg.frames_per_window
         self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)
         self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
+        self._embedder: SpeechEmbedder | None = None
+        if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
+            self._embedder = SpeechEmbedder(feature_cfg.embedding)
+        self._no_embedding = (
+            None
+            if feature_cfg.embedding is None
+            else pool_embeddings(np.zeros((0, EMBEDDING_DIM)), feature_cfg.embedding.pooling)
+        )
         self._samples_seen = 0
         self._next_index = 0
         # Samples not yet run through the VAD and the front-end: they are analysed in one go
@@ -123,6 +141,8 @@ class WindowExtractor:
         """Start a new stream."""
         self._featurizer.reset()
         self._vad.reset()
+        if self._embedder is not None:
+            self._embedder.reset()
         self._frames.reset()
         self._flags.reset()
         self._samples_seen = 0
@@ -133,6 +153,16 @@ class WindowExtractor:
     def _feed_lead_in(self) -> None:
         if self._lead_in:
             self.process(np.zeros(self._lead_in, dtype=np.float32))
+
+    @property
+    def embedder(self) -> SpeechEmbedder | None:
+        """The speech embedder of a fused config (None without an embedding or with ``compute_features=False``)."""
+        return self._embedder
+
+    @property
+    def embeddings_computed(self) -> int:
+        """Speech embeddings computed since construction (0 without an embedder)."""
+        return 0 if self._embedder is None else self._embedder.embeddings_computed
 
     @property
     def samples_seen(self) -> int:
@@ -155,6 +185,8 @@ class WindowExtractor:
         next_start = self._next_index * cfg.window_hop_samples
         if self._compute_features:
             self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
+        if self._embedder is not None:
+            self._embedder.process(samples, keep_from_frame=next_start // MEL_HOP_SAMPLES)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
         return self._emit_ready()
 
@@ -195,22 +227,44 @@ class WindowExtractor:
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
         ratio = float(np.mean(real_flags))
+        is_speech = ratio >= self.vad_cfg.min_speech_ratio
         start_s, end_s = self.timing.window_times_s(self._next_index)
         return Window(
             index=self._next_index,
             start_s=start_s,
             end_s=end_s,
             speech_ratio=ratio,
-            is_speech=ratio >= self.vad_cfg.min_speech_ratio,
-            features=self._window_features(first_frame, flags) if self._compute_features else _NO_FEATURES,
+            is_speech=is_speech,
+            features=self._window_features(start, first_frame, flags, is_speech)
+            if self._compute_features
+            else _NO_FEATURES,
         )
 
-    def _window_features(self, first_frame: int, flags: npt.NDArray[np.bool_]) -> FloatArray:
+    def _window_features(
+        self, start: int, first_frame: int, flags: npt.NDArray[np.bool_], is_speech: bool
+    ) -> FloatArray:
         cfg = self.feature_cfg
         frames = self._frames.take(first_frame, cfg.frames_per_window)
         centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
         mask = flags[centres // self._vad_frame]
-        return model_input(np.asarray(frames, dtype=np.float32), mask, cfg)
+        return model_input(
+            np.asarray(frames, dtype=np.float32), mask, cfg, pooled_embedding=self._pooled(start, flags, is_speech)
+        )
+
+    def _pooled(self, start: int, flags: npt.NDArray[np.bool_], is_speech: bool) -> FloatArray | None:
+        """Pooled speech embeddings of the window starting at sample ``start`` (None without an embedding).
+
+        Not speech: the pooled value of no embeddings, and the embedding model is not run.
+        """
+        if self._embedder is None or self._no_embedding is None:
+            return None
+        if not is_speech:
+            return self._no_embedding
+        first = start // MEL_HOP_SAMPLES
+        _, emb = self._embedder.window_embeddings(
+            first, first + self.feature_cfg.window_samples // MEL_HOP_SAMPLES, flags
+        )
+        return pool_embeddings(emb, self._embedder.config.pooling)
 
 
 _NO_FEATURES: FloatArray = np.zeros(0, dtype=np.float32)

@@ -3,7 +3,10 @@
 Every model is a ``NAME.tflite`` with a ``NAME.json`` beside it (:class:`ModelMetadata`):
 labels, the :class:`FeatureConfig` and :class:`VadConfig` it was trained with, the
 feature normalisation, quantisation, training data and evaluation figures. The runtime
-builds its front-end from that file and refuses a model it cannot honour.
+builds its front-end from that file and refuses a model it cannot honour. A model whose
+feature config has a speech embedding (a fused input) records the sha256 of the two
+vendored embedding files in that config; :meth:`ModelMetadata.load` checks the installed
+files against them.
 :func:`normalize_input` is the one input preparation (column selection + normalisation)
 used by the runtime and by training.
 """
@@ -20,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
+from emostream.frontend.embedding import check_model_files
 from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
 from emostream.frontend.vad import VadConfig
 
@@ -114,7 +118,12 @@ class ModelMetadata:
 
     @classmethod
     def load(cls, path: Path) -> ModelMetadata:
-        """Read and validate a metadata file; :class:`ModelError` names what is wrong."""
+        """Read and validate a metadata file; :class:`ModelError` names what is wrong.
+
+        A fused model's speech-embedding files are checked here too: a file whose sha256
+        differs from the one in ``feature_config.embedding`` is refused, naming the file,
+        both digests and the fix.
+        """
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
@@ -122,9 +131,13 @@ class ModelMetadata:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"model metadata {path} is not readable JSON ({exc}); re-export the model") from exc
         try:
-            return cls._from_dict(data)
+            meta = cls._from_dict(data)
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ModelError(f"model metadata {path} does not fit this runtime: {exc}") from exc
+        embedding = meta.feature_config.embedding
+        if embedding is not None:
+            check_model_files(embedding, context=f"model {path} (feature_config.embedding)")
+        return meta
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
