@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emostream.errors import ModelError
+from emostream.frontend.embedding import EmbeddingConfig, speech_embedding_dir
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS, ModelMetadata, normalize_input, resolve_model
@@ -76,6 +77,49 @@ def test_frames_models_need_a_frames_shaped_input(tmp_path: Path) -> None:
     assert ModelMetadata.load(write(tmp_path, good)).input_shape == (198, 40)
     with pytest.raises(ModelError, match="input_shape"):
         ModelMetadata.load(write(tmp_path, dataclasses.replace(good, input_shape=(100, 40))))
+
+
+def fused_metadata(embedding: EmbeddingConfig) -> ModelMetadata:
+    cfg = FeatureConfig(pitch=True, deltas=True, embedding=embedding)
+    width = 115 + embedding.pooled_dim
+    return metadata(
+        feature_config=cfg,
+        input_shape=(width,),
+        norm_mean=np.zeros(width, np.float32),
+        norm_std=np.ones(width, np.float32),
+    )
+
+
+def test_fused_models_take_the_wider_input_and_record_the_embedding_files(tmp_path: Path) -> None:
+    meta = fused_metadata(EmbeddingConfig(stride_frames=25))
+    data = meta.to_dict()
+    emb = data["feature_config"]["embedding"]
+    assert emb["mel_model_sha256"] == EmbeddingConfig().mel_model_sha256
+    assert emb["embedding_model_sha256"] == EmbeddingConfig().embedding_model_sha256
+    loaded = ModelMetadata.load(write(tmp_path, meta))
+    assert loaded.input_shape == (403,) and loaded.feature_config == meta.feature_config
+    assert loaded.feature_names[-1] == "emb_max_95" and len(loaded.feature_names) == 403
+    with pytest.raises(ModelError, match="input_shape"):
+        ModelMetadata.load(write(tmp_path, meta, input_shape=[115]))
+    selected = dataclasses.replace(
+        meta, selected_features=(0, 400), input_shape=(2,), norm_mean=np.zeros(2), norm_std=np.ones(2)
+    )
+    assert ModelMetadata.load(write(tmp_path, selected)).feature_names == ["mfcc_00_mean", "emb_max_93"]
+
+
+def test_a_fused_model_whose_embedding_file_differs_is_refused_at_load(tmp_path: Path) -> None:
+    meta = fused_metadata(EmbeddingConfig(embedding_model_sha256="ab" * 32))
+    path = write(tmp_path, meta)
+    with pytest.raises(ModelError) as info:
+        ModelMetadata.load(path)
+    message = str(info.value)
+    found = EmbeddingConfig().embedding_model_sha256
+    assert str(speech_embedding_dir() / "embedding_model.tflite") in message
+    assert "ab" * 32 in message and found in message and str(path) in message
+    assert "restore it" in message and "README" in message
+    assert info.value.exit_code == 5
+    with pytest.raises(ModelError, match="embedding_model_sha256"):
+        EmotionModel.load(path)
 
 
 def test_unreadable_metadata_is_a_model_error(tmp_path: Path) -> None:
