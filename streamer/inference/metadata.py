@@ -77,6 +77,10 @@ class ModelMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     commit: str = "unknown"
+    # speaker calibration the model was trained with ({"prior_windows": n0, ...}); None = none
+    calibration: dict[str, Any] | None = None
+    # how probabilities become arousal and "uncertain" (emostream.engine.reading.ReadingConfig); None = defaults
+    reading: dict[str, Any] | None = None
 
     def prepare(self, features: npt.ArrayLike) -> FloatArray:
         """Select and normalise raw window features for this model (:func:`normalize_input`)."""
@@ -109,6 +113,8 @@ class ModelMetadata:
             "quantization": self.quantization,
             "training": self.training,
             "metrics": self.metrics,
+            "calibration": self.calibration,
+            "reading": self.reading,
             "commit": self.commit,
         }
 
@@ -162,6 +168,8 @@ class ModelMetadata:
             training=dict(data.get("training", {})),
             metrics=dict(data.get("metrics", {})),
             commit=str(data.get("commit", "unknown")),
+            calibration=_optional_section(data, "calibration", ("prior_windows",)),
+            reading=_optional_section(data, "reading", ()),
         )
         meta.check()
         return meta
@@ -208,3 +216,16 @@ def resolve_model(name_or_path: str | Path) -> Path:
         shipped = sorted(p.stem for p in bundled_models_dir().glob("*.json"))
         raise ModelError(f"no shipped model named {name_or_path!r}; shipped models: {shipped}, or pass a path")
     return path
+
+
+def _optional_section(data: dict[str, Any], key: str, required: tuple[str, ...]) -> dict[str, Any] | None:
+    """``data[key]`` as a dict (None when absent or null); ValueError when it is not a table or lacks ``required``."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} is {value!r}; expected a table of settings or null")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise ValueError(f"{key} lacks {missing}")
+    return dict(value)
