@@ -63,3 +63,38 @@ def test_train_export_load_predict(tmp_path, family):
     assert float(np.mean(np.abs(probs - p_float))) < 0.05
     scores = clip_scores(probs, wset.is_speech, wset.clip_index, len(clips))
     assert scores.shape == (16, 8) and not np.isnan(scores).any()
+
+
+@pytest.mark.slow
+def test_fused_model_trains_and_runs_end_to_end(tmp_path):
+    """`train --embedding-stride 50` on the fixtures, then the exported model through the runtime and `analyze`."""
+    import json
+
+    from conftest import run_cli
+
+    from emostream.audio.files import load_mono
+    from emostream.frontend.windowing import WindowExtractor
+    from emostream.train.cli import main
+
+    out = tmp_path / "out"
+    argv = ["train", "--data", str(FIXTURES), "--model", "mlp", "--embedding-stride", "50", "--epochs", "2"]
+    argv += ["--out", str(out), "--cache", str(tmp_path / "cache"), "--workers", "1", "--name", "fused"]
+    assert main(argv) == 0
+    model = EmotionModel.load(out / "fused.json")
+    fcfg = model.metadata.feature_config
+    assert fcfg.embedding is not None and fcfg.embedding.stride_frames == 50
+    assert model.metadata.input_shape == (115 + 288,)
+
+    clip = FIXTURES / "Actor_02" / "03-01-05-02-01-01-02.flac"
+    extractor = WindowExtractor(fcfg, model.metadata.vad_config, first_window_ms=1000.0)
+    audio = load_mono(clip, 16000)
+    windows = [w for i in range(0, audio.size, 1600) for w in extractor.process(audio[i : i + 1600])]
+    speech = [w for w in windows + extractor.flush() if w.is_speech]
+    assert speech and extractor.embeddings_computed > 0
+    probs = model.predict_batch(np.stack([w.features for w in speech]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+    proc = run_cli("analyze", "--jsonl", "--model", str(out / "fused.json"), str(clip))
+    assert proc.returncode == 0, proc.stderr.decode()
+    record = json.loads(proc.stdout.decode().splitlines()[0])
+    assert record["emotion"] in EMOTIONS and abs(sum(record["scores"].values()) - 1) < 1e-3

@@ -47,6 +47,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="first shipped front-end: no pitch and no delta statistics (90 summary inputs / 40 MFCC channels)",
     )
+    p.add_argument(
+        "--embedding-stride",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="fuse the pretrained speech embedding into the summary input, one embedding every FRAMES "
+        "10 ms mel frames (50 = two a second; 0 = off, the default)",
+    )
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
     p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
@@ -75,7 +83,13 @@ def _spec(args: argparse.Namespace) -> Any:
     return RunSpec(
         data=_data_dir(args.data),
         train=train_cfg,
-        features=feature_config_for(args.model, args.window_ms, args.hop_ms, legacy=args.legacy_features),
+        features=feature_config_for(
+            args.model,
+            args.window_ms,
+            args.hop_ms,
+            legacy=args.legacy_features,
+            embedding_stride_frames=args.embedding_stride,
+        ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
         cache_dir=Path(args.cache) if args.cache else None,

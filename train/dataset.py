@@ -2,13 +2,15 @@
 
 :func:`build_windows` runs :func:`emostream.frontend.windowing.extract_windows` on every clip
 (and on its augmented copies), in parallel over ``workers`` processes, and stores the
-result under ``cache_dir`` keyed by a hash of the feature config, VAD config,
-augmentation settings, channel and file list, so experiments do not re-extract.
+result under ``cache_dir`` keyed by a hash of the whole feature config (the speech
+embedding's settings and file digests included, so fused and plain windows never mix),
+VAD config, augmentation settings, channel and file list, so experiments do not re-extract.
 A clip's score is the mean of its speech windows' probabilities (:func:`clip_scores`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -23,7 +25,7 @@ import numpy.typing as npt
 from emostream.audio.files import load_mono
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.frontend.windowing import extract_windows
+from emostream.frontend.windowing import WindowExtractor
 from emostream.train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
 from emostream.train.ravdess import Clip
 
@@ -92,8 +94,8 @@ def cache_key(
 def _extract_job(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]) -> list[tuple[Any, Any]]:
     """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
     path, fdict, vdict, adict, channel = job
-    fcfg = FeatureConfig(**fdict)
-    vcfg = VadConfig(**vdict)
+    fcfg = FeatureConfig.from_dict(fdict)
+    vcfg = VadConfig.from_dict(vdict)
     aug = augment_config_from_dict(adict)
     audio = load_mono(path, fcfg.sample_rate_hz)
     if channel == "g711":
@@ -102,13 +104,21 @@ def _extract_job(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any],
     signals = [audio] + [
         augment(audio, fcfg.sample_rate_hz, aug, clip_rng(aug, key, k)) for k in range(1, aug.copies + 1)
     ]
+    extractor = _extractor(fcfg, vcfg)
     out = []
     for sig in signals:
-        windows = extract_windows(sig, fcfg, vcfg)
+        extractor.reset()  # a fresh stream: the windows of extract_windows(sig, fcfg, vcfg)
+        windows = extractor.process(sig) + extractor.flush()
         out.append(
             (np.stack([w.features for w in windows]).astype(np.float32), np.array([w.is_speech for w in windows]))
         )
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(feature_cfg: FeatureConfig, vad_cfg: VadConfig) -> WindowExtractor:
+    """One extractor per worker process and config, reset per signal (a speech embedder costs ~20 ms to load)."""
+    return WindowExtractor(feature_cfg, vad_cfg)
 
 
 def build_windows(

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from emostream.errors import DatasetError
+from emostream.errors import ConfigError, DatasetError
+from emostream.frontend.embedding import EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig, g711_available
@@ -28,6 +29,7 @@ from emostream.train.evaluate import (
 )
 from emostream.train.export import representative_sample, run_tflite, write_model
 from emostream.train.fit import TrainConfig, fit
+from emostream.train.models import SUMMARY_FAMILIES
 from emostream.train.ravdess import describe, folds_file, list_clips, load_folds
 from emostream.train.report import write_class_table, write_confusion_png, write_metrics
 
@@ -35,20 +37,37 @@ PROTOCOLS: tuple[str, ...] = ("random", "emobox", "emobox_speaker_adaptive")
 
 
 def feature_config_for(
-    family: str, window_ms: float = 2000.0, hop_ms: float = 500.0, *, legacy: bool = False
+    family: str,
+    window_ms: float = 2000.0,
+    hop_ms: float = 500.0,
+    *,
+    legacy: bool = False,
+    embedding_stride_frames: int = 0,
 ) -> FeatureConfig:
     """Default front-end of a family.
 
     Summary families (``resnet_mlp``, ``mlp``): summary statistics with pitch (F0 mean/std)
     and delta statistics (115 inputs). ``cnn``: 40 MFCCs + F0 + voicing per frame (42
     channels). ``legacy=True`` gives the first shipped front-end (no pitch, no deltas:
-    90 inputs resp. 40 channels).
+    90 inputs resp. 40 channels). ``embedding_stride_frames`` > 0 fuses the pretrained
+    speech embedding into a summary family's input (``EmbeddingConfig(stride_frames=...)``,
+    in 10 ms mel frames; + 288 pooled inputs); 0 = off. :class:`ConfigError` for ``cnn``.
     """
+    if embedding_stride_frames < 0:
+        raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
     if family == "cnn":
+        if embedding_stride_frames:
+            raise ConfigError(
+                f"--embedding-stride {embedding_stride_frames} with --model cnn: the speech embedding is fused into "
+                f"the summary statistics only; use --model {' or '.join(SUMMARY_FAMILIES)} or --embedding-stride 0"
+            )
         return FeatureConfig(
             feature_set="frames", n_mfcc=40, window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy
         )
-    return FeatureConfig(window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy, deltas=not legacy)
+    embedding = EmbeddingConfig(stride_frames=embedding_stride_frames) if embedding_stride_frames else None
+    return FeatureConfig(
+        window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy, deltas=not legacy, embedding=embedding
+    )
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""Training options of the fused front-end: --embedding-stride, and window caches keyed on the whole config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emostream.errors import ConfigError
+from emostream.frontend.embedding import EmbeddingConfig
+from emostream.frontend.features import FeatureConfig, summary_feature_names
+from emostream.frontend.vad import VadConfig
+from emostream.train.augment import AugmentConfig
+from emostream.train.cli import _spec, build_parser
+from emostream.train.dataset import cache_key
+from emostream.train.ravdess import list_clips
+from emostream.train.run import feature_config_for
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+
+
+def spec_features(tmp_path: Path, *extra: str) -> FeatureConfig:
+    args = build_parser().parse_args(["evaluate", "--data", str(tmp_path), "--out", "R", *extra])
+    features: FeatureConfig = _spec(args).features
+    return features
+
+
+def test_embedding_stride_is_off_by_default_and_sets_the_embedding(tmp_path: Path) -> None:
+    assert spec_features(tmp_path).embedding is None
+    assert spec_features(tmp_path, "--embedding-stride", "0").embedding is None
+    fused = spec_features(tmp_path, "--embedding-stride", "25", "--model", "mlp")
+    assert fused.embedding == EmbeddingConfig(stride_frames=25)
+    assert len(summary_feature_names(fused)) == 115 + 288
+    legacy = spec_features(tmp_path, "--embedding-stride", "50", "--legacy-features")
+    assert legacy.embedding == EmbeddingConfig() and len(summary_feature_names(legacy)) == 90 + 288
+
+
+def test_embedding_stride_is_refused_for_the_cnn_and_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--model resnet_mlp or mlp"):
+        spec_features(tmp_path, "--embedding-stride", "50", "--model", "cnn")
+    with pytest.raises(ConfigError, match="embedding-stride"):
+        feature_config_for("resnet_mlp", embedding_stride_frames=-1)
+    with pytest.raises(ConfigError, match="stride_frames"):
+        feature_config_for("resnet_mlp", embedding_stride_frames=5000)
+
+
+def test_window_cache_keys_on_the_whole_feature_config() -> None:
+    clips = list_clips(FIXTURES)
+    plain = feature_config_for("resnet_mlp")
+    keys = {
+        cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband")
+        for cfg in (
+            plain,
+            feature_config_for("resnet_mlp", embedding_stride_frames=50),
+            feature_config_for("resnet_mlp", embedding_stride_frames=25),
+            FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig(pooling=("mean", "std"))),
+            FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig(embedding_model_sha256="ab" * 32)),
+        )
+    }
+    assert len(keys) == 5
+    assert "embedding" not in plain.to_dict()  # plain configs keep the keys of caches made before the embedding
