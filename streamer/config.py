@@ -27,6 +27,7 @@ from emostream import schema
 from emostream.alerts.delivery import AlertOutput
 from emostream.alerts.rules import AlertRule
 from emostream.audio.config import AudioConfig
+from emostream.engine.calibration import CalibrationConfig
 from emostream.engine.channels import ChannelConfig, PrivacyConfig
 from emostream.engine.smoothing import SmoothingConfig
 from emostream.errors import ConfigError
@@ -71,6 +72,7 @@ class Config:
     vad: Overrides = field(default_factory=lambda: Overrides(VadConfig))
     windowing: WindowingConfig = field(default_factory=WindowingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     channels: tuple[ChannelConfig, ...] = ()
@@ -85,6 +87,7 @@ SECTIONS: dict[str, type[Any]] = {
     "audio": AudioConfig,
     "windowing": WindowingConfig,
     "smoothing": SmoothingConfig,
+    "calibration": CalibrationConfig,
     "model": ModelConfig,
     "output": OutputConfig,
     "privacy": PrivacyConfig,

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from emostream import __version__
-from emostream.apps.options import add_model_options, config_from_args
+from emostream.apps.options import add_calibration_options, add_model_options, config_from_args
 from emostream.audio.codecs import RAW_FORMATS
 from emostream.errors import AudioInputError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
-BUILTIN_COMMANDS = ("devices", "analyze")
+BUILTIN_COMMANDS = ("devices", "analyze", "calibrate")
 TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
 EXIT_INTERRUPTED = 130
 
@@ -55,6 +55,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     ana.add_argument("--time-constant", type=float, metavar="S", help="ema time constant in seconds")
     ana.add_argument("--hysteresis", type=float, help="margin another emotion needs to take over (0..1)")
     ana.add_argument("--min-dwell", type=float, metavar="S", help="seconds a label stays before it may change")
+    add_calibration_options(ana)
     ana.add_argument("--vad-aggressiveness", type=int, choices=(0, 1, 2, 3), help="VAD strictness")
 
 
@@ -73,8 +74,24 @@ def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="classify whole audio files (one emotion per file)")
     analyze.add_argument("paths", nargs="+", metavar="PATH", help="WAV/FLAC/OGG files")
     analyze.add_argument("--jsonl", dest="analyze_jsonl", action="store_true", help="JSON lines instead of a table")
+    analyze.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="the files are one speaker (or one recording setup): pool their speech statistics, then score each",
+    )
+    add_calibration_options(analyze)
     add_model_options(analyze)
     analyze.set_defaults(func=cmd_analyze, live=False)
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="save a speaker profile from recordings of one speaker (use it with --calibration PROFILE)",
+        description="Pool the speech statistics of the given recordings (one speaker, or one recording setup) "
+        "into a profile that live runs, analyze and calls can start from with --calibration PROFILE.",
+    )
+    calibrate.add_argument("paths", nargs="+", metavar="FILE", help="WAV/FLAC/OGG recordings of the speaker")
+    calibrate.add_argument("--out", required=True, metavar="PROFILE", help="where to write the profile (.json)")
+    add_model_options(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate, live=False, calibration=None, no_calibration=False)
     if plugins:
         _load_plugins(sub)
     return parser
@@ -179,10 +196,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
     from emostream.apps.analyze import analyze_files  # noqa: PLC0415
+    from emostream.apps.calibrate import check_readable, pooled_normalisation, profile_normalisation  # noqa: PLC0415
     from emostream.engine.plan import make_plan  # noqa: PLC0415
 
     plan = make_plan(config_from_args(args))
-    results = analyze_files(args.paths, plan)
+    if args.calibrate:
+        check_readable(args.paths)
+    normalisation = pooled_normalisation(args.paths, plan) if args.calibrate else profile_normalisation(plan)
+    results = analyze_files(args.paths, plan, normalisation)
     for r in results:
         if r.error is not None:
             _error(r.error)
@@ -201,15 +222,39 @@ def _print_analysis_table(results: Sequence[Any]) -> None:
     names = [Path(r.path).name for r in results]
     shown = names if len(set(names)) == len(names) else [r.path for r in results]  # file names when unambiguous
     table = Table(title="emotion per file")
-    for column in ("file", "emotion", "confidence", "speech s"):
+    for column in ("file", "emotion", "confidence", "arousal", "speech s"):
         table.add_column(column, justify="right" if column != "file" else "left")
     for name, r in zip(shown, results, strict=True):
         if r.error is not None:
-            table.add_row(name, "[red]error[/red]", "", "")
+            table.add_row(name, "[red]error[/red]", "", "", "")
         else:
             conf = "" if r.confidence is None else f"{r.confidence:.2f}"
-            table.add_row(name, r.emotion or "[dim]no speech[/dim]", conf, f"{r.speech_seconds:.1f}")
+            emotion = r.emotion or "[dim]no speech[/dim]"
+            if r.uncertain:
+                emotion = f"[yellow]{r.emotion}? (uncertain)[/yellow]"
+            arousal = "" if r.arousal is None else f"{r.arousal:.2f}"
+            table.add_row(name, emotion, conf, arousal, f"{r.speech_seconds:.1f}")
     Console().print(table)
+
+
+# ---------------------------------------------------------------- calibrate
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``emostream calibrate FILE... --out PROFILE``: a saved speaker profile."""
+    from emostream.apps.calibrate import check_readable, make_profile  # noqa: PLC0415
+    from emostream.engine.plan import make_plan  # noqa: PLC0415
+
+    check_readable(args.paths)
+    plan = make_plan(config_from_args(args))
+    profile = make_profile(args.paths, plan)
+    out = Path(args.out)
+    profile.save(out)
+    print(
+        f"profile for model {profile.model}: {profile.count:.0f} speech windows ({profile.speech_seconds:.1f} s of "
+        f"speech) from {len(args.paths)} file(s) -> {out}; use it with --calibration {out}"
+    )
+    return 0
 
 
 # ---------------------------------------------------------------- run

@@ -15,10 +15,26 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
 
 
+def add_calibration_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--calibration PROFILE and --no-calibration."""
+    parser.add_argument(
+        "--calibration", metavar="PROFILE", help="start from a saved speaker profile (see `emostream calibrate`)"
+    )
+    parser.add_argument(
+        "--no-calibration", action="store_true", help="no speaker calibration (the population's statistics only)"
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file (or defaults) with the command-line flags applied."""
     cfg = load_config(getattr(args, "config", None))
-    overrides: dict[str, dict[str, Any]] = {"model": {"name": args.model, "num_threads": args.threads}}
+    overrides: dict[str, dict[str, Any]] = {
+        "model": {"name": args.model, "num_threads": args.threads},
+        "calibration": {
+            "profile": getattr(args, "calibration", None),
+            "enabled": False if getattr(args, "no_calibration", False) else None,
+        },
+    }
     if getattr(args, "live", False):
         device = args.device
         overrides |= {

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from emostream.alerts.rules import AlertRules
 from emostream.config import Config
+from emostream.engine.calibration import CalibrationProfile, Calibrator, front_end_fingerprint
 from emostream.engine.channels import ChannelPlan, channel_plan
 from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.reading import ReadingConfig
+from emostream.errors import ConfigError
 from emostream.frontend.timing import WindowTiming
 from emostream.inference.model import EmotionModel
 
@@ -33,6 +36,9 @@ class SessionPlan:
     model: EmotionModel
     timing: WindowTiming
     file_timing: WindowTiming
+    reading: ReadingConfig
+    prior_windows: float | None  # calibration's n0; None = no calibration for this model or run
+    profile: CalibrationProfile | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -56,6 +62,25 @@ class SessionPlan:
         cfg = self.config
         return channel_plan(cfg.channels, cfg.privacy, n_channels, default_roles, strict=strict, where=cfg.source)
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether pipelines normalise with speaker statistics."""
+        return self.prior_windows is not None
+
+    def calibrator(self) -> Calibrator | None:
+        """Fresh calibration state for one channel (None when calibration is off or the model has none)."""
+        if self.prior_windows is None:
+            return None
+        meta = self.model.metadata
+        horizon = max(1, round(self.config.calibration.horizon_s / self.timing.hop_s))
+        return Calibrator(
+            meta.norm_mean,
+            meta.norm_std,
+            prior_windows=self.prior_windows,
+            horizon_windows=horizon,
+            profile=self.profile,
+        )
+
     def pipeline(self, channel: ChannelPlan) -> ChannelPipeline:
         """A fresh pipeline for one channel."""
         return ChannelPipeline(
@@ -67,6 +92,8 @@ class SessionPlan:
             analysed=channel.analysed,
             feature_cfg=self.timing.features,
             first_window_ms=self.config.windowing.first_window_ms,
+            reading=self.reading,
+            calibrator=self.calibrator() if channel.analysed else None,
         )
 
     def alert_rules(self) -> AlertRules:
@@ -83,4 +110,34 @@ def make_plan(cfg: Config, model: EmotionModel | None = None) -> SessionPlan:
     timing = WindowTiming.resolve(meta.feature_config, vad, cfg.windowing)
     file_timing = WindowTiming.of(timing.features, vad)
     AlertRules(cfg.alerts, model.labels)  # unknown emotions or repeated names fail here, before any audio
-    return SessionPlan(config=cfg, model=model, timing=timing, file_timing=file_timing)
+    prior = _prior_windows(cfg, model)
+    profile = None
+    if cfg.calibration.profile is not None:
+        if prior is None:
+            raise ConfigError(
+                f"--calibration {cfg.calibration.profile}: model {meta.name!r} was not trained for speaker calibration "
+                "(or [calibration] enabled = false); use a calibrated model such as the default, or drop the profile"
+            )
+        profile = CalibrationProfile.load(cfg.calibration.profile)
+        profile.check_fits(
+            meta.name, front_end_fingerprint(meta.to_dict()), meta.norm_mean.size, cfg.calibration.profile
+        )
+    return SessionPlan(
+        config=cfg,
+        model=model,
+        timing=timing,
+        file_timing=file_timing,
+        reading=ReadingConfig.from_metadata(meta.reading),
+        prior_windows=prior,
+        profile=profile,
+    )
+
+
+def _prior_windows(cfg: Config, model: EmotionModel) -> float | None:
+    """n0 of the calibration: the config's, else the model's trained value; None when off or untrained."""
+    trained = model.metadata.calibration
+    if not cfg.calibration.enabled or trained is None or model.metadata.feature_config.feature_set != "summary":
+        return None
+    if cfg.calibration.prior_windows is not None:
+        return cfg.calibration.prior_windows
+    return float(trained["prior_windows"])

@@ -32,7 +32,7 @@ from emostream.errors import AudioInputError, ConfigError, EmoStreamError
 from emostream.inference.metadata import ModelMetadata, resolve_model
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
-FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "channels", "privacy", "alerts")
+FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "calibration", "channels", "privacy", "alerts")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
 
