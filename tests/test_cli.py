@@ -72,7 +72,9 @@ def test_stdin_ending_mid_frame_warns_and_exits_3(model_arg: str) -> None:
         (["--stdin", "--rate", "16000", "--channels", "0"], 2, "[audio] channels is 0"),
         (["--stdin", "--rate", "16000", "--format", "u8"], 2, "raw PCM format 'u8' is not supported"),
         (["--hop-ms", "250"], 2, "window_hop_ms is 250 ms, not a multiple of the VAD frame"),
-        (["--file", "a.wav", "--demo"], 1, "--file and --demo given; choose one source"),
+        (["--file", "a.wav", "--demo"], 2, "--file and --demo given; expected one source"),
+        (["--duration", "0"], 2, "--duration is 0.0; expected a positive number"),
+        (["--duration", "-1"], 2, "--duration is -1.0; expected a positive number"),
         (["--model", "no_such_model"], 5, "no shipped model named 'no_such_model'"),
     ],
 )
@@ -163,7 +165,7 @@ def test_a_command_needing_tensorflow_at_run_time_says_how_to_install_it(
         return parser
 
     monkeypatch.setattr(cli, "build_parser", parser_with_plugin)  # a plugin importing TensorFlow lazily
-    assert cli.main(["train"]) == 1
+    assert cli.main(["train"]) == 2
     assert "emostream: error: `emostream train` needs the training extras" in capsys.readouterr().err
 
 

@@ -1,29 +1,31 @@
 """Whole-file analysis (``emostream analyze``): one emotion per file.
 
-A file is mixed to mono, brought to the model's rate and cut into the windows training
+A file is read in blocks (bounded memory), mixed to mono, brought to the model's rate and cut into the windows training
 used (the plan's ``file_timing``: the streaming windows without the first-reading
 lead-in, :func:`emostream.frontend.windowing.extract_windows`); its scores are the mean of the
 model's probabilities over its speech windows. A file without speech gets emotion None
 rather than a guess. Unreadable, empty or too-short files get a per-file error and do
-not stop the other files.
+not stop the other files; a truncated file is analysed as far as it goes, with a warning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emostream.audio.files import read_audio, resample, to_mono
+from emostream.audio.files import MIN_DURATION_S, MonoStream, audio_files_in, check_duration, suffix_list
 from emostream.engine.plan import SessionPlan
 from emostream.engine.reading import arousal, is_uncertain
 from emostream.errors import AudioInputError
 from emostream.frontend.features import FloatArray
-from emostream.frontend.windowing import extract_windows
+from emostream.frontend.windowing import Window, WindowExtractor
 
-MIN_DURATION_S = 0.5
+__all__ = ["MIN_DURATION_S", "FileResult", "analyze_file", "analyze_files", "expand_paths", "stream_windows"]
+BATCH_WINDOWS = 256  # speech windows per model call
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FileResult:
     error: str | None = None
     arousal: float | None = None
     uncertain: bool = False
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL record of ``emostream analyze --jsonl``."""
@@ -54,7 +57,53 @@ class FileResult:
         }
         if self.error is not None:
             record["error"] = self.error
+        if self.warning is not None:
+            record["warning"] = self.warning
         return record
+
+
+class _ScoreSum:
+    """Running sum of the model's probabilities over speech windows, predicted in batches (bounded memory)."""
+
+    def __init__(self, plan: SessionPlan, normalisation: tuple[FloatArray, FloatArray] | None) -> None:
+        self.model = plan.model
+        self.hop_s = plan.file_timing.hop_s
+        self.normalisation = normalisation
+        self.total: FloatArray | None = None
+        self.count = 0
+        self.speech_seconds = 0.0
+        self._pending: list[FloatArray] = []
+
+    def add(self, windows: list[Window]) -> None:
+        for w in windows:
+            self.speech_seconds += self.hop_s * w.speech_ratio
+            if w.is_speech:
+                self._pending.append(w.features)
+        if len(self._pending) >= BATCH_WINDOWS:
+            self.predict()
+
+    def predict(self) -> None:
+        if not self._pending:
+            return
+        inputs = np.stack(self._pending)
+        self._pending = []
+        if self.normalisation is None:
+            probs = self.model.predict_batch(inputs)
+        else:
+            mean, std = self.normalisation
+            probs = self.model.predict_normalised(((self.model.select(inputs) - mean) / std).astype(np.float32))
+        batch_sum = probs.sum(axis=0, dtype=np.float64)
+        self.total = batch_sum if self.total is None else self.total + batch_sum
+        self.count += probs.shape[0]
+
+
+def stream_windows(stream: MonoStream, plan: SessionPlan) -> Iterator[list[Window]]:
+    """The file-analysis windows of ``stream`` (the plan's ``file_timing``), a list per block read."""
+    timing = plan.file_timing
+    extractor = WindowExtractor(timing.features, timing.vad)
+    for block in stream:
+        yield extractor.process(block)
+    yield extractor.flush()
 
 
 def analyze_file(
@@ -62,28 +111,25 @@ def analyze_file(
 ) -> FileResult:
     """Analyse one file with ``plan``'s model and settings; AudioInputError for unreadable, empty or too-short audio.
 
-    ``normalisation``: (mean, std) of a speaker calibration to normalise the model input
-    with (see :mod:`emostream.apps.calibrate`); None = the model's population statistics.
+    The file is streamed in blocks (memory does not grow with its length); the result
+    equals that of the whole signal. ``normalisation``: (mean, std) of a speaker
+    calibration to normalise the model input with (see :mod:`emostream.apps.calibrate`);
+    None = the model's population statistics. A truncated file is analysed as far as it
+    goes and its result carries a ``warning``.
     """
     model = plan.model
-    fcfg = plan.file_timing.features
-    samples, rate = read_audio(path)
-    duration = samples.shape[0] / rate
-    if duration < MIN_DURATION_S:
-        raise AudioInputError(f"{path}: {duration:.2f} s of audio is too short; at least {MIN_DURATION_S} s is needed")
-    mono = resample(to_mono(samples), rate, fcfg.sample_rate_hz)
-    windows = extract_windows(mono, fcfg, plan.file_timing.vad)
-    hop_s = plan.file_timing.hop_s
-    speech = [w for w in windows if w.is_speech]
-    speech_seconds = min(duration, sum(hop_s * w.speech_ratio for w in windows))
-    if not speech:
-        return FileResult(str(path), speech_seconds=speech_seconds, duration_s=duration)
-    inputs = np.stack([w.features for w in speech])
-    if normalisation is None:
-        probs = model.predict_batch(inputs).mean(axis=0)
-    else:
-        mean, std = normalisation
-        probs = model.predict_normalised(((model.select(inputs) - mean) / std).astype(np.float32)).mean(axis=0)
+    with MonoStream(path, plan.file_timing.sample_rate_hz) as stream:
+        check_duration(path, stream.header_duration_s)
+        scores = _ScoreSum(plan, normalisation)
+        for windows in stream_windows(stream, plan):
+            scores.add(windows)
+        scores.predict()
+    duration = stream.duration_s
+    check_duration(path, duration)
+    speech_seconds = min(duration, scores.speech_seconds)
+    if scores.total is None or scores.count == 0:
+        return FileResult(str(path), speech_seconds=speech_seconds, duration_s=duration, warning=stream.warning)
+    probs = scores.total / scores.count
     top = int(np.argmax(probs))
     weights = plan.reading.weights_for(model.labels)
     return FileResult(
@@ -95,15 +141,34 @@ def analyze_file(
         uncertain=is_uncertain(float(probs[top]), None, plan.reading),
         speech_seconds=speech_seconds,
         duration_s=duration,
+        warning=stream.warning,
     )
 
 
+def expand_paths(paths: Sequence[str | Path]) -> list[str]:
+    """Files as given, folders replaced by the audio files under them (sorted; the suffixes of ``calls``).
+
+    A folder without audio files stays in the list; :func:`analyze_files` reports it.
+    """
+    expanded: list[str] = []
+    for path in paths:
+        found = audio_files_in(path) if Path(path).is_dir() else []
+        expanded += [str(p) for p in found] or [str(path)]
+    return expanded
+
+
 def analyze_files(
-    paths: list[str], plan: SessionPlan, normalisation: tuple[FloatArray, FloatArray] | None = None
+    paths: Sequence[str | Path], plan: SessionPlan, normalisation: tuple[FloatArray, FloatArray] | None = None
 ) -> list[FileResult]:
     """Analyse every file (with an optional speaker normalisation); a file's AudioInputError becomes its ``error``."""
     results = []
     for path in paths:
+        if Path(path).is_dir():
+            message = (
+                f"{path}: a folder without audio files (looked for {suffix_list()}); give files or a folder of them"
+            )
+            results.append(FileResult(str(path), error=message))
+            continue
         try:
             results.append(analyze_file(path, plan, normalisation))
         except AudioInputError as exc:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from emostream.audio.files import load_mono
+from emostream.apps.analyze import stream_windows
+from emostream.audio.files import MonoStream
 from emostream.engine.calibration import CalibrationProfile, SpeakerStats, blended, front_end_fingerprint
 from emostream.engine.plan import SessionPlan
 from emostream.errors import AudioInputError, ConfigError
 from emostream.frontend.features import FloatArray
-from emostream.frontend.windowing import extract_windows
 
 POOLED_HORIZON = 10**9  # no forgetting: every speech window of the files counts the same
 
@@ -35,11 +35,12 @@ def pooled_statistics(paths: Sequence[str | Path], plan: SessionPlan) -> tuple[S
     stats = SpeakerStats(plan.model.metadata.norm_mean.size, POOLED_HORIZON)
     speech_s = 0.0
     for path in paths:
-        signal = load_mono(path, timing.sample_rate_hz)
-        for window in extract_windows(signal, timing.features, timing.vad):
-            speech_s += window.speech_ratio * timing.hop_s
-            if window.is_speech:
-                stats.update(plan.model.select(window.features))
+        with MonoStream(path, timing.sample_rate_hz) as stream:  # in blocks: memory does not grow with the length
+            for windows in stream_windows(stream, plan):
+                for window in windows:
+                    speech_s += window.speech_ratio * timing.hop_s
+                    if window.is_speech:
+                        stats.update(plan.model.select(window.features))
     if stats.count == 0:
         raise ConfigError(
             f"no speech found in {len(paths)} file(s) to calibrate with; give recordings of the speaker talking"
@@ -81,5 +82,7 @@ def make_profile(paths: Sequence[str | Path], plan: SessionPlan) -> CalibrationP
 def check_readable(paths: Sequence[str | Path]) -> None:
     """AudioInputError naming the first path that is not a file."""
     for path in paths:
+        if Path(path).is_dir():
+            raise AudioInputError(f"{path}: is a folder; give the recordings of the speaker (or the folder's files)")
         if not Path(path).is_file():
             raise AudioInputError(f"{path}: no such file; give recordings of the speaker to calibrate with")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -21,12 +24,16 @@ from typing import Any
 from emostream import __version__
 from emostream.apps.options import add_calibration_options, add_model_options, config_from_args
 from emostream.audio.codecs import RAW_FORMATS
-from emostream.errors import AudioInputError, EmoStreamError
+from emostream.errors import AudioInputError, ConfigError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
 BUILTIN_COMMANDS = ("devices", "analyze", "calibrate")
-TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
-EXIT_INTERRUPTED = 130
+TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib")
+TRAIN_PACKAGE = "emostream.train"
+TRAIN_COMMANDS = ("train", "evaluate")  # need the [train] extra (fetch-ravdess does not)
+TRAIN_HINT = "install them with `pip install 'emostream[train]'`"
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM exits 128 + 15 = 143
+DEBUG_ENV = "EMOSTREAM_DEBUG"
 
 
 # ---------------------------------------------------------------- parser
@@ -72,7 +79,7 @@ def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
     devices = sub.add_parser("devices", help="list audio input devices")
     devices.set_defaults(func=cmd_devices, live=False)
     analyze = sub.add_parser("analyze", help="classify whole audio files (one emotion per file)")
-    analyze.add_argument("paths", nargs="+", metavar="PATH", help="WAV/FLAC/OGG files")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="WAV/FLAC/OGG files or folders of them")
     analyze.add_argument("--jsonl", dest="analyze_jsonl", action="store_true", help="JSON lines instead of a table")
     analyze.add_argument(
         "--calibrate",
@@ -102,63 +109,194 @@ def _load_plugins(sub: Any) -> None:
         try:
             register = ep.load()
         except ImportError as exc:
-            _add_unavailable(sub, ep.name, exc)
+            _add_unavailable(sub, ep.name, exc, training=ep.value.startswith(TRAIN_PACKAGE))
             continue
         register(sub)
 
 
-def _add_unavailable(sub: Any, name: str, exc: ImportError) -> None:
+def _is_training_import(exc: ImportError, training: bool) -> bool:
+    """True when ``exc`` is a missing training dependency (a known one, or any import of a training command)."""
     missing = (exc.name or "").split(".")[0]
-    if missing in TRAIN_MODULES:
-        message = (
-            f"`emostream {name}` needs the training extras ({missing} is not installed); "
-            "install them with `pip install 'emostream[train]'`"
-        )
+    return missing in TRAIN_MODULES or (training and missing != "emostream")
+
+
+def _extras_message(command: str, exc: ImportError) -> str:
+    missing = (exc.name or "").split(".")[0] or str(exc)
+    return f"`emostream {command}` needs the training extras ({missing} is not installed); {TRAIN_HINT}"
+
+
+def _add_unavailable(sub: Any, name: str, exc: ImportError, training: bool = False) -> None:
+    if _is_training_import(exc, training):
+        message = _extras_message(name, exc)
+        error: type[EmoStreamError] = ConfigError
     else:
         message = f"`emostream {name}` cannot be loaded ({exc}); reinstall emostream"
+        error = EmoStreamError
     # no option prefix: every argument after the command is taken as-is, whatever it looks like
     stub = sub.add_parser(name, help=f"(unavailable: {message})", add_help=False, prefix_chars="\0")
     stub.add_argument("rest", nargs="*")
 
     def fail(args: argparse.Namespace) -> int:
-        raise EmoStreamError(message)
+        raise error(message)
 
     stub.set_defaults(func=fail)
 
 
+HELP_FLAGS = ("-h", "--help", "--version")
+
+
 def _wants_plugins(argv: Sequence[str]) -> bool:
-    """Load plugins only for help or an unknown command (plugins may import heavy libraries)."""
-    if not argv:
-        return False
-    first = argv[0]
-    return first in ("-h", "--help") or (not first.startswith("-") and first not in BUILTIN_COMMANDS)
+    """Load plugins only for help or a command that is not built in (plugins may import heavy libraries).
+
+    The command is found after any global options (``emostream --config cc.toml calls ...``).
+    """
+    split = _find_command(build_parser(), argv)
+    if split is None:
+        return any(a in ("-h", "--help") for a in argv)
+    return argv[split] not in BUILTIN_COMMANDS or any(a in ("-h", "--help") for a in argv[:split])
+
+
+def _top_level_action(parser: argparse.ArgumentParser, token: str) -> argparse.Action | None:
+    """The top-level option ``token`` names (exactly, as ``--opt=value`` or by an unambiguous prefix)."""
+    name = token.split("=", 1)[0]
+    options = parser._option_string_actions
+    if name in options:
+        return options[name]
+    matches = {options[o] for o in options if name.startswith("--") and o.startswith(name)}
+    return matches.pop() if len(matches) == 1 else None
+
+
+def _find_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int | None:
+    """Index of the command word in ``argv`` (skipping top-level options and their values), else None."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return None
+        if not token.startswith("-") or token == "-":
+            return i
+        action = _top_level_action(parser, token)
+        if action is None:
+            return None
+        takes_value = action.nargs != 0 and "=" not in token
+        i += 2 if takes_value else 1
+    return None
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser | None = action.choices.get(command)
+            return found
+    return None
+
+
+def hoist_global_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """Move options given before a command (``emostream --model cnn analyze f.wav``) to after it.
+
+    An option the command also takes (--model, --threads, --config, ...) is honoured as if
+    written after the command (one written after it still wins); one it does not take
+    (--file, --jsonl, ... before ``analyze``) raises ConfigError naming where it belongs.
+    """
+    argv = list(argv)
+    split = _find_command(parser, argv)
+    if not split or any(a in HELP_FLAGS for a in argv[:split]):
+        return argv
+    command = argv[split]
+    sub = _subparser(parser, command)
+    if sub is None:  # not a command: argparse reports it
+        return argv
+    moved: list[str] = []
+    i = 0
+    while i < split:
+        token = argv[i]
+        action = _top_level_action(parser, token)
+        assert action is not None  # _find_command checked every token up to the command
+        takes_value = action.nargs != 0 and "=" not in token
+        given = argv[i : i + (2 if takes_value else 1)]
+        name = token.split("=", 1)[0]
+        long_name = next((o for o in action.option_strings if o.startswith("--")), name)
+        same = [sub._option_string_actions.get(o) for o in action.option_strings]
+        if not any(a is not None and a.dest == action.dest and a.nargs == action.nargs for a in same):
+            raise ConfigError(
+                f"{long_name} was given before `{command}`, but it is an option of the live monitor (`emostream "
+                f"[options]`), which `emostream {command}` does not take; remove it, or see `emostream {command} "
+                "--help` for that command's options (they go after the command)"
+            )
+        moved += [long_name + ("=" + token.split("=", 1)[1] if "=" in token else ""), *given[1:]]
+        i += len(given)
+    return [command, *moved, *argv[split + 1 :]]
 
 
 # ---------------------------------------------------------------- main
 
+_signal_received: list[int] = []
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``emostream`` console script; returns the exit code."""
+    """Entry point of the ``emostream`` console script; returns the exit code.
+
+    Exit codes: 0 done, 2 bad configuration or flags, 3 unusable audio, 4 audio device,
+    5 model, 6 data set, 130 Ctrl-C, 143 SIGTERM, 1 an internal error (a bug: the
+    traceback is printed with ``EMOSTREAM_DEBUG=1``).
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(plugins=_wants_plugins(args_list))
-    args = parser.parse_args(args_list)
-    func: Callable[[argparse.Namespace], int | None] = args.func
+    _signal_received.clear()
+    args: argparse.Namespace | None = None
     try:
-        return func(args) or 0
+        parser = build_parser(plugins=_wants_plugins(args_list))
+        args = parser.parse_args(hoist_global_options(parser, args_list))
+        func: Callable[[argparse.Namespace], int | None] = args.func
+        code = func(args) or 0
     except EmoStreamError as exc:
+        if _debug():
+            traceback.print_exc()
         _error(str(exc))
         return exc.exit_code
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
-            raise
-        command = args.command or "run"
-        _error(
-            f"`emostream {command}` needs the training extras ({exc.name} is not installed); "
-            "install them with `pip install 'emostream[train]'`"
-        )
-        return EmoStreamError.exit_code
+    except ImportError as exc:
+        command = getattr(args, "command", None) or "run"
+        if not _is_training_import(exc, training=_is_training_command(command)):
+            return _internal_error(exc)
+        _error(_extras_message(command, exc))
+        return ConfigError.exit_code
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code()
+    except Exception as exc:
+        return _internal_error(exc)
+    if code == EXIT_INTERRUPTED:
+        return interrupted_exit_code()
+    return code
+
+
+def interrupted_exit_code() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)."""
+    return 128 + _signal_received[-1] if _signal_received else EXIT_INTERRUPTED
+
+
+def install_sigterm_handler() -> None:
+    """``kill``/``docker stop`` end a run as cleanly as Ctrl-C (KeyboardInterrupt), recorded for the exit code."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _is_training_command(command: str) -> bool:
+    return command in TRAIN_COMMANDS
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _internal_error(exc: BaseException) -> int:
+    """An exception emostream did not expect: a short report (the traceback with EMOSTREAM_DEBUG=1), exit 1."""
+    if _debug():
+        traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (traceback above; please report it)")
+    else:
+        _error(
+            f"internal error: {type(exc).__name__}: {exc}. This is a bug in emostream; please report it with the "
+            f"traceback that the same command prints with {DEBUG_ENV}=1"
+        )
+    return EmoStreamError.exit_code
 
 
 def _error(message: str) -> None:
@@ -195,24 +333,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
-    from emostream.apps.analyze import analyze_files  # noqa: PLC0415
+    from emostream.apps.analyze import analyze_files, expand_paths  # noqa: PLC0415
     from emostream.apps.calibrate import check_readable, pooled_normalisation, profile_normalisation  # noqa: PLC0415
     from emostream.engine.plan import make_plan  # noqa: PLC0415
 
     plan = make_plan(config_from_args(args))
+    paths = expand_paths(args.paths)  # a folder stands for its audio files, as in `emostream calls`
     if args.calibrate:
-        check_readable(args.paths)
-    normalisation = pooled_normalisation(args.paths, plan) if args.calibrate else profile_normalisation(plan)
-    results = analyze_files(args.paths, plan, normalisation)
+        check_readable(paths)
+    normalisation = pooled_normalisation(paths, plan) if args.calibrate else profile_normalisation(plan)
+    results = analyze_files(paths, plan, normalisation)
     for r in results:
         if r.error is not None:
             _error(r.error)
+        if r.warning is not None:
+            _warn(r.warning)
     if args.analyze_jsonl:
         for r in results:
             print(json.dumps(r.to_dict(), separators=(",", ":")), flush=True)
     else:
         _print_analysis_table(results)
-    return AudioInputError.exit_code if any(r.error for r in results) else 0
+    return AudioInputError.exit_code if any(r.error or r.warning for r in results) else 0
 
 
 def _print_analysis_table(results: Sequence[Any]) -> None:
@@ -242,17 +383,19 @@ def _print_analysis_table(results: Sequence[Any]) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``emostream calibrate FILE... --out PROFILE``: a saved speaker profile."""
+    from emostream.apps.analyze import expand_paths  # noqa: PLC0415
     from emostream.apps.calibrate import check_readable, make_profile  # noqa: PLC0415
     from emostream.engine.plan import make_plan  # noqa: PLC0415
 
-    check_readable(args.paths)
+    paths = expand_paths(args.paths)
+    check_readable(paths)
     plan = make_plan(config_from_args(args))
-    profile = make_profile(args.paths, plan)
+    profile = make_profile(paths, plan)
     out = Path(args.out)
     profile.save(out)
     print(
         f"profile for model {profile.model}: {profile.count:.0f} speech windows ({profile.speech_seconds:.1f} s of "
-        f"speech) from {len(args.paths)} file(s) -> {out}; use it with --calibration {out}"
+        f"speech) from {len(paths)} file(s) -> {out}; use it with --calibration {out}"
     )
     return 0
 
@@ -266,14 +409,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     chosen = [flag for flag, on in (("--file", args.file), ("--stdin", args.stdin), ("--demo", args.demo)) if on]
     if len(chosen) > 1:
-        raise EmoStreamError(f"{' and '.join(chosen)} given; choose one source")
+        raise ConfigError(f"{' and '.join(chosen)} given; expected one source: keep one of them")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise ConfigError(
+            f"--duration is {args.duration}; expected a positive number of seconds (e.g. --duration 60), "
+            "or leave it out to run until the input ends"
+        )
     if args.fast and not (args.file or args.demo):
         _warn("--fast applies to --file and --demo only; ignored")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`docker stop` end a run as cleanly as Ctrl-C
+    install_sigterm_handler()
     return run_monitor(args, config_from_args(args))
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _signal_received.append(signum)
     raise KeyboardInterrupt
 
 

@@ -1,7 +1,16 @@
-"""Reading audio files and converting sample rates (whole-signal; streams use resample.py)."""
+"""Reading audio files: whole signals, bounded-memory mono streams, folders of recordings.
+
+Whole-signal reads (:func:`read_audio`, :func:`load_mono`) are for short clips (training,
+tests). Recordings of any length go through :class:`MonoStream`, which reads a file in
+blocks, mixes each block to mono and resamples it with the stateful
+:class:`~emostream.audio.resample.StreamResampler`, so memory stays bounded whatever the
+length and the samples equal the whole-signal path's (within float tolerance).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +18,53 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from emostream.audio.resample import StreamResampler
 from emostream.errors import AudioInputError
 
 FloatArray = npt.NDArray[np.float32]
+
+# Suffixes of the audio files a folder argument stands for (`analyze DIR`, `calls DIR`).
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
+# Shortest recording analysed, live (--file) and in `analyze` alike: less gives no reading worth showing.
+MIN_DURATION_S = 0.5
+STREAM_BLOCK_S = 5.0
+CONVERT_HINT = "Convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
+_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open a WAV/FLAC/OGG file for block reads; AudioInputError for a missing, undecodable or empty file."""
+    file = Path(path)
+    if file.is_dir():
+        raise AudioInputError(f"{file}: is a folder; give an audio file (or a folder where a command takes folders)")
+    if not file.is_file():
+        raise AudioInputError(f"{file}: no such file; check the path")
+    try:
+        handle = sf.SoundFile(str(file))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise AudioInputError(
+            f"{file}: cannot be decoded as audio ({exc}); expected a WAV, FLAC or OGG file. {CONVERT_HINT}"
+        ) from exc
+    if handle.frames <= 0 or handle.samplerate <= 0 or handle.channels <= 0:
+        handle.close()
+        raise AudioInputError(f"{file}: contains no samples; record or pick a file with audio in it")
+    return handle
+
+
+def truncation_warning(handle: sf.SoundFile, path: str | Path) -> str | None:
+    """A message when the file's header promises more audio than the file holds (a cut-off WAV), else None."""
+    match = _DATA_CHUNK.search(handle.extra_info or "")
+    if match is None:
+        return None
+    declared, present = int(match.group(1)), int(match.group(2))
+    if declared <= present or present <= 0:
+        return None
+    frames = handle.frames
+    declared_s = frames * declared / present / handle.samplerate
+    return (
+        f"{path}: the header says {declared_s:.2f} s of audio but the file holds {frames / handle.samplerate:.2f} s; "
+        "it is truncated (an interrupted recording or copy?): only the audio present was analysed"
+    )
 
 
 def read_audio(path: str | Path) -> tuple[FloatArray, int]:
@@ -19,19 +72,15 @@ def read_audio(path: str | Path) -> tuple[FloatArray, int]:
 
     Raises :class:`AudioInputError` for a missing, unreadable, corrupt or empty file.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise AudioInputError(f"{file}: no such file; check the path")
-    try:
-        data, rate = sf.read(str(file), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioInputError(
-            f"{file}: cannot be decoded as audio ({exc}); expected a WAV, FLAC or OGG file. "
-            "Convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
-        ) from exc
+    with open_audio(path) as handle:
+        try:
+            data = handle.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise AudioInputError(f"{path}: decoding failed ({exc}); the file is corrupt. {CONVERT_HINT}") from exc
+        rate = int(handle.samplerate)
     if data.shape[0] == 0:
-        raise AudioInputError(f"{file}: contains no samples; record or pick a file with audio in it")
-    return np.ascontiguousarray(data), int(rate)
+        raise AudioInputError(f"{path}: contains no samples; record or pick a file with audio in it")
+    return np.ascontiguousarray(data), rate
 
 
 def to_mono(samples: FloatArray) -> FloatArray:
@@ -52,3 +101,88 @@ def load_mono(path: str | Path, rate_hz: int) -> FloatArray:
     """Read a file, mix it to mono and bring it to ``rate_hz``; float32 shape (n_samples,)."""
     samples, rate = read_audio(path)
     return resample(to_mono(samples), rate, rate_hz)
+
+
+class MonoStream:
+    """A file as mono float32 blocks at ``rate_hz``, read ``block_s`` seconds at a time (bounded memory).
+
+    Iterating yields 1-D blocks (the last one carries the resampler's tail); afterwards
+    ``frames_read`` (input frames), ``duration_s`` and ``warning`` (a truncated header) are
+    known. Opening raises AudioInputError like :func:`read_audio`; so does a decoding error
+    part-way (naming the position).
+    """
+
+    def __init__(self, path: str | Path, rate_hz: int, block_s: float = STREAM_BLOCK_S) -> None:
+        self.path = Path(path)
+        self._handle = open_audio(path)
+        self.rate_in = int(self._handle.samplerate)
+        self.channels = int(self._handle.channels)
+        self.rate_hz = rate_hz
+        self.header_frames = int(self._handle.frames)
+        self.warning = truncation_warning(self._handle, path)
+        self.frames_read = 0
+        self._block = max(1, int(block_s * self.rate_in))
+
+    @property
+    def header_duration_s(self) -> float:
+        """Duration the file claims (frames in its header)."""
+        return self.header_frames / self.rate_in
+
+    @property
+    def duration_s(self) -> float:
+        """Duration of the audio read so far."""
+        return self.frames_read / self.rate_in
+
+    def close(self) -> None:
+        """Release the file (also done at the end of iteration)."""
+        if not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> MonoStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[FloatArray]:
+        resampler = StreamResampler(self.rate_in, self.rate_hz, 1)
+        try:
+            while True:
+                try:
+                    block = self._handle.read(self._block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                    raise AudioInputError(
+                        f"{self.path}: decoding failed after {self.duration_s:.2f} s of audio ({exc}); "
+                        f"the file is corrupt or cut off. {CONVERT_HINT}"
+                    ) from exc
+                if block.shape[0] == 0:
+                    break
+                self.frames_read += block.shape[0]
+                out = resampler.process(to_mono(block))
+                if out.size:
+                    yield out[:, 0]
+            tail = resampler.flush()
+            if tail.size:
+                yield tail[:, 0]
+        finally:
+            self.close()
+
+
+def check_duration(path: str | Path, duration_s: float) -> None:
+    """AudioInputError when a recording is empty or shorter than :data:`MIN_DURATION_S`."""
+    if duration_s <= 0:
+        raise AudioInputError(f"{path}: contains no samples; record or pick a file with audio in it")
+    if duration_s < MIN_DURATION_S:
+        raise AudioInputError(
+            f"{path}: {duration_s:.2f} s of audio is too short; at least {MIN_DURATION_S} s is needed for a reading"
+        )
+
+
+def audio_files_in(folder: str | Path) -> list[Path]:
+    """The audio files (by suffix, :data:`AUDIO_SUFFIXES`) under ``folder``, recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def suffix_list() -> str:
+    """The audio suffixes looked for in folders, for messages."""
+    return ", ".join(sorted(AUDIO_SUFFIXES))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emostream.apps.calls.batch import BatchOptions, run_batch
-from emostream.apps.options import add_model_options, config_from_args
+from emostream.apps.options import add_calibration_options, add_model_options, config_from_args
 from emostream.errors import ConfigError
 
 CLI_DESCRIPTION = (
@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--no-png", action="store_true", help="do not draw timeline PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_options(parser)
+    add_calibration_options(parser)
     parser.set_defaults(func=cmd_calls, live=False)
 
 
