@@ -111,7 +111,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     interrupted = _drive(engine, cfg.output.dashboard, jsonl_stdout)
     result = engine.finish()  # observers close here: the end record, queued alert deliveries
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
-    for warning in source.warnings:
+    for warning in source.warnings + session.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)
     if interrupted:
         return EXIT_INTERRUPTED

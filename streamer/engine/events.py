@@ -89,9 +89,16 @@ class ChannelView:
     speech_active: bool
     speech_seconds: float = 0.0
     active_alerts: tuple[str, ...] = ()
-    name: str | None = None
+    name: str | None = None  # display name from [[channels]] name (None: show channel and role)
     arousal: float | None = None
-    uncertain: bool = False  # display name from [[channels]] name (None: show channel and role)
+    uncertain: bool = False
+    level_span_s: float = 2.0  # the span level_db and speech_active describe (the latest window)
+    leader: str | None = None  # the label with the highest smoothed probability
+    leader_score: float | None = None
+    shown_for_s: float | None = None  # audio seconds since the shown label last changed
+    median_delay_s: float | None = None  # median time from the windows' evidence to a shown label change
+    min_dwell_s: float = 0.0  # smoothing settings, to say why a label is held
+    hysteresis: float = 0.0
 
 
 @dataclass(frozen=True)

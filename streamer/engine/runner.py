@@ -172,7 +172,7 @@ class Engine:
             status=status,
             timeline_seconds=self.session.plan.config.output.timeline_seconds,
             hop_s=self.session.plan.timing.hop_s,
-            messages=tuple(self.messages + self.source.warnings),
+            messages=tuple(self.messages + self.source.warnings + self.session.warnings),
         )
 
     def summary(self) -> SessionSummary:

@@ -19,10 +19,14 @@ import numpy.typing as npt
 from emostream.alerts.rules import AlertEvent
 from emostream.audio.resample import StreamResampler
 from emostream.engine.channels import ChannelPlan
+from emostream.engine.checks import InputChecker
 from emostream.engine.events import ChannelView, Event, HopResult
 from emostream.engine.plan import SessionPlan
-from emostream.engine.stats import ChannelStats
+from emostream.engine.stats import ChannelStats, LevelMeter
 from emostream.errors import AudioInputError, ConfigError
+
+MAX_CHUNK_S = 0.25  # pipelines get at most this much audio per call (see Session._analyse)
+DEFAULT_LEVEL_SPAN_S = 2.0  # the level meter's span before the first window
 
 
 class Session:
@@ -50,13 +54,29 @@ class Session:
         self.channels = channels
         self.channel_plans: tuple[ChannelPlan, ...] = plan.channel_plans(channels, default_roles, strict=strict)
         self.pipelines = [plan.pipeline(p) for p in self.channel_plans]
+        smoothing = plan.config.smoothing
         self.stats = [
-            ChannelStats(p, plan.labels, plan.timing.hop_s, plan.config.output.timeline_seconds)
+            ChannelStats(
+                p,
+                plan.labels,
+                plan.timing.hop_s,
+                plan.config.output.timeline_seconds,
+                min_dwell_s=smoothing.min_dwell_s,
+                hysteresis=smoothing.hysteresis,
+            )
             for p in self.channel_plans
         ]
+        self._meters = [LevelMeter(plan.sample_rate_hz, 2 * DEFAULT_LEVEL_SPAN_S + 1.0) for _ in self.channel_plans]
+        self._chunk = max(1, round(plan.sample_rate_hz * MAX_CHUNK_S))
         self._rules = plan.alert_rules()
         self._resampler = StreamResampler(input_rate_hz, plan.sample_rate_hz, channels)
+        self.checker = InputChecker(input_rate_hz, channels)
         self.input_frames = 0
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems noticed in the input that did not stop the analysis (see :mod:`emostream.engine.checks`)."""
+        return self.checker.warnings
 
     @property
     def audio_s(self) -> float:
@@ -69,12 +89,20 @@ class Session:
             pipeline.reset()
         for stats in self.stats:
             stats.reset()
+        for meter in self._meters:
+            meter.reset()
         self._rules.reset()
         self._resampler.reset()
+        self.checker.reset()
         self.input_frames = 0
 
     def feed(self, block: npt.ArrayLike) -> list[Event]:
-        """Feed (n, channels) float32 samples in [-1, 1] at the input rate; return the events they completed."""
+        """Feed (n, channels) float32 samples in [-1, 1] at the input rate; return the events they completed.
+
+        Every block passes :class:`~emostream.engine.checks.InputChecker` first: non-finite or
+        implausible samples raise :class:`~emostream.errors.AudioInputError` (nothing of
+        the block is analysed); a constant signal adds a warning to :attr:`warnings`.
+        """
         x = np.asarray(block, dtype=np.float32)
         if x.ndim == 1 and self.channels == 1:
             x = x.reshape(-1, 1)
@@ -83,6 +111,7 @@ class Session:
                 f"an audio block of shape {x.shape} was given; expected (frames, {self.channels}) for "
                 f"{self.channels} channel(s)"
             )
+        self.checker.check(x, self.input_frames)
         self.input_frames += x.shape[0]
         return self._analyse(self._resampler.process(x), final=False)
 
@@ -91,9 +120,18 @@ class Session:
         return self._analyse(self._resampler.flush(), final=True)
 
     def _analyse(self, audio: npt.NDArray[np.float32], *, final: bool) -> list[Event]:
+        # Pipelines get the audio in chunks of at most MAX_CHUNK_S: the per-frame front-end's
+        # temporaries grow with the chunk, and above glibc's mmap threshold (128 kB) each
+        # one is a fresh mmap whose pages fault in again on every call (with 1 s file
+        # blocks that doubled the CLI's CPU time, a third of it in the kernel).
         hops: list[HopResult] = []
-        for pipeline in self.pipelines:
-            hops += pipeline.process(audio[:, pipeline.channel])
+        chunk = self._chunk
+        for pipeline, meter in zip(self.pipelines, self._meters, strict=True):
+            column = audio[:, pipeline.channel]
+            for start in range(0, column.shape[0], chunk):
+                part = column[start : start + chunk]
+                meter.feed(part)
+                hops += pipeline.process(part)
             if final:
                 hops += pipeline.flush()
         hops.sort(key=lambda hop: (hop.t_end, hop.channel))  # time order across channels, whatever the block size
@@ -109,7 +147,15 @@ class Session:
 
     def views(self) -> tuple[ChannelView, ...]:
         """Dashboard snapshots of every channel."""
-        return tuple(s.view(p.level_db) for s, p in zip(self.stats, self.pipelines, strict=True))
+        return tuple(self._view(stats, meter) for stats, meter in zip(self.stats, self._meters, strict=True))
+
+    def _view(self, stats: ChannelStats, meter: LevelMeter) -> ChannelView:
+        """The channel's snapshot, its level measured over the span its speech dot describes."""
+        last = stats.last
+        if last is None:
+            return stats.view(meter.level_db(None, DEFAULT_LEVEL_SPAN_S), DEFAULT_LEVEL_SPAN_S)
+        span = max(0.01, last.t_end - max(0.0, last.t_start))
+        return stats.view(meter.level_db(last.t_end, span), span)
 
     def alert_events(self, events: Sequence[Event]) -> list[AlertEvent]:
         """The alert events among ``events``."""

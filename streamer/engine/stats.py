@@ -16,11 +16,74 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from emostream.alerts.rules import AlertEvent
 from emostream.engine.channels import ChannelPlan
 from emostream.engine.events import ChannelSummary, ChannelView, HopResult, TimelinePoint
 
 SILENCE_DB = -120.0
+DELAY_HISTORY = 500  # label changes whose delay the median covers
+LEVEL_FRAME_S = 0.01  # the level meter's resolution
+
+
+class LevelMeter:
+    """RMS level (dBFS) of one channel over a span of recent audio, at 10 ms resolution.
+
+    The dashboard's speech dot describes the latest analysis window (its VAD speech share);
+    :meth:`level_db` measures the level over that same span, so the two agree. Cost: one
+    sum of squares per fed chunk; a ring of per-10 ms energies ``keep_s`` long.
+    """
+
+    def __init__(self, rate_hz: int, keep_s: float) -> None:
+        self.frame = max(1, round(rate_hz * LEVEL_FRAME_S))
+        self.rate_hz = rate_hz
+        self._energy = np.zeros(max(2, math.ceil(keep_s / LEVEL_FRAME_S)), dtype=np.float64)
+        self._carry = np.zeros(self.frame, dtype=np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        self._frames = 0  # whole 10 ms frames seen since the start
+        self._carry_n = 0
+
+    def feed(self, samples: npt.NDArray[np.float32]) -> None:
+        """Add mono samples (the channel's audio at ``rate_hz``, in order)."""
+        x = samples
+        if self._carry_n:
+            need = self.frame - self._carry_n
+            head = np.asarray(x[:need], dtype=np.float64)
+            self._carry[self._carry_n : self._carry_n + head.size] = head
+            self._carry_n += head.size
+            if self._carry_n < self.frame:
+                return
+            self._put(np.array([float(np.dot(self._carry, self._carry))]))
+            self._carry_n = 0
+            x = x[need:]
+        whole = x.size - x.size % self.frame
+        if whole:
+            body = np.asarray(x[:whole], dtype=np.float64).reshape(-1, self.frame)
+            self._put(np.einsum("ij,ij->i", body, body))
+        rest = x[whole:]
+        self._carry[: rest.size] = rest
+        self._carry_n = rest.size
+
+    def _put(self, energies: npt.NDArray[np.float64]) -> None:
+        cap = self._energy.size
+        energies = energies[-cap:]
+        idx = (self._frames + np.arange(energies.size)) % cap
+        self._energy[idx] = energies
+        self._frames += energies.size
+
+    def level_db(self, end_s: float | None, span_s: float) -> float:
+        """RMS level over [end_s - span_s, end_s] (``end_s`` None: the latest audio), dBFS, floored at -120."""
+        end = self._frames if end_s is None else min(self._frames, round(end_s / LEVEL_FRAME_S))
+        start = max(0, end - round(span_s / LEVEL_FRAME_S), self._frames - self._energy.size)
+        if end <= start:
+            return SILENCE_DB
+        idx = np.arange(start, end) % self._energy.size
+        mean_square = float(self._energy[idx].sum()) / ((end - start) * self.frame)
+        return max(SILENCE_DB, 10.0 * math.log10(mean_square)) if mean_square > 0 else SILENCE_DB
 
 
 @dataclass(frozen=True)
@@ -38,10 +101,22 @@ class ChannelStats:
     dashboard timeline keeps.
     """
 
-    def __init__(self, plan: ChannelPlan, labels: Sequence[str], hop_s: float, timeline_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        plan: ChannelPlan,
+        labels: Sequence[str],
+        hop_s: float,
+        timeline_seconds: float = 60.0,
+        *,
+        min_dwell_s: float = 0.0,
+        hysteresis: float = 0.0,
+    ) -> None:
         self.plan = plan
         self.labels = tuple(labels)
         self.hop_s = hop_s
+        self.min_dwell_s = min_dwell_s
+        self.hysteresis = hysteresis
+        self._delays: deque[float] = deque(maxlen=DELAY_HISTORY)
         self._timeline: deque[TimelinePoint] = deque(maxlen=max(1, math.ceil(timeline_seconds / hop_s)))
         self.reset()
 
@@ -55,6 +130,11 @@ class ChannelStats:
         self._active: dict[str, None] = {}
         self.alerts_fired = 0
         self.last: HopResult | None = None
+        self._shown: str | None = None
+        self._shown_since: float | None = None
+        self._raw_top: str | None = None
+        self._streak_start: dict[str, float] = {}  # label -> start of its latest run as the windows' top label
+        self._delays.clear()
 
     def on_hop(self, hop: HopResult) -> None:
         """Count one hop of this channel."""
@@ -68,7 +148,27 @@ class ChannelStats:
                 if best is None or score > best.score:
                     self._peaks[label] = Peak(score, hop.t_end)
         self._timeline.append(TimelinePoint(hop.t_end, hop.emotion if hop.is_speech else None, hop.confidence))
+        self._track_changes(hop)
         self.last = hop
+
+    def _track_changes(self, hop: HopResult) -> None:
+        """When the shown label changed, and how long after the windows' evidence turned to it."""
+        if hop.scores:
+            top = max(hop.scores, key=hop.scores.__getitem__)
+            if top != self._raw_top:
+                self._raw_top = top
+                self._streak_start[top] = hop.t_end
+        if hop.emotion != self._shown:
+            self._shown = hop.emotion
+            self._shown_since = None if hop.emotion is None else hop.t_end
+            start = None if hop.emotion is None else self._streak_start.get(hop.emotion)
+            if start is not None:
+                self._delays.append(max(0.0, hop.t_end - start))
+
+    @property
+    def median_delay_s(self) -> float | None:
+        """Median delay of the shown label's changes (see :meth:`view`); None before the first."""
+        return None if not self._delays else float(np.median(np.fromiter(self._delays, float)))
 
     def on_alert(self, event: AlertEvent) -> None:
         """Track the rules active on this channel and count the ones that fired."""
@@ -98,9 +198,22 @@ class ChannelStats:
         """Rules currently fired and not cleared on this channel."""
         return tuple(self._active)
 
-    def view(self, level_db: float = SILENCE_DB) -> ChannelView:
-        """Snapshot for the dashboard; ``level_db`` is the channel's latest input level."""
+    def view(self, level_db: float = SILENCE_DB, level_span_s: float = 2.0) -> ChannelView:
+        """Snapshot for the dashboard; ``level_db`` is the channel's input level over ``level_span_s``.
+
+        ``shown_for_s`` is the audio time since the shown label last changed;
+        ``median_delay_s`` the median, over the label changes, of the time from the start
+        of the changed-to label's latest run as the windows' top label to its being shown
+        (what the smoother's averaging, hysteresis and dwell cost).
+        """
         last = self.last
+        leader = leader_score = None
+        if last is not None and last.smoothed:
+            leader = max(last.smoothed, key=last.smoothed.__getitem__)
+            leader_score = last.smoothed[leader]
+        shown_for = None
+        if last is not None and self._shown_since is not None:
+            shown_for = max(0.0, last.t_end - self._shown_since)
         return ChannelView(
             channel=self.plan.index,
             role=self.plan.role,
@@ -116,6 +229,13 @@ class ChannelStats:
             name=self.plan.given_name,
             arousal=None if last is None else last.arousal,
             uncertain=last is not None and last.uncertain,
+            level_span_s=level_span_s,
+            leader=leader,
+            leader_score=leader_score,
+            shown_for_s=shown_for,
+            median_delay_s=self.median_delay_s,
+            min_dwell_s=self.min_dwell_s,
+            hysteresis=self.hysteresis,
         )
 
     def summary(self) -> ChannelSummary:
