@@ -63,7 +63,7 @@ def truncation_warning(handle: sf.SoundFile, path: str | Path) -> str | None:
     declared_s = frames * declared / present / handle.samplerate
     return (
         f"{path}: the header says {declared_s:.2f} s of audio but the file holds {frames / handle.samplerate:.2f} s; "
-        "it is truncated (an interrupted recording or copy?): only the audio present was analysed"
+        "it is truncated (an interrupted recording or copy?); only the audio present is used"
     )
 
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from emostream.audio.codecs import raw_format
+from emostream.audio.files import check_duration, open_audio, truncation_warning
 from emostream.audio.ringbuffer import RingBuffer
 from emostream.errors import AudioInputError, ConfigError, DeviceError
 
@@ -94,6 +95,7 @@ class StdinSource(Source):
         self._pending = b""
         self._done = False
         self.truncated_bytes = 0
+        self.frames_read = 0
         self._fd = _pollable_fd(stream)
 
     def _read_bytes(self, timeout: float) -> bytes | None:
@@ -114,20 +116,33 @@ class StdinSource(Source):
         if not data:
             self._done = True
             self.truncated_bytes = len(self._pending)
+            self._check_length()
             return None
         data = self._pending + data
         whole = len(data) - len(data) % self._frame_bytes
         self._pending = data[whole:]
+        self.frames_read += whole // self._frame_bytes
         return self.format.decode(data[:whole]).reshape(-1, self.channels)
+
+    def _check_length(self) -> None:
+        """At the end of input: AudioInputError when no audio came at all (as for an empty file)."""
+        if self.frames_read == 0:
+            raise AudioInputError(
+                f"stdin ended without any audio ({self.truncated_bytes} byte(s) received); expected raw "
+                f"{self.format.name} PCM, e.g. `arecord -f S16_LE -r 16000 -c 1 -t raw | "
+                "emostream --stdin --rate 16000`"
+            )
 
     @property
     def warnings(self) -> list[str]:
+        found: list[str] = []
         if not self.truncated_bytes:
-            return []
+            return found
         return [
+            *found,
             f"stdin ended in the middle of a frame: the last {self.truncated_bytes} byte(s) were ignored "
             f"(a frame is {self._frame_bytes} bytes: {self.channels} channel(s) x {self.format.bytes_per_sample}); "
-            "check --format and --channels"
+            "check --format and --channels",
         ]
 
 
@@ -142,18 +157,13 @@ class FileSource(Source):
 
     def __init__(self, path: str | Path, block_ms: int = 50, fast: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise AudioInputError(f"{self.path}: no such file; check the path")
+        self._file = open_audio(self.path)
         try:
-            self._file = sf.SoundFile(str(self.path))
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise AudioInputError(
-                f"{self.path}: cannot be decoded as audio ({exc}); expected a WAV, FLAC or OGG file. "
-                "Convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
-            ) from exc
-        if self._file.frames == 0:
+            check_duration(self.path, self._file.frames / self._file.samplerate)  # as `analyze` does
+        except AudioInputError:
             self._file.close()
-            raise AudioInputError(f"{self.path}: contains no samples; pick a file with audio in it")
+            raise
+        self._truncated = truncation_warning(self._file, self.path)
         self.rate_hz = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         self.name = f"file {self.path.name}"
@@ -184,7 +194,10 @@ class FileSource(Source):
         try:
             block = self._file.read(self._block, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioInputError(f"{self.path}: decoding failed after {self._sent} frames ({exc})") from exc
+            raise AudioInputError(
+                f"{self.path}: decoding failed after {self._sent / self.rate_hz:.2f} s of audio ({exc}); "
+                "the file is corrupt or cut off"
+            ) from exc
         if block.shape[0] == 0:
             return None
         self._sent += block.shape[0]
@@ -193,6 +206,10 @@ class FileSource(Source):
     def stop(self) -> None:
         if not self._file.closed:
             self._file.close()
+
+    @property
+    def warnings(self) -> list[str]:
+        return [] if self._truncated is None else [self._truncated]
 
 
 # ---------------------------------------------------------------- microphone
