@@ -17,14 +17,22 @@ from emostream.inference.model import EmotionModel
 
 
 def _hop_records(events: list) -> list[dict]:
-    return [{k: v for k, v in e.to_dict().items() if k != "latency_ms"} for e in events if e.to_dict()["type"] == "hop"]
+    return [
+        {k: v for k, v in e.to_dict().items() if k not in ("latency_ms", "session_id", "time")}
+        for e in events
+        if e.to_dict()["type"] == "hop"
+    ]
 
 
 def _cli_hops(path: Path, model_arg: str) -> list[dict]:
     proc = run_cli("--file", str(path), "--fast", "--no-dashboard", "--jsonl", "-", "--model", model_arg)
     assert proc.returncode == 0, proc.stderr.decode()
     recs = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    return [{k: v for k, v in r.items() if k != "latency_ms"} for r in recs if r["type"] == "hop"]
+    return [
+        {k: v for k, v in r.items() if k not in ("latency_ms", "source", "session_id", "time")}
+        for r in recs
+        if r["type"] == "hop"
+    ]
 
 
 def test_the_issue_example_runs(tmp_path: Path, model_arg: str) -> None:

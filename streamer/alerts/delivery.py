@@ -3,8 +3,12 @@
 :class:`AlertDispatcher` hands events to an optional command (the alert JSON on stdin)
 and/or an HTTP webhook (JSON POST) from one worker thread behind a bounded queue:
 ``submit()`` never blocks (a full queue drops the event and counts it), and delivery
-failures are logged and counted, never raised into the audio path. :class:`AlertDelivery`
-is the observer of the event stream that submits each alert event.
+failures are counted (and logged at INFO level only: a warning on stderr would draw over
+the live dashboard), never raised into the audio path. :class:`AlertDelivery` is the
+observer of the event stream that submits each alert event; it checks at start-up that
+the command exists (:class:`~emostream.errors.ConfigError`, exit 2), shows problems as
+dashboard messages and reports delivered / failed / dropped / still pending counts for
+the session summary (the ``end`` record and the printed summary).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import queue
 import shlex
+import shutil
 import subprocess
 import threading
 import urllib.request
@@ -21,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from emostream.alerts.rules import AlertEvent
-from emostream.errors import InvalidSettingError
+from emostream.errors import ConfigError, InvalidSettingError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,15 @@ class DispatchStats:
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def pending(self) -> int:
+        """Submitted alerts neither delivered, failed nor dropped (still queued or being tried)."""
+        return max(0, self.submitted - self.dropped - self.delivered - self.failed)
+
+    def counts(self) -> dict[str, int]:
+        """The summary's ``alert_delivery`` figures."""
+        return {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped, "pending": self.pending}
+
 
 _STOP = object()
 
@@ -110,7 +124,7 @@ class AlertDispatcher:
         except queue.Full:
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 100 == 0:  # no log flood in the audio path
-                log.warning(
+                log.info(
                     "alert queue full (%d): dropped %s alert on channel %d (%d dropped so far)",
                     self.output.queue_size,
                     event.rule,
@@ -170,7 +184,7 @@ class AlertDispatcher:
                 return True
             except (OSError, http.client.HTTPException, subprocess.SubprocessError, ValueError) as exc:
                 message = f"alert {name} attempt {attempt + 1}/{self.output.retries + 1} failed: {exc}"
-                log.warning(message)
+                log.info(message)
                 self.stats.errors = [*self.stats.errors[-9:], message]
         return False
 
@@ -188,32 +202,67 @@ class AlertDispatcher:
 class AlertDelivery:
     """Observer of the event stream: submits every :class:`AlertEvent` to a dispatcher.
 
-    ``close()`` waits (at most ``timeout`` s) for queued deliveries and returns the
-    dispatcher's counters; it never raises.
+    The constructor refuses a command that cannot be found (:class:`ConfigError`, exit 2).
+    :meth:`settle` (the engine calls it before it builds the session summary) waits at
+    most ``timeout`` s for queued deliveries and returns the counts; it never raises.
     """
 
-    def __init__(self, output: AlertOutput) -> None:
+    def __init__(self, output: AlertOutput, settle_timeout_s: float = 5.0) -> None:
+        check_command(output)
+        self.output = output
+        self.settle_timeout_s = settle_timeout_s
         self.dispatcher = AlertDispatcher(output)
+        self._settled: DispatchStats | None = None
 
     def on_event(self, event: object) -> None:
         """Submit alert events; ignore everything else."""
         if isinstance(event, AlertEvent):
             self.dispatcher.submit(event)
 
+    @property
+    def messages(self) -> list[str]:
+        """Problems so far, one line for the dashboard (empty while all is well)."""
+        stats = self.dispatcher.stats
+        if not (stats.failed or stats.dropped or stats.errors):
+            return []
+        last = f"; last: {stats.errors[-1]}" if stats.errors else ""
+        return [
+            f"alert delivery: {stats.delivered} delivered, {stats.failed} failed, {stats.dropped} dropped, "
+            f"{stats.pending} pending{last}"
+        ]
+
+    def settle(self) -> dict[str, int]:
+        """Deliver what is queued (at most ``settle_timeout_s``) and return the summary's counts."""
+        return self.close(self.settle_timeout_s).counts()
+
     def on_end(self, summary: object) -> None:
-        """The session ended: deliver what is queued (see :meth:`close`)."""
-        self.close()
+        """The session ended: deliver what is queued (a no-op after :meth:`settle`)."""
+        self.close(self.settle_timeout_s)
 
     def close(self, timeout: float = 5.0) -> DispatchStats:
-        """Deliver what is queued (at most ``timeout`` s) and log a line when anything was lost."""
-        finished = self.dispatcher.close(timeout)
-        stats = self.dispatcher.stats
-        if not finished or stats.dropped or stats.failed:
-            log.warning(
-                "alert delivery: %d delivered, %d failed, %d dropped (queue full)%s",
-                stats.delivered,
-                stats.failed,
-                stats.dropped,
-                "" if finished else ", gave up waiting for the rest",
+        """Deliver what is queued, waiting at most ``timeout`` s; later calls return the same counts."""
+        if self._settled is None:
+            self.dispatcher.close(timeout)
+            stats = self.dispatcher.stats
+            self._settled = DispatchStats(
+                submitted=stats.submitted,
+                dropped=stats.dropped,
+                delivered=stats.delivered,
+                failed=stats.failed,
+                attempts=stats.attempts,
+                errors=list(stats.errors),
             )
-        return stats
+        return self._settled
+
+
+def check_command(output: AlertOutput) -> None:
+    """Refuse (exit 2) an alert command whose program is not found or not executable."""
+    argv = output.argv()
+    if not argv:
+        return
+    program = argv[0]
+    if shutil.which(program) is None:
+        raise ConfigError(
+            f"[alerts_output] command: the program {program!r} is not found or not executable; "
+            "give an existing program (a full path, or a name on PATH)"
+        )

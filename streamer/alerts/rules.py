@@ -131,11 +131,17 @@ class AlertEvent:
     peak: float
     scores: dict[str, float]
     on: str = "emotions"
+    source: str | None = None  # stamped by the Session: its source, session (or call) id, wall-clock time
+    session_id: str | None = None
+    wall_time: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL ``alert`` record (also the command's stdin and the webhook body)."""
         return {
             "type": "alert",
+            "source": self.source,
+            "session_id": self.session_id,
+            "time": self.wall_time,
             "rule": self.rule,
             "state": self.state,
             "channel": self.channel,

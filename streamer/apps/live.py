@@ -17,8 +17,8 @@ from emostream.engine.events import Event, HopResult, Observer, SessionSummary
 from emostream.engine.plan import SessionPlan, make_plan
 from emostream.engine.runner import Engine
 from emostream.engine.session import Session
-from emostream.errors import AudioInputError, ConfigError
-from emostream.outputs.jsonl import JsonlSink, start_record
+from emostream.errors import AudioInputError, ConfigError, EmoStreamError
+from emostream.outputs.jsonl import JsonlSink, JsonlWriteError, start_record
 
 EXIT_INTERRUPTED = 130
 NO_DEVICE_NOTICE = "no audio input device found; playing the bundled demo recording instead (see --file, --stdin)"
@@ -100,25 +100,33 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     source = make_source(args, cfg)
     jsonl_stdout = cfg.output.jsonl == "-"
     try:
-        session = Session(plan, input_rate_hz=source.rate_hz, channels=source.channels)
-        observers = _observers(plan, source, jsonl_stdout)
-        if cfg.alerts and cfg.alerts_output.enabled:
-            observers.append(AlertDelivery(cfg.alerts_output))
+        session = Session(plan, input_rate_hz=source.rate_hz, channels=source.channels, source=source.name)
+        # alert delivery first: a missing alert command is refused (exit 2) before any output is written
+        delivery = [AlertDelivery(cfg.alerts_output)] if cfg.alerts and cfg.alerts_output.enabled else []
+        observers = _observers(plan, source, jsonl_stdout, session.session_id) + delivery
         engine = Engine(source, session, observers, max_audio_s=args.duration)
     except BaseException:
         source.stop()
         raise
     interrupted = _drive(engine, cfg.output.dashboard, jsonl_stdout)
-    result = engine.finish()  # observers close here: the end record, queued alert deliveries
+    try:
+        result = engine.finish()  # observers close here: settled alert deliveries, the end record
+    except EmoStreamError:
+        # the session ended with an error (bad audio, the --jsonl disk full): still show what it did
+        _print_summary(engine.final_summary or engine.summary(), jsonl_stdout, cfg.output.dashboard)
+        raise
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
     for warning in source.warnings + session.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)
+    failed = [o.failed for o in observers if isinstance(o, JsonlSink) and o.failed]
+    if failed:
+        raise JsonlWriteError(failed[0])  # the end record itself did not fit
     if interrupted:
         return EXIT_INTERRUPTED
     return AudioInputError.exit_code if source.warnings else 0
 
 
-def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool) -> list[Observer]:
+def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool, session_id: str) -> list[Observer]:
     """JSON lines (with its start record) and, without a dashboard, the change printer."""
     cfg = plan.config
     observers: list[Observer] = []
@@ -131,7 +139,7 @@ def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool) -> list[Ob
             channels=source.channels,
             config=summary(cfg),
         )
-        observers.append(JsonlSink(cfg.output.jsonl, record))
+        observers.append(JsonlSink(cfg.output.jsonl, record, session_id=session_id))
     if not cfg.output.dashboard and not jsonl_stdout:
         observers.append(ChangePrinter())
     return observers

@@ -14,6 +14,7 @@ times a second; the dashboard only ever reads snapshots, so rendering needs no l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 
@@ -41,11 +42,17 @@ class HopResult:
     role: str = "speaker"
     arousal: float | None = None
     uncertain: bool = False
+    source: str | None = None  # stamped by the Session: its source, session (or call) id, wall-clock time
+    session_id: str | None = None
+    wall_time: str | None = None  # ISO 8601, UTC, when the hop was computed
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL ``hop`` record."""
         return {
             "type": "hop",
+            "source": self.source,
+            "session_id": self.session_id,
+            "time": self.wall_time,
             "channel": self.channel,
             "role": self.role,
             "t_start": round(self.t_start, 3),
@@ -153,12 +160,17 @@ class SessionSummary:
     latency_p99_ms: float | None = None
     realtime_factor: float | None = None
     exit_reason: str = "end of input"
+    session_id: str | None = None
+    alert_delivery: dict[str, int] | None = None  # delivered / failed / dropped / pending (when alerts are delivered)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL ``end`` record."""
         return {
             "type": "end",
             "source": self.source,
+            "session_id": self.session_id,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "alert_delivery": self.alert_delivery,
             "duration_s": round(self.duration_s, 3),
             "hops": self.hops,
             "exit_reason": self.exit_reason,

@@ -51,6 +51,8 @@ class Engine:
         self._hops = 0
         self.exit_reason = "end of input"
         self.messages: list[str] = []
+        self._delivery: dict[str, int] | None = None
+        self.final_summary: SessionSummary | None = None
         self.state = self._snapshot("starting")
 
     # ------------------------------------------------------------ control (main thread)
@@ -88,9 +90,19 @@ class Engine:
         return self.finish()
 
     def finish(self) -> SessionSummary:
-        """After the worker ended: give every observer the summary, then re-raise a worker error."""
+        """After the worker ended: give every observer the summary, then re-raise a worker error.
+
+        Observers with a ``settle()`` method (alert delivery) settle first; what it returns
+        goes into the summary (``alert_delivery``), so the ``end`` record and the printed
+        summary carry the final counts.
+        """
         self.wait(5.0)
+        for observer in self.observers:
+            settle = getattr(observer, "settle", None)
+            if settle is not None:
+                self._delivery = settle()
         summary = self.summary()
+        self.final_summary = summary
         for observer in self.observers:
             observer.on_end(summary)
         if self._error is not None:
@@ -172,8 +184,12 @@ class Engine:
             status=status,
             timeline_seconds=self.session.plan.config.output.timeline_seconds,
             hop_s=self.session.plan.timing.hop_s,
-            messages=tuple(self.messages + self.source.warnings + self.session.warnings),
+            messages=tuple(self.messages + self.source.warnings + self.session.warnings + self._observer_messages()),
         )
+
+    def _observer_messages(self) -> list[str]:
+        """Problems the observers report (e.g. failed alert deliveries): shown in the dashboard, never printed."""
+        return [m for o in self.observers for m in getattr(o, "messages", ())]
 
     def summary(self) -> SessionSummary:
         """Totals of the session so far."""
@@ -188,4 +204,6 @@ class Engine:
             latency_p99_ms=self._latency(99),
             realtime_factor=self.realtime_factor,
             exit_reason=self.exit_reason,
+            session_id=self.session.session_id,
+            alert_delivery=self._delivery,
         )

@@ -11,7 +11,10 @@ events (JSON lines, dashboard, delivery) is up to their observers.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +32,11 @@ MAX_CHUNK_S = 0.25  # pipelines get at most this much audio per call (see Sessio
 DEFAULT_LEVEL_SPAN_S = 2.0  # the level meter's span before the first window
 
 
+def new_session_id() -> str:
+    """A fresh session id (uuid4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
 class Session:
     """Analysis of ``channels`` input channels at ``input_rate_hz``; see the module docstring.
 
@@ -44,12 +52,16 @@ class Session:
         channels: int,
         default_roles: Sequence[str] = (),
         strict: bool = True,
+        source: str = "api",
+        session_id: str | None = None,
     ) -> None:
         if input_rate_hz <= 0:
             raise ConfigError(f"the input rate is {input_rate_hz} Hz; expected a positive rate such as 16000")
         if not 1 <= channels <= 32:
             raise ConfigError(f"the input has {channels} channels; expected 1 to 32")
         self.plan = plan
+        self.source = source
+        self.session_id = session_id or new_session_id()
         self.input_rate_hz = input_rate_hz
         self.channels = channels
         self.channel_plans: tuple[ChannelPlan, ...] = plan.channel_plans(channels, default_roles, strict=strict)
@@ -83,8 +95,12 @@ class Session:
         """Seconds of input audio fed since the start (or the last reset)."""
         return self.input_frames / self.input_rate_hz
 
-    def reset(self) -> None:
-        """Start a new stream (a new call): pipelines, alert state, statistics and the resampler."""
+    def reset(self, session_id: str | None = None) -> None:
+        """Start a new stream (a new call): pipelines, alert state, statistics and the resampler.
+
+        The new stream's events carry ``session_id`` (e.g. the call's key), else a new uuid4.
+        """
+        self.session_id = session_id or new_session_id()
         for pipeline in self.pipelines:
             pipeline.reset()
         for stats in self.stats:
@@ -136,11 +152,15 @@ class Session:
                 hops += pipeline.flush()
         hops.sort(key=lambda hop: (hop.t_end, hop.channel))  # time order across channels, whatever the block size
         events: list[Event] = []
+        now = datetime.now(UTC).isoformat(timespec="milliseconds") if hops else None
+        src, sid = self.source, self.session_id
+        hops = [dataclasses.replace(hop, source=src, session_id=sid, wall_time=now) for hop in hops]
         for hop in hops:
             stats = self.stats[hop.channel]
             stats.on_hop(hop)
             events.append(hop)
-            for alert in self._rules.process(hop):
+            for fired in self._rules.process(hop):
+                alert = dataclasses.replace(fired, source=src, session_id=sid, wall_time=now)
                 stats.on_alert(alert)
                 events.append(alert)
         return events

@@ -363,6 +363,19 @@ def render_summary(summary: SessionSummary) -> RenderableType:
         ("latency", f"p50 {_fmt_ms(summary.latency_p50_ms)} · p99 {_fmt_ms(summary.latency_p99_ms)}"),
         ("speed", _fmt_rtf(summary.realtime_factor)),
     ]
+    if summary.alert_delivery is not None:
+        d = summary.alert_delivery
+        undelivered = d.get("failed", 0) + d.get("dropped", 0) + d.get("pending", 0)
+        rows.append(
+            (
+                "alert delivery",
+                Text(
+                    f"{d.get('delivered', 0)} delivered · {d.get('failed', 0)} failed · "
+                    f"{d.get('dropped', 0)} dropped (queue full) · {d.get('pending', 0)} still pending",
+                    style="bold red" if undelivered else "",
+                ),
+            )
+        )
     for channel in summary.channels:
         speech = format_duration_precise(channel.speech_seconds)
         alerts = Text(f"{channel.alerts} alerts", style="bold red" if channel.alerts else "dim")

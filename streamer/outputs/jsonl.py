@@ -3,20 +3,33 @@ hop, an ``alert`` record per alert event, one ``end`` record.
 
 Each record is one line, flushed as soon as it is written, so a consumer reading the
 file or pipe sees events live and an interrupted run loses nothing already processed.
+
+A file target is written with one ``write`` system call per line; when one fails (disk
+full, quota, I/O error) the file is cut back to the end of the last complete record, so
+it never holds half a line, and :class:`JsonlWriteError` (exit 3) ends the session: the
+engine still gives every observer the summary and the live monitor still prints it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from emostream import __version__
 from emostream.engine.events import Event, SessionSummary
-from emostream.errors import ConfigError
+from emostream.errors import ConfigError, EmoStreamError
+
+
+class JsonlWriteError(EmoStreamError):
+    """The ``--jsonl`` target could not be written (disk full, I/O error); exit 3."""
+
+    exit_code = 3
 
 
 def start_record(
@@ -39,42 +52,83 @@ def start_record(
 class JsonlSink:
     """Writes records to a file path or ``"-"`` (standard output), one flushed line each."""
 
-    def __init__(self, target: str | Path, start: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, target: str | Path, start: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> None:
         self.target = str(target)
-        self._owned = self.target != "-"
-        if self._owned:
+        self._file: BinaryIO | None = None
+        self._out: TextIO | None = None
+        self._good = 0  # bytes of complete records in the file
+        self.failed: str | None = None
+        if self.target != "-":
             try:
-                self._out: TextIO = Path(self.target).open("w", encoding="utf-8", buffering=1)  # noqa: SIM115
+                self._file = Path(self.target).open("wb", buffering=0)  # noqa: SIM115
             except OSError as exc:
                 raise ConfigError(f"--jsonl {self.target}: cannot open for writing ({exc})") from exc
         else:
             self._out = sys.stdout
         self.records = 0
+        self._encode = json.JSONEncoder(separators=(",", ":")).encode
         if start is not None:
+            if session_id is not None:
+                start = {**start, "session_id": session_id}
             self.write(start)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write one record as a line and flush it."""
+        """Write one record as a line and flush it; :class:`JsonlWriteError` when the target fails."""
+        if self.failed is not None:
+            return
+        line = self._encode(record) + "\n"
         try:
-            self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._out.flush()
+            if self._file is not None:
+                self._write_file(line.encode("utf-8"))
+            elif self._out is not None:
+                self._out.write(line)
+                self._out.flush()
         except BrokenPipeError:
-            self._owned = False  # the reader went away; stop writing quietly
-            self._out = open_devnull()
+            self._out = open_devnull()  # the reader went away; stop writing quietly
+        except OSError as exc:
+            self._fail(exc)
         self.records += 1
+
+    def _write_file(self, data: bytes) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            if not n:
+                raise OSError(errno.ENOSPC, "no bytes written")
+            view = view[n:]
+        self._good += len(data)
+
+    def _fail(self, exc: OSError) -> None:
+        """Cut a file back to its last complete record and raise a clear error."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._good)
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else str(exc.strerror or exc)
+        self.failed = (
+            f"--jsonl {self.target}: writing failed after {self.records} complete records ({reason}); "
+            "the records written so far are complete. Free space or choose another path"
+        )
+        raise JsonlWriteError(self.failed) from exc
 
     def on_event(self, event: Event) -> None:
         """Write a hop or alert record."""
         self.write(event.to_dict())
 
     def on_end(self, summary: SessionSummary) -> None:
-        """Write the ``end`` record and close a file target."""
-        self.write(summary.to_dict())
-        self.close()
+        """Write the ``end`` record (unless writing already failed) and close a file target."""
+        try:
+            self.write(summary.to_dict())
+        except JsonlWriteError:
+            pass  # the session already ends with this error (or ends now); the summary is shown anyway
+        finally:
+            self.close()
 
     def close(self) -> None:
-        if self._owned and not self._out.closed:
-            self._out.close()
+        if self._file is not None and not self._file.closed:
+            self._file.close()
 
 
 def open_devnull() -> TextIO:
