@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig
+from emostream.train.fetch import register as register_fetch
 from emostream.train.fit import TrainConfig
 from emostream.train.models import FAMILIES, ModelConfig
 from emostream.train.ravdess import ENV_VAR, default_data_dir
@@ -129,24 +128,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch(args: argparse.Namespace) -> int:
-    from emostream.train.fetch import RAVDESS_MD5, RAVDESS_URL, fetch_ravdess  # noqa: PLC0415
-
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns) as progress:
-        task = progress.add_task("RAVDESS", total=None)
-        summary = fetch_ravdess(
-            Path(args.dest),
-            url=args.url or RAVDESS_URL,
-            md5=args.md5 or RAVDESS_MD5,
-            zip_file=Path(args.zip) if args.zip else None,
-            keep_zip=args.keep_zip,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    print(f"{args.dest}: {summary}")
-    return 0
-
-
 def register(subparsers: Any) -> None:
     """Add `train`, `evaluate` and `fetch-ravdess` to an argparse subparsers object."""
     p_train = subparsers.add_parser("train", help="train a model on all RAVDESS clips and export it as int8 TFLite")
@@ -166,13 +147,7 @@ def register(subparsers: Any) -> None:
     p_eval.add_argument("--max-folds", type=int, default=0, help="only the first N EmoBox folds (0 = all 6)")
     p_eval.set_defaults(func=_evaluate, command="evaluate")
 
-    p_fetch = subparsers.add_parser("fetch-ravdess", help="download RAVDESS speech and convert it to 16 kHz FLAC")
-    p_fetch.add_argument("dest", help="destination folder")
-    p_fetch.add_argument("--zip", help="use an already downloaded Audio_Speech_Actors_01-24.zip")
-    p_fetch.add_argument("--url", help="download URL (default: Zenodo record 1188976)")
-    p_fetch.add_argument("--md5", help="expected MD5 of the zip (default: Zenodo's published value)")
-    p_fetch.add_argument("--keep-zip", action="store_true")
-    p_fetch.set_defaults(func=_fetch, command="fetch-ravdess")
+    register_fetch(subparsers)  # also registered on its own: it needs no training extras
 
 
 def build_parser() -> argparse.ArgumentParser:

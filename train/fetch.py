@@ -8,6 +8,7 @@ then moved into ``DEST``. A checksum mismatch or a bad archive leaves nothing be
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -16,6 +17,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 
@@ -161,3 +163,34 @@ def fetch_ravdess(
     if downloaded and not keep_zip:
         zip_path.unlink(missing_ok=True)
     return describe(list_clips(dest))
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn  # noqa: PLC0415
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("RAVDESS", total=None)
+        summary = fetch_ravdess(
+            Path(args.dest),
+            url=args.url or RAVDESS_URL,
+            md5=args.md5 or RAVDESS_MD5,
+            zip_file=Path(args.zip) if args.zip else None,
+            keep_zip=args.keep_zip,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print(f"{args.dest}: {summary}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `fetch-ravdess` (runtime dependencies only: no TensorFlow, no scipy); a second call adds nothing."""
+    if "fetch-ravdess" in getattr(subparsers, "choices", {}):
+        return
+    p_fetch = subparsers.add_parser("fetch-ravdess", help="download RAVDESS speech and convert it to 16 kHz FLAC")
+    p_fetch.add_argument("dest", help="destination folder")
+    p_fetch.add_argument("--zip", help="use an already downloaded Audio_Speech_Actors_01-24.zip")
+    p_fetch.add_argument("--url", help="download URL (default: Zenodo record 1188976)")
+    p_fetch.add_argument("--md5", help="expected MD5 of the zip (default: Zenodo's published value)")
+    p_fetch.add_argument("--keep-zip", action="store_true")
+    p_fetch.set_defaults(func=_fetch, command="fetch-ravdess")

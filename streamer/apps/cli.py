@@ -109,7 +109,10 @@ def _load_plugins(sub: Any) -> None:
         try:
             register = ep.load()
         except ImportError as exc:
-            _add_unavailable(sub, ep.name, exc, training=ep.value.startswith(TRAIN_PACKAGE))
+            training = ep.value.startswith(TRAIN_PACKAGE) and ep.name in TRAIN_COMMANDS
+            for name in TRAIN_COMMANDS if training else (ep.name,):
+                if name not in sub.choices:
+                    _add_unavailable(sub, name, exc, training=training)
             continue
         register(sub)
 

@@ -9,15 +9,20 @@ skipped (resume). An unreadable file is reported, skipped and listed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -26,12 +31,17 @@ from typing import Any
 
 from emostream.apps.calls.analysis import SUMMARY_VERSION, CallAnalyzer, CallJob
 from emostream.apps.calls.reports import plot_call, write_json_atomic, write_reports
+from emostream.audio.files import AUDIO_SUFFIXES, audio_files_in, suffix_list
 from emostream.config import Config
 from emostream.config import summary as config_summary
+from emostream.engine.plan import make_plan
 from emostream.errors import AudioInputError, ConfigError, EmoStreamError
 from emostream.inference.metadata import ModelMetadata, resolve_model
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
+__all__ = ["AUDIO_SUFFIXES", "BatchOptions", "BatchResult", "find_calls", "process_call", "run_batch"]
+EXIT_INTERRUPTED = 130
+PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
+WORKER_STOP_S = 3.0
 FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "calibration", "channels", "privacy", "alerts")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
@@ -54,8 +64,19 @@ _OPTIONS: BatchOptions | None = None
 
 def _init_worker(options: BatchOptions) -> None:
     global _ANALYZER, _OPTIONS  # noqa: PLW0603 - one analyzer (and model) per worker process
+    _follow_parent()
     _ANALYZER = CallAnalyzer(options.cfg, options.bin_s, options.fingerprint)
     _OPTIONS = options
+
+
+def _follow_parent() -> None:
+    """In a worker: Ctrl-C is the parent's to handle, and the worker dies with its parent (no orphans)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() == 1:  # the parent is already gone
+                os._exit(1)
 
 
 def _run_job(job: CallJob) -> tuple[CallJob, dict[str, Any] | None, str | None]:
@@ -71,11 +92,13 @@ def process_call(
     """Analyse and write one call; an unreadable input becomes an error message, not an exception."""
     try:
         summary, runs = analyzer.analyze(job)
+        if options.png:
+            plot_call(summary, runs, analyzer.labels, options.out_dir / f"{job.key}.png")
+        write_json_atomic(options.out_dir / f"{job.key}.json", summary)
     except (EmoStreamError, OSError) as exc:
         return job, None, str(exc)
-    if options.png:
-        plot_call(summary, runs, analyzer.labels, options.out_dir / f"{job.key}.png")
-    write_json_atomic(options.out_dir / f"{job.key}.json", summary)
+    except Exception as exc:  # a bug must not end the batch: this call fails, the others go on
+        return job, None, f"internal error while analysing it ({type(exc).__name__}: {exc}); please report it"
     return job, summary, None
 
 
@@ -88,15 +111,13 @@ def find_calls(inputs: Sequence[str | Path]) -> list[CallJob]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            files += audio_files_in(path)
         elif path.is_file():
             files.append(path)
         else:
             raise ConfigError(f"{path}: no such file or folder; give call recordings or folders holding them")
     if not files:
-        raise ConfigError(
-            f"no call recordings found in {', '.join(map(str, inputs))} (looked for {sorted(AUDIO_SUFFIXES)})"
-        )
+        raise ConfigError(f"no call recordings found in {', '.join(map(str, inputs))} (looked for {suffix_list()})")
     jobs: list[CallJob] = []
     used: set[str] = set()
     for path in dict.fromkeys(files):
@@ -141,11 +162,31 @@ class BatchResult:
     skipped: list[str]
     failed: list[tuple[str, str]]
     elapsed_s: float
+    interrupted: bool = False
+    total: int = 0  # calls in the batch
 
     @property
     def exit_code(self) -> int:
-        """0 when every call was summarised, else the unreadable-audio code (3)."""
+        """0 when every call was summarised, 130 when interrupted, else the unreadable-audio code (3)."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return AudioInputError.exit_code if self.failed else 0
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and check that files can be written there; ConfigError (exit 2) if not."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is an existing file; expected a folder for the summaries: give a new path")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--out {out_dir} cannot be used as the output folder ({reason}); "
+            "expected a folder you can write to: give another path"
+        ) from exc
 
 
 def run_batch(
@@ -163,7 +204,8 @@ def run_batch(
     if jobs < 1:
         raise ConfigError(f"--jobs is {jobs}; expected 1 or more worker processes")
     calls = find_calls(inputs)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
+    make_plan(options.cfg)  # the model and settings checked once here (ModelError: exit 5, as live) before any worker
+    prepare_out_dir(options.out_dir)
     if options.png and importlib.util.find_spec("matplotlib") is None:
         print(f"emostream: warning: {PNG_HINT}", file=sys.stderr, flush=True)
         options = dataclasses.replace(options, png=False)
@@ -180,16 +222,23 @@ def run_batch(
             summaries[job.key] = done
     skipped = list(summaries)
     failed: list[tuple[str, str]] = []
-    with _progress(len(calls), len(skipped), progress) as advance:
-        local = jobs == 1 if in_process is None else in_process
-        for job, summary, error in _execute(todo, options, jobs, local):
-            if summary is not None:
-                summaries[job.key] = summary
-            else:
-                failed.append((str(job.path), error or "unknown error"))
-                print(f"emostream: error: {job.path}: skipped ({error})", file=sys.stderr, flush=True)
-            advance()
-    result = BatchResult(summaries, skipped, failed, time.perf_counter() - started)
+    interrupted = False
+    local = jobs == 1 if in_process is None else in_process
+    try:
+        with (
+            _progress(len(calls), len(skipped), progress) as advance,
+            contextlib.closing(_execute(todo, options, jobs, local)) as outcomes,
+        ):
+            for job, summary, error in outcomes:
+                if summary is not None:
+                    summaries[job.key] = summary
+                else:
+                    failed.append((str(job.path), error or "unknown error"))
+                    print(f"emostream: error: {job.path}: skipped ({error})", file=sys.stderr, flush=True)
+                advance()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI's handler: workers stopped, partial reports
+        interrupted = True
+    result = BatchResult(summaries, skipped, failed, time.perf_counter() - started, interrupted, len(calls))
     model = options.cfg.model.name
     write_reports(calls, result, out_dir=options.out_dir, model=model, png=options.png, jobs=jobs)
     return result
@@ -206,15 +255,66 @@ def _execute(
             yield process_call(analyzer, job, options)
         return
     context = get_context("spawn")  # no fork: the parent may run threads (progress bar)
-    with (
-        _single_threaded_children(),
-        ProcessPoolExecutor(
+    with _single_threaded_children(), _sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
+        pool = ProcessPoolExecutor(
             min(jobs, len(todo)), mp_context=context, initializer=_init_worker, initargs=(options,)
-        ) as pool,
-    ):
-        futures = [pool.submit(_run_job, job) for job in todo]
+        )
+        futures = {pool.submit(_run_job, job): job for job in todo}
+    try:
         for future in as_completed(futures):
-            yield future.result()
+            yield _outcome(future, futures[future])
+    except BaseException:  # Ctrl-C, SIGTERM or the consumer stopping: no worker outlives the batch
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _outcome(future: Future[Any], job: CallJob) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+    """A worker's result, or a per-call error when the worker crashed or raised."""
+    try:
+        result: tuple[CallJob, dict[str, Any] | None, str | None] = future.result()
+    except BrokenProcessPool as exc:
+        return (
+            job,
+            None,
+            (
+                f"the worker process stopped unexpectedly ({exc}); the call was not analysed: run the batch again "
+                "(finished calls are kept), or with --jobs 1"
+            ),
+        )
+    except Exception as exc:
+        return job, None, f"analysis failed in the worker ({type(exc).__name__}: {exc}); please report it"
+    return result
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued calls and end the worker processes now (terminate, then kill)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    deadline = time.monotonic() + WORKER_STOP_S
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are started (they inherit it); the parent's handler after."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -28,7 +28,9 @@ def register(sub: Any) -> None:
         "calls",
         help="batch-analyse recorded calls (one summary per call, CSV, PNG)",
         description=CLI_DESCRIPTION,
-        epilog="Exit status 3 if any call could not be read (listed in batch_summary.json). See docs/call_center.md.",
+        epilog="Exit status 3 if any call could not be read (listed in batch_summary.json), 5 for an unusable model, "
+        "2 for bad settings or --out; 130 after Ctrl-C and 143 after SIGTERM (partial calls.csv and batch summary "
+        "written). See docs/call_center.md.",
     )
     parser.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="call recordings or folders of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the summaries, PNGs and CSV")
@@ -45,12 +47,19 @@ def cmd_calls(args: argparse.Namespace) -> int:
     """``emostream calls``: run the batch and print a one-line result; exit 3 if any call failed."""
     if args.bin_s <= 0:
         raise ConfigError(f"--bin-s is {args.bin_s}; expected a positive number of seconds such as 10")
+    from emostream.apps.cli import install_sigterm_handler  # noqa: PLC0415 - the CLI owns signal handling
+
     options = BatchOptions(cfg=config_from_args(args), out_dir=Path(args.out), bin_s=args.bin_s, png=not args.no_png)
+    install_sigterm_handler()  # SIGTERM stops the batch like Ctrl-C: workers ended, partial reports, exit 143
     # Always in worker processes: one BLAS thread each (faster than a multi-threaded BLAS on small matrices).
     result = run_batch(args.inputs, options, jobs=args.jobs, progress=not args.no_progress, in_process=False)
     processed = len(result.summaries) - len(result.skipped)
-    print(
+    line = (
         f"{processed} call(s) analysed, {len(result.skipped)} already done, {len(result.failed)} failed "
         f"in {result.elapsed_s:.1f} s -> {options.out_dir}/calls.csv"
     )
+    if result.interrupted:
+        left = result.total - len(result.summaries) - len(result.failed)
+        line = f"interrupted: {line}; {left} call(s) not analysed (run the same command again to finish them)"
+    print(line, flush=True)
     return result.exit_code

@@ -88,7 +88,10 @@ def write_reports(calls: Sequence[CallJob], result: Any, *, out_dir: Path, model
     for job in calls:
         summary = result.summaries.get(job.key)
         if summary is None:
-            rows.append({"call": job.key, "path": str(job.path), "status": "error", "error": failed.get(str(job.path))})
+            if str(job.path) in failed:
+                rows.append({"call": job.key, "path": str(job.path), "status": "error", "error": failed[str(job.path)]})
+            else:  # the batch was interrupted before this call was analysed
+                rows.append({"call": job.key, "path": str(job.path), "status": "not analysed", "error": "interrupted"})
             continue
         status = "skipped" if job.key in result.skipped else "ok"
         for ch in summary["channels"]:
@@ -119,6 +122,8 @@ def write_reports(calls: Sequence[CallJob], result: Any, *, out_dir: Path, model
         "processed": processed,
         "skipped": len(result.skipped),
         "failed": [{"path": p, "error": e} for p, e in result.failed],
+        "interrupted": bool(getattr(result, "interrupted", False)),
+        "not_analysed": len(calls) - len(result.summaries) - len(result.failed),
         "jobs": jobs,
         "model": model,
         "elapsed_s": round(result.elapsed_s, 3),
