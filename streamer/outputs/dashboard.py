@@ -114,7 +114,25 @@ def _header(state: DashboardState, width: int) -> Text:
     return _join_wrapped(segments, width)
 
 
-def _emotion_line(view: ChannelView) -> Text:
+def hold_reason(view: ChannelView) -> str | None:
+    """Why the smoother still shows ``view.emotion`` although another label leads; None when it leads.
+
+    The shown label changes only when the leader beats it by more than the hysteresis
+    margin *and* it has been shown for the minimum dwell (see :mod:`emostream.engine.smoothing`).
+    """
+    if view.emotion is None or view.leader is None or view.leader == view.emotion or view.leader_score is None:
+        return None
+    held = view.confidence or 0.0
+    lead = f"{view.leader} leads {view.leader_score:.0%}"
+    if view.shown_for_s is not None and view.shown_for_s < view.min_dwell_s - 1e-9:
+        return f"{lead}; held: dwell {view.shown_for_s:.1f}/{view.min_dwell_s:g} s"
+    margin = view.leader_score - held
+    if margin <= view.hysteresis + 1e-9:
+        return f"{lead}; held: margin {margin:.0%} ≤ hysteresis {view.hysteresis:.0%}"
+    return f"{lead}; changes at the next speech window"
+
+
+def _emotion_line(view: ChannelView, with_reason: bool = False) -> Text:
     if view.emotion is None:
         return Text("listening… (no emotion yet)", style="dim italic")
     colour = emotion_colour(view.emotion)
@@ -127,11 +145,19 @@ def _emotion_line(view: ChannelView) -> Text:
         text.append(f"  {view.emotion.upper()}  ", style=f"bold reverse {colour}")
         if view.confidence is not None:
             text.append(f"  {view.confidence:.0%}", style="bold")
-            text.append(" confidence", style="dim")
+            text.append(" smoothed", style="dim")
     if view.arousal is not None:
         text.append("  ·  arousal ", style="dim")
         text.append(f"{view.arousal:.2f}", style="bold red" if view.arousal >= 0.8 else "bold")
+    reason = hold_reason(view) if with_reason else None
+    if reason is not None:
+        text.append(f"  ·  {reason}", style="yellow")
     return text
+
+
+def _reason_line(view: ChannelView) -> Text | None:
+    reason = hold_reason(view)
+    return None if reason is None else Text(f"  {reason}", style="yellow")
 
 
 def _score_bars(view: ChannelView, labels: Sequence[str], width: int) -> Table:
@@ -209,8 +235,10 @@ def _timeline(points: Sequence[TimelinePoint], span_s: float, width: int, hop_s:
 
 
 def _level_line(view: ChannelView, width: int) -> Text:
+    """Level meter and speech dot, both over the latest analysis window's span (``level_span_s``)."""
     db = view.level_db if math.isfinite(view.level_db) else _LEVEL_FLOOR_DB
-    label = f"level {db:6.1f} dBFS " if db > _LEVEL_FLOOR_DB else f"level  <{_LEVEL_FLOOR_DB:.0f} dBFS "
+    span = f"last {view.level_span_s:.1f}s "
+    label = f"{span}level {db:6.1f} dBFS " if db > _LEVEL_FLOOR_DB else f"{span}level  <{_LEVEL_FLOOR_DB:.0f} dBFS "
     vad = "● speech" if view.speech_active else "○ silence"
     meter_width = max(3, min(30, width - len(label) - len(vad) - 3))
     fraction = (max(_LEVEL_FLOOR_DB, min(0.0, db)) - _LEVEL_FLOOR_DB) / -_LEVEL_FLOOR_DB
@@ -243,10 +271,20 @@ class ChannelPanel:
             rows.append(_level_line(view, inner))
             return rows
         rows.append(_emotion_line(view))
+        reason = _reason_line(view)
+        if reason is not None:
+            rows.append(reason)
         rows.append(_score_bars(view, self.labels, inner))
         rows.append(_timeline(view.timeline, self.timeline_seconds, inner, self.hop_s))
         rows.append(_level_line(view, inner))
         return rows
+
+    def rows(self) -> int:
+        """Terminal rows the full panel takes."""
+        if not self.view.analysed:
+            return 2 + len(self.view.active_alerts) + 2
+        reason = hold_reason(self.view) is not None
+        return 2 + len(self.view.active_alerts) + 3 + reason + len(self.labels)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         view = self.view
@@ -266,11 +304,29 @@ class ChannelPanel:
         )
 
 
+def _reading_delay(state: DashboardState) -> list[Text]:
+    """Per analysed channel: how long the shown label has been shown, and the median change delay."""
+    out = []
+    several = len(state.channels) > 1
+    for view in state.channels:
+        if not view.analysed or view.shown_for_s is None:
+            continue
+        delay = "–" if view.median_delay_s is None else f"{view.median_delay_s:.1f} s"
+        prefix = f"ch{view.channel} " if several else ""
+        out.append(
+            Text.assemble(
+                (f"{prefix}label shown ", "dim"), f"{view.shown_for_s:.1f} s", (" · change delay p50 ", "dim"), delay
+            )
+        )
+    return out
+
+
 def _footer(state: DashboardState, width: int) -> Text:
     lost = state.dropped_samples > 0 or state.overflow_count > 0
     segments = [
         Text.assemble(("latency p50 ", "dim"), _fmt_ms(state.latency_p50_ms)),
         Text.assemble(("p99 ", "dim"), _fmt_ms(state.latency_p99_ms)),
+        *_reading_delay(state),
         Text(_fmt_rtf(state.realtime_factor)),
         Text(
             f"dropped {state.dropped_samples} samples ({state.overflow_count} overflows)",
@@ -293,8 +349,18 @@ class DashboardView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         state = self.state
         width = options.max_width
-        yield _header(state, width)
         panels = [ChannelPanel(view, state.labels, state.timeline_seconds, state.hop_s) for view in state.channels]
+        height = options.height or options.max_height
+        stacked = len(panels) > 1 and width < _SIDE_BY_SIDE_WIDTH
+        needed = (
+            4
+            + len(state.messages)
+            + (sum(p.rows() for p in panels) if stacked else max((p.rows() for p in panels), default=1))
+        )
+        if panels and height and needed > height:
+            yield from _compact(state, width, height)
+            return
+        yield _header(state, width)
         if not panels:
             yield Text("no channels yet", style="dim italic")
         elif len(panels) > 1 and width >= _SIDE_BY_SIDE_WIDTH:
@@ -310,11 +376,38 @@ class DashboardView:
         yield _footer(state, width)
 
 
+def _one_line(text: Text) -> Text:
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def _compact(state: DashboardState, width: int, height: int) -> RenderResult:
+    """A short terminal: per channel its label (and why it is held), arousal, level and speech state.
+
+    Header, reason and footer are cropped to one line each; the label and level lines wrap
+    rather than lose the arousal or the speech state.
+    """
+    yield _one_line(_header(state, 10**6))
+    for view in state.channels:
+        title = view.name or f"channel {view.channel} · {view.role}"
+        alerts = "".join(f" ⚠ ALERT: {a}" for a in view.active_alerts)
+        yield _one_line(Text(title + alerts, style=_ALERT_STYLE if alerts else "bold"))
+        if view.analysed:
+            yield _emotion_line(view)
+            reason = _reason_line(view)
+            if reason is not None:
+                yield _one_line(reason)
+        yield _level_line(view, width)
+    yield _one_line(_footer(state, 10**6))
+
+
 def render(state: DashboardState) -> RenderableType:
     """The dashboard for one snapshot. Pure: same state in, same drawing out (for a given width).
 
     Two or more channels sit side by side when the console is at least 160 columns
-    wide, stacked otherwise.
+    wide, stacked otherwise. When the full panels do not fit the console's height (a
+    12-row terminal), a compact layout keeps each channel's label, arousal, level and
+    speech state.
     """
     return DashboardView(state)
 
