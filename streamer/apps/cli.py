@@ -245,6 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     _signal_received.clear()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return _main(args_list)
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGTERM) is not previous:
+            signal.signal(signal.SIGTERM, previous)  # in-process callers (tests, embedding) get theirs back
+
+
+def _main(args_list: list[str]) -> int:
     args: argparse.Namespace | None = None
     try:
         parser = build_parser(plugins=_wants_plugins(args_list))
