@@ -178,3 +178,17 @@ def test_streaming_eval_runs_on_one_fold(tmp_path: Path) -> None:
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ua"] <= 1.0
         assert row["true_changes_per_min"] > 0
     assert 0.0 <= report["no_speech_unlabelled"] <= 1.0
+
+
+@needs_model
+def test_soak_reports_rss_growth_drops_and_latency_and_the_cli_is_the_headline() -> None:
+    assert bench_modules()[0] == "bench_runtime"
+    args = parse_args(["--quick", "--soak-seconds", "20", "--model", MODELS[0]])
+    res = importlib.import_module("benchmarks.bench_soak").run(args)
+    names = [f["name"] for f in res["figures"]]
+    assert names[:3] == [
+        "RSS growth after warm-up",
+        "no dropped samples, every hop",
+        "hop latency p99 under render load",
+    ]
+    assert res["details"]["dropped_samples"] == 0 and res["details"]["renders"] >= 1
