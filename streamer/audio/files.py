@@ -112,7 +112,7 @@ class MonoStream:
     part-way (naming the position).
     """
 
-    def __init__(self, path: str | Path, rate_hz: int, block_s: float = STREAM_BLOCK_S) -> None:
+    def __init__(self, path: str | Path, rate_hz: int, block_s: float | None = None) -> None:
         self.path = Path(path)
         self._handle = open_audio(path)
         self.rate_in = int(self._handle.samplerate)
@@ -121,7 +121,7 @@ class MonoStream:
         self.header_frames = int(self._handle.frames)
         self.warning = truncation_warning(self._handle, path)
         self.frames_read = 0
-        self._block = max(1, int(block_s * self.rate_in))
+        self._block = max(1, int((STREAM_BLOCK_S if block_s is None else block_s) * self.rate_in))
 
     @property
     def header_duration_s(self) -> float:
