@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig
+from emostream.train.calibration import CalibrationSpec
 from emostream.train.fetch import register as register_fetch
 from emostream.train.fit import TrainConfig
 from emostream.train.models import FAMILIES, ModelConfig
-from emostream.train.ravdess import ENV_VAR, default_data_dir
+from emostream.train.ravdess import ENV_VAR, SONG_ENV_VAR, default_data_dir, default_song_dir
 
 DEFAULT_EPOCHS: dict[str, int] = {"resnet_mlp": 40, "mlp": 40, "cnn": 30}
 
@@ -54,6 +56,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="fuse the pretrained speech embedding into the summary input, one embedding every FRAMES "
         "10 ms mel frames (50 = two a second; 0 = off, the default)",
     )
+    p.add_argument(
+        "--song",
+        default=None,
+        metavar="DIR",
+        help=f"add the RAVDESS song clips in DIR to the training data (default: ${SONG_ENV_VAR} or none; "
+        "'' = none); actor-independent splits keep an actor's speech and song together, EmoBox tests speech only",
+    )
+    p.add_argument(
+        "--calibration-prior",
+        type=float,
+        default=0.0,
+        metavar="N0",
+        help="train for speaker calibration with prior strength N0 speech windows (e.g. 20; 0 = off): inputs "
+        "normalised with statistics simulated from the same speaker's other clips, as the runtime calibrates",
+    )
+    p.add_argument(
+        "--calibration-reps", type=int, default=3, metavar="R", help="simulated calibrations per training clip"
+    )
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
     p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
@@ -67,6 +87,16 @@ def _spec(args: argparse.Namespace) -> Any:
 
     if args.window_ms % 20 or args.hop_ms % 20:
         raise ConfigError(f"--window-ms {args.window_ms} / --hop-ms {args.hop_ms}: both must be multiples of 20 ms")
+    if args.calibration_prior < 0:
+        raise ConfigError(f"--calibration-prior is {args.calibration_prior}; expected 0 (off) or N0 > 0 speech windows")
+    calibration = None
+    if args.calibration_prior > 0:
+        if args.model == "cnn":
+            raise ConfigError("--calibration-prior with --model cnn: speaker calibration needs a summary family")
+        calibration = CalibrationSpec(
+            prior_windows=args.calibration_prior, reps=args.calibration_reps, hop_s=args.hop_ms / 1000.0
+        )
+    song = default_song_dir() if args.song is None else (Path(args.song) if args.song else None)
     train_cfg = TrainConfig(
         family=args.model,
         epochs=args.epochs or DEFAULT_EPOCHS[args.model] * (2 if args.command == "evaluate" else 1),
@@ -95,6 +125,8 @@ def _spec(args: argparse.Namespace) -> Any:
         workers=args.workers,
         g711=not getattr(args, "no_g711", False),
         max_folds=getattr(args, "max_folds", 0),
+        song=song,
+        calibration=calibration,
     )
 
 
@@ -102,8 +134,18 @@ def _train(args: argparse.Namespace) -> int:
     from emostream.train.run import train_final  # noqa: PLC0415
 
     spec = _spec(args)
+    reading = None
+    if args.min_top_probability is not None or args.max_input_rms_z is not None:
+        reading = ReadingConfig(
+            min_top_probability=args.min_top_probability or 0.0, max_input_rms_z=args.max_input_rms_z
+        )
     result = train_final(
-        spec, Path(args.out), args.name or args.model, Path(args.metrics) if args.metrics else None, args.float_copy
+        spec,
+        Path(args.out),
+        args.name or args.model,
+        Path(args.metrics) if args.metrics else None,
+        args.float_copy,
+        reading=reading,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -117,8 +159,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(spec, args.protocol, Path(args.out), fold_dir)
     for name, res in results.items():
         m = res["mean"]
+        more = "".join(f"  {k} {m[k]:.4f}" for k in ("arousal_ua",) if k in m)
+        if "curve" in m:
+            more += "  curve " + ", ".join(f"{s} s {ua:.4f}" for s, ua in m["curve"].items())
         print(
-            f"{name}: UA {m['ua']:.4f}  WA {m['wa']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+            f"{name}: UA {m['ua']:.4f}  WA {m['wa']:.4f}  macro-F1 {m['macro_f1']:.4f}{more}  "
             f"(int8, {len(res['folds'])} split(s))"
         )
         if "float" in res:
@@ -136,11 +181,24 @@ def register(subparsers: Any) -> None:
     p_train.add_argument("--name", help="model name (default: the family)")
     p_train.add_argument("--metrics", help="report folder whose metrics_*.json go into the metadata")
     p_train.add_argument("--float-copy", action="store_true", help="also write NAME.float.tflite")
+    p_train.add_argument(
+        "--min-top-probability",
+        type=float,
+        help="reading.min_top_probability in the metadata (default: the median chosen in --metrics reports, else 0)",
+    )
+    p_train.add_argument(
+        "--max-input-rms-z", type=float, help="reading.max_input_rms_z in the metadata (default: as above, else none)"
+    )
     p_train.set_defaults(func=_train, command="train")
 
     p_eval = subparsers.add_parser("evaluate", help="evaluate a model family (random split and/or EmoBox folds)")
     _add_common(p_eval)
-    p_eval.add_argument("--protocol", choices=("random", "emobox", "emobox_speaker_adaptive", "all"), default="emobox")
+    p_eval.add_argument(
+        "--protocol",
+        choices=("random", "emobox", "emobox_speaker_adaptive", "emobox_calibrated", "random_speech_song", "all"),
+        default="emobox",
+        help="emobox_calibrated needs --calibration-prior (and also writes emobox); random_speech_song needs --song",
+    )
     p_eval.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     p_eval.add_argument("--save-fold-models", help="write each EmoBox fold's int8 model to DIR/fold_K/")
     p_eval.add_argument("--no-g711", action="store_true", help="skip the G.711 round-trip test variant")

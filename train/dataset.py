@@ -177,6 +177,24 @@ def _assemble(clips: list[Clip], results: list[list[tuple[Any, Any]]]) -> Window
     return WindowSet(clips, np.concatenate(feats), np.concatenate(speech), np.concatenate(index), np.concatenate(copy))
 
 
+def concat_windows(sets: Sequence[WindowSet]) -> WindowSet:
+    """One :class:`WindowSet` of several (clips appended in order, clip indices shifted)."""
+    if len(sets) == 1:
+        return sets[0]
+    clips: list[Clip] = []
+    index = []
+    for wset in sets:
+        index.append(wset.clip_index + len(clips))
+        clips.extend(wset.clips)
+    return WindowSet(
+        clips,
+        np.concatenate([w.features for w in sets]),
+        np.concatenate([w.is_speech for w in sets]),
+        np.concatenate(index).astype(np.int32),
+        np.concatenate([w.copy for w in sets]),
+    )
+
+
 def clip_scores(
     window_probs: npt.NDArray[np.float32], is_speech: npt.NDArray[np.bool_], clip_index: IntArray, n_clips: int
 ) -> npt.NDArray[np.float32]:

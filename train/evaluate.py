@@ -6,10 +6,16 @@ scores the untouched test clips (mean of their speech windows' probabilities) wi
 the float Keras model and the int8 TFLite model. The EmoBox loop can also score the
 test clips after a G.711 telephone round trip (``emobox_g711``) and with per-speaker
 normalisation (``emobox_speaker_adaptive``).
+
+:func:`run_calibrated_split` is the speaker-calibrated variant: training inputs normalised
+with statistics simulated from each clip's speaker's other clips
+(:mod:`emostream.train.calibration`), test clips scored after 0 .. 120 s of their speaker's
+other speech (the runtime's calibration), with arousal and uncertainty figures.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +24,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.engine.reading import ReadingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
+from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
 from emostream.train.dataset import WindowSet, clip_scores
 from emostream.train.export import representative_sample, run_tflite, to_tflite, write_model
 from emostream.train.fit import Fitted, TrainConfig, fit
+from emostream.train.reading import arousal_ua, choose_uncertainty, uncertain_figures
 
 N_LABELS = len(EMOTIONS)
 Bool = npt.NDArray[np.bool_]
@@ -129,6 +138,22 @@ def run_split(
     val_idx = np.flatnonzero(val_clips)
     p_val = clip_scores(fitted.predict(x_all[va_all]), speech[va_all], wset.clip_index[va_all], len(wset.clips))
     figures["validation"] = metrics(wset.labels[val_idx], np.argmax(p_val[val_idx], axis=1))
+    extra: dict[str, Any] = {}
+    if x_all.ndim == 2:
+        z_va, z_te = fitted.prepare(x_all[va]), fitted.prepare(x_all[te])
+        chosen = choose_uncertainty(run_tflite(int8, z_va), y_win[va], z_va)
+        te_speech = speech[te]
+        extra["arousal"] = {"int8": arousal_ua(probs["int8"], y_true, EMOTIONS)}
+        extra["uncertain"] = {
+            "chosen": chosen,
+            "int8": uncertain_figures(
+                p_int8[te_speech],
+                y_win[te][te_speech],
+                z_te[te_speech],
+                chosen["min_top_probability"],
+                chosen["max_input_rms_z"],
+            ),
+        }
     actors = sorted({int(a) for a in wset.actors[test_idx]})
     if export_dir is not None and feature_cfg is not None and vad_cfg is not None:
         _export_fold(
@@ -152,7 +177,168 @@ def run_split(
         mean_abs_dp=float(np.mean(np.abs(p_float - p_int8))),
         epochs=fitted.epochs_run,
         best_epoch=fitted.best_epoch,
+        extra=extra,
     )
+
+
+def _seconds_name(seconds: float) -> str:
+    return f"int8_{seconds:g}s"
+
+
+def run_calibrated_split(
+    wset: WindowSet,
+    train_clips: Bool,
+    val_clips: Bool,
+    test_clips: Bool,
+    cfg: TrainConfig,
+    *,
+    calib: CalibrationSpec,
+    fold: str,
+    g711: WindowSet | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    export_dir: Path | None = None,
+    feature_cfg: FeatureConfig | None = None,
+    vad_cfg: VadConfig | None = None,
+) -> SplitResult:
+    """Speaker-calibrated train / early-stop / test of one split (see the module docstring).
+
+    Training windows (speech, augmented copies included) are normalised with ``calib.reps``
+    simulated calibrations each; validation clips with ``calib.eval_seconds`` of their
+    speaker's other speech in random order. Variants in ``figures`` (clip level): ``int8``
+    and ``float`` after ``calib.eval_seconds``; ``int8_<T>s`` for each curve amount T
+    (``int8_0s`` = no calibration: the population normalisation); ``one_emotion_<T>s``
+    (``calib.eval_seconds`` of clips of one random emotion); ``g711`` / ``g711_0s`` when
+    ``g711`` windows are given (calibrated from the speaker's other G.711 clips);
+    ``validation``. ``extra`` holds arousal UA per variant and the uncertainty figures.
+    """
+    pool = SpeakerPool(wset)
+    y_win = wset.window_labels
+    tr = wset.windows_of(train_clips, copies=True)
+    tr = tr[wset.is_speech[tr]]
+    pop = population(wset.features[tr])
+    fold_key = zlib.crc32(fold.encode("utf-8"))
+    rng = np.random.default_rng([cfg.seed, fold_key])
+    copies = tuple(range(int(wset.copy.max()) + 1)) if len(wset.copy) else (0,)
+    train_idx, val_idx, test_idx = (np.flatnonzero(m) for m in (train_clips, val_clips, test_clips))
+    z_tr, i_tr = make_calibrated(pool, train_idx, calib, rng, pop=pop, copies=copies)
+    z_va, i_va = make_calibrated(pool, val_idx, calib, rng, pop=pop, reps=1, seconds=calib.eval_seconds, mode="random")
+    fitted = fit(z_tr, y_win[i_tr], N_LABELS, cfg, validation=(z_va, y_win[i_va]), on_epoch=on_epoch, population=pop)
+    int8 = to_tflite(fitted.model, representative_sample(z_tr, 500, cfg.seed))
+    # uncertainty thresholds on the validation actors' speech windows (int8, calibrated as in the headline)
+    chosen = choose_uncertainty(run_tflite(int8, z_va), y_win[i_va], z_va)
+    scored = _score_calibrated(
+        pool, test_idx, calib, pop=pop, seed=[cfg.seed, 555, fold_key], int8=int8, fitted=fitted, chosen=chosen
+    )
+    if g711 is not None:
+        gpool = SpeakerPool(g711)
+        for name, seconds in (("g711", calib.eval_seconds), ("g711_0s", 0.0)):
+            g_rng = np.random.default_rng([cfg.seed, 711, fold_key])
+            z_g, i_g = make_calibrated(
+                gpool, test_idx, calib, g_rng, pop=pop, reps=1, seconds=seconds, mode="random", all_windows=True
+            )
+            scored.probs[name] = _clip_probs(run_tflite(int8, z_g), i_g, g711, test_idx)
+    y_true = wset.labels[test_idx]
+    preds = {name: np.argmax(p, axis=1) for name, p in scored.probs.items()}
+    figures = {name: metrics(y_true, pred) for name, pred in preds.items()}
+    z_vall, i_vall = make_calibrated(
+        pool,
+        val_idx,
+        calib,
+        np.random.default_rng([cfg.seed, 77]),
+        pop=pop,
+        reps=1,
+        seconds=calib.eval_seconds,
+        mode="random",
+        all_windows=True,
+    )
+    p_val = _clip_probs(fitted.predict_normalised(z_vall), i_vall, wset, val_idx)
+    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(p_val, axis=1))
+    arousal = {name: arousal_ua(p, y_true, EMOTIONS) for name, p in scored.probs.items() if name != "float"}
+    actors = sorted({int(a) for a in wset.actors[test_idx]})
+    if export_dir is not None and feature_cfg is not None and vad_cfg is not None:
+        reading = ReadingConfig(
+            min_top_probability=chosen["min_top_probability"], max_input_rms_z=chosen["max_input_rms_z"]
+        )
+        _export_fold(
+            export_dir=export_dir,
+            fold=fold,
+            cfg=cfg,
+            fitted=fitted,
+            feature_cfg=feature_cfg,
+            vad_cfg=vad_cfg,
+            x_train=z_tr,
+            test_actors=actors,
+            figures=figures,
+            calibration=calib.metadata(),
+            reading=reading.to_dict(),
+        )
+    return SplitResult(
+        fold=fold,
+        test_actors=actors,
+        figures=figures,
+        test_clips=test_idx,
+        predictions=preds,
+        agreement=scored.agreement,
+        mean_abs_dp=scored.mean_abs_dp,
+        epochs=fitted.epochs_run,
+        best_epoch=fitted.best_epoch,
+        extra={"arousal": arousal, "uncertain": scored.uncertain, "training_windows": len(z_tr)},
+    )
+
+
+def _clip_probs(
+    p: npt.NDArray[np.float32], windows: npt.NDArray[np.intp], on: WindowSet, clips: npt.NDArray[np.intp]
+) -> npt.NDArray[np.float32]:
+    """Clip probabilities of ``clips`` from the window probabilities ``p`` of ``on``'s ``windows``."""
+    return clip_scores(p, on.is_speech[windows], on.clip_index[windows], len(on.clips))[clips]
+
+
+@dataclass
+class _Scored:
+    probs: dict[str, npt.NDArray[np.float32]]
+    uncertain: dict[str, Any]
+    agreement: float
+    mean_abs_dp: float
+
+
+def _score_calibrated(
+    pool: SpeakerPool,
+    test_idx: npt.NDArray[np.intp],
+    calib: CalibrationSpec,
+    *,
+    pop: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    seed: list[int],
+    int8: bytes,
+    fitted: Fitted,
+    chosen: dict[str, Any],
+) -> _Scored:
+    """Test clips after each amount of calibration speech (int8; float too for the headline amount)."""
+    conditions: list[tuple[str, float, str]] = [(_seconds_name(s), s, "random") for s in calib.curve_seconds]
+    if calib.eval_seconds not in calib.curve_seconds:
+        conditions.append((_seconds_name(calib.eval_seconds), calib.eval_seconds, "random"))
+    conditions.append((f"one_emotion_{calib.eval_seconds:g}s", calib.eval_seconds, "one"))
+    out = _Scored({}, {"chosen": chosen}, float("nan"), float("nan"))
+    y_win = pool.wset.window_labels
+    speech = pool.wset.is_speech
+    for name, seconds, mode in conditions:
+        rng = np.random.default_rng(seed)  # the same draws for every amount: the curve differs only by the amount
+        z, idx = make_calibrated(
+            pool, test_idx, calib, rng, pop=pop, reps=1, seconds=seconds, mode=mode, all_windows=True
+        )
+        p8 = run_tflite(int8, z)
+        out.probs[name] = _clip_probs(p8, idx, pool.wset, test_idx)
+        sp = speech[idx]
+        out.uncertain[name] = uncertain_figures(
+            p8[sp], y_win[idx][sp], z[sp], chosen["min_top_probability"], chosen["max_input_rms_z"]
+        )
+        if seconds == calib.eval_seconds and mode == "random":
+            out.probs["int8"] = out.probs[name]
+            out.uncertain["int8"] = out.uncertain[name]
+            pf = fitted.predict_normalised(z)
+            out.probs["float"] = _clip_probs(pf, idx, pool.wset, test_idx)
+            out.agreement = float(np.mean(np.argmax(pf, 1) == np.argmax(p8, 1)))
+            out.mean_abs_dp = float(np.mean(np.abs(pf - p8)))
+    return out
 
 
 def _export_fold(
@@ -166,7 +352,10 @@ def _export_fold(
     x_train: npt.NDArray[np.float32],
     test_actors: list[int],
     figures: dict[str, dict[str, float]],
+    calibration: dict[str, Any] | None = None,
+    reading: dict[str, Any] | None = None,
 ) -> None:
+    """Write one fold's int8 model (``x_train``: raw windows, or calibrated inputs when ``calibration`` is given)."""
     training = {
         "dataset": "RAVDESS speech",
         "license": "CC BY-NC-SA 4.0",
@@ -186,32 +375,52 @@ def _export_fold(
         representative=rep,
         training=training,
         metrics={"fold": figures},
+        representative_normalised=calibration is not None,
+        calibration=calibration,
+        reading=reading,
     )
 
 
-def random_split(wset: WindowSet, seed: int = 42) -> tuple[Bool, Bool, Bool]:
-    """Stratified 80/20 clip split (seed fixed); 10 % of the training clips (stratified) kept for early stopping."""
+def speech_clips(wset: WindowSet) -> Bool:
+    """Mask of the speech clips (vocal channel 01), shape (n_clips,)."""
+    return np.array([c.vocal_channel == 1 for c in wset.clips], dtype=bool)
+
+
+def random_split(wset: WindowSet, seed: int = 42, subset: Bool | None = None) -> tuple[Bool, Bool, Bool]:
+    """Stratified 80/20 clip split (seed fixed); 10 % of the training clips (stratified) kept for early stopping.
+
+    ``subset``: only these clips take part (default all). Strata are emotion × vocal channel,
+    so speech and song keep their shares on both sides.
+    """
     from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
-    idx = np.arange(len(wset.clips))
-    labels = wset.labels
-    train_idx, test_idx = train_test_split(idx, test_size=0.2, stratify=labels, random_state=seed)
-    fit_idx, val_idx = train_test_split(train_idx, test_size=0.1, stratify=labels[train_idx], random_state=seed)
+    idx = np.flatnonzero(np.ones(len(wset.clips), dtype=bool) if subset is None else subset)
+    strata = np.array([c.label * 10 + c.vocal_channel for c in wset.clips])[idx]
+    train_idx, test_idx, strata_train, _ = train_test_split(
+        idx, strata, test_size=0.2, stratify=strata, random_state=seed
+    )
+    fit_idx, val_idx = train_test_split(train_idx, test_size=0.1, stratify=strata_train, random_state=seed)
     masks = []
     for chosen in (fit_idx, val_idx, test_idx):
-        mask = np.zeros(len(idx), dtype=bool)
+        mask = np.zeros(len(wset.clips), dtype=bool)
         mask[chosen] = True
         masks.append(mask)
     return masks[0], masks[1], masks[2]
 
 
 def emobox_split(wset: WindowSet, test_actors: tuple[int, ...], seed: int) -> tuple[Bool, Bool, Bool]:
-    """Train / validation / test clip masks for one fold; validation actors come from the training actors."""
+    """Train / validation / test clip masks for one fold; validation actors come from the training actors.
+
+    Split by actor over speech and song alike (an actor's song never trains a model tested
+    on that actor's speech); validation and test keep speech clips only (EmoBox is speech),
+    training keeps the training actors' song clips when there are any.
+    """
     actors = wset.actors
+    speech = speech_clips(wset)
     test = np.isin(actors, test_actors)
-    train_actors = sorted({int(a) for a in actors[~test]})
+    train_actors = sorted({int(a) for a in actors[~test & speech]})
     val = np.isin(actors, _validation_actors(train_actors, seed))
-    return ~test & ~val, val, test
+    return ~test & ~val, val & speech, test & speech
 
 
 def summarise(results: list[SplitResult], variant: str) -> dict[str, Any]:

@@ -89,14 +89,23 @@ def write_model(
     training: dict[str, Any],
     metrics: dict[str, Any],
     float_copy: bool = False,
+    representative_normalised: bool = False,
+    calibration: dict[str, Any] | None = None,
+    reading: dict[str, Any] | None = None,
 ) -> tuple[ModelMetadata, bytes, bytes]:
     """Export ``fitted`` as ``out_dir/NAME.tflite`` (int8) + ``NAME.json``; optionally ``NAME.float.tflite``.
 
-    ``representative`` holds raw (un-normalised) window features for calibration.
+    ``representative`` holds raw (un-normalised) window features for the int8 quantisation,
+    or, with ``representative_normalised``, model inputs as the network sees them (a
+    speaker-calibrated model's: each normalised with its speaker's blended statistics).
+    The TFLite model always takes normalised input; the runtime normalises with
+    ``normalization`` (population) or with the speaker calibration when the metadata has a
+    ``calibration`` section (``{"prior_windows": n0, ...}``). ``reading``: the metadata's
+    ``reading`` section (:meth:`emostream.engine.reading.ReadingConfig.to_dict`).
     Returns the metadata, the int8 and the float32 model bytes.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = fitted.prepare(representative)
+    rep = np.asarray(representative, dtype=np.float32) if representative_normalised else fitted.prepare(representative)
     int8 = to_tflite(fitted.model, rep)
     flt = to_tflite(fitted.model, None)
     tflite_path = out_dir / f"{name}.tflite"
@@ -120,6 +129,8 @@ def write_model(
         training=training,
         metrics=metrics,
         commit=git_commit(),
+        calibration=calibration,
+        reading=reading,
     )
     meta.check()
     meta.save(out_dir / f"{name}.json")

@@ -67,7 +67,11 @@ class Fitted:
 
     def predict(self, x: F32, batch_size: int = 512) -> F32:
         """Float Keras probabilities for raw window features, (n, n_labels)."""
-        return np.asarray(self.model.predict(self.prepare(x), batch_size=batch_size, verbose=0), dtype=np.float32)
+        return self.predict_normalised(self.prepare(x), batch_size)
+
+    def predict_normalised(self, z: F32, batch_size: int = 512) -> F32:
+        """Float Keras probabilities for already selected and normalised inputs (e.g. calibrated), (n, n_labels)."""
+        return np.asarray(self.model.predict(z, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
 def normalisation(x: F32) -> tuple[F32, F32]:
@@ -102,16 +106,37 @@ def fit(
     *,
     validation: tuple[F32, I32] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    population: tuple[F32, F32] | None = None,
 ) -> Fitted:
-    """Train ``cfg.family`` on raw window features; with ``validation`` stop early on its loss and keep the best."""
+    """Train ``cfg.family`` on raw window features; with ``validation`` stop early on its loss and keep the best.
+
+    ``population``: ``x_train`` and the validation inputs are already normalised (speaker
+    calibrated, :mod:`emostream.train.calibration`) and are used as given; this (mean, std)
+    of the raw training windows becomes the model's normalisation (what the runtime uses
+    before it has heard any speech). Column selection is refused with it.
+    """
     keras = import_keras()
     set_seeds(cfg.seed)
     if cfg.family in SUMMARY_FAMILIES and x_train.ndim != 2:
         raise ConfigError(f"{cfg.family} takes summary vectors, got inputs of shape {x_train.shape[1:]}")
-    selected = select_columns(x_train, y_train, cfg.select_k) if x_train.ndim == 2 else None
-    xs = x_train if selected is None else x_train[:, list(selected)]
-    mean, std = normalisation(xs)
-    fitted = Fitted(None, mean, std, selected, 0, 0, {})
+    if population is not None:
+        if cfg.select_k:
+            raise ConfigError(
+                f"--select-k {cfg.select_k} with speaker calibration: calibrated training keeps all columns; "
+                "drop --select-k or use --calibration-prior 0"
+            )
+        fitted = Fitted(None, population[0], population[1], None, 0, 0, {})
+        xs = x_train
+
+        def prepare(x: F32) -> F32:
+            return x
+
+    else:
+        selected = select_columns(x_train, y_train, cfg.select_k) if x_train.ndim == 2 else None
+        xs = x_train if selected is None else x_train[:, list(selected)]
+        mean, std = normalisation(xs)
+        fitted = Fitted(None, mean, std, selected, 0, 0, {})
+        prepare = fitted.prepare
     model = build_model(cfg.family, tuple(xs.shape[1:]), n_labels, cfg.model)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
@@ -121,7 +146,7 @@ def fit(
     callbacks: list[Any] = []
     val_data = None
     if validation is not None:
-        val_data = (fitted.prepare(validation[0]), keras.utils.to_categorical(validation[1], n_labels))
+        val_data = (prepare(validation[0]), keras.utils.to_categorical(validation[1], n_labels))
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=cfg.monitor,
@@ -133,7 +158,7 @@ def fit(
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
     history = model.fit(
-        _mixup(fitted.prepare(x_train), keras.utils.to_categorical(y_train, n_labels), cfg),
+        _mixup(prepare(x_train), keras.utils.to_categorical(y_train, n_labels), cfg),
         epochs=cfg.epochs,
         shuffle=False,  # the tf.data pipeline shuffles (seeded) itself
         validation_data=val_data,

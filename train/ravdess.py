@@ -1,8 +1,10 @@
-"""The RAVDESS speech set: file names, folder listing, folds and audio loading.
+"""The RAVDESS speech and song sets: file names, folder listing, folds and audio loading.
 
 File names are ``MM-VV-EE-II-SS-RR-AA.ext`` (seven two-digit fields: modality, vocal
 channel, emotion, intensity, statement, repetition, actor), inside ``Actor_AA/``
-folders. Odd actors are male, even actors female.
+folders. Odd actors are male, even actors female. Vocal channel 01 is speech, 02 song
+(six emotions, no actor 18; :func:`list_song_clips`). The actors are the same people in
+both sets, so an actor-independent split splits by actor over speech and song together.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from emostream.errors import DatasetError
 from emostream.inference.metadata import EMOTIONS
 
 ENV_VAR = "EMOSTREAM_RAVDESS"
+SONG_ENV_VAR = "EMOSTREAM_RAVDESS_SONG"
+SONG_EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful")
+"""The six emotions RAVDESS song has (no disgust, no surprised)."""
 PATTERN = "MM-VV-EE-II-SS-RR-AA.flac|wav (seven two-digit fields, e.g. 03-01-05-02-01-01-07.flac)"
 AUDIO_SUFFIXES: tuple[str, ...] = (".flac", ".wav")
 N_ACTORS = 24
@@ -81,6 +86,46 @@ def parse_filename(path: str | Path) -> Clip:
     return Clip(file, *values)
 
 
+def default_song_dir() -> Path | None:
+    """The song folder named by the EMOSTREAM_RAVDESS_SONG environment variable, if set."""
+    value = os.environ.get(SONG_ENV_VAR)
+    return Path(value) if value else None
+
+
+def list_song_clips(root: str | Path) -> list[Clip]:
+    """All song clips (vocal channel 02) in ``root/Actor_XX/``, sorted by path.
+
+    :class:`DatasetError` when the folder is missing, holds no song clip, holds a speech
+    clip (a speech folder passed by mistake) or a song clip of an emotion song lacks.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"RAVDESS song folder {folder} does not exist; pass --song DIR (the Audio_Song_Actors_01-24 clips "
+            f"as 16 kHz FLAC, e.g. ../shared/datasets/ravdess-song-16k) or set {SONG_ENV_VAR}"
+        )
+    files = sorted(p for p in folder.glob("Actor_*/*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    clips = [parse_filename(p) for p in files]
+    speech = [c for c in clips if c.vocal_channel != 2]
+    if speech:
+        raise DatasetError(
+            f"{speech[0].path}: vocal channel {speech[0].vocal_channel:02d} in a song folder; --song takes the "
+            "song clips (vocal channel 02) only, the speech clips come from --data"
+        )
+    if not clips:
+        raise DatasetError(
+            f"RAVDESS song folder {folder} holds no Actor_XX/*.flac|*.wav clips; expected the layout of "
+            "Audio_Song_Actors_01-24 (file names 03-02-EE-II-SS-RR-AA)"
+        )
+    for clip in clips:
+        if clip.emotion not in SONG_EMOTIONS:
+            raise DatasetError(f"{clip.path}: emotion {clip.emotion} in a song folder; song has {SONG_EMOTIONS}")
+        if clip.path.parent.name != f"Actor_{clip.actor:02d}":
+            where = clip.path.parent.name
+            raise DatasetError(f"{clip.path}: actor {clip.actor:02d} in the name but stored under {where}/")
+    return clips
+
+
 def default_data_dir() -> Path | None:
     """The data folder named by the EMOSTREAM_RAVDESS environment variable, if set."""
     value = os.environ.get(ENV_VAR)
@@ -118,11 +163,13 @@ def count_by(clips: list[Clip], field: str) -> dict[str, int]:
 
 
 def describe(clips: list[Clip]) -> str:
-    """One-paragraph summary of what was found: clips, actors and counts per emotion."""
+    """One-paragraph summary of what was found: clips (speech/song), actors and counts per emotion."""
     per_emotion = Counter(c.emotion for c in clips)
     emotions = ", ".join(f"{e} {per_emotion.get(e, 0)}" for e in EMOTIONS)
     actors = sorted({c.actor for c in clips})
-    return f"{len(clips)} clips from {len(actors)} actors ({emotions})"
+    song = sum(1 for c in clips if c.vocal_channel == 2)
+    parts = f" ({len(clips) - song} speech, {song} song)" if song else ""
+    return f"{len(clips)} clips{parts} from {len(actors)} actors ({emotions})"
 
 
 def load_clip(clip: Clip, rate_hz: int = 16000) -> FloatArray:

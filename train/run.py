@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -10,30 +11,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig, g711_available
-from emostream.train.dataset import WindowSet, build_windows
+from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
+from emostream.train.dataset import WindowSet, build_windows, concat_windows
 from emostream.train.evaluate import (
     SplitResult,
     confusion,
     emobox_split,
     random_split,
+    run_calibrated_split,
     run_split,
     speaker_normalise,
+    speech_clips,
     summarise,
 )
 from emostream.train.export import representative_sample, run_tflite, write_model
 from emostream.train.fit import TrainConfig, fit
 from emostream.train.models import SUMMARY_FAMILIES
-from emostream.train.ravdess import describe, folds_file, list_clips, load_folds
+from emostream.train.ravdess import describe, folds_file, list_clips, list_song_clips, load_folds
+from emostream.train.reading import AROUSAL_NOTE, UNCERTAIN_RULE
 from emostream.train.report import write_class_table, write_confusion_png, write_metrics
 
 PROTOCOLS: tuple[str, ...] = ("random", "emobox", "emobox_speaker_adaptive")
+"""What ``--protocol all`` runs (``emobox_calibrated`` and ``random_speech_song`` are asked for by name)."""
+ALL_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, "emobox_calibrated", "random_speech_song")
 
 
 def feature_config_for(
@@ -83,11 +91,15 @@ class RunSpec:
     workers: int = 2
     g711: bool = True
     max_folds: int = 0
+    song: Path | None = None  # RAVDESS song folder added to the training data (None = speech only)
+    calibration: CalibrationSpec | None = None  # speaker-calibrated training (None = off)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, stamped into reports and metadata."""
         return {
             "data": str(self.data),
+            "song": None if self.song is None else str(self.song),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "train": self.train.to_dict(),
             "features": self.features.to_dict(),
             "vad": self.vad.to_dict(),
@@ -104,29 +116,60 @@ def _progress() -> Progress:
 
 
 def load_windows(spec: RunSpec, progress: Progress, channel: str = "wideband") -> WindowSet:
-    """Windows of every clip (augmented copies unless ``channel="g711"``), from the cache when possible."""
-    clips = list_clips(spec.data)
+    """Windows of every clip (augmented copies unless ``channel="g711"``), from the cache when possible.
+
+    Speech clips first, then the song clips when ``spec.song`` is set; each set is extracted
+    and cached on its own (its file list is part of the cache key), so speech-only and
+    speech + song runs share the speech cache.
+    """
+    parts = [("speech", list_clips(spec.data))]
+    if spec.song is not None:
+        parts.append(("song", list_song_clips(spec.song)))
     aug = spec.augment if channel == "wideband" else AugmentConfig()
-    task = progress.add_task(f"features ({channel}, {aug.copies} aug. copies)", total=len(clips))
-    wset = build_windows(
-        clips,
-        spec.features,
-        spec.vad,
-        aug=aug,
-        channel="g711" if channel == "g711" else "wideband",
-        cache_dir=spec.cache_dir,
-        workers=spec.workers,
-        progress=lambda done, total: progress.update(task, completed=done, total=total),
-    )
-    progress.update(task, completed=len(clips))
-    return wset
+    sets = []
+    for what, clips in parts:
+        task = progress.add_task(f"{what} features ({channel}, {aug.copies} aug. copies)", total=len(clips))
+        sets.append(
+            build_windows(
+                clips,
+                spec.features,
+                spec.vad,
+                aug=aug,
+                channel="g711" if channel == "g711" else "wideband",
+                cache_dir=spec.cache_dir,
+                workers=spec.workers,
+                progress=functools.partial(_advance, progress, task),
+            )
+        )
+        progress.update(task, completed=len(clips))
+    return concat_windows(sets)
+
+
+def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)
 
 
 def evaluate(
     spec: RunSpec, protocol: str, out: Path, save_fold_models: Path | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Run ``protocol`` ("random", "emobox", "emobox_speaker_adaptive" or "all"); write reports to ``out``."""
+    """Run ``protocol`` (one of :data:`ALL_PROTOCOLS` or "all"); write reports to ``out``.
+
+    With ``spec.calibration`` the EmoBox folds train speaker-calibrated models and
+    ``emobox`` / ``emobox_calibrated`` are one run writing both reports (``emobox`` = the
+    same models with no speech heard). ``random_speech_song`` needs ``spec.song``.
+    """
     chosen = PROTOCOLS if protocol == "all" else (protocol,)
+    if spec.calibration is not None:
+        chosen = tuple(dict.fromkeys("emobox_calibrated" if p == "emobox" else p for p in chosen))
+    if "emobox_calibrated" in chosen and spec.calibration is None:
+        raise ConfigError("--protocol emobox_calibrated needs a calibrated model: add --calibration-prior N0 (e.g. 20)")
+    if "random_speech_song" in chosen and spec.song is None:
+        raise ConfigError(
+            "--protocol random_speech_song needs the song clips: add --song DIR (e.g. ../shared/datasets/"
+            "ravdess-song-16k) or set EMOSTREAM_RAVDESS_SONG"
+        )
+    if spec.calibration is not None and "emobox_speaker_adaptive" in chosen:
+        raise ConfigError("emobox_speaker_adaptive is for uncalibrated models; drop --calibration-prior for it")
     results: dict[str, dict[str, Any]] = {}
     with _progress() as progress:
         wset = load_windows(spec, progress)
@@ -149,6 +192,8 @@ def evaluate(
 
 def _splits(spec: RunSpec, proto: str, wset: WindowSet) -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     if proto == "random":
+        return [("random", random_split(wset, seed=42, subset=speech_clips(wset)))]
+    if proto == "random_speech_song":
         return [("random", random_split(wset, seed=42))]
     folds = load_folds(folds_file(spec.data))
     chosen = list(folds.items())[: spec.max_folds or None]
@@ -174,29 +219,48 @@ def _run_protocol(
     for name, (tr, va, te) in splits:
         started = time.monotonic()
         progress.reset(epoch_task, total=spec.train.epochs, description=f"{proto} split {name}: epochs")
-        res = run_split(
-            wset,
-            tr,
-            va,
-            te,
-            spec.train,
-            fold=name,
-            g711=None if adaptive else g711,
-            features=features,
-            on_epoch=lambda e, logs: progress.update(epoch_task, completed=e + 1),
-            export_dir=save_fold_models if proto == "emobox" else None,
-            feature_cfg=spec.features,
-            vad_cfg=spec.vad,
-        )
+        if spec.calibration is not None:
+            res = run_calibrated_split(
+                wset,
+                tr,
+                va,
+                te,
+                spec.train,
+                calib=spec.calibration,
+                fold=name,
+                g711=g711 if proto != "random_speech_song" else None,
+                on_epoch=lambda e, logs: progress.update(epoch_task, completed=e + 1),
+                export_dir=save_fold_models if proto == "emobox_calibrated" else None,
+                feature_cfg=spec.features,
+                vad_cfg=spec.vad,
+            )
+        else:
+            res = run_split(
+                wset,
+                tr,
+                va,
+                te,
+                spec.train,
+                fold=name,
+                g711=None if adaptive or proto == "random_speech_song" else g711,
+                features=features,
+                on_epoch=lambda e, logs: progress.update(epoch_task, completed=e + 1),
+                export_dir=save_fold_models if proto == "emobox" else None,
+                feature_cfg=spec.features,
+                vad_cfg=spec.vad,
+            )
         res.seconds = time.monotonic() - started
         split_results.append(res)
         figs = res.figures["int8"]
+        uncal = f"; no calibration UA {res.figures['int8_0s']['ua']:.3f}" if "int8_0s" in res.figures else ""
         progress.console.print(
             f"{proto} split {name} (test actors {res.test_actors}): int8 UA {figs['ua']:.3f} WA {figs['wa']:.3f} "
-            f"F1 {figs['macro_f1']:.3f}; float UA {res.figures['float']['ua']:.3f}; best epoch {res.best_epoch}; "
-            f"validation-actor UA {res.figures['validation']['ua']:.3f}"
+            f"F1 {figs['macro_f1']:.3f}{uncal}; float UA {res.figures['float']['ua']:.3f}; best epoch "
+            f"{res.best_epoch}; validation-actor UA {res.figures['validation']['ua']:.3f}; {res.seconds:.0f} s"
         )
         progress.advance(task)
+    if spec.calibration is not None:
+        return _write_calibrated(spec, proto, wset, split_results, out)
     return _write_protocol(spec, proto, wset, split_results, out)
 
 
@@ -222,6 +286,10 @@ def _write_protocol(
             }
             extra["epochs"] = [{"split": r.fold, "run": r.epochs, "best": r.best_epoch} for r in split_results]
             extra["seconds_per_split"] = [round(r.seconds, 1) for r in split_results]
+            if all("arousal" in r.extra for r in split_results):
+                summary["mean"]["arousal_ua"] = _mean(r.extra["arousal"]["int8"] for r in split_results)
+                extra["arousal_note"] = AROUSAL_NOTE
+                extra["uncertain"] = _uncertain_summary(split_results, ("int8",))
         if proto == "emobox_speaker_adaptive":
             extra["note"] = (
                 "test speakers' features normalised with statistics of their own audio (not the shipped runtime)"
@@ -235,35 +303,162 @@ def _write_protocol(
     return written
 
 
+def _mean(values: Any) -> float:
+    vals = [float(v) for v in values]
+    return float(np.nanmean(vals)) if vals else float("nan")
+
+
+def _uncertain_summary(results: list[SplitResult], variants: tuple[str, ...]) -> dict[str, Any]:
+    """The uncertainty rule, the per-split thresholds (and their median) and the test figures per variant."""
+    chosen = [r.extra["uncertain"]["chosen"] for r in results]
+    tops = [c["min_top_probability"] for c in chosen]
+    rms = [c["max_input_rms_z"] for c in chosen if c["max_input_rms_z"] is not None]
+    out: dict[str, Any] = {
+        "rule": UNCERTAIN_RULE,
+        "per_split": [{"split": r.fold, **c} for r, c in zip(results, chosen, strict=True)],
+        "chosen_median": {
+            "min_top_probability": float(np.median(tops)),
+            "max_input_rms_z": float(np.median(rms)) if rms else None,
+        },
+    }
+    for variant in variants:
+        figs = [r.extra["uncertain"][variant] for r in results if variant in r.extra["uncertain"]]
+        out[variant] = {
+            key: _mean(f[key] for f in figs) for key in ("uncertain_share", "accuracy_certain", "accuracy_all")
+        }
+    return out
+
+
+CALIBRATED_NOTE = (
+    "speaker-calibrated model: training windows normalised with statistics simulated from the same speaker's other "
+    "clips (emostream.train.calibration); test clips normalised with the runtime's blended() statistics of "
+    "{seconds:g} s of the test speaker's other speech clips in random emotion order (never the clip itself)"
+)
+
+
+def _write_calibrated(
+    spec: RunSpec, proto: str, wset: WindowSet, split_results: list[SplitResult], out: Path
+) -> dict[str, dict[str, Any]]:
+    """Reports of a calibrated run: the calibrated headline, the curve, and the same models with no calibration."""
+    calib = spec.calibration
+    assert calib is not None
+    config = spec.to_dict()
+    eval_name = f"int8_{calib.eval_seconds:g}s"
+    curve_names = {f"{s:g}": f"int8_{s:g}s" for s in calib.curve_seconds}
+    one_name = f"one_emotion_{calib.eval_seconds:g}s"
+    if proto == "emobox_calibrated":
+        reports = {"emobox_calibrated": "int8", "emobox": "int8_0s"}
+        if all("g711" in r.figures for r in split_results):
+            reports["emobox_g711"] = "g711"
+    else:
+        reports = {proto: "int8"}
+    written: dict[str, dict[str, Any]] = {}
+    common: dict[str, Any] = {
+        "model": "int8 TFLite",
+        "family": spec.train.family,
+        "arousal_note": AROUSAL_NOTE,
+        "epochs": [{"split": r.fold, "run": r.epochs, "best": r.best_epoch} for r in split_results],
+        "seconds_per_split": [round(r.seconds, 1) for r in split_results],
+        "training_windows": [r.extra.get("training_windows") for r in split_results],
+    }
+    for name, variant in reports.items():
+        summary = summarise(split_results, variant)
+        mean = summary["mean"]
+        mean["arousal_ua"] = _mean(r.extra["arousal"][variant] for r in split_results)
+        extra = dict(common)
+        if variant == "int8":
+            mean["curve"] = {sec: summarise(split_results, v)["mean"]["ua"] for sec, v in curve_names.items()}
+            mean["one_emotion_ua"] = summarise(split_results, one_name)["mean"]["ua"]
+            extra["curve_note"] = (
+                "UA after T s of the test speaker's other speech (random emotion order; 0 = population "
+                f"normalisation); one_emotion_ua: {calib.eval_seconds:g} s of clips of one random emotion only"
+            )
+            extra["curve_arousal_ua"] = {
+                sec: _mean(r.extra["arousal"][v] for r in split_results) for sec, v in curve_names.items()
+            }
+            extra["curve_folds"] = {sec: [r.figures[v]["ua"] for r in split_results] for sec, v in curve_names.items()}
+            extra["note"] = CALIBRATED_NOTE.format(seconds=calib.eval_seconds)
+            float_summary = summarise(split_results, "float")
+            extra["float"] = float_summary
+            extra["validation"] = summarise(split_results, "validation")["mean"]
+            extra["int8_vs_float"] = {
+                "top1_agreement_windows": _mean(r.agreement for r in split_results),
+                "mean_abs_dp_windows": _mean(r.mean_abs_dp for r in split_results),
+                "ua_difference_int8_minus_float": mean["ua"] - float_summary["mean"]["ua"],
+            }
+            extra["uncertain"] = _uncertain_summary(split_results, (eval_name, "int8_0s", one_name))
+        elif variant == "int8_0s":
+            extra["note"] = (
+                "no calibration: the same speaker-calibrated fold models with no speech of the test speaker heard "
+                "(population normalisation), as the runtime reads before it has heard a speaker or with "
+                "[calibration] enabled = false"
+            )
+            extra["uncertain"] = _uncertain_summary(split_results, ("int8_0s",))
+        else:
+            extra["note"] = (
+                f"G.711 round trip of the test clips; calibrated with {calib.eval_seconds:g} s of the speaker's other "
+                "G.711 clips; no_calibration_ua: the same with no speech heard"
+            )
+            mean["no_calibration_ua"] = summarise(split_results, "g711_0s")["mean"]["ua"]
+        write_metrics(out, name, summary, extra, config)
+        matrix = confusion(split_results, wset.labels, variant)
+        write_class_table(out, name, matrix, config)
+        write_confusion_png(out, name, matrix, f"{spec.train.family} {name}: UA {mean['ua']:.3f}, WA {mean['wa']:.3f}")
+        written[name] = {"protocol": name, **summary, **extra}
+    return written
+
+
 def train_final(
-    spec: RunSpec, out_dir: Path, name: str, metrics_dir: Path | None = None, float_copy: bool = False
+    spec: RunSpec,
+    out_dir: Path,
+    name: str,
+    metrics_dir: Path | None = None,
+    float_copy: bool = False,
+    *,
+    reading: ReadingConfig | None = None,
 ) -> dict[str, Any]:
-    """Train on every clip for ``spec.train.epochs`` epochs (no early stopping); export int8 + metadata."""
+    """Train on every clip for ``spec.train.epochs`` epochs (no early stopping); export int8 + metadata.
+
+    With ``spec.calibration`` the training inputs are speaker-calibrated (as in the
+    evaluation) and the metadata gets the ``calibration`` section. ``reading``: the
+    metadata's ``reading`` section; default: the uncertainty thresholds chosen in the
+    evaluation reports of ``metrics_dir`` (median over the folds), else the runtime defaults.
+    """
     started = time.monotonic()
     with _progress() as progress:
         wset = load_windows(spec, progress)
         if len(wset.clips) < 16:
             raise DatasetError(f"only {len(wset.clips)} clips found in {spec.data}; training needs the full set")
-        keep = wset.is_speech
+        keep = np.flatnonzero(wset.is_speech)
         epoch_task = progress.add_task("training epochs", total=spec.train.epochs)
-        fitted = fit(
-            wset.features[keep],
-            wset.window_labels[keep],
-            8,
-            spec.train,
-            on_epoch=lambda e, logs: progress.update(epoch_task, completed=e + 1),
-        )
+        on_epoch = lambda e, logs: progress.update(epoch_task, completed=e + 1)  # noqa: E731
+        calib = spec.calibration
+        if calib is None:
+            x_rep = wset.features[keep]
+            fitted = fit(x_rep, wset.window_labels[keep], 8, spec.train, on_epoch=on_epoch)
+        else:
+            pool = SpeakerPool(wset)
+            pop = population(wset.features[keep])
+            copies = tuple(range(int(wset.copy.max()) + 1))
+            rng = np.random.default_rng([spec.train.seed, 1])
+            x_rep, idx = make_calibrated(pool, np.arange(len(wset.clips)), calib, rng, pop=pop, copies=copies)
+            fitted = fit(x_rep, wset.window_labels[idx], 8, spec.train, on_epoch=on_epoch, population=pop)
     seconds = time.monotonic() - started
     import tensorflow as tf  # noqa: PLC0415
 
+    song = int(sum(c.vocal_channel == 2 for c in wset.clips))
     training = {
-        "dataset": "RAVDESS speech (Livingstone & Russo 2018), all clips",
+        "dataset": "RAVDESS speech" + (" + song" if song else "") + " (Livingstone & Russo 2018), all clips",
         "license": "CC BY-NC-SA 4.0",
         "clips": len(wset.clips),
+        "clips_speech": len(wset.clips) - song,
+        "clips_song": song,
         "actors": sorted({int(a) for a in wset.actors}),
-        "windows": int(keep.sum()),
+        "windows": len(keep),
+        "training_inputs": len(x_rep),
         "augmentation": spec.augment.to_dict(),
         "g711_in_augmentation": g711_available(),
+        "calibration": None if calib is None else calib.to_dict(),
         "epochs": fitted.epochs_run,
         "seed": spec.train.seed,
         "seconds": round(seconds, 1),
@@ -271,7 +466,9 @@ def train_final(
         "config": spec.to_dict(),
     }
     metrics = _collect_metrics(metrics_dir)
-    rep = representative_sample(wset.features[keep], 1000, spec.train.seed)
+    if reading is None:
+        reading = _reading_from_metrics(metrics_dir)
+    rep = representative_sample(x_rep, 1000, spec.train.seed)
     _meta, int8, flt = write_model(
         out_dir,
         name=name,
@@ -283,12 +480,33 @@ def train_final(
         training=training,
         metrics=metrics,
         float_copy=float_copy,
+        representative_normalised=calib is not None,
+        calibration=None if calib is None else calib.metadata(),
+        reading=reading.to_dict(),
     )
-    check = _fixture_check(fitted, int8, flt, wset)
+    sample = representative_sample(x_rep, 1000, 7)
+    check = _fixture_check(int8, flt, sample if calib is not None else fitted.prepare(sample))
     data = json.loads((out_dir / f"{name}.json").read_text(encoding="utf-8"))
     data["metrics"]["int8_vs_float_training_windows"] = check
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return {"name": name, "seconds": seconds, "size_bytes": len(int8), "float_bytes": len(flt), **check}
+
+
+def _reading_from_metrics(metrics_dir: Path | None) -> ReadingConfig:
+    """Uncertainty thresholds chosen in the evaluation (median over the folds), else the defaults."""
+    if metrics_dir is None:
+        return ReadingConfig()
+    for proto in ("emobox_calibrated", "emobox"):
+        path = metrics_dir / f"metrics_{proto}.json"
+        if path.is_file():
+            chosen = json.loads(path.read_text(encoding="utf-8")).get("uncertain", {}).get("chosen_median")
+            if chosen:
+                rms = chosen.get("max_input_rms_z")
+                return ReadingConfig(
+                    min_top_probability=float(chosen["min_top_probability"]),
+                    max_input_rms_z=None if rms is None else float(rms),
+                )
+    return ReadingConfig()
 
 
 def _collect_metrics(metrics_dir: Path | None) -> dict[str, Any]:
@@ -297,14 +515,17 @@ def _collect_metrics(metrics_dir: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in sorted(metrics_dir.glob("metrics_*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        keep = {k: data[k] for k in ("mean", "folds", "float", "int8_vs_float", "commit", "date") if k in data}
+        keep = {
+            k: data[k]
+            for k in ("mean", "folds", "float", "int8_vs_float", "uncertain", "note", "commit", "date")
+            if k in data
+        }
         out[data["protocol"]] = keep
     return out
 
 
-def _fixture_check(fitted: Any, int8: bytes, flt: bytes, wset: WindowSet) -> dict[str, float]:
-    """int8 vs float TFLite on a fixed sample of 1000 training windows: top-1 agreement and mean |Δp|."""
-    x = fitted.prepare(representative_sample(wset.features[wset.is_speech], 1000, 7))
+def _fixture_check(int8: bytes, flt: bytes, x: Any) -> dict[str, float]:
+    """int8 vs float TFLite on a fixed sample of (up to) 1000 normalised training inputs: top-1 agreement, mean |Δp|."""
     p8, pf = run_tflite(int8, x), run_tflite(flt, x)
     return {
         "top1_agreement": float(np.mean(p8.argmax(1) == pf.argmax(1))),
