@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -246,7 +246,7 @@ def run_batch(
 
 def _execute(
     todo: Sequence[CallJob], options: BatchOptions, jobs: int, in_process: bool
-) -> Iterator[tuple[CallJob, dict[str, Any] | None, str | None]]:
+) -> Generator[tuple[CallJob, dict[str, Any] | None, str | None], None, None]:
     if not todo:
         return
     if in_process:
