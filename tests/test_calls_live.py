@@ -46,7 +46,11 @@ def records(stdout: bytes) -> list[dict]:
 
 
 def hops_without_latency(recs: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "latency_ms"} for r in recs if r["type"] == "hop"]
+    return [
+        {k: v for k, v in r.items() if k not in ("latency_ms", "source", "session_id", "time")}
+        for r in recs
+        if r["type"] == "hop"
+    ]
 
 
 def test_stereo_roles_agent_privacy_and_alert_events(tmp_path: Path, model: EmotionModel, model_arg: str):
