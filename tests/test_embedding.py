@@ -1,5 +1,6 @@
-"""Speech-embedding front-end: stream == batch, known answer against openWakeWord 0.5.1, sha256, reset."""
+"""Speech-embedding front-end: stream == batch, known answer against openWakeWord 0.5.1, sha256, reset, int8."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,15 @@ from emostream.errors import ConfigError, ModelError
 from emostream.frontend.embedding import (
     EMBEDDING_DIM,
     EMBEDDING_FRAMES,
+    EMBEDDING_MODEL_INT8_FILE,
+    EMBEDDING_MODEL_INT8_SHA256,
     EmbeddingConfig,
     SpeechEmbedder,
+    check_model_files,
     pool_embeddings,
     speech_embedding_dir,
 )
+from emostream.inference.tflite import interpreter_class
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac"
@@ -156,3 +161,108 @@ def test_config_round_trip_and_refusals():
         EmbeddingConfig(stride_frames=0)
     with pytest.raises(ConfigError, match="pooling"):
         EmbeddingConfig(pooling=("median",))
+
+
+# The int8 variant (embedding_model.int8.tflite, made by `python -m emostream.train.quantize_embedding`).
+# Against the float model on this clip, every 8th frame (see models/speech_embedding/README.md for the
+# held-out figures): each embedding's cosine similarity >= 0.97, the mean >= 0.99, and the RMS error at
+# most 10 % of the embeddings' RMS value.
+INT8_MIN_COSINE = 0.97
+INT8_MEAN_COSINE = 0.99
+INT8_REL_RMS = 0.10
+
+
+@pytest.fixture(scope="module")
+def whole_int8(clip):
+    embedder = SpeechEmbedder(EmbeddingConfig(history_frames=2000, stride_frames=8, int8=True))
+    embedder.process(clip)
+    return embedder
+
+
+def test_int8_file_is_integer_and_matches_its_digest():
+    path = speech_embedding_dir() / EMBEDDING_MODEL_INT8_FILE
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == EMBEDDING_MODEL_INT8_SHA256
+    cls, _ = interpreter_class()
+    interp = cls(model_path=str(path))
+    dtypes = {d["dtype"] for d in interp.get_tensor_details()}
+    assert np.int8 in dtypes and np.float32 in dtypes  # int8 inside, float input and output
+    assert interp.get_input_details()[0]["dtype"] == interp.get_output_details()[0]["dtype"] == np.float32
+
+
+def test_int8_stream_equals_whole_signal(clip, whole_int8):
+    rng = np.random.default_rng(3)
+    stream = SpeechEmbedder(EmbeddingConfig(history_frames=2000, stride_frames=8, int8=True))
+    pos = 0
+    while pos < clip.size:
+        n = int(rng.integers(1, 4000))
+        stream.process(clip[pos : pos + n])
+        pos += n
+        stream.embeddings(stream.grid_ends(max(0, stream.mel_end - 200), stream.mel_end + 3))
+    ends = whole_int8.grid_ends(0, whole_int8.mel_end + 3)
+    np.testing.assert_array_equal(stream.embeddings(ends), whole_int8.embeddings(ends))
+    assert stream.embeddings_computed == ends.size
+
+
+def test_int8_embeddings_are_close_to_float(whole, whole_int8):
+    ends = whole.grid_ends(0, whole.mel_end + 3)
+    ref = whole.embeddings(ends)
+    got = whole_int8.embeddings(ends)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert not np.array_equal(got, ref)  # really the other file
+    cosine = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cosine.min() >= INT8_MIN_COSINE and cosine.mean() >= INT8_MEAN_COSINE
+    assert np.sqrt(np.mean((ref - got) ** 2)) <= INT8_REL_RMS * np.sqrt(np.mean(ref**2))
+
+
+def test_int8_sha256_mismatch_refused(tmp_path):
+    with pytest.raises(ModelError, match=r"int8\.tflite has sha256 .* expects 0{64} \(embedding_model_int8_sha256\)"):
+        SpeechEmbedder(EmbeddingConfig(int8=True, embedding_model_int8_sha256="0" * 64))
+    for name in ("melspectrogram.tflite", "embedding_model.tflite"):
+        (tmp_path / name).write_bytes((speech_embedding_dir() / name).read_bytes())
+    (tmp_path / EMBEDDING_MODEL_INT8_FILE).write_bytes((speech_embedding_dir() / "embedding_model.tflite").read_bytes())
+    with pytest.raises(ModelError, match="quantize_embedding") as info:
+        check_model_files(EmbeddingConfig(int8=True), model_dir=tmp_path)
+    assert info.value.exit_code == 5
+    check_model_files(EmbeddingConfig(), model_dir=tmp_path)  # the float config only reads the float file
+    (tmp_path / EMBEDDING_MODEL_INT8_FILE).unlink()
+    with pytest.raises(ModelError, match="cannot read"):
+        SpeechEmbedder(EmbeddingConfig(int8=True), model_dir=tmp_path)
+
+
+def test_int8_config_round_trip_and_old_dicts():
+    float_cfg = EmbeddingConfig(stride_frames=25)
+    data = float_cfg.to_dict()
+    assert "int8" not in data and "embedding_model_int8_sha256" not in data  # dicts (cache keys) as before
+    assert EmbeddingConfig.from_dict(data) == float_cfg and not EmbeddingConfig.from_dict(data).int8
+    int8_cfg = EmbeddingConfig(stride_frames=25, int8=True)
+    data = int8_cfg.to_dict()
+    assert data["int8"] is True and data["embedding_model_int8_sha256"] == EMBEDDING_MODEL_INT8_SHA256
+    assert EmbeddingConfig.from_dict(data) == int8_cfg != float_cfg
+    odd = EmbeddingConfig(embedding_model_int8_sha256="ab" * 32)
+    assert EmbeddingConfig.from_dict(odd.to_dict()) == odd
+    with pytest.raises(ConfigError, match="int8"):
+        EmbeddingConfig.from_dict({**data, "int8": "yes"})
+    with pytest.raises(ConfigError, match="embedding_model_int8_sha256"):
+        EmbeddingConfig(embedding_model_int8_sha256="XYZ")
+
+
+def test_mel_blocks_are_the_model_inputs(whole):
+    ends = whole.grid_ends(0, whole.mel_end + 3)[:5]
+    blocks = whole.mel_blocks(ends)
+    assert blocks.shape == (5, EMBEDDING_FRAMES, 32, 1)
+    np.testing.assert_array_equal(whole.embed_mel(blocks), whole.embeddings(ends))
+    with pytest.raises(ValueError, match="held are"):
+        whole.mel_blocks([EMBEDDING_FRAMES - 1])
+
+
+@pytest.mark.slow
+def test_quantize_script_rebuilds_the_float_graph(clip, whole):
+    """Training side (TensorFlow): the graph rebuilt from the flatbuffer reproduces the vendored file."""
+    pytest.importorskip("tensorflow")
+    from emostream.train.quantize_embedding import build_float_function, read_graph
+
+    ops, input_id, output_id = read_graph(speech_embedding_dir() / "embedding_model.tflite")
+    function = build_float_function(ops, input_id, output_id)
+    ends = whole.grid_ends(0, whole.mel_end + 3)
+    rebuilt = np.asarray(function(whole.mel_blocks(ends))).reshape(-1, EMBEDDING_DIM)
+    np.testing.assert_allclose(rebuilt, whole.embeddings(ends), rtol=0, atol=2e-4)

@@ -4,7 +4,11 @@ Two vendored TFLite files (``emostream/models/speech_embedding/``, see the READM
 define the front-end: ``melspectrogram.tflite`` (log-mel spectrogram) and
 ``embedding_model.tflite`` (76 mel frames x 32 bins -> one 96-d embedding). Both are
 loaded through :func:`emostream.inference.tflite.interpreter_class` and checked against the
-sha256 in :class:`EmbeddingConfig`.
+sha256 in :class:`EmbeddingConfig`. With ``EmbeddingConfig(int8=True)`` the embedding model is
+``embedding_model.int8.tflite`` instead: the same graph with int8 weights and activations
+(float input and output), derived offline from the float file by
+``python -m emostream.train.quantize_embedding`` (training side, TensorFlow); the runtime
+only loads it.
 
 Conventions (openWakeWord 0.5.1, ``openwakeword/utils.py``, class ``AudioFeatures``):
 
@@ -74,8 +78,10 @@ POOLINGS: tuple[str, ...] = ("mean", "std", "max", "min")
 
 MEL_MODEL_FILE = "melspectrogram.tflite"
 EMBEDDING_MODEL_FILE = "embedding_model.tflite"
+EMBEDDING_MODEL_INT8_FILE = "embedding_model.int8.tflite"
 MEL_MODEL_SHA256 = "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8"
 EMBEDDING_MODEL_SHA256 = "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8"
+EMBEDDING_MODEL_INT8_SHA256 = "445748b1f3de3bd6e3c510143dbbd1c74e31e5405c2a444554c3f7e1762ea3ab"
 _FFT_BINS = MEL_SPAN_SAMPLES // 2 + 1
 _WINDOW_SAMPLES = 400
 _KERNEL_TOLERANCE = 1e-5
@@ -94,7 +100,13 @@ class EmbeddingConfig:
     ``max_batch``: embeddings computed in one TFLite invoke at most.
     ``history_frames``: mel frames (and cached embeddings) kept behind the newest frame.
     ``pooling``: statistics of a window's embeddings, in order (see :func:`pool_embeddings`).
-    ``mel_model_sha256`` / ``embedding_model_sha256``: expected digests of the two files.
+    ``mel_model_sha256`` / ``embedding_model_sha256``: expected digests of the two vendored files.
+    ``int8``: run ``embedding_model.int8.tflite`` (int8 weights and activations, derived from
+    the vendored float model by ``python -m emostream.train.quantize_embedding``; about a third
+    of the float model's CPU time, embeddings within cosine ~0.99 of the float ones, see the
+    README in ``models/speech_embedding/``) instead of the float model; its digest is
+    ``embedding_model_int8_sha256``. Embeddings differ from the float model's, so a model
+    trained on one variant must run with the same one (the setting is saved in its metadata).
     """
 
     stride_frames: int = 50
@@ -104,6 +116,8 @@ class EmbeddingConfig:
     pooling: tuple[str, ...] = ("mean", "std", "max")
     mel_model_sha256: str = MEL_MODEL_SHA256
     embedding_model_sha256: str = EMBEDDING_MODEL_SHA256
+    int8: bool = False
+    embedding_model_int8_sha256: str = EMBEDDING_MODEL_INT8_SHA256
 
     def __post_init__(self) -> None:
         if not 1 <= self.stride_frames <= 1000:
@@ -123,7 +137,9 @@ class EmbeddingConfig:
             or len(set(self.pooling)) != len(self.pooling)
         ):
             raise ConfigError(f"embedding pooling is {self.pooling}; expected distinct names from {POOLINGS}")
-        for name in ("mel_model_sha256", "embedding_model_sha256"):
+        if not isinstance(self.int8, bool):
+            raise ConfigError(f"embedding int8 is {self.int8!r}; expected true or false")
+        for name in ("mel_model_sha256", "embedding_model_sha256", "embedding_model_int8_sha256"):
             value = getattr(self, name)
             if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
                 raise ConfigError(f"embedding {name} is {value!r}; expected 64 lower-case hex digits")
@@ -133,10 +149,30 @@ class EmbeddingConfig:
         """Length of :func:`pool_embeddings`' output."""
         return EMBEDDING_DIM * len(self.pooling)
 
+    @property
+    def embedding_model_file(self) -> str:
+        """File name of the embedding model this config runs (float or int8)."""
+        return EMBEDDING_MODEL_INT8_FILE if self.int8 else EMBEDDING_MODEL_FILE
+
+    @property
+    def embedding_model_file_sha256(self) -> tuple[str, str]:
+        """Expected sha256 of :attr:`embedding_model_file` and the setting that holds it."""
+        if self.int8:
+            return self.embedding_model_int8_sha256, "embedding_model_int8_sha256"
+        return self.embedding_model_sha256, "embedding_model_sha256"
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, as stored in model metadata."""
+        """Plain-JSON form, as stored in model metadata.
+
+        A float config with the default int8 digest leaves out ``int8`` and
+        ``embedding_model_int8_sha256``: its dict (and so the feature-cache keys and the
+        metadata of models made before the int8 variant) is unchanged, and :meth:`from_dict`
+        reads a dict without them as float.
+        """
         data = dataclasses.asdict(self)
         data["pooling"] = list(self.pooling)
+        if not self.int8 and self.embedding_model_int8_sha256 == EMBEDDING_MODEL_INT8_SHA256:
+            del data["int8"], data["embedding_model_int8_sha256"]
         return data
 
     @classmethod
@@ -194,19 +230,30 @@ def speech_embedding_dir() -> Path:
 
 
 def _read_checked(path: Path, expected_sha256: str, setting: str, context: str = "the embedding config") -> bytes:
+    if path.name == EMBEDDING_MODEL_INT8_FILE:
+        origin = "the int8 model shipped with emostream"
+        fix = (
+            "reinstall emostream, or regenerate it with `python -m emostream.train.quantize_embedding` and use "
+            "a model made for that file (see models/speech_embedding/README.md)"
+        )
+    else:
+        origin = "the vendored openwakeword 0.5.1 model"
+        fix = (
+            "restore it from the openwakeword 0.5.1 wheel (see models/speech_embedding/README.md) "
+            "or use a model made for this file"
+        )
     try:
         content = path.read_bytes()
     except OSError as exc:
         raise ModelError(
-            f"cannot read the speech-embedding model {path} ({exc.strerror}); expected the file vendored in "
+            f"cannot read the speech-embedding model {path} ({exc.strerror}); expected {origin} in "
             "emostream/models/speech_embedding/: reinstall emostream"
         ) from exc
     digest = hashlib.sha256(content).hexdigest()
     if digest != expected_sha256:
         raise ModelError(
             f"{path} has sha256 {digest}, but {context} expects {expected_sha256} ({setting}); "
-            "the file is not the vendored openwakeword 0.5.1 model: restore it from the openwakeword 0.5.1 "
-            "wheel (see models/speech_embedding/README.md) or use a model made for this file"
+            f"the file is not {origin}: {fix}"
         )
     return content
 
@@ -216,13 +263,15 @@ def check_model_files(
 ) -> None:
     """Refuse (:class:`ModelError`, exit code 5) embedding files whose sha256 differs from ``config``'s.
 
-    Reads both files of ``model_dir`` (default: the vendored folder); the error names the
+    Reads the mel file and the embedding file ``config`` runs (float or int8, see
+    :attr:`EmbeddingConfig.int8`) in ``model_dir`` (default: the vendored folder); the error names the
     file, the expected and found digests, who expects them (``context``, e.g. a model's
     metadata path) and the fix. :class:`SpeechEmbedder` makes the same check when it loads.
     """
     folder = speech_embedding_dir() if model_dir is None else Path(model_dir)
     _read_checked(folder / MEL_MODEL_FILE, config.mel_model_sha256, "mel_model_sha256", context)
-    _read_checked(folder / EMBEDDING_MODEL_FILE, config.embedding_model_sha256, "embedding_model_sha256", context)
+    expected, setting = config.embedding_model_file_sha256
+    _read_checked(folder / config.embedding_model_file, expected, setting, context)
 
 
 class _MelTables:
@@ -297,9 +346,9 @@ class SpeechEmbedder:
         folder = speech_embedding_dir() if model_dir is None else Path(model_dir)
         cls, self.backend = interpreter_class()
         mel_path = folder / MEL_MODEL_FILE
-        emb_path = folder / EMBEDDING_MODEL_FILE
+        emb_path = folder / self.config.embedding_model_file
         mel_bytes = _read_checked(mel_path, self.config.mel_model_sha256, "mel_model_sha256")
-        emb_bytes = _read_checked(emb_path, self.config.embedding_model_sha256, "embedding_model_sha256")
+        emb_bytes = _read_checked(emb_path, *self.config.embedding_model_file_sha256)
         try:
             with native_stderr_silenced():  # only the interpreter's native start-up banner
                 mel_interp = cls(model_content=mel_bytes, num_threads=num_threads)
@@ -465,12 +514,30 @@ class SpeechEmbedder:
             out[i] = computed[int(wanted[i])]
         return out
 
-    def _embed(self, ends: list[int]) -> FloatArray:
-        n = len(ends)
-        batch = self._batch_input[:n]
+    def _fill_blocks(self, ends: Sequence[int], out: FloatArray) -> None:
         for row, t in enumerate(ends):
             block = self._mel[t - EMBEDDING_FRAMES - self._mel_first : t - self._mel_first]
-            np.maximum(block, block.max() - TOP_DB / 10.0, out=batch[row, :, :, 0])
+            np.maximum(block, block.max() - TOP_DB / 10.0, out=out[row, :, :, 0])
+
+    def mel_blocks(self, ends: npt.ArrayLike) -> FloatArray:
+        """The embedding model's inputs for the given end frames, shape (n, 76, 32, 1), float32.
+
+        Each block is mel frames ``t - 76 .. t - 1`` floored at its own maximum minus 8 (80 dB),
+        exactly what :meth:`embeddings` feeds the model (used to calibrate the int8 variant).
+        """
+        wanted = [int(t) for t in np.asarray(ends, dtype=np.int64).reshape(-1)]
+        out = np.zeros((len(wanted), EMBEDDING_FRAMES, MEL_BINS, 1), dtype=np.float32)
+        if wanted and (min(wanted) - EMBEDDING_FRAMES < self._mel_first or max(wanted) > self.mel_end):
+            raise ValueError(
+                f"mel blocks ending at frames {min(wanted)}..{max(wanted)} asked; held are "
+                f"[{self._mel_first}, {self.mel_end})"
+            )
+        self._fill_blocks(wanted, out)
+        return out
+
+    def _embed(self, ends: list[int]) -> FloatArray:
+        batch = self._batch_input[: len(ends)]
+        self._fill_blocks(ends, batch)
         return self.embed_mel(batch)
 
     def embed_mel(self, mel_blocks: npt.ArrayLike) -> FloatArray:
