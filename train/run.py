@@ -174,7 +174,8 @@ def evaluate(
     with _progress() as progress:
         wset = load_windows(spec, progress)
         progress.console.print(describe(wset.clips))
-        g711 = load_windows(spec, progress, "g711") if spec.g711 else None
+        uses_g711 = spec.g711 and any(p in ("emobox", "emobox_calibrated") for p in chosen)
+        g711 = load_windows(spec, progress, "g711") if uses_g711 else None
         for proto in chosen:
             results.update(
                 _run_protocol(
@@ -387,6 +388,8 @@ def _write_calibrated(
                 "ua_difference_int8_minus_float": mean["ua"] - float_summary["mean"]["ua"],
             }
             extra["uncertain"] = _uncertain_summary(split_results, (eval_name, "int8_0s", one_name))
+            no_cal = summarise(split_results, "int8_0s")["mean"]
+            mean["no_calibration"] = {k: no_cal[k] for k in ("ua", "wa", "macro_f1")}
         elif variant == "int8_0s":
             extra["note"] = (
                 "no calibration: the same speaker-calibrated fold models with no speech of the test speaker heard "
