@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from emostream.errors import ConfigError, DatasetError
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
 from emostream.train.dataset import WindowSet, concat_windows
 from emostream.train.evaluate import emobox_split, random_split
-from emostream.train.ravdess import list_clips, list_song_clips, parse_filename
+from emostream.train.ravdess import list_clips, list_song_clips, load_folds, parse_filename
 from emostream.train.reading import arousal_ua, choose_uncertainty, uncertain_figures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+REPO = Path(__file__).resolve().parent.parent
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 
@@ -215,3 +217,35 @@ def test_calibrated_model_exports_its_sections_and_runs_calibrated_in_the_runtim
     hops = [json.loads(line) for line in proc.stdout.decode().splitlines() if '"hop"' in line]
     scored = [h for h in hops if h["scores"] is not None]
     assert scored and all("uncertain" in h and "arousal" in h for h in hops)
+
+
+def full_song_dir() -> Path | None:
+    env = os.environ.get("EMOSTREAM_RAVDESS_SONG")
+    path = Path(env) if env else REPO.parent / "shared" / "datasets" / "ravdess-song-16k"
+    return path if (path / "Actor_01").is_dir() else None
+
+
+@pytest.mark.full_data
+@pytest.mark.slow
+def test_full_song_set_and_emobox_folds_keep_actors_together() -> None:
+    song_dir = full_song_dir()
+    speech_env = os.environ.get("EMOSTREAM_RAVDESS")
+    speech_dir = Path(speech_env) if speech_env else REPO.parent / "shared" / "datasets" / "ravdess-speech-16k"
+    if song_dir is None or not (speech_dir / "folds.json").is_file():
+        pytest.skip("full RAVDESS speech + song sets not found (set EMOSTREAM_RAVDESS and EMOSTREAM_RAVDESS_SONG)")
+    song = list_song_clips(song_dir)
+    assert len(song) == 1012 and 18 not in {c.actor for c in song}
+    assert {c.emotion for c in song} == {"neutral", "calm", "happy", "sad", "angry", "fearful"}
+    clips = list_clips(speech_dir) + song
+    wset = WindowSet(
+        clips,
+        np.zeros((len(clips), 1), np.float32),
+        np.ones(len(clips), bool),
+        np.arange(len(clips), dtype=np.int32),
+        np.zeros(len(clips), np.int32),
+    )
+    for k, actors in load_folds(speech_dir / "folds.json").items():
+        tr, va, te = emobox_split(wset, actors, 42 + k)
+        assert sum(te) == 240 and {clips[i].vocal_channel for i in np.flatnonzero(te | va)} == {1}
+        held_out = {clips[i].actor for i in np.flatnonzero(te | va)}
+        assert not {clips[i].actor for i in np.flatnonzero(tr)} & held_out
