@@ -52,9 +52,7 @@ def start_record(
 class JsonlSink:
     """Writes records to a file path or ``"-"`` (standard output), one flushed line each."""
 
-    def __init__(
-        self, target: str | Path, start: dict[str, Any] | None = None, session_id: str | None = None
-    ) -> None:
+    def __init__(self, target: str | Path, start: dict[str, Any] | None = None, session_id: str | None = None) -> None:
         self.target = str(target)
         self._file: BinaryIO | None = None
         self._out: TextIO | None = None
