@@ -70,7 +70,15 @@ class CallAnalyzer:
         samples, rate = read_audio(job.path)
         n_channels = samples.shape[1]
         defaults = STEREO_ROLES if n_channels == 2 else MONO_ROLES
-        session = Session(self.plan, input_rate_hz=rate, channels=n_channels, default_roles=defaults, strict=False)
+        session = Session(
+            self.plan,
+            input_rate_hz=rate,
+            channels=n_channels,
+            default_roles=defaults,
+            strict=False,
+            source=f"file {job.path.name}",
+            session_id=job.key,
+        )
         pairs = zip(session.channel_plans, session.stats, strict=True)
         runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
         step = max(1, int(CHUNK_S * rate))
