@@ -117,3 +117,17 @@ def test_analyze_calibrate_pools_the_files_then_scores_each(tmp_path: Path) -> N
     assert any(abs(x["scores"][k] - y["scores"][k]) > 1e-3 for x, y in zip(a, b, strict=True) for k in x["scores"])
     not_trained = run_cli("analyze", "--calibrate", "--model", "resnet_mlp", clips[0])
     assert not_trained.returncode == 2 and b"not trained for speaker calibration" in not_trained.stderr
+
+
+def test_uncertain_rules_known_answers() -> None:
+    from emostream.engine.reading import ReadingConfig, arousal, is_uncertain
+
+    cfg = ReadingConfig(min_top_probability=0.6, max_input_rms_z=1.5, max_population_rms_z=1.7, population_columns=3)
+    assert not is_uncertain(0.7, 1.0, cfg, 1.0)
+    assert is_uncertain(0.5, 1.0, cfg, 1.0)  # weak top probability
+    assert is_uncertain(0.9, 2.0, cfg, 1.0)  # far from the (calibrated) training distribution
+    assert is_uncertain(0.9, 1.0, cfg, 3.0)  # a voice unlike any training speaker
+    assert ReadingConfig.from_metadata(cfg.to_dict()) == cfg
+    weights = cfg.weights_for(("neutral", "angry", "disgust"))
+    assert arousal([0.0, 1.0, 0.0], weights) == 1.0 and arousal([1.0, 0.0, 0.0], weights) == 0.0
+    assert arousal([0.0, 0.0, 1.0], weights) == 0.5

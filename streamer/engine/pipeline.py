@@ -86,7 +86,7 @@ class ChannelPipeline:
         if self.calibrator is not None:
             self.calibrator.reset()
         self.level_db = SILENCE_DB  # RMS level of the latest chunk, dBFS
-        self._last_rms_z: float | None = None  # input RMS z-score of the latest speech window
+        self._uncertain = False  # the latest speech window's evidence was weak (held through pauses)
 
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
@@ -115,8 +115,7 @@ class ChannelPipeline:
         reading = self._smoother.process(scores, window.end_s) if self.analysed else (None, None, None)
         smoothed, emotion, confidence = reading
         arousal_now = None if smoothed is None else arousal(smoothed, self._arousal_weights)
-        top = None if smoothed is None else float(smoothed.max())
-        uncertain = smoothed is not None and is_uncertain(top, self._last_rms_z, self.reading)
+        uncertain = smoothed is not None and self._uncertain
         latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
         result = HopResult(
             t_start=window.start_s,
@@ -144,5 +143,12 @@ class ChannelPipeline:
             mean, std = self.calibrator.normalisation()
             self.calibrator.update(x)
         normalised = (x - mean) / std
-        self._last_rms_z = input_rms_z(normalised)
-        return self.model.predict_normalised(normalised[None].astype(np.float32))[0]
+        probs = self.model.predict_normalised(normalised[None].astype(np.float32))[0]
+        reading = self.reading
+        population_z = None
+        if reading.max_population_rms_z is not None:
+            meta = self.model.metadata
+            n = reading.population_columns or x.shape[-1]
+            population_z = input_rms_z((x[..., :n] - meta.norm_mean[:n]) / meta.norm_std[:n])
+        self._uncertain = is_uncertain(float(probs.max()), input_rms_z(normalised), reading, population_z)
+        return probs

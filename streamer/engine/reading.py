@@ -6,10 +6,14 @@ high-arousal emotions (angry, happy, fearful, surprised) weigh 1, low-arousal on
 metadata may give other weights). It is computed from the smoothed probabilities, so it
 moves as steadily as the shown label.
 
-A reading is *uncertain* when the evidence is weak: the top smoothed probability is below
-``min_top_probability`` (chosen on validation actors when the model was trained), or the
-window's normalised model input lies far outside the training distribution (root mean
-square of its z-scores above ``max_input_rms_z``). Uncertain hops are flagged in every
+A reading is *uncertain* when the evidence is weak: the top probability of the latest
+speech window is below ``min_top_probability`` (chosen on validation actors when the model
+was trained), or the window's model input lies far outside the training distribution:
+the root mean square of its (calibrated) z-scores above ``max_input_rms_z``, or that of
+its first ``population_columns`` inputs z-scored with the *population's* statistics above
+``max_population_rms_z`` (the voice itself is unlike any training speaker; calibration
+would otherwise normalise such a voice into range). The flag of the latest speech window
+holds through the following pauses. Uncertain hops are flagged in every
 output, shown as such on the dashboard, and alert rules never fire on them.
 """
 
@@ -41,12 +45,16 @@ class ReadingConfig:
 
     ``arousal_weights``: label -> weight in [0, 1] (labels not listed weigh 0.5);
     ``min_top_probability``: a smoothed top probability below it is uncertain (0 = never);
-    ``max_input_rms_z``: a normalised input whose RMS exceeds it is uncertain (None = no check).
+    ``max_input_rms_z``: a normalised input whose RMS exceeds it is uncertain (None = no check);
+    ``max_population_rms_z``: the same on the first ``population_columns`` inputs (None = all)
+    z-scored with the population's statistics (None = no check).
     """
 
     arousal_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_AROUSAL))
     min_top_probability: float = 0.0
     max_input_rms_z: float | None = None
+    max_population_rms_z: float | None = None
+    population_columns: int | None = None
 
     @classmethod
     def from_metadata(cls, data: Mapping[str, Any] | None) -> ReadingConfig:
@@ -69,6 +77,8 @@ class ReadingConfig:
             "arousal_weights": dict(self.arousal_weights),
             "min_top_probability": self.min_top_probability,
             "max_input_rms_z": self.max_input_rms_z,
+            "max_population_rms_z": self.max_population_rms_z,
+            "population_columns": self.population_columns,
         }
 
     def weights_for(self, labels: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -91,8 +101,13 @@ def input_rms_z(normalised: npt.ArrayLike) -> float:
     return math.sqrt(float(np.mean(z * z))) if z.size else 0.0
 
 
-def is_uncertain(top_probability: float | None, rms_z: float | None, cfg: ReadingConfig) -> bool:
-    """Whether a reading with this top smoothed probability and input RMS z-score is too weak to trust."""
+def is_uncertain(
+    top_probability: float | None, rms_z: float | None, cfg: ReadingConfig, population_rms_z: float | None = None
+) -> bool:
+    """Whether a window with this top probability and these input RMS z-scores is too weak to trust."""
     if top_probability is not None and top_probability < cfg.min_top_probability:
+        return True
+    pop_limit = cfg.max_population_rms_z
+    if pop_limit is not None and population_rms_z is not None and population_rms_z > pop_limit:
         return True
     return cfg.max_input_rms_z is not None and rms_z is not None and rms_z > cfg.max_input_rms_z
