@@ -63,12 +63,16 @@ class ReadingConfig:
             return cls()
         weights = data.get("arousal_weights")
         rms = data.get("max_input_rms_z")
+        pop = data.get("max_population_rms_z")
+        columns = data.get("population_columns")
         return cls(
             arousal_weights=dict(DEFAULT_AROUSAL)
             if weights is None
             else {str(k): float(v) for k, v in weights.items()},
             min_top_probability=float(data.get("min_top_probability", 0.0)),
             max_input_rms_z=None if rms is None else float(rms),
+            max_population_rms_z=None if pop is None else float(pop),
+            population_columns=None if columns is None else int(columns),
         )
 
     def to_dict(self) -> dict[str, Any]:
