@@ -57,6 +57,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "10 ms mel frames (50 = two a second; 0 = off, the default)",
     )
     p.add_argument(
+        "--embedding-int8",
+        action="store_true",
+        help="with --embedding-stride: the int8 variant of the embedding model (3.3x less CPU per embedding)",
+    )
+    p.add_argument(
         "--song",
         default=None,
         metavar="DIR",
@@ -118,6 +123,7 @@ def _spec(args: argparse.Namespace) -> Any:
             args.hop_ms,
             legacy=args.legacy_features,
             embedding_stride_frames=args.embedding_stride,
+            embedding_int8=args.embedding_int8,
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
