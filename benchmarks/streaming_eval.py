@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from emostream.audio.files import load_mono
+from emostream.config import Config
 from emostream.engine.events import HopResult
-from emostream.engine.pipeline import ChannelPipeline
+from emostream.engine.plan import make_plan
 from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.model import EmotionModel
@@ -159,8 +160,10 @@ def build_recording(
 def stream(
     model: EmotionModel, recording: Recording, smoothing: SmoothingConfig, block_s: float = 0.5
 ) -> list[HopResult]:
-    """Every hop of ``recording`` through a fresh ChannelPipeline, end flushed."""
-    pipeline = ChannelPipeline(model, model.metadata.vad_config, smoothing)
+    """Every hop of ``recording`` through a fresh pipeline as a live run builds it (the plan step:
+    speaker calibration when the model was trained for it, the first reading after 1 s), end flushed."""
+    plan = make_plan(Config(smoothing=smoothing), model)
+    pipeline = plan.pipeline(plan.channel_plans(1)[0])
     block = int(block_s * recording.rate_hz)
     hops: list[HopResult] = []
     for start in range(0, recording.signal.size, block):
@@ -344,39 +347,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for fold, actors in folds_of(data_dir, args.folds, args.actors):
         model, fold_independent = fold_model(args, fold)
         independent &= fold_independent
-        labels = model.labels
-        clips = fold_clips(data_dir, actors)
+        all_clips = fold_clips(data_dir, actors)
         if args.max_clips:
-            clips = [clips[i] for i in rng.choice(len(clips), min(args.max_clips, len(clips)), replace=False)]
-        rec = build_recording(
-            clips,
-            labels,
-            rng,
-            rate_hz=model.metadata.feature_config.sample_rate_hz,
-            snr_db=args.snr_db,
-            episode=args.episode,
-        )
-        default = SmoothingConfig()
-        hops = stream(model, rec, default)
-        hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
-        if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
-            raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
-        truth = window_truth(hops, rec, len(labels))
-        fraction = speech_fraction(hops, rec)
-        quiet = fraction < model.metadata.vad_config.min_speech_ratio
-        gap_hops += int(quiet.sum())
-        gap_unlabelled += sum(1 for h, q in zip(hops, quiet.tolist(), strict=True) if q and h.scores is None)
-        silent_hops += int((fraction == 0).sum())
-        silent_unlabelled += sum(1 for h, f in zip(hops, fraction.tolist(), strict=True) if f == 0 and h.scores is None)
-        argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
-        raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64))
-        score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
-        for setting in grid:
-            tally = tallies.setdefault(setting_name(setting), Tally(np.zeros((len(labels), len(labels) + 1), np.int64)))
-            score(tally, hops, shown=replay(hops, labels, setting, hop_s), truth=truth, recording=rec, labels=labels)
+            picked = rng.choice(len(all_clips), min(args.max_clips, len(all_clips)), replace=False)
+            all_clips = [all_clips[i] for i in picked]
+        groups = [[c for c in all_clips if _actor(c[0]) == a] for a in actors] if args.per_actor else [all_clips]
+        for clips in groups:
+            if clips:
+                stats = _stream_and_score(args, model, clips, rng=rng, grid=grid, tallies=tallies, raw=raw)
+                raw = stats.pop("raw")
+                gap_hops += stats["gap_hops"]
+                gap_unlabelled += stats["gap_unlabelled"]
+                silent_hops += stats["silent_hops"]
+                silent_unlabelled += stats["silent_unlabelled"]
         print(
-            f"fold {fold}: actors {actors}, {len(clips)} clips, {rec.signal.size / rec.rate_hz / 60:.1f} min, "
-            f"{len(hops)} hops, model {model.metadata.name}",
+            f"fold {fold}: actors {actors}, {len(all_clips)} clips, model {model.metadata.name}"
+            + (", one recording per actor" if args.per_actor else ""),
             file=sys.stderr,
         )
     rows = {name: t.row() for name, t in tallies.items()}
@@ -386,6 +372,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "fold_models": args.fold_models,
         "actors": args.actors,
+        "per_actor": args.per_actor,
         "snr_db": args.snr_db,
         "seed": args.seed,
         "episode": args.episode,
@@ -395,6 +382,56 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "silent_hops": silent_hops,
         "raw_window": raw.row() if raw else {},
         "settings": rows,
+    }
+
+
+def _actor(path: Path) -> int:
+    """Actor number of a RAVDESS file name (the last dash-separated field)."""
+    return int(path.stem.split("-")[-1])
+
+
+def _stream_and_score(
+    args: argparse.Namespace,
+    model: EmotionModel,
+    clips: list[tuple[Path, str]],
+    *,
+    rng: np.random.Generator,
+    grid: list[SmoothingConfig],
+    tallies: dict[str, Tally],
+    raw: Tally | None,
+) -> dict[str, Any]:
+    """One recording of ``clips`` streamed once and scored under every smoothing setting (tallies updated)."""
+    labels = model.labels
+    rec = build_recording(
+        clips,
+        labels,
+        rng,
+        rate_hz=model.metadata.feature_config.sample_rate_hz,
+        snr_db=args.snr_db,
+        episode=args.episode,
+    )
+    default = SmoothingConfig()
+    hops = stream(model, rec, default)
+    hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
+    if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
+        raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
+    truth = window_truth(hops, rec, len(labels))
+    fraction = speech_fraction(hops, rec)
+    quiet = fraction < model.metadata.vad_config.min_speech_ratio
+    argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
+    raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64))
+    score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
+    for setting in grid:
+        tally = tallies.setdefault(setting_name(setting), Tally(np.zeros((len(labels), len(labels) + 1), np.int64)))
+        score(tally, hops, shown=replay(hops, labels, setting, hop_s), truth=truth, recording=rec, labels=labels)
+    return {
+        "raw": raw,
+        "gap_hops": int(quiet.sum()),
+        "gap_unlabelled": sum(1 for h, q in zip(hops, quiet.tolist(), strict=True) if q and h.scores is None),
+        "silent_hops": int((fraction == 0).sum()),
+        "silent_unlabelled": sum(
+            1 for h, f in zip(hops, fraction.tolist(), strict=True) if f == 0 and h.scores is None
+        ),
     }
 
 
@@ -416,6 +453,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--episode", type=int, default=1, help="keep runs of up to N clips of one actor+emotion together"
     )
     parser.add_argument("--grid", choices=("default", "small"), default="default")
+    parser.add_argument(
+        "--per-actor",
+        action="store_true",
+        help="one recording per actor (a speaker per channel, as speaker calibration assumes) instead of one per fold",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "streaming_eval.json")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     return parser.parse_args(argv)
