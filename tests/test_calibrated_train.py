@@ -16,9 +16,10 @@ from emostream.engine.calibration import SpeakerStats, blended
 from emostream.errors import ConfigError, DatasetError
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
 from emostream.train.dataset import WindowSet, concat_windows
-from emostream.train.evaluate import emobox_split, random_split
+from emostream.train.evaluate import emobox_split, population_columns, random_split, reading_config
 from emostream.train.ravdess import list_clips, list_song_clips, load_folds, parse_filename
 from emostream.train.reading import arousal_ua, choose_uncertainty, uncertain_figures
+from emostream.train.run import feature_config_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +184,18 @@ def test_arousal_ua_and_uncertainty_rule() -> None:
     figs = uncertain_figures(p, y_win, z, 0.5, None)
     assert figs["uncertain_share"] == pytest.approx(np.mean(~confident))
     assert figs["accuracy_certain"] == 1.0
+    # the population rule: a voice far from every training speaker is uncertain even when the model is confident
+    pop_z = rng.normal(size=(n, 3)).astype(np.float32)
+    with_pop = choose_uncertainty(p, y_win, z, pop_z)
+    limit = with_pop["max_population_rms_z"]
+    assert limit is not None and 1.0 < limit < 3.0
+    far = np.full((1, 3), 10.0, dtype=np.float32)
+    one = p[confident][:1]
+    kwargs = {"population_z": far, "max_population_rms_z": limit}
+    assert uncertain_figures(one, y_win[confident][:1], z[:1], 0.0, None, **kwargs)["uncertain_share"] == 1.0
+    reading = reading_config({**with_pop, "population_columns": 3})
+    assert reading.max_population_rms_z == limit and reading.population_columns == 3
+    assert population_columns(feature_config_for("resnet_mlp", embedding_stride_frames=50), 403) == 115
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ other speech (the runtime's calibration), with arousal and uncertainty figures.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.engine.reading import ReadingConfig
-from emostream.frontend.features import FeatureConfig
+from emostream.frontend.features import FeatureConfig, summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
@@ -225,7 +226,11 @@ def run_calibrated_split(
     fitted = fit(z_tr, y_win[i_tr], N_LABELS, cfg, validation=(z_va, y_win[i_va]), on_epoch=on_epoch, population=pop)
     int8 = to_tflite(fitted.model, representative_sample(z_tr, 500, cfg.seed))
     # uncertainty thresholds on the validation actors' speech windows (int8, calibrated as in the headline)
-    chosen = choose_uncertainty(run_tflite(int8, z_va), y_win[i_va], z_va)
+    n_pop = population_columns(feature_cfg, wset.features.shape[1])
+    chosen = choose_uncertainty(
+        run_tflite(int8, z_va), y_win[i_va], z_va, _population_z(wset.features[i_va], pop, n_pop)
+    )
+    chosen["population_columns"] = n_pop
     scored = _score_calibrated(
         pool, test_idx, calib, pop=pop, seed=[cfg.seed, 555, fold_key], int8=int8, fitted=fitted, chosen=chosen
     )
@@ -256,9 +261,7 @@ def run_calibrated_split(
     arousal = {name: arousal_ua(p, y_true, EMOTIONS) for name, p in scored.probs.items() if name != "float"}
     actors = sorted({int(a) for a in wset.actors[test_idx]})
     if export_dir is not None and feature_cfg is not None and vad_cfg is not None:
-        reading = ReadingConfig(
-            min_top_probability=chosen["min_top_probability"], max_input_rms_z=chosen["max_input_rms_z"]
-        )
+        reading = reading_config(chosen)
         _export_fold(
             export_dir=export_dir,
             fold=fold,
@@ -283,6 +286,30 @@ def run_calibrated_split(
         epochs=fitted.epochs_run,
         best_epoch=fitted.best_epoch,
         extra={"arousal": arousal, "uncertain": scored.uncertain, "training_windows": len(z_tr)},
+    )
+
+
+def population_columns(feature_cfg: FeatureConfig | None, width: int) -> int:
+    """Columns the population distance rule looks at: the handcrafted summary ones (all of ``width`` if unknown)."""
+    if feature_cfg is None or feature_cfg.feature_set != "summary":
+        return width
+    return len(summary_feature_names(dataclasses.replace(feature_cfg, embedding=None)))
+
+
+def _population_z(
+    x: npt.NDArray[np.float32], pop: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]], n: int
+) -> npt.NDArray[np.float32]:
+    """Raw inputs' first ``n`` columns z-scored with the population statistics, (len(x), n)."""
+    return ((x[:, :n] - pop[0][:n]) / pop[1][:n]).astype(np.float32)
+
+
+def reading_config(chosen: dict[str, Any]) -> ReadingConfig:
+    """The metadata's reading rules from :func:`choose_uncertainty`'s choice (+ ``population_columns``)."""
+    return ReadingConfig(
+        min_top_probability=float(chosen["min_top_probability"]),
+        max_input_rms_z=chosen.get("max_input_rms_z"),
+        max_population_rms_z=chosen.get("max_population_rms_z"),
+        population_columns=chosen.get("population_columns") if chosen.get("max_population_rms_z") else None,
     )
 
 
@@ -329,7 +356,13 @@ def _score_calibrated(
         out.probs[name] = _clip_probs(p8, idx, pool.wset, test_idx)
         sp = speech[idx]
         out.uncertain[name] = uncertain_figures(
-            p8[sp], y_win[idx][sp], z[sp], chosen["min_top_probability"], chosen["max_input_rms_z"]
+            p8[sp],
+            y_win[idx][sp],
+            z[sp],
+            chosen["min_top_probability"],
+            chosen["max_input_rms_z"],
+            population_z=_population_z(pool.x[idx[sp]], pop, chosen["population_columns"]),
+            max_population_rms_z=chosen["max_population_rms_z"],
         )
         if seconds == calib.eval_seconds and mode == "random":
             out.probs["int8"] = out.probs[name]

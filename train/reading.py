@@ -6,9 +6,11 @@ neutral, calm, sad 0; disgust 0.5) of a clip's probabilities, thresholded at 0.5
 the binary truth high/low. Disgust clips have no binary truth and are left out of the
 arousal UA. UA = mean of the high and low recalls.
 
-*Uncertain*: the runtime flags a hop whose top smoothed probability is below
-``min_top_probability`` or whose normalised input has an RMS z-score above
-``max_input_rms_z``. :func:`choose_uncertainty` picks both on the validation actors'
+*Uncertain*: the runtime flags a window whose top probability is below
+``min_top_probability``, whose (calibrated) normalised input has an RMS z-score above
+``max_input_rms_z``, or whose first ``population_columns`` raw inputs z-scored with the
+population's statistics have an RMS above ``max_population_rms_z`` (a voice unlike any
+training speaker). :func:`choose_uncertainty` picks both on the validation actors'
 windows (rule in its docstring); :func:`uncertain_figures` reports, on a test set, the
 share of uncertain speech windows and the window accuracy when not uncertain. Window
 probabilities stand in for the smoothed ones (the evaluation has no smoother).
@@ -40,7 +42,8 @@ UNCERTAIN_RULE = (
     f"min_top_probability: on the validation actors' speech windows, the threshold in 0.2..0.8 (step 0.025) with the "
     f"highest accuracy when not uncertain among those leaving at most {MAX_UNCERTAIN_SHARE:.0%} of the windows "
     f"uncertain (lowest such threshold on ties); max_input_rms_z: the {RMS_Z_QUANTILE:.0%} quantile of the "
-    "validation windows' input RMS z-score. Window probabilities stand in for the runtime's smoothed ones."
+    "validation windows' input RMS z-score; max_population_rms_z: the same quantile of the RMS z-score of their "
+    "handcrafted summary columns (population_columns) z-scored with the population statistics"
 )
 
 
@@ -69,16 +72,22 @@ def rms_z(normalised: F32) -> F32:
     return np.sqrt(np.mean(z * z, axis=1)).astype(np.float32)
 
 
-def choose_uncertainty(probs: F32, y: I32, normalised: F32) -> dict[str, Any]:
+def choose_uncertainty(probs: F32, y: I32, normalised: F32, population_z: F32 | None = None) -> dict[str, Any]:
     """Thresholds from validation windows: probabilities (n, n_labels), classes (n,), normalised inputs (n, dim).
 
-    Returns ``min_top_probability``, ``max_input_rms_z``, the rule and the validation
+    ``population_z``: the windows' population-normalised columns that the population rule
+    looks at, (n, population_columns); None = no population rule. Returns
+    ``min_top_probability``, ``max_input_rms_z``, ``max_population_rms_z`` and the validation
     figures at the chosen thresholds. See :data:`UNCERTAIN_RULE`.
     """
     top = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     max_rms = float(np.quantile(rms_z(normalised), RMS_Z_QUANTILE)) if len(probs) else None
     out_of_range = rms_z(normalised) > max_rms if max_rms is not None else np.zeros(len(probs), dtype=bool)
+    max_pop = None
+    if population_z is not None and len(probs):
+        max_pop = float(np.quantile(rms_z(population_z), RMS_Z_QUANTILE))
+        out_of_range |= rms_z(population_z) > max_pop
     best_t, best_acc = 0.0, -1.0
     for t in THRESHOLDS:
         uncertain = (top < t) | out_of_range
@@ -87,12 +96,26 @@ def choose_uncertainty(probs: F32, y: I32, normalised: F32) -> dict[str, Any]:
         acc = float(np.mean(correct[~uncertain]))
         if acc > best_acc + 1e-12:
             best_t, best_acc = t, acc
-    figures = uncertain_figures(probs, y, normalised, best_t, max_rms)
-    return {"min_top_probability": best_t, "max_input_rms_z": max_rms, "validation": figures}
+    figures = uncertain_figures(
+        probs, y, normalised, best_t, max_rms, population_z=population_z, max_population_rms_z=max_pop
+    )
+    return {
+        "min_top_probability": best_t,
+        "max_input_rms_z": max_rms,
+        "max_population_rms_z": max_pop,
+        "validation": figures,
+    }
 
 
 def uncertain_figures(
-    probs: F32, y: I32, normalised: F32, min_top_probability: float, max_input_rms_z: float | None
+    probs: F32,
+    y: I32,
+    normalised: F32,
+    min_top_probability: float,
+    max_input_rms_z: float | None,
+    *,
+    population_z: F32 | None = None,
+    max_population_rms_z: float | None = None,
 ) -> dict[str, float]:
     """Share of uncertain windows, accuracy when not uncertain and overall, for (n, n_labels) window probabilities."""
     if len(probs) == 0:
@@ -100,6 +123,8 @@ def uncertain_figures(
     uncertain = probs.max(axis=1) < min_top_probability
     if max_input_rms_z is not None:
         uncertain |= rms_z(normalised) > max_input_rms_z
+    if max_population_rms_z is not None and population_z is not None:
+        uncertain |= rms_z(population_z) > max_population_rms_z
     correct = probs.argmax(axis=1) == y
     return {
         "uncertain_share": float(np.mean(uncertain)),

@@ -26,6 +26,7 @@ from emostream.train.evaluate import (
     confusion,
     emobox_split,
     random_split,
+    reading_config,
     run_calibrated_split,
     run_split,
     speaker_normalise,
@@ -318,14 +319,20 @@ def _mean(values: Any) -> float:
 def _uncertain_summary(results: list[SplitResult], variants: tuple[str, ...]) -> dict[str, Any]:
     """The uncertainty rule, the per-split thresholds (and their median) and the test figures per variant."""
     chosen = [r.extra["uncertain"]["chosen"] for r in results]
-    tops = [c["min_top_probability"] for c in chosen]
-    rms = [c["max_input_rms_z"] for c in chosen if c["max_input_rms_z"] is not None]
+
+    def median(key: str) -> float | None:
+        values = [c[key] for c in chosen if c.get(key) is not None]
+        return float(np.median(values)) if values else None
+
+    columns = {c.get("population_columns") for c in chosen}
     out: dict[str, Any] = {
         "rule": UNCERTAIN_RULE,
         "per_split": [{"split": r.fold, **c} for r, c in zip(results, chosen, strict=True)],
         "chosen_median": {
-            "min_top_probability": float(np.median(tops)),
-            "max_input_rms_z": float(np.median(rms)) if rms else None,
+            "min_top_probability": median("min_top_probability"),
+            "max_input_rms_z": median("max_input_rms_z"),
+            "max_population_rms_z": median("max_population_rms_z"),
+            "population_columns": columns.pop() if len(columns) == 1 else None,
         },
     }
     for variant in variants:
@@ -510,11 +517,7 @@ def _reading_from_metrics(metrics_dir: Path | None) -> ReadingConfig:
         if path.is_file():
             chosen = json.loads(path.read_text(encoding="utf-8")).get("uncertain", {}).get("chosen_median")
             if chosen:
-                rms = chosen.get("max_input_rms_z")
-                return ReadingConfig(
-                    min_top_probability=float(chosen["min_top_probability"]),
-                    max_input_rms_z=None if rms is None else float(rms),
-                )
+                return reading_config(chosen)
     return ReadingConfig()
 
 
