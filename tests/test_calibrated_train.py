@@ -212,10 +212,12 @@ def test_calibrated_model_exports_its_sections_and_runs_calibrated_in_the_runtim
     argv = ["train", "--data", str(FIXTURES), "--song", str(make_song_folder(tmp_path)), "--model", "mlp"]
     argv += ["--calibration-prior", "5", "--calibration-reps", "2", "--epochs", "2", "--out", str(out)]
     argv += ["--cache", str(tmp_path / "cache"), "--workers", "1", "--name", "cal", "--min-top-probability", "0.3"]
+    argv += ["--max-population-rms-z", "1.7"]
     assert main(argv) == 0
     data = json.loads((out / "cal.json").read_text())
     assert data["calibration"]["prior_windows"] == 5.0
     assert data["reading"]["min_top_probability"] == 0.3 and "arousal_weights" in data["reading"]
+    assert data["reading"]["max_population_rms_z"] == 1.7 and data["reading"]["population_columns"] == 115
     assert data["training"]["clips_song"] == 12 and data["training"]["clips_speech"] == 16
     assert data["metrics"]["int8_vs_float_training_windows"]["top1_agreement"] > 0.8
     model = EmotionModel.load(out / "cal.json")

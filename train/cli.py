@@ -141,9 +141,18 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = _spec(args)
     reading = None
-    if args.min_top_probability is not None or args.max_input_rms_z is not None:
+    given = (args.min_top_probability, args.max_input_rms_z, args.max_population_rms_z)
+    if any(v is not None for v in given):
+        columns = None
+        if args.max_population_rms_z is not None:
+            from emostream.train.evaluate import population_columns  # noqa: PLC0415
+
+            columns = population_columns(spec.features, 0)
         reading = ReadingConfig(
-            min_top_probability=args.min_top_probability or 0.0, max_input_rms_z=args.max_input_rms_z
+            min_top_probability=args.min_top_probability or 0.0,
+            max_input_rms_z=args.max_input_rms_z,
+            max_population_rms_z=args.max_population_rms_z,
+            population_columns=columns,
         )
     result = train_final(
         spec,
@@ -194,6 +203,12 @@ def register(subparsers: Any) -> None:
     )
     p_train.add_argument(
         "--max-input-rms-z", type=float, help="reading.max_input_rms_z in the metadata (default: as above, else none)"
+    )
+    p_train.add_argument(
+        "--max-population-rms-z",
+        type=float,
+        help="reading.max_population_rms_z on the handcrafted summary columns (default: as above, else none); "
+        "any of these three flags replaces the whole reading section",
     )
     p_train.set_defaults(func=_train, command="train")
 
