@@ -19,7 +19,7 @@ import numpy as np
 
 from emostream.audio.files import MIN_DURATION_S, MonoStream, audio_files_in, check_duration, suffix_list
 from emostream.engine.plan import SessionPlan
-from emostream.engine.reading import arousal, is_uncertain
+from emostream.engine.reading import arousal, input_rms_z, is_uncertain
 from emostream.errors import AudioInputError
 from emostream.frontend.features import FloatArray
 from emostream.frontend.windowing import Window, WindowExtractor
@@ -69,8 +69,10 @@ class _ScoreSum:
         self.model = plan.model
         self.hop_s = plan.file_timing.hop_s
         self.normalisation = normalisation
+        self.reading = plan.reading
         self.total: FloatArray | None = None
         self.count = 0
+        self.out_of_range = 0  # speech windows whose input is far from the training distribution
         self.speech_seconds = 0.0
         self._pending: list[FloatArray] = []
 
@@ -85,16 +87,26 @@ class _ScoreSum:
     def predict(self) -> None:
         if not self._pending:
             return
-        inputs = np.stack(self._pending)
+        inputs = self.model.select(np.stack(self._pending))
         self._pending = []
-        if self.normalisation is None:
-            probs = self.model.predict_batch(inputs)
-        else:
-            mean, std = self.normalisation
-            probs = self.model.predict_normalised(((self.model.select(inputs) - mean) / std).astype(np.float32))
+        meta = self.model.metadata
+        mean, std = (meta.norm_mean, meta.norm_std) if self.normalisation is None else self.normalisation
+        normalised = ((inputs - mean) / std).astype(np.float32)
+        probs = self.model.predict_normalised(normalised)
+        self.out_of_range += self._count_out_of_range(inputs, normalised)
         batch_sum = probs.sum(axis=0, dtype=np.float64)
         self.total = batch_sum if self.total is None else self.total + batch_sum
         self.count += probs.shape[0]
+
+    def _count_out_of_range(self, inputs: FloatArray, normalised: FloatArray) -> int:
+        """Windows the reading's distance rules call uncertain (:mod:`emostream.engine.reading`)."""
+        meta, reading = self.model.metadata, self.reading
+        n = reading.population_columns or inputs.shape[-1]
+        population = (inputs[:, :n] - meta.norm_mean[:n]) / meta.norm_std[:n]
+        return sum(
+            is_uncertain(None, input_rms_z(z), reading, input_rms_z(pop))
+            for z, pop in zip(normalised, population, strict=True)
+        )
 
 
 def stream_windows(stream: MonoStream, plan: SessionPlan) -> Iterator[list[Window]]:
@@ -138,7 +150,8 @@ def analyze_file(
         confidence=float(probs[top]),
         scores=dict(zip(model.labels, (float(p) for p in probs), strict=True)),
         arousal=arousal(probs, weights),
-        uncertain=is_uncertain(float(probs[top]), None, plan.reading),
+        # weak evidence overall, or most speech windows unlike the training data
+        uncertain=is_uncertain(float(probs[top]), None, plan.reading) or 2 * scores.out_of_range > scores.count,
         speech_seconds=speech_seconds,
         duration_s=duration,
         warning=stream.warning,
