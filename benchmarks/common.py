@@ -24,7 +24,7 @@ from emostream.engine.smoothing import SmoothingConfig
 from emostream.inference.metadata import bundled_models_dir
 from emostream.inference.model import EmotionModel
 
-SHIPPED_MODELS = ("resnet_mlp", "cnn", "mlp")
+SHIPPED_MODELS = ("accurate", "fast")
 RESULT_KEYS = ("benchmark", "figures", "details")
 FIGURE_KEYS = ("name", "value", "unit", "target", "status")
 
@@ -81,7 +81,7 @@ def looped_signal(path: Path, min_seconds: float, rate_hz: int = 16000) -> np.nd
 
 
 def available_models(requested: Iterable[str] | None = None) -> list[str]:
-    """Requested models, or the shipped ones among resnet_mlp, cnn, mlp that are present."""
+    """Requested models, or the shipped pair (accurate, fast) where present; others by --model NAME."""
     if requested:
         return list(requested)
     folder = bundled_models_dir()

@@ -33,7 +33,7 @@ SCHEMA_VERSION = 1
 EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 """The RAVDESS emotion labels, in the class-index order the shipped models and training use."""
 
-DEFAULT_MODEL = "resnet_mlp"
+DEFAULT_MODEL = "accurate"
 """Name of the shipped model used when none is given."""
 
 MODELS_PACKAGE = "emostream.models"
