@@ -70,9 +70,13 @@ def test_channels_are_analysed_independently_and_differ(tmp_path: Path, model: E
     assert speech_bins[0] != speech_bins[1]
     assert left["speech_s"] > 1.0 and right["speech_s"] > 1.0
     assert left["shares"] != right["shares"]
-    # The angry party scores higher on angry, the sad party on sad (fixture clips the model was trained on).
-    assert left["peaks"]["angry"]["score"] > right["peaks"]["angry"]["score"]
-    assert right["peaks"]["sad"]["score"] > left["peaks"]["sad"]["score"]
+    # The angry party scores higher on angry, the sad party on sad over their speech (fixture clips the
+    # model was trained on; a party's first, partly silent window may read otherwise).
+    def mean_score(channel: dict, label: str) -> float:
+        return float(np.mean([b["scores"][label] for b in channel["timeline"] if b["scores"]]))
+
+    assert mean_score(left, "angry") > mean_score(right, "angry")
+    assert mean_score(right, "sad") > mean_score(left, "sad")
 
 
 def test_agent_channel_is_metered_not_analysed_by_default(tmp_path: Path, model: EmotionModel, model_arg: str):

@@ -45,7 +45,7 @@ class SmoothingConfig:
     """
 
     method: str = "ema"
-    time_constant_s: float = 1.0
+    time_constant_s: float = 1.5
     window_s: float = 4.0
     hysteresis: float = 0.2
     min_dwell_s: float = 3.0
