@@ -80,6 +80,18 @@ def looped_signal(path: Path, min_seconds: float, rate_hz: int = 16000) -> np.nd
     return np.tile(one, repeats).astype(np.float32)
 
 
+RTF_TARGET_PLAIN = 0.002  # models on the handcrafted statistics alone (the fast model)
+RTF_TARGET_EMBEDDING = 0.005  # models that also run the speech embedding (the accurate model; issue 8's budget)
+
+
+def rtf_target(name: str) -> float:
+    """The CPU real-time-factor budget of a model: 0.005 with the speech embedding, else 0.002."""
+    from emostream.inference.metadata import ModelMetadata, resolve_model
+
+    meta = ModelMetadata.load(resolve_model(name))
+    return RTF_TARGET_EMBEDDING if meta.feature_config.embedding is not None else RTF_TARGET_PLAIN
+
+
 def available_models(requested: Iterable[str] | None = None) -> list[str]:
     """Requested models, or the shipped pair (accurate, fast) where present; others by --model NAME."""
     if requested:
