@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from emostream.audio.files import load_mono
-from emostream.config import Config
+from emostream.config import Config, Overrides
 from emostream.engine.events import HopResult
 from emostream.engine.plan import make_plan
 from emostream.engine.smoothing import Smoother, SmoothingConfig
+from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.model import EmotionModel
 
@@ -158,11 +159,16 @@ def build_recording(
 
 
 def stream(
-    model: EmotionModel, recording: Recording, smoothing: SmoothingConfig, block_s: float = 0.5
+    model: EmotionModel,
+    recording: Recording,
+    smoothing: SmoothingConfig,
+    block_s: float = 0.5,
+    vad_noise_margin_db: float | None = None,
 ) -> list[HopResult]:
     """Every hop of ``recording`` through a fresh pipeline as a live run builds it (the plan step:
     speaker calibration when the model was trained for it, the first reading after 1 s), end flushed."""
-    plan = make_plan(Config(smoothing=smoothing), model)
+    vad = Overrides(VadConfig, () if vad_noise_margin_db is None else (("noise_floor_margin_db", vad_noise_margin_db),))
+    plan = make_plan(Config(smoothing=smoothing, vad=vad), model)
     pipeline = plan.pipeline(plan.channel_plans(1)[0])
     block = int(block_s * recording.rate_hz)
     hops: list[HopResult] = []
@@ -374,6 +380,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "actors": args.actors,
         "per_actor": args.per_actor,
         "snr_db": args.snr_db,
+        "vad_noise_margin_db": args.vad_noise_margin,
         "seed": args.seed,
         "episode": args.episode,
         "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
@@ -411,7 +418,7 @@ def _stream_and_score(
         episode=args.episode,
     )
     default = SmoothingConfig()
-    hops = stream(model, rec, default)
+    hops = stream(model, rec, default, vad_noise_margin_db=args.vad_noise_margin)
     hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
     if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
         raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
@@ -448,6 +455,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (0 = all 240)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background pink noise SNR; inf = none")
+    parser.add_argument(
+        "--vad-noise-margin", type=float, help="[vad] noise_floor_margin_db for the run (default: the model's VAD)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--episode", type=int, default=1, help="keep runs of up to N clips of one actor+emotion together"

@@ -187,3 +187,19 @@ def test_vad_only_windows_match_the_full_ones() -> None:
         (w.start_s, w.end_s, w.speech_ratio, w.is_speech) for w in b
     ]
     assert all(w.features.size == 0 for w in b)
+
+
+def test_noise_floor_gate_follows_the_pauses_and_needs_the_margin() -> None:
+    from emostream.frontend.vad import VadGate
+
+    gate = VadGate(VadConfig(noise_floor_margin_db=10.0), 16000)
+    # 20 ms frames: 1 s at -60 dB (the floor settles there), then -45 dB (15 dB above: loud), -55 dB (5 dB: not)
+    levels = np.array([-60.0] * 50 + [-45.0] * 5 + [-55.0] * 5)
+    loud = gate._above_floor(levels, 10.0)
+    assert not loud[:50].any() and loud[50:55].all() and not loud[55:].any()
+    # a quieter frame lowers the floor at once; a steady louder noise raises it by 1 dB/s only
+    gate.reset()
+    rising = gate._above_floor(np.array([-80.0] + [-50.0] * 100), 10.0)
+    assert rising[1] and rising[-1]  # 2 s later the floor has risen 2 dB: -50 is still 28 dB above it
+    with pytest.raises(ConfigError, match="noise_floor_margin_db"):
+        VadConfig(noise_floor_margin_db=-1.0)

@@ -22,6 +22,7 @@ from emostream.errors import ConfigError, InvalidSettingError
 
 VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
+NOISE_FLOOR_RISE_DB_PER_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +34,10 @@ class VadConfig:
     for the window to be classified. ``min_level_dbfs`` (None = off) also requires a VAD
     frame's RMS level to reach that many dB below full scale before it counts as heard
     speech: webrtcvad alone takes steady low-level noise (a fan, line hiss) for speech.
+    ``noise_floor_margin_db`` (None = off) is the adaptive version of that gate: a frame
+    counts only if its level is at least that many dB above the running noise floor
+    (the floor follows a quieter frame at once and rises by ``NOISE_FLOOR_RISE_DB_PER_S``
+    otherwise, so it settles on the level of the pauses whatever the room).
     """
 
     frame_ms: int = 20
@@ -40,6 +45,7 @@ class VadConfig:
     hangover_ms: int = 200
     min_speech_ratio: float = 0.3
     min_level_dbfs: float | None = None
+    noise_floor_margin_db: float | None = None
 
     def __post_init__(self) -> None:
         if self.frame_ms not in VAD_FRAME_MS:
@@ -52,6 +58,11 @@ class VadConfig:
             raise InvalidSettingError("min_speech_ratio", f"is {self.min_speech_ratio}; expected 0.0 to 1.0")
         if self.min_level_dbfs is not None and not -120.0 <= self.min_level_dbfs <= 0.0:
             raise InvalidSettingError("min_level_dbfs", f"is {self.min_level_dbfs}; expected -120 to 0 dBFS (or unset)")
+        if self.noise_floor_margin_db is not None and not 0.0 <= self.noise_floor_margin_db <= 60.0:
+            raise InvalidSettingError(
+                "noise_floor_margin_db",
+                f"is {self.noise_floor_margin_db}; expected 0 to 60 dB above the floor (or unset)",
+            )
 
     def frame_samples(self, sample_rate_hz: int) -> int:
         """VAD frame length in samples at ``sample_rate_hz``."""
@@ -92,17 +103,37 @@ class VadGate:
         self._pending = np.zeros(self.frame_samples, dtype=np.float32)
         self._pending_len = 0
         self._frames_since_speech = self._hangover_frames + 1
+        self._rise_db = NOISE_FLOOR_RISE_DB_PER_S * cfg.frame_ms / 1000.0
+        self._floor_db: float | None = None
 
     def reset(self) -> None:
-        """Forget buffered samples and the hang-over state."""
+        """Forget buffered samples, the hang-over state and the noise floor."""
         self._vad = webrtcvad.Vad(self.cfg.aggressiveness)
         self._pending_len = 0
         self._frames_since_speech = self._hangover_frames + 1
+        self._floor_db = None
 
     def _loud_enough(self, samples: npt.NDArray[np.float32], n_frames: int) -> npt.NDArray[np.bool_]:
-        if self.cfg.min_level_dbfs is None:
+        cfg = self.cfg
+        if cfg.min_level_dbfs is None and cfg.noise_floor_margin_db is None:
             return np.ones(n_frames, dtype=bool)
-        return frame_levels_dbfs(samples, n_frames, self.frame_samples) >= self.cfg.min_level_dbfs
+        levels = frame_levels_dbfs(samples, n_frames, self.frame_samples)
+        loud = np.ones(n_frames, dtype=bool) if cfg.min_level_dbfs is None else levels >= cfg.min_level_dbfs
+        if cfg.noise_floor_margin_db is not None:
+            loud &= self._above_floor(levels, cfg.noise_floor_margin_db)
+        return loud
+
+    def _above_floor(self, levels: npt.NDArray[np.float64], margin_db: float) -> npt.NDArray[np.bool_]:
+        """Per frame: level >= running floor + margin; the floor is updated frame by frame (causal)."""
+        out = np.zeros(levels.size, dtype=bool)
+        if not levels.size:
+            return out
+        floor = float(levels[0]) if self._floor_db is None else self._floor_db
+        for i, level in enumerate(levels.tolist()):
+            floor = level if level < floor else min(level, floor + self._rise_db)
+            out[i] = level >= floor + margin_db
+        self._floor_db = floor
+        return out
 
     def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Feed samples; return the decisions of the VAD frames they complete."""
