@@ -131,3 +131,20 @@ def test_uncertain_rules_known_answers() -> None:
     weights = cfg.weights_for(("neutral", "angry", "disgust"))
     assert arousal([0.0, 1.0, 0.0], weights) == 1.0 and arousal([1.0, 0.0, 0.0], weights) == 0.0
     assert arousal([0.0, 0.0, 1.0], weights) == 0.5
+
+
+def test_a_synthetic_voice_reads_uncertain_and_fires_no_alert(tmp_path: Path) -> None:
+    """espeak-ng's flat machine voice is far from every training speaker: never a confident reading."""
+    clip = Path(__file__).parent / "fixtures" / "synthetic" / "espeak_en_calm.flac"
+    for extra in ((), ("--calibrate",)):
+        proc = run_cli("analyze", "--jsonl", *extra, str(clip))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert json.loads(proc.stdout.decode())["uncertain"] is True
+    cfg = tmp_path / "alerts.toml"
+    cfg.write_text('[[alerts]]\nname = "agitated"\non = "arousal"\nthreshold = 0.5\nmin_duration_s = 0.5\n')
+    live = run_cli("--file", str(clip), "--fast", "--no-dashboard", "--jsonl", "-", "--config", str(cfg))
+    assert live.returncode == 0, live.stderr.decode()
+    records = [json.loads(line) for line in live.stdout.decode().splitlines()]
+    speech = [r for r in records if r["type"] == "hop" and r["scores"]]
+    assert speech and all(r["uncertain"] for r in speech)
+    assert not [r for r in records if r["type"] == "alert"]
