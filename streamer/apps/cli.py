@@ -246,11 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     _signal_received.clear()
     previous = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        # started as a background job by a shell without job control, which ignores SIGINT for it:
+        # a Ctrl-C or `kill -INT` must still end the run cleanly (summary, end record, exit 130)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(args_list)
     finally:
         if previous is not None and signal.getsignal(signal.SIGTERM) is not previous:
             signal.signal(signal.SIGTERM, previous)  # in-process callers (tests, embedding) get theirs back
+        if previous_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main(args_list: list[str]) -> int:
