@@ -78,6 +78,17 @@ def type_name(annotation: Any) -> str:
     )
 
 
+def refuse_unknown_keys(cls: type[Any], data: dict[str, Any], what: str) -> None:
+    """ConfigError when ``data`` (model metadata) has keys ``cls`` does not know: a newer emostream made it."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{what} has unknown keys {unknown}; this runtime knows {sorted(known)}. "
+            "The model was made by a newer emostream: upgrade emostream or use another model"
+        )
+
+
 def check_values(cls: type[Any], data: Any, where: str) -> dict[str, Any]:
     """``data`` (a table) with its keys checked against ``cls``'s fields and its values converted."""
     if not isinstance(data, dict):

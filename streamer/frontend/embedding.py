@@ -54,6 +54,7 @@ import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
 from emostream.inference.tflite import interpreter_class, native_stderr_silenced
+from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -178,13 +179,7 @@ class EmbeddingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbeddingConfig:
         """Build from metadata; unknown keys or bad values raise :class:`ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"embedding config has unknown keys {unknown}; this runtime knows {sorted(known)}. "
-                "The model was made by a newer emostream: upgrade emostream or use another model"
-            )
+        refuse_unknown_keys(cls, data, "embedding config")
         values = dict(data)
         if "pooling" in values:
             values["pooling"] = tuple(values["pooling"])

@@ -34,6 +34,7 @@ import numpy.typing as npt
 from emostream.errors import ConfigError
 from emostream.frontend.embedding import MEL_HOP_SAMPLES, SAMPLE_RATE_HZ, EmbeddingConfig, pooled_feature_names
 from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_power
+from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
 FeatureSet = Literal["summary", "frames"]
@@ -173,13 +174,7 @@ class FeatureConfig:
         ``embedding`` may be absent or null (no embedding, as in models made before it existed)
         or a dict for :meth:`EmbeddingConfig.from_dict`.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"feature config has unknown keys {unknown}; this runtime knows {sorted(known)}. "
-                "The model was made by a newer emostream: upgrade emostream or use another model"
-            )
+        refuse_unknown_keys(cls, data, "feature config")
         values = dict(data)
         embedding = values.pop("embedding", None)
         if embedding is not None and not isinstance(embedding, dict):

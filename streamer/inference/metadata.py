@@ -40,6 +40,12 @@ MODELS_PACKAGE = "emostream.models"
 """Package holding the shipped ``NAME.tflite`` + ``NAME.json`` pairs."""
 
 
+def select_columns(features: npt.ArrayLike, selected: tuple[int, ...] | None) -> FloatArray:
+    """The ``selected`` columns (last axis) of raw window features as float32; all of them when None."""
+    x = np.asarray(features, dtype=np.float32)
+    return x if selected is None else x[..., list(selected)]
+
+
 def normalize_input(
     features: npt.ArrayLike,
     *,
@@ -52,10 +58,7 @@ def normalize_input(
     ``features`` has shape (..., n_columns) (summary) or (..., frames, channels) (per-frame);
     ``mean``/``std`` have one float32 entry per kept column. Returns float32, same leading shape.
     """
-    x = np.asarray(features, dtype=np.float32)
-    if selected is not None:
-        x = x[..., list(selected)]
-    return ((x - mean) / std).astype(np.float32, copy=False)
+    return ((select_columns(features, selected) - mean) / std).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from emostream.errors import ModelError
 from emostream.frontend.features import FloatArray
-from emostream.inference.metadata import DEFAULT_MODEL, ModelMetadata, resolve_model
+from emostream.inference.metadata import DEFAULT_MODEL, ModelMetadata, resolve_model, select_columns
 from emostream.inference.tflite import TfliteRunner, check_sha256, read_model_bytes
 
 
@@ -66,9 +66,7 @@ class EmotionModel:
 
     def select(self, features: npt.ArrayLike) -> FloatArray:
         """The model's input columns of raw window features (before normalisation), float32."""
-        x = np.asarray(features, dtype=np.float32)
-        selected = self.metadata.selected_features
-        return x if selected is None else x[..., list(selected)]
+        return select_columns(features, self.metadata.selected_features)
 
     def predict_normalised(self, x: FloatArray) -> FloatArray:
         """Class probabilities for already selected and normalised inputs, shape (n, *input_shape) -> (n, n_labels)."""
