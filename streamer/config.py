@@ -35,6 +35,7 @@ from emostream.frontend.timing import WindowingConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.choice import ModelConfig
 from emostream.outputs.config import OutputConfig
+from emostream.server.config import ServerConfig
 
 CONFIG_ENV = "EMOSTREAM_CONFIG"
 
@@ -79,6 +80,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     alerts: tuple[AlertRule, ...] = ()
     alerts_output: AlertOutput = field(default_factory=AlertOutput)
+    server: ServerConfig = field(default_factory=ServerConfig)
     source: str = "built-in defaults"
 
 
@@ -92,6 +94,7 @@ SECTIONS: dict[str, type[Any]] = {
     "output": OutputConfig,
     "privacy": PrivacyConfig,
     "alerts_output": AlertOutput,
+    "server": ServerConfig,
 }
 MODEL_OVERRIDES: dict[str, type[Any]] = {"vad": VadConfig}
 ARRAY_SECTIONS: dict[str, type[Any]] = {"channels": ChannelConfig, "alerts": AlertRule}
@@ -165,4 +168,6 @@ def summary(cfg: Config) -> dict[str, Any]:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         out[f.name] = value.to_plain() if isinstance(value, Overrides) else schema.to_plain(value)
+    if cfg.server.token is not None:
+        out["server"]["token"] = "(set, not shown)"  # a secret never goes into records
     return out
