@@ -110,10 +110,25 @@ def summarize(
 ) -> dict[str, Any]:
     """The call's summary JSON: input identity (for resume), duration and one entry per channel."""
     stat = job.path.stat()
+    identity = {"path": str(job.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return call_summary(job.key, identity, rate_hz, duration_s, runs, labels=labels, bin_s=bin_s)
+
+
+def call_summary(
+    key: str,
+    identity: dict[str, Any],
+    rate_hz: int,
+    duration_s: float,
+    runs: Sequence[ChannelRun],
+    *,
+    labels: Sequence[str],
+    bin_s: float,
+) -> dict[str, Any]:
+    """A call's summary JSON from any source: ``identity`` describes the input (a file, a live stream)."""
     return {
         "version": SUMMARY_VERSION,
-        "call": job.key,
-        "input": {"path": str(job.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "call": key,
+        "input": identity,
         "rate_hz": rate_hz,
         "duration_s": round(duration_s, 3),
         "channels": [_channel_summary(run, labels, bin_s, duration_s) for run in runs],
