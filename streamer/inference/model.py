@@ -7,6 +7,7 @@ the shared TFLite boundary (:mod:`emostream.inference.tflite`).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ class EmotionModel:
         content = read_model_bytes(tflite_path)
         check_sha256(content, metadata.sha256, source=str(tflite_path))
         self._runner = TfliteRunner(content, num_threads=num_threads, source=str(tflite_path))
+        self._lock = threading.Lock()  # one interpreter: sessions in several threads (emostream serve) take turns
         self.backend = self._runner.backend
         self._check_tensors()
 
@@ -74,7 +76,9 @@ class EmotionModel:
             raise ModelError(
                 f"features of shape {x.shape[1:]} given, model {self.metadata.name} takes {self.metadata.input_shape}"
             )
-        probs = np.clip(self._runner.run(np.asarray(x, dtype=np.float32)), 0.0, None)
+        with self._lock:
+            raw = self._runner.run(np.asarray(x, dtype=np.float32))
+        probs = np.clip(raw, 0.0, None)
         return (probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
     def predict_batch(self, features: FloatArray) -> FloatArray:
