@@ -110,10 +110,13 @@ def episode_order(clips: Sequence[tuple[Path, str]], rng: np.random.Generator, e
     return [i for r in (runs[j] for j in rng.permutation(len(runs))) for i in r]
 
 
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power 1/f noise, float64, shape (n,)."""
+NOISE_SLOPES = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f**slope
+
+
+def coloured_noise(n: int, rng: np.random.Generator, colour: str = "pink") -> np.ndarray:
+    """Unit-power noise whose power falls as 1/f**slope (white: hiss, pink: room, brown: fan rumble), float64 (n,)."""
     spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
+    spectrum /= np.maximum(np.arange(spectrum.size), 1.0) ** (NOISE_SLOPES[colour] / 2.0)
     noise = np.fft.irfft(spectrum, n)
     return noise / np.sqrt(np.mean(noise**2))
 
@@ -127,9 +130,10 @@ def build_recording(
     gap_s: tuple[float, float] = (0.5, 3.0),
     snr_db: float = 20.0,
     episode: int = 1,
+    noise: str = "pink",
 ) -> Recording:
-    """Shuffle (see :func:`episode_order`), trim and join ``clips`` with random gaps; add pink noise
-    at ``snr_db`` (inf = none)."""
+    """Shuffle (see :func:`episode_order`), trim and join ``clips`` with random gaps; add ``noise``
+    (a colour of :data:`NOISE_SLOPES`) at ``snr_db`` (inf = none)."""
     parts: list[np.ndarray] = []
     marks: list[np.ndarray] = []
     utterances: list[Utterance] = []
@@ -148,7 +152,7 @@ def build_recording(
     label_track = np.concatenate([*marks, np.full(tail.size, GAP, np.int8)])
     if np.isfinite(snr_db):
         speech_power = float(np.mean(signal[label_track != GAP] ** 2))
-        signal += pink_noise(signal.size, rng) * np.sqrt(speech_power / 10 ** (snr_db / 10))
+        signal += coloured_noise(signal.size, rng, noise) * np.sqrt(speech_power / 10 ** (snr_db / 10))
     peak = np.max(np.abs(signal))
     if peak > 1.0:
         signal /= peak
@@ -380,6 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "actors": args.actors,
         "per_actor": args.per_actor,
         "snr_db": args.snr_db,
+        "noise": args.noise,
         "vad_noise_margin_db": args.vad_noise_margin,
         "seed": args.seed,
         "episode": args.episode,
@@ -416,6 +421,7 @@ def _stream_and_score(
         rate_hz=model.metadata.feature_config.sample_rate_hz,
         snr_db=args.snr_db,
         episode=args.episode,
+        noise=args.noise,
     )
     default = SmoothingConfig()
     hops = stream(model, rec, default, vad_noise_margin_db=args.vad_noise_margin)
@@ -454,7 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="evaluate these actors as one fold (with --model: e.g. the actors a model was not trained on)",
     )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (0 = all 240)")
-    parser.add_argument("--snr-db", type=float, default=20.0, help="background pink noise SNR; inf = none")
+    parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")
+    parser.add_argument("--noise", choices=tuple(NOISE_SLOPES), default="pink", help="background noise colour")
     parser.add_argument(
         "--vad-noise-margin", type=float, help="[vad] noise_floor_margin_db for the run (default: the model's VAD)"
     )

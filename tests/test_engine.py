@@ -97,7 +97,7 @@ def test_stdin_stream_ending_mid_frame_keeps_whole_frames_and_warns(model: Emoti
 
 @pytest.mark.parametrize("fmt", ["s16le", "s32le", "f32le"])
 def test_stdin_formats_decode_to_the_same_signal(fmt: str) -> None:
-    x = (np.sin(np.arange(3200) / 7) * 0.5).astype(np.float32)
+    x = (np.sin(np.arange(9600) / 7) * 0.5).astype(np.float32)
     stereo = np.stack([x, -x], axis=1)
     data = {
         "s16le": (stereo * 32768).astype("<i2").tobytes(),

@@ -96,6 +96,20 @@ def test_empty_stdin_exits_3_like_an_empty_file(model_arg: str) -> None:
     assert "stdin ended without any audio" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
 
 
+def test_too_short_stdin_exits_3_like_a_too_short_file(model_arg: str, tmp_path: Path) -> None:
+    pcm = (np.sin(np.arange(3200) / 7) * 8000).astype("<i2").tobytes()  # 0.2 s at 16 kHz
+    jsonl = tmp_path / "out.jsonl"
+    argv = ["--stdin", "--rate", "16000", "--no-dashboard", "--model", model_arg, "--jsonl", str(jsonl)]
+    proc = run_cli(*argv, input_bytes=pcm)
+    assert proc.returncode == 3, proc.stderr.decode()
+    assert "stdin ended after 0.20 s of audio; at least 0.5 s" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["start", "end"]  # no reading from 0.2 s, every record whole
+    enough = (np.sin(np.arange(9600) / 7) * 8000).astype("<i2").tobytes()  # 0.6 s: analysed
+    assert run_cli(*argv, input_bytes=enough).returncode == 0
+
+
 def test_a_too_short_file_exits_3_live_and_in_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(3200, np.float32), 16000)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from emostream.audio.codecs import raw_format
-from emostream.audio.files import check_duration, open_audio, truncation_warning
+from emostream.audio.files import MIN_DURATION_S, check_duration, open_audio, truncation_warning
 from emostream.audio.ringbuffer import RingBuffer
 from emostream.errors import AudioInputError, ConfigError, DeviceError
 
@@ -125,12 +125,19 @@ class StdinSource(Source):
         return self.format.decode(data[:whole]).reshape(-1, self.channels)
 
     def _check_length(self) -> None:
-        """At the end of input: AudioInputError when no audio came at all (as for an empty file)."""
+        """At the end of input: AudioInputError when no audio came at all, or less than a file needs
+        (:data:`~emostream.audio.files.MIN_DURATION_S`), as for a file."""
         if self.frames_read == 0:
             raise AudioInputError(
                 f"stdin ended without any audio ({self.truncated_bytes} byte(s) received); expected raw "
                 f"{self.format.name} PCM, e.g. `arecord -f S16_LE -r 16000 -c 1 -t raw | "
                 "emostream --stdin --rate 16000`"
+            )
+        duration_s = self.frames_read / self.rate_hz
+        if duration_s < MIN_DURATION_S:
+            raise AudioInputError(
+                f"stdin ended after {duration_s:.2f} s of audio; at least {MIN_DURATION_S} s is needed for a reading "
+                f"(check --rate: {self.rate_hz} Hz was given)"
             )
 
     @property
