@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,12 @@ class Interpreter(Protocol):
     def get_tensor(self, index: int) -> npt.NDArray[Any]: ...
 
 
+def is_32bit_arm() -> bool:
+    """Whether this Python is a 32-bit ARM build (also on a 64-bit kernel, where uname says aarch64)."""
+    machine = platform.machine().lower()
+    return sys.maxsize < 2**32 and (machine.startswith("arm") or machine == "aarch64")
+
+
 def interpreter_class() -> tuple[type[Any], str]:
     """The TFLite interpreter class and its package: ai-edge-litert, else tflite-runtime, else TensorFlow."""
     for module_name, package in INTERPRETER_MODULES:
@@ -51,6 +58,14 @@ def interpreter_class() -> tuple[type[Any], str]:
         except ImportError:
             continue
         return module.Interpreter, package
+    if is_32bit_arm():
+        raise ModelError(
+            f"no TFLite interpreter is installed for this 32-bit ARM Python (machine {platform.machine()}, "
+            f"Python {platform.python_version()}); ai-edge-litert has no 32-bit ARM build and tflite-runtime "
+            "stopped at 2.14 (armv7l, Python 3.11 only). A 32-bit OS is not supported: install the 64-bit "
+            "Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W) and `pip install emostream` there (see docs/pi.md). "
+            "On 32-bit Python 3.11 only, `pip install tflite-runtime==2.14.0 'numpy<2'` may work, untested on a Pi"
+        )
     raise ModelError(
         "no TFLite interpreter is installed; expected ai-edge-litert (or tflite-runtime). "
         "Install it with `pip install ai-edge-litert`"
