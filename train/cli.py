@@ -14,7 +14,7 @@ from emostream.train.augment import AugmentConfig
 from emostream.train.calibration import CalibrationSpec
 from emostream.train.fetch import register as register_fetch
 from emostream.train.fit import TrainConfig
-from emostream.train.models import FAMILIES, ModelConfig
+from emostream.train.models import FAMILIES, SUMMARY_FAMILIES, ModelConfig
 from emostream.train.ravdess import ENV_VAR, SONG_ENV_VAR, default_data_dir, default_song_dir
 
 DEFAULT_EPOCHS: dict[str, int] = {"resnet_mlp": 40, "mlp": 40, "cnn": 30}
@@ -94,6 +94,18 @@ def _spec(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--window-ms {args.window_ms} / --hop-ms {args.hop_ms}: both must be multiples of 20 ms")
     if args.calibration_prior < 0:
         raise ConfigError(f"--calibration-prior is {args.calibration_prior}; expected 0 (off) or N0 > 0 speech windows")
+    if args.select_k < 0:
+        raise ConfigError(f"--select-k is {args.select_k}; expected 0 (all columns) or K > 0 summary columns to keep")
+    if args.select_k and args.model == "cnn":
+        raise ConfigError(
+            f"--select-k {args.select_k} with --model cnn: SelectKBest picks summary columns; the CNN reads MFCC "
+            f"frames. Use --model {' or '.join(SUMMARY_FAMILIES)} or drop --select-k"
+        )
+    if args.select_k and args.calibration_prior > 0:
+        raise ConfigError(
+            f"--select-k {args.select_k} with --calibration-prior {args.calibration_prior:g}: calibrated training "
+            "keeps all columns; drop one of them"
+        )
     calibration = None
     if args.calibration_prior > 0:
         if args.model == "cnn":
@@ -174,11 +186,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(spec, args.protocol, Path(args.out), fold_dir)
     for name, res in results.items():
         m = res["mean"]
+        spread = f" ± {res['std']['ua']:.4f}" if len(res["folds"]) > 1 and "std" in res else ""
         more = "".join(f"  {k} {m[k]:.4f}" for k in ("arousal_ua",) if k in m)
         if "curve" in m:
             more += "  curve " + ", ".join(f"{s} s {ua:.4f}" for s, ua in m["curve"].items())
         print(
-            f"{name}: UA {m['ua']:.4f}  WA {m['wa']:.4f}  macro-F1 {m['macro_f1']:.4f}{more}  "
+            f"{name}: UA {m['ua']:.4f}{spread}  WA {m['wa']:.4f}  macro-F1 {m['macro_f1']:.4f}{more}  "
             f"(int8, {len(res['folds'])} split(s))"
         )
         if "float" in res:

@@ -457,13 +457,14 @@ def emobox_split(wset: WindowSet, test_actors: tuple[int, ...], seed: int) -> tu
 
 
 def summarise(results: list[SplitResult], variant: str) -> dict[str, Any]:
-    """Mean and per-fold figures of one variant ("float", "int8", "g711")."""
+    """Mean, fold-to-fold std (sample, n - 1; 0 for one split) and per-fold figures of a variant ("float", "int8")."""
     folds = [
         {"fold": r.fold, "test_actors": r.test_actors, **r.figures[variant]} for r in results if variant in r.figures
     ]
     keys = ("ua", "wa", "macro_f1")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in keys}
-    return {"mean": mean, "folds": folds}
+    std = {k: float(np.std([f[k] for f in folds], ddof=1)) if len(folds) > 1 else 0.0 for k in keys}
+    return {"mean": mean, "std": std, "folds": folds}
 
 
 def confusion(results: list[SplitResult], y_all: npt.NDArray[np.int32], variant: str) -> npt.NDArray[np.int64]:

@@ -83,8 +83,13 @@ def normalisation(x: F32) -> tuple[F32, F32]:
 
 
 def select_columns(x: F32, y: I32, k: int) -> tuple[int, ...] | None:
-    """Indices of the ``k`` best columns by ANOVA F (sklearn SelectKBest/f_classif), sorted; None for k = 0."""
-    if k <= 0 or k >= x.shape[1]:
+    """Indices of the ``k`` best columns by ANOVA F (sklearn SelectKBest/f_classif), sorted; None for k = 0 or all.
+
+    ``x`` (n, columns) summary vectors; :class:`ConfigError` for k < 0 or k > columns.
+    """
+    if k < 0 or k > x.shape[1]:
+        raise ConfigError(f"--select-k is {k}; expected 0 (all) to {x.shape[1]} (the number of summary columns)")
+    if k == 0 or k == x.shape[1]:
         return None
     from sklearn.feature_selection import SelectKBest, f_classif  # noqa: PLC0415
 
@@ -132,7 +137,12 @@ def fit(
             return x
 
     else:
-        selected = select_columns(x_train, y_train, cfg.select_k) if x_train.ndim == 2 else None
+        if cfg.select_k and x_train.ndim != 2:
+            raise ConfigError(
+                f"--select-k {cfg.select_k} with {cfg.family}: column selection needs summary vectors, "
+                f"got inputs of shape {x_train.shape[1:]}"
+            )
+        selected = select_columns(x_train, y_train, cfg.select_k)
         xs = x_train if selected is None else x_train[:, list(selected)]
         mean, std = normalisation(xs)
         fitted = Fitted(None, mean, std, selected, 0, 0, {})
