@@ -186,6 +186,9 @@ class ModelMetadata:
             expected: tuple[int, ...] = (width,)
             if self.selected_features is not None and not all(0 <= i < n_columns for i in self.selected_features):
                 raise ValueError(f"selected_features index out of range 0..{n_columns - 1}")
+            selected = self.selected_features
+            if selected is not None and list(selected) != sorted(set(selected)):
+                raise ValueError("selected_features repeat or are out of order; training writes increasing indices")
         else:
             expected = (cfg.frames_per_window, len(frame_feature_names(cfg)))
         if self.input_shape != expected:
