@@ -134,7 +134,7 @@ export function describeReading(hop, minSpeechRatio = 0.3) {
       : { kind: "silence", text: "no speech", detail: "" };
   }
   if (hop.uncertain) {
-    return { kind: "uncertain", text: "uncertain", detail: `maybe ${hop.emotion} (${pct(hop.confidence)})`, emotion: hop.emotion };
+    return { kind: "uncertain", text: "uncertain", detail: `${hop.emotion}? ${pct(hop.confidence)}`, emotion: hop.emotion };
   }
   return { kind: "emotion", text: hop.emotion, detail: `${pct(hop.confidence)} confident`, emotion: hop.emotion };
 }
@@ -146,9 +146,10 @@ export function describeReading(hop, minSpeechRatio = 0.3) {
  * bar, silence as the empty baseline; alert spans as a red strip on top.
  */
 export class Timeline {
-  constructor(canvas, windowS = 180) {
+  constructor(canvas, windowS = 180, minWindowS = 60) {
     this.canvas = canvas;
     this.windowS = windowS;
+    this.minWindowS = Math.min(minWindowS, windowS); // a young call is drawn on this scale, then it widens
     this.points = []; // {t, emotion, uncertain, speech}
     this.alerts = []; // {t0, t1|null}
     this.count = 0;
@@ -196,8 +197,9 @@ export class Timeline {
     const pts = this.points;
     if (!pts.length) return;
     const end = pts[pts.length - 1].t;
-    const left = Math.max(0, end - this.windowS);
-    const x = (t) => ((t - left) / this.windowS) * w;
+    const span = Math.min(this.windowS, Math.max(this.minWindowS, end));
+    const left = Math.max(0, end - span);
+    const x = (t) => ((t - left) / span) * w;
     const top = 4;
     for (let i = 0; i < pts.length; i++) {
       const p = pts[i];

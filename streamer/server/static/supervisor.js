@@ -28,6 +28,7 @@ class Call {
     this.ended = false;
     this.summary = null;
     this.firstAlertAt = null;
+    this.alertsFired = 0;
     this.node = el("article", { class: "call", "data-call-id": this.id });
     this.update(info);
   }
@@ -39,9 +40,11 @@ class Call {
     for (const [key, hop] of Object.entries(info.last ?? {})) {
       if (hop) this.hop({ ...hop, channel: hop.channel ?? Number(key) }, false);
     }
-    if (info.alerts) {
-      this.alerts.clear();
-      for (const a of info.alerts) this.alertRecord(a);
+    if (info.alerts) { // the active alerts now: keep the known ones, add the new, drop the cleared
+      const now = new Set(info.alerts.map((a) => `${a.rule}/${a.channel}`));
+      for (const key of [...this.alerts.keys()]) if (!now.has(key)) this.alerts.delete(key);
+      for (const a of info.alerts) if (!this.alerts.has(`${a.rule}/${a.channel}`)) this.alertRecord(a);
+      if (!this.alerts.size) this.firstAlertAt = null;
     }
   }
 
@@ -70,6 +73,7 @@ class Call {
     const key = `${record.rule}/${record.channel}`;
     if (record.state === "cleared") this.alerts.delete(key);
     else {
+      if (!this.alerts.has(key)) this.alertsFired += 1;
       this.alerts.set(key, record);
       if (this.firstAlertAt == null) this.firstAlertAt = Date.now();
     }
@@ -119,12 +123,15 @@ class Call {
     if (!this.built) this.build();
     this.node.classList.toggle("alerting", this.alerting);
     this.node.classList.toggle("is-ended", this.ended);
+    this.node.dataset.alertsFired = String(this.alertsFired);
     if (this.alerting) {
+      const several = [...this.channels.values()].filter((c) => c.analysed).length > 1;
       const texts = [...this.alerts.values()].map((a) => {
-        const what = a.on === "arousal" ? "arousal" : (a.emotions ?? []).join("/");
-        return `${a.rule} (${a.role ?? "channel " + a.channel}: ${what} ${pct(a.score)})`;
+        const what = a.on === "arousal" ? `arousal ${Number(a.score).toFixed(2)}` : `${(a.emotions ?? []).join("+")} ${pct(a.score)}`;
+        return `${a.rule}${several ? ` (${a.role ?? "channel " + a.channel})` : ""} · ${what}`;
       });
-      this.banner.textContent = `⚠ ALERT ${texts.join(", ")}`;
+      this.banner.textContent = `⚠ ALERT ${texts.join("; ")}`;
+      this.banner.title = this.banner.textContent;
       this.banner.hidden = false;
     } else {
       this.banner.hidden = true;
