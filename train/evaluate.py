@@ -463,7 +463,10 @@ def summarise(results: list[SplitResult], variant: str) -> dict[str, Any]:
     ]
     keys = ("ua", "wa", "macro_f1")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in keys}
-    std = {k: float(np.std([f[k] for f in folds], ddof=1)) if len(folds) > 1 else 0.0 for k in keys}
+    std = {
+        k: float(np.asarray([f[k] for f in folds], dtype=np.float64).std(ddof=1)) if len(folds) > 1 else 0.0
+        for k in keys
+    }
     return {"mean": mean, "std": std, "folds": folds}
 
 
