@@ -5,6 +5,10 @@ worker process, the model loaded once), written as ``OUT/<call>.json`` (and ``.p
 and the batch ends with ``OUT/calls.csv`` and ``OUT/batch_summary.json``. A call whose
 JSON exists and records the input's current size and mtime and the same settings is
 skipped (resume). An unreadable file is reported, skipped and listed.
+
+Where the calls run is an :class:`Executor`: worker processes on this machine
+(:class:`ProcessPool`, ``--jobs N``) or Ray tasks (:mod:`~emostream.apps.calls.cluster`,
+``--ray``); finding, resuming, progress, interruption and the reports are the same for both.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import ctypes
 import dataclasses
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -27,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from emostream.apps.calls.analysis import SUMMARY_VERSION, CallAnalyzer, CallJob
 from emostream.apps.calls.reports import plot_call, write_json_atomic, write_reports
@@ -38,7 +43,19 @@ from emostream.engine.plan import make_plan
 from emostream.errors import AudioInputError, ConfigError, EmoStreamError
 from emostream.inference.metadata import ModelMetadata, resolve_model
 
-__all__ = ["AUDIO_SUFFIXES", "BatchOptions", "BatchResult", "find_calls", "process_call", "run_batch"]
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "BatchOptions",
+    "BatchResult",
+    "Executor",
+    "Outcome",
+    "ProcessPool",
+    "analyse_call",
+    "find_calls",
+    "process_call",
+    "run_batch",
+    "save_call",
+]
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 WORKER_STOP_S = 3.0
@@ -79,26 +96,53 @@ def _follow_parent() -> None:
                 os._exit(1)
 
 
-def _run_job(job: CallJob) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+Outcome = tuple[CallJob, dict[str, Any] | None, str | None]  # (job, summary, error): one of the last two is None
+
+
+def _run_job(job: CallJob) -> Outcome:
     """Analyse one call in a worker, write its JSON (and PNG); returns (job, summary, error)."""
     if _ANALYZER is None or _OPTIONS is None:
         raise RuntimeError("worker not initialised")
     return process_call(_ANALYZER, job, _OPTIONS)
 
 
-def process_call(
-    analyzer: CallAnalyzer, job: CallJob, options: BatchOptions
-) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+def process_call(analyzer: CallAnalyzer, job: CallJob, options: BatchOptions) -> Outcome:
     """Analyse and write one call; an unreadable input becomes an error message, not an exception."""
+    summary, png, error = analyse_call(analyzer, job, png=options.png)
+    if summary is None:
+        return job, None, error
+    return save_call(job, summary, png, options.out_dir)
+
+
+def analyse_call(
+    analyzer: CallAnalyzer, job: CallJob, *, png: bool
+) -> tuple[dict[str, Any] | None, bytes | None, str | None]:
+    """(summary, timeline PNG bytes or None, None), or (None, None, error message) if the call cannot be analysed.
+
+    Writes nothing: the caller saves the result (:func:`save_call`), in the worker or, on Ray, in the driver.
+    """
     try:
         summary, runs = analyzer.analyze(job)
-        if options.png:
-            plot_call(summary, runs, analyzer.labels, options.out_dir / f"{job.key}.png")
-        write_json_atomic(options.out_dir / f"{job.key}.json", summary)
+        image = None
+        if png:
+            buffer = io.BytesIO()
+            plot_call(summary, runs, analyzer.labels, buffer)
+            image = buffer.getvalue()
     except (EmoStreamError, OSError) as exc:
-        return job, None, str(exc)
+        return None, None, str(exc)
     except Exception as exc:  # a bug must not end the batch: this call fails, the others go on
-        return job, None, f"internal error while analysing it ({type(exc).__name__}: {exc}); please report it"
+        return None, None, f"internal error while analysing it ({type(exc).__name__}: {exc}); please report it"
+    return summary, image, None
+
+
+def save_call(job: CallJob, summary: dict[str, Any], png: bytes | None, out_dir: Path) -> Outcome:
+    """Write ``OUT/<key>.png`` (if drawn) and then ``OUT/<key>.json`` (atomically: a JSON means the call is done)."""
+    try:
+        if png is not None:
+            (out_dir / f"{job.key}.png").write_bytes(png)
+        write_json_atomic(out_dir / f"{job.key}.json", summary)
+    except OSError as exc:
+        return job, None, str(exc)
     return job, summary, None
 
 
@@ -189,20 +233,50 @@ def prepare_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
+class Executor(Protocol):
+    """Where the calls of a batch run: yields one :data:`Outcome` per call of ``todo`` as each finishes.
+
+    ``jobs`` is how many calls it analyses at once (recorded in ``batch_summary.json``). On
+    KeyboardInterrupt, or when the generator is closed, it stops its workers before it returns.
+    """
+
+    jobs: int
+
+    def run(self, todo: Sequence[CallJob], options: BatchOptions) -> Generator[Outcome, None, None]:
+        """Analyse and save every call of ``todo`` (none of them done yet)."""
+        ...
+
+
+@dataclass
+class ProcessPool:
+    """``jobs`` spawned worker processes on this machine (one BLAS thread each), or this process (``in_process``)."""
+
+    jobs: int = 1
+    in_process: bool = False
+
+    def run(self, todo: Sequence[CallJob], options: BatchOptions) -> Generator[Outcome, None, None]:
+        """See :class:`Executor`."""
+        return _execute(todo, options, self.jobs, self.in_process)
+
+
 def run_batch(
     inputs: Sequence[str | Path],
     options: BatchOptions,
     jobs: int = 1,
     progress: bool = True,
     in_process: bool | None = None,
+    executor: Executor | None = None,
 ) -> BatchResult:
     """Analyse every call, resume finished ones, write the CSV and the batch summary.
 
     ``jobs`` worker processes, each with one BLAS thread; ``in_process`` (default: when
     ``jobs == 1``) analyses in this process instead, with its BLAS threading as it is.
+    ``executor`` runs the calls elsewhere instead (e.g. on Ray); ``jobs`` and ``in_process`` are then unused.
     """
-    if jobs < 1:
-        raise ConfigError(f"--jobs is {jobs}; expected 1 or more worker processes")
+    if executor is None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs is {jobs}; expected 1 or more worker processes")
+        executor = ProcessPool(jobs, jobs == 1 if in_process is None else in_process)
     calls = find_calls(inputs)
     make_plan(options.cfg)  # the model and settings checked once here (ModelError: exit 5, as live) before any worker
     prepare_out_dir(options.out_dir)
@@ -223,11 +297,10 @@ def run_batch(
     skipped = list(summaries)
     failed: list[tuple[str, str]] = []
     interrupted = False
-    local = jobs == 1 if in_process is None else in_process
     try:
         with (
             _progress(len(calls), len(skipped), progress) as advance,
-            contextlib.closing(_execute(todo, options, jobs, local)) as outcomes,
+            contextlib.closing(executor.run(todo, options)) as outcomes,
         ):
             for job, summary, error in outcomes:
                 if summary is not None:
@@ -240,13 +313,13 @@ def run_batch(
         interrupted = True
     result = BatchResult(summaries, skipped, failed, time.perf_counter() - started, interrupted, len(calls))
     model = options.cfg.model.name
-    write_reports(calls, result, out_dir=options.out_dir, model=model, png=options.png, jobs=jobs)
+    write_reports(calls, result, out_dir=options.out_dir, model=model, png=options.png, jobs=executor.jobs)
     return result
 
 
 def _execute(
     todo: Sequence[CallJob], options: BatchOptions, jobs: int, in_process: bool
-) -> Generator[tuple[CallJob, dict[str, Any] | None, str | None], None, None]:
+) -> Generator[Outcome, None, None]:
     if not todo:
         return
     if in_process:
@@ -255,7 +328,7 @@ def _execute(
             yield process_call(analyzer, job, options)
         return
     context = get_context("spawn")  # no fork: the parent may run threads (progress bar)
-    with _single_threaded_children(), _sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
+    with _single_threaded_children(), sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
         pool = ProcessPoolExecutor(
             min(jobs, len(todo)), mp_context=context, initializer=_init_worker, initargs=(options,)
         )
@@ -269,10 +342,10 @@ def _execute(
     pool.shutdown(wait=True)
 
 
-def _outcome(future: Future[Any], job: CallJob) -> tuple[CallJob, dict[str, Any] | None, str | None]:
+def _outcome(future: Future[Any], job: CallJob) -> Outcome:
     """A worker's result, or a per-call error when the worker crashed or raised."""
     try:
-        result: tuple[CallJob, dict[str, Any] | None, str | None] = future.result()
+        result: Outcome = future.result()
     except BrokenProcessPool as exc:
         return (
             job,
@@ -304,7 +377,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """Ignore SIGINT while worker processes are started (they inherit it); the parent's handler after."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -15,8 +15,10 @@ from emostream.apps.calls.analysis import CallJob, ChannelRun
 from emostream.inference.metadata import EMOTIONS
 
 
-def plot_call(summary: dict[str, Any], runs: Sequence[ChannelRun], labels: Sequence[str], path: Path) -> None:
-    """Timeline PNG: one panel per channel, smoothed score per emotion over time, alert spans shaded."""
+def plot_call(
+    summary: dict[str, Any], runs: Sequence[ChannelRun], labels: Sequence[str], path: Path | BinaryIO
+) -> None:
+    """Timeline PNG (to a file or a binary stream): one panel per channel, smoothed scores over time, alerts shaded."""
     import matplotlib  # noqa: PLC0415 - optional dependency (emostream[calls])
 
     matplotlib.use("Agg")
