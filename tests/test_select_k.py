@@ -77,6 +77,26 @@ def test_the_runtime_refuses_repeated_or_unordered_indices(tmp_path: Path) -> No
             load(bad)
 
 
+def test_compare_prints_mean_std_and_paired_differences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emostream.train.compare import main
+
+    def report(name: str, family: str, k: int, uas: list[float]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        folds = [{"fold": str(i + 1), "ua": ua, "wa": ua + 0.01} for i, ua in enumerate(uas)]
+        config = {"train": {"family": family, "select_k": k}, "features": {"feature_set": "summary"}}
+        (folder / "metrics_emobox.json").write_text(json.dumps({"folds": folds, "config": config}))
+        return folder
+
+    base = report("mlp_all", "mlp", 0, [0.50, 0.40, 0.60])
+    other = report("mlp_k20", "mlp", 20, [0.52, 0.43, 0.63])
+    assert main([str(base), str(other), "--baseline", str(base)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| mlp, all columns (`mlp_all`) | 50.0 ± 10.0 | 51.0 ± 10.0 | 50.0 / 40.0 / 60.0 |")
+    assert rows[3].startswith("| mlp, K = 20 (`mlp_k20`) | 52.7 ± 10.0 |") and rows[3].endswith("| +2.7 ± 0.6 |")
+    assert main([str(tmp_path / "missing")]) == 6
+
+
 def _unit_metadata(selected: tuple[int, ...]) -> ModelMetadata:
     from emostream.frontend.vad import VadConfig
 

@@ -42,10 +42,15 @@ def _pm(values: list[float], *, signed: bool = False) -> str:
 
 
 def _label(report: dict[str, Any], folder: Path) -> str:
-    train = report.get("config", {}).get("train", {})
+    config = report.get("config", {})
+    train = config.get("train", {})
     family = train.get("family", report.get("family", "?"))
     k = train.get("select_k", 0)
-    return f"{family}, {'all columns' if not k else f'K = {k}'} (`{folder.name}`)"
+    if config.get("features", {}).get("feature_set") == "frames":
+        inputs = "MFCC frames"
+    else:
+        inputs = f"K = {k}" if k else "all columns"
+    return f"{family}, {inputs} (`{folder.name}`)"
 
 
 def table(folders: list[Path], protocol: str, baseline: Path | None = None) -> str:
