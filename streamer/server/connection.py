@@ -1,0 +1,79 @@
+"""One accepted WebSocket: receive, send, close once (from any task), and refuse with a logged, counted reason.
+
+Closing may come from the connection's own handler (bad input, the call ended) or from
+elsewhere (the idle watchdog, the shutdown drain, a call whose audio was refused): the
+first close wins, later sends and closes are no-ops, and the handler's pending receive
+returns a disconnect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from emostream.server.closing import RejectError, fit_reason
+from emostream.server.metrics import ServerMetrics
+
+log = logging.getLogger("emostream.server")
+
+_DISCONNECT_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+class Connection:
+    """An accepted WebSocket of ``endpoint`` (``/twilio``, ``/ingest``, ``/events``)."""
+
+    def __init__(self, ws: WebSocket, endpoint: str, metrics: ServerMetrics) -> None:
+        self.ws = ws
+        self.endpoint = endpoint
+        self.metrics = metrics
+        client = ws.client
+        self.peer = f"{client.host}:{client.port}" if client is not None else "unknown peer"
+        self.closed_with: tuple[int, str] | None = None  # (code, reason) of the close this side sent
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_with is not None or self.ws.client_state == WebSocketState.DISCONNECTED
+
+    async def receive(self) -> dict[str, Any]:
+        """The next ASGI message (``websocket.receive`` with ``text`` or ``bytes``, or ``websocket.disconnect``)."""
+        if self.ws.client_state == WebSocketState.DISCONNECTED:
+            return {"type": "websocket.disconnect", "code": 1006}
+        message: dict[str, Any] = dict(await self.ws.receive())
+        return message
+
+    async def send_text(self, text: str) -> bool:
+        """Send one text message; False when the connection is closed or the peer went away."""
+        if self.closed:
+            return False
+        try:
+            await self.ws.send({"type": "websocket.send", "text": text})
+        except _DISCONNECT_ERRORS:
+            return False
+        return True
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` and ``reason`` (once; no-op when already closed)."""
+        if self.closed:
+            return
+        self.closed_with = (code, fit_reason(reason))
+        with contextlib.suppress(*_DISCONNECT_ERRORS):
+            await self.ws.close(code, fit_reason(reason))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from a synchronous caller (the idle watchdog, the drain): scheduled on the loop."""
+        task = asyncio.get_running_loop().create_task(self.close(code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reject(self, rejection: RejectError) -> None:
+        """Log one line, count it under its reason and close with its code."""
+        log.warning(
+            "%s %s: closed %d (%s): %s", self.endpoint, self.peer, rejection.code, rejection.label, rejection.reason
+        )
+        self.metrics.rejected.labels(rejection.label).inc()
+        await self.close(rejection.code, rejection.reason)

@@ -1,0 +1,84 @@
+"""What the endpoints of one server share: settings, token, plan, calls, hub, metrics; start-up and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from emostream.alerts.delivery import AlertDelivery
+from emostream.config import Config
+from emostream.engine.plan import SessionPlan
+from emostream.server.auth import Token
+from emostream.server.calls import CallRegistry
+from emostream.server.closing import GOING_AWAY
+from emostream.server.config import ServerConfig
+from emostream.server.connection import Connection
+from emostream.server.events import EventHub
+from emostream.server.metrics import ServerMetrics
+
+log = logging.getLogger("emostream.server")
+SUBSCRIBER_FLUSH_S = 0.5  # at shutdown, subscribers get this long to receive the last call_end records
+
+
+@dataclass
+class ServerContext:
+    """One server's state. Build it with :func:`make_context`; :meth:`start` and :meth:`drain` run in its loop."""
+
+    plan: SessionPlan
+    server: ServerConfig
+    token: Token
+    metrics: ServerMetrics
+    hub: EventHub
+    pool: ThreadPoolExecutor
+    delivery: AlertDelivery | None
+    registry: CallRegistry | None = None
+    subscribers: set[Connection] = field(default_factory=set)
+    drained: bool = False
+
+    @property
+    def calls(self) -> CallRegistry:
+        if self.registry is None:
+            raise RuntimeError("the server context is not started")
+        return self.registry
+
+    def start(self) -> None:
+        """In the server's event loop: the call registry and its idle watchdog."""
+        if self.registry is None:
+            self.registry = CallRegistry(
+                self.plan, self.server, hub=self.hub, metrics=self.metrics, pool=self.pool, delivery=self.delivery
+            )
+            self.registry.start()
+
+    async def drain(self) -> None:
+        """Shutdown: end every call with its summary, let subscribers read the last records, close them (1001)."""
+        if self.drained:
+            return
+        self.drained = True
+        if self.registry is not None:
+            await self.registry.drain(self.server.shutdown_timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUBSCRIBER_FLUSH_S
+        while loop.time() < deadline and any(not s.closed for s in self.subscribers) and self.hub.pending():
+            await asyncio.sleep(0.02)
+        for conn in list(self.subscribers):
+            await conn.close(GOING_AWAY, "server shutting down")
+        if self.delivery is not None:
+            await loop.run_in_executor(None, self.delivery.close, 2.0)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_context(cfg: Config, plan: SessionPlan, token: Token) -> ServerContext:
+    """A server's shared state from the resolved config, plan and token (alert delivery if configured)."""
+    metrics = ServerMetrics()
+    delivery = AlertDelivery(cfg.alerts_output) if cfg.alerts_output.enabled else None
+    return ServerContext(
+        plan=plan,
+        server=cfg.server,
+        token=token,
+        metrics=metrics,
+        hub=EventHub(cfg.server.events_queue_size, on_drop=metrics.events_dropped.inc),
+        pool=ThreadPoolExecutor(cfg.server.workers, thread_name_prefix="emostream-analysis"),
+        delivery=delivery,
+    )

@@ -1,0 +1,61 @@
+"""The Prometheus metrics of ``emostream serve`` (``GET /metrics``), in a registry of their own.
+
+A registry per server (not prometheus-client's global one), so that servers started in
+one process (tests) count apart. Names and labels are listed in ``docs/server.md``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServerMetrics:
+    """Counters, gauges and the hop-latency histogram of one server."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge("emostream_active_calls", "Calls open now", registry=r)
+        self.calls = Counter("emostream_calls", "Calls started", ["source"], registry=r)
+        self.calls_ended = Counter("emostream_calls_ended", "Calls ended, by how they ended", ["reason"], registry=r)
+        self.hops = Counter("emostream_hops", "Analysis hops computed (all channels)", ["analysed"], registry=r)
+        self.hop_latency = Histogram(
+            "emostream_hop_latency_seconds",
+            "From the arrival of the audio that completed a hop to the hop's record being published",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.audio = Counter(
+            "emostream_audio_seconds", "Seconds of call audio analysed (per call, all channels)", registry=r
+        )
+        self.dropped_audio = Counter(
+            "emostream_dropped_audio_seconds",
+            "Seconds of call audio dropped because the analysis fell [server] max_backlog_s behind",
+            registry=r,
+        )
+        self.alerts = Counter("emostream_alerts", "Alert events", ["state"], registry=r)
+        self.rejected = Counter(
+            "emostream_rejected_connections",
+            "Connections refused or closed for bad input, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.subscribers = Gauge(
+            "emostream_event_subscribers", "Open /events connections (and /ingest echoes)", registry=r
+        )
+        self.events_dropped = Counter(
+            "emostream_events_dropped",
+            "Records not sent to a slow /events subscriber (its queue was full)",
+            registry=r,
+        )
+        self.summaries = Counter(
+            "emostream_summaries_written", "Call summaries written to [server] summary_dir", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

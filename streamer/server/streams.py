@@ -1,0 +1,304 @@
+"""The audio endpoints: ``/twilio`` (Twilio Media Streams) and ``/ingest`` (the generic protocol).
+
+Each connection is one call. Bad input closes the connection with a close code and a
+reason (:mod:`emostream.server.closing`), logged and counted; the call, if it had
+started, still ends with its summary. Nothing a connection does reaches another call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from emostream.audio.codecs import decode_raw
+from emostream.errors import EmoStreamError
+from emostream.server.auth import token_from_request
+from emostream.server.calls import Call, CallSpec, check_call_id
+from emostream.server.closing import (
+    IDLE_TIMEOUT,
+    INVALID_DATA,
+    NORMAL,
+    POLICY_VIOLATION,
+    PROTOCOL_ERROR,
+    RejectError,
+)
+from emostream.server.connection import Connection
+from emostream.server.context import ServerContext
+from emostream.server.events import EventHub
+from emostream.server.ingest import IngestHeader, parse_header
+from emostream.server.twilio import RATE_HZ, TrackAligner, TwilioStart, parse_media, parse_message, parse_start
+
+STEREO_ROLES = ("customer", "agent")  # /ingest with two channels and no roles, as `emostream calls`
+
+
+def bad_token(where: str) -> RejectError:
+    return RejectError(POLICY_VIOLATION, "bad_token", f"missing or wrong token ({where})")
+
+
+async def accept_with_token(
+    ws: WebSocket, ctx: ServerContext, endpoint: str, *, required: bool = True
+) -> tuple[Connection, bool] | None:
+    """Accept ``ws`` and check a token given as header or query (``required``: refuse without one).
+
+    Returns the connection and whether it is authorised yet (``/twilio`` may still bring
+    the token in its start message), or None when a wrong or missing token closed it (1008).
+    """
+    conn = Connection(ws, endpoint, ctx.metrics)
+    await ws.accept()
+    given = token_from_request(ws.headers, ws.query_params)
+    if given is None and not required:
+        return conn, False
+    if not ctx.token.matches(given):
+        await conn.reject(bad_token("Authorization: Bearer header or ?token="))
+        return None
+    return conn, True
+
+
+async def first_message(conn: Connection, ctx: ServerContext) -> dict[str, Any] | None:
+    """The next message before a call exists (idle timeout applies), or None when the client left."""
+    timeout = ctx.server.idle_timeout_s
+    try:
+        message = await asyncio.wait_for(conn.receive(), timeout)
+    except TimeoutError:
+        raise RejectError(IDLE_TIMEOUT, "idle_timeout", f"idle timeout: no message for {timeout:g} s") from None
+    return None if message["type"] == "websocket.disconnect" else message
+
+
+def end_reason(conn: Connection, message: dict[str, Any]) -> str:
+    """Why a call ended when its connection closed: the server's own close reason, else the client's code."""
+    if conn.closed_with is not None:
+        return conn.closed_with[1] or f"closed {conn.closed_with[0]}"
+    return f"disconnected (code {message.get('code', 1006)})"
+
+
+async def _finish(ctx: ServerContext, conn: Connection, call: Call | None, reason: str) -> None:
+    if call is not None:
+        await ctx.calls.end(call, reason)
+    await conn.close(NORMAL, "call ended")
+
+
+# ---------------------------------------------------------------- /twilio
+
+
+async def twilio_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
+    """``WS /twilio``: one Twilio Media Stream = one call, channels in track order (inbound, outbound)."""
+    accepted = await accept_with_token(ws, ctx, "/twilio", required=False)
+    if accepted is None:
+        return
+    conn, authorised = accepted
+    call: Call | None = None
+    aligner: TrackAligner | None = None
+    reason = "stop"
+    try:
+        start = await _twilio_start(conn, ctx, authorised)
+        if start is None:
+            return
+        call = await ctx.calls.open(_twilio_spec(start), conn.close_soon)
+        aligner = TrackAligner(start.tracks)
+        reason = await _twilio_media(conn, call, aligner)
+    except RejectError as rejection:
+        reason = f"rejected: {rejection.label}"
+        await conn.reject(rejection)
+    finally:
+        if call is not None and aligner is not None and not conn.closed:
+            tail = aligner.take(final=True)
+            if tail is not None:
+                call.push(tail)
+        await _finish(ctx, conn, call, reason)
+
+
+async def _twilio_start(conn: Connection, ctx: ServerContext, authorised: bool) -> TwilioStart | None:
+    """Messages up to ``start`` (``connected`` and others are skipped); None when the stream ended first."""
+    while True:
+        message = await first_message(conn, ctx)
+        if message is None:
+            return None
+        event, body = parse_message(_text(message, "/twilio"))
+        if event == "media":
+            raise RejectError(
+                PROTOCOL_ERROR, "media_before_start", "media before start; expected connected, then start"
+            )
+        if event == "stop":
+            return None
+        if event == "start":
+            start = parse_start(body)
+            if not authorised and not ctx.token.matches(start.custom_parameters.get("token")):
+                raise bad_token('<Parameter name="token"> in the stream, Authorization header or ?token=')
+            return start
+
+
+def _twilio_spec(start: TwilioStart) -> CallSpec:
+    return CallSpec(
+        call_id=check_call_id(start.stream_sid),
+        source="twilio",
+        rate_hz=RATE_HZ,
+        channels=len(start.tracks),
+        default_roles=start.default_roles,
+        identity={
+            "source": "twilio",
+            "stream_sid": start.stream_sid,
+            "call_sid": start.call_sid,
+            "tracks": list(start.tracks),
+            "encoding": "audio/x-mulaw",
+        },
+    )
+
+
+async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> str:
+    """Media until ``stop`` or close; returns why the call ended."""
+    while True:
+        message = await conn.receive()
+        if message["type"] == "websocket.disconnect":
+            return end_reason(conn, message)
+        call.touch()
+        event, body = parse_message(_text(message, "/twilio"))
+        if event == "media":
+            track, timestamp_ms, payload = parse_media(body)
+            aligner.add(track, timestamp_ms, payload)
+            block = aligner.take()
+            if block is not None:
+                call.push(block)
+        elif event == "stop":
+            return "stop"
+
+
+def _text(message: dict[str, Any], endpoint: str) -> str:
+    text = message.get("text")
+    if text is None:
+        raise RejectError(
+            PROTOCOL_ERROR, "binary_message", f"binary message on {endpoint}; expected JSON text messages"
+        )
+    return str(text)
+
+
+# ---------------------------------------------------------------- /ingest
+
+
+async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
+    """``WS /ingest``: a JSON header, then binary frames of interleaved samples; ``{"type":"stop"}`` or close ends."""
+    accepted = await accept_with_token(ws, ctx, "/ingest")
+    if accepted is None:
+        return
+    conn = accepted[0]
+    call: Call | None = None
+    echo: _Echo | None = None
+    reason = "stop"
+    try:
+        message = await first_message(conn, ctx)
+        if message is None:
+            return
+        header = parse_header(_first_text(message))
+        call_id = check_call_id(header.call_id) if header.call_id is not None else uuid.uuid4().hex
+        if header.events:
+            echo = _Echo(conn, ctx.hub, call_id)
+        call = await ctx.calls.open(_ingest_spec(header, call_id, conn.peer), conn.close_soon)
+        reply = {
+            "type": "accepted",
+            "call_id": call_id,
+            "labels": list(ctx.plan.labels),
+            "model": ctx.plan.model_name,
+            "channels": call.info()["channels"],
+        }
+        await conn.send_text(EventHub.encode(reply))
+        if echo is not None:
+            echo.start()
+        reason = await _ingest_audio(conn, call, header)
+    except RejectError as rejection:
+        reason = f"rejected: {rejection.label}"
+        await conn.reject(rejection)
+    finally:
+        if call is not None:
+            await ctx.calls.end(call, reason)
+        if echo is not None:
+            await echo.finish()
+        await conn.close(NORMAL, "call ended")
+
+
+def _first_text(message: dict[str, Any]) -> str:
+    text = message.get("text")
+    if text is None:
+        raise RejectError(
+            PROTOCOL_ERROR, "audio_before_start", "binary audio before the JSON header; send the header first"
+        )
+    return str(text)
+
+
+def _ingest_spec(header: IngestHeader, call_id: str, peer: str) -> CallSpec:
+    roles = header.roles or (STEREO_ROLES if header.channels == 2 else ())
+    return CallSpec(
+        call_id=call_id,
+        source="ingest",
+        rate_hz=header.sample_rate_hz,
+        channels=header.channels,
+        default_roles=roles,
+        identity={
+            "source": "ingest",
+            "encoding": header.encoding,
+            "sample_rate_hz": header.sample_rate_hz,
+            "channels": header.channels,
+            "peer": peer,
+        },
+    )
+
+
+async def _ingest_audio(conn: Connection, call: Call, header: IngestHeader) -> str:
+    """Receive audio until stop or close; returns why the call ended."""
+    frame_bytes = header.frame_bytes
+    while True:
+        message = await conn.receive()
+        if message["type"] == "websocket.disconnect":
+            return end_reason(conn, message)
+        call.touch()
+        data = message.get("bytes")
+        if data is not None:
+            if len(data) % frame_bytes:
+                raise RejectError(
+                    INVALID_DATA,
+                    "partial_samples",
+                    f"binary message of {len(data)} bytes; expected whole frames of {frame_bytes} bytes "
+                    f"({header.encoding} x {header.channels} channel(s))",
+                )
+            try:
+                block = decode_raw(data, header.encoding).reshape(-1, header.channels)
+            except EmoStreamError as exc:
+                raise RejectError(INVALID_DATA, "bad_audio", str(exc)) from exc
+            call.push(block)
+            continue
+        text = str(message.get("text") or "")
+        if text.replace(" ", "") in ('{"type":"stop"}', "stop"):
+            return "stop"
+        raise RejectError(
+            INVALID_DATA, "malformed_message", f'text message {text[:40]!r}; expected binary audio or {{"type":"stop"}}'
+        )
+
+
+class _Echo:
+    """``"events": true`` on ``/ingest``: the call's own records, sent back on its socket."""
+
+    def __init__(self, conn: Connection, hub: EventHub, call_id: str) -> None:
+        self.conn = conn
+        self.hub = hub
+        self.sub = hub.subscribe(call_id)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while True:
+            for text in await self.sub.next_texts():
+                if not await self.conn.send_text(text):
+                    return
+
+    async def finish(self, timeout_s: float = 2.0) -> None:
+        """Send what is queued (the call_end record last), then stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._task is not None and not self._task.done() and self.sub.queue.qsize() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+        self.hub.unsubscribe(self.sub)

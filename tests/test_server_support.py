@@ -1,0 +1,200 @@
+"""Helpers of the server tests: a real ``emostream serve`` on 127.0.0.1 in a thread, Twilio and ingest clients.
+
+No tests here; the ``test_server_*`` modules import from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("websockets")
+pytest.importorskip("prometheus_client")
+
+from websockets.sync.client import ClientConnection, connect  # noqa: E402
+
+from emostream.audio.codecs import mulaw_encode  # noqa: E402
+from emostream.audio.files import load_mono  # noqa: E402
+from emostream.config import Config, apply_overrides  # noqa: E402
+from emostream.engine.plan import SessionPlan, make_plan  # noqa: E402
+from emostream.inference.model import EmotionModel  # noqa: E402
+from emostream.server.auth import Token  # noqa: E402
+from emostream.server.command import EmoServer, bind_socket, uvicorn_config  # noqa: E402
+from emostream.server.context import ServerContext, make_context  # noqa: E402
+from emostream.server.twilio import stream_messages  # noqa: E402
+
+TOKEN = "test-token-0123456789abcdef"
+FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
+ANGRY = FIXTURES / "Actor_01" / "03-01-05-02-01-01-01.flac"
+CALM = FIXTURES / "Actor_02" / "03-01-02-02-01-01-02.flac"
+
+
+class RunningServer:
+    """``emostream serve`` on 127.0.0.1 (a free port) in a thread of this process."""
+
+    def __init__(self, ctx: ServerContext, server: EmoServer, port: int, thread: threading.Thread) -> None:
+        self.ctx = ctx
+        self.server = server
+        self.port = port
+        self.thread = thread
+
+    def url(self, path: str, *, scheme: str = "ws", token: str | None = TOKEN) -> str:
+        """``scheme://127.0.0.1:PORT/path`` with ``token=`` added to the query when given."""
+        query = "" if token is None else ("&" if "?" in path else "?") + f"token={token}"
+        return f"{scheme}://127.0.0.1:{self.port}{path}{query}"
+
+    def get(self, path: str, *, token: str | None = TOKEN) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The value of one sample of /metrics (0 when absent)."""
+        _, body = self.get("/metrics")
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in body.decode().splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@pytest.fixture(scope="session")
+def fast_plan() -> SessionPlan:
+    """The fast model's plan (every server test uses it: quick to load and to run)."""
+    try:
+        return make_plan(apply_overrides(Config(), {"model": {"name": "fast"}}))
+    except Exception as exc:  # noqa: BLE001 - no model shipped in this checkout
+        pytest.skip(f"no fast model ({exc})")
+
+
+@contextlib.contextmanager
+def running_server(plan: SessionPlan, **server: Any) -> Iterator[RunningServer]:
+    """A server with the given ``[server]`` settings (tests: large backlog, audio may come faster than real time)."""
+    settings = {"max_backlog_s": 120.0, **server}
+    cfg = apply_overrides(plan.config, {"server": settings, "model": {"name": plan.config.model.name}})
+    plan = dataclasses.replace(plan, config=cfg)
+    ctx = make_context(cfg, plan, Token(TOKEN, "config"))
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    emo = EmoServer(ctx, uvicorn_config(ctx))
+    thread = threading.Thread(target=emo.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not emo.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    running = RunningServer(ctx, emo, port, thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+        sock.close()
+
+
+def mulaw_clip(path: Path, seconds: float | None = None) -> bytes:
+    """A fixture clip as 8 kHz μ-law bytes (optionally cut or padded with silence to ``seconds``)."""
+    x = load_mono(path, 8000)
+    if seconds is not None:
+        n = int(seconds * 8000)
+        x = np.pad(x, (0, max(0, n - len(x))))[:n]
+    return mulaw_encode(x).tobytes()
+
+
+def send_twilio(
+    ws: ClientConnection,
+    tracks: dict[str, bytes],
+    *,
+    stream_sid: str,
+    token: str | None = TOKEN,
+    pace_s: float = 0.0,
+    stop: bool = True,
+) -> None:
+    """Send a whole Twilio stream on ``ws`` (the token as the TwiML custom parameter)."""
+    custom = {"token": token} if token is not None else {}
+    head, frames, tail = stream_messages(tracks, stream_sid=stream_sid, custom_parameters=custom)
+    for text in head:
+        ws.send(text)
+    for group in frames:
+        for text in group:
+            ws.send(text)
+        if pace_s:
+            time.sleep(pace_s)
+    if stop:
+        for text in tail:
+            ws.send(text)
+
+
+def open_ws(server: RunningServer, path: str, *, token: str | None = TOKEN, **kwargs: Any) -> ClientConnection:
+    """A client connection (use it in a ``with`` block)."""
+    return connect(server.url(path, token=token), open_timeout=10, max_size=None, **kwargs)
+
+
+def read_records(ws: ClientConnection, until: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """JSON records from ``ws`` until ``until(record)`` is true (included) or the time is up."""
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            text = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        record = json.loads(text)
+        records.append(record)
+        if until(record):
+            break
+    return records
+
+
+def close_of(ws: ClientConnection, timeout_s: float = 10.0) -> tuple[int | None, str]:
+    """Wait until the server closes ``ws``; its close code and reason."""
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline:
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+
+
+def wait_for(condition: Any, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+__all__ = [
+    "ANGRY",
+    "CALM",
+    "TOKEN",
+    "EmotionModel",
+    "RunningServer",
+    "close_of",
+    "fast_plan",
+    "mulaw_clip",
+    "read_records",
+    "running_server",
+    "open_ws",
+    "send_twilio",
+    "wait_for",
+]
