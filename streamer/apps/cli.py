@@ -32,6 +32,8 @@ TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib")
 TRAIN_PACKAGE = "emostream.train"
 TRAIN_COMMANDS = ("train", "evaluate")  # need the [train] extra (fetch-ravdess does not)
 TRAIN_HINT = "install them with `pip install 'emostream[train]'`"
+SERVER_MODULES = ("starlette", "uvicorn", "websockets", "prometheus_client", "anyio", "h11")
+SERVER_HINT = "install them with `pip install 'emostream[server]'`"
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM exits 128 + 15 = 143
 DEBUG_ENV = "EMOSTREAM_DEBUG"
 
@@ -132,6 +134,9 @@ def _add_unavailable(sub: Any, name: str, exc: ImportError, training: bool = Fal
     if _is_training_import(exc, training):
         message = _extras_message(name, exc)
         error: type[EmoStreamError] = ConfigError
+    elif (exc.name or "").split(".")[0] in SERVER_MODULES:
+        message = f"`emostream {name}` needs the server extras; {SERVER_HINT}"
+        error = ConfigError
     else:
         message = f"`emostream {name}` cannot be loaded ({exc}); reinstall emostream"
         error = EmoStreamError
