@@ -183,6 +183,20 @@ def page(browser: Any) -> Iterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def _wait_fn(pg: Any, expression: str, arg: Any = None, timeout: float = 30000) -> None:
+    """``pg.wait_for_function``; on a timeout, an AssertionError that shows what the page says."""
+    try:
+        pg.wait_for_function(expression, arg=arg, timeout=timeout)
+    except sync_api.TimeoutError:
+        said = pg.evaluate(
+            "() => ['status', 'message', 'conn', 'reading'].map(id => "
+            "`${id}: ${document.getElementById(id)?.textContent ?? '-'}`).join(' | ')"
+        )
+        raise AssertionError(
+            f"waited {timeout / 1000:.0f} s for {expression!r} ({arg!r}); the page shows {said}"
+        ) from None
+
+
 def _screenshot(pg: Any, name: str, tmp_path: Path) -> Path:
     folder = Path(os.environ.get("EMOSTREAM_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,12 +319,11 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
     first = page.evaluate(CHIP_TEXT, watched)
     assert first not in RAVDESS, f"the card showed {first!r} before any audio was analysed"
     # the reading turns into an emotion label (a label of the model, in words)
-    page.wait_for_function(
-        f"([id, labels]) => labels.includes(({CHIP_TEXT})(id))", arg=[watched, list(RAVDESS)], timeout=30000
-    )
+    _wait_fn(page, f"([id, labels]) => labels.includes(({CHIP_TEXT})(id))", arg=[watched, list(RAVDESS)], timeout=30000)
     points = int(page.get_attribute(f"{card} canvas.timeline", "data-points") or 0)
     assert points >= 1
-    page.wait_for_function(
+    _wait_fn(
+        page,
         "([sel, n]) => Number(document.querySelector(sel)?.dataset.points) >= n",
         arg=[f"{card} canvas.timeline", points + 4],
         timeout=15000,
@@ -320,7 +333,8 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
     page.wait_for_selector(f"{stereo_card} .channel.passive", timeout=15000)
     assert "not analysed" in page.inner_text(f"{stereo_card} .channel.passive")
     # a few more seconds so most cards carry a reading and a timeline, then the README screenshot
-    page.wait_for_function(
+    _wait_fn(
+        page,
         "() => [...document.querySelectorAll('#live .chip')].filter(c => ['emotion', 'uncertain']"
         ".includes(c.dataset.kind)).length >= 8",
         timeout=20000,
@@ -375,7 +389,8 @@ def test_supervisor_page_highlights_an_alerting_call(server: Server, page: Any) 
 def test_try_page_reads_the_fake_microphone(server: Server, page: Any, tmp_path: Path) -> None:
     page.goto(f"{server.url}/try#token={server.token}")
     page.click("#mic-start")
-    page.wait_for_function(
+    _wait_fn(
+        page,
         "labels => { const c = document.getElementById('reading'); "
         "return c.dataset.kind === 'emotion' && labels.includes(c.textContent); }",
         arg=list(RAVDESS),
@@ -383,7 +398,7 @@ def test_try_page_reads_the_fake_microphone(server: Server, page: Any, tmp_path:
     )
     assert "Streaming the microphone" in page.inner_text("#status")
     assert page.inner_text("#message") == "" or not page.locator("#message").is_visible()
-    page.wait_for_function("() => Number(document.getElementById('timeline').dataset.points) >= 6", timeout=20000)
+    _wait_fn(page, "() => Number(document.getElementById('timeline').dataset.points) >= 6", timeout=20000)
     bars = page.evaluate("() => [...document.querySelectorAll('#scores .bar span')].map(s => s.style.width)")
     assert len(bars) == len(RAVDESS) and any(b not in ("", "0%") for b in bars)
     assert page.inner_text("#arousal-text") not in ("", "–")
@@ -392,7 +407,8 @@ def test_try_page_reads_the_fake_microphone(server: Server, page: Any, tmp_path:
     assert shot.stat().st_size > 10_000
     page.click("#stop")
     # the server ends the call and sends its summary back on the same socket
-    page.wait_for_function(
+    _wait_fn(
+        page,
         "() => /^(Whole recording|No emotion was read)/.test(document.getElementById('status').textContent)",
         timeout=20000,
     )
@@ -406,13 +422,14 @@ def test_try_page_analyses_a_picked_file(server: Server, page: Any, tmp_path: Pa
     page.goto(f"{server.url}/try#token={server.token}")
     page.uncheck("#play")
     page.set_input_files("#file", str(wav))
-    page.wait_for_function(
-        "labels => labels.includes(document.getElementById('reading').textContent)", arg=list(RAVDESS), timeout=30000
+    _wait_fn(
+        page,
+        "labels => labels.includes(document.getElementById('reading').textContent)",
+        arg=list(RAVDESS),
+        timeout=30000,
     )
     assert "in real time" in page.inner_text("#status")
-    page.wait_for_function(
-        "() => document.getElementById('status').textContent.startsWith('Whole recording')", timeout=30000
-    )
+    _wait_fn(page, "() => document.getElementById('status').textContent.startsWith('Whole recording')", timeout=30000)
     assert "angry" in page.inner_text("#status") or "fearful" in page.inner_text("#status")
     assert page.is_enabled("#mic-start") and page.is_enabled("#file")
 

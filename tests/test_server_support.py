@@ -23,17 +23,16 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("websockets")
 pytest.importorskip("prometheus_client")
 
-from websockets.sync.client import ClientConnection, connect  # noqa: E402
+from websockets.sync.client import ClientConnection, connect
 
-from emostream.audio.codecs import mulaw_encode  # noqa: E402
-from emostream.audio.files import load_mono  # noqa: E402
-from emostream.config import Config, apply_overrides  # noqa: E402
-from emostream.engine.plan import SessionPlan, make_plan  # noqa: E402
-from emostream.inference.model import EmotionModel  # noqa: E402
-from emostream.server.auth import Token  # noqa: E402
-from emostream.server.command import EmoServer, bind_socket, uvicorn_config  # noqa: E402
-from emostream.server.context import ServerContext, make_context  # noqa: E402
-from emostream.server.twilio import stream_messages  # noqa: E402
+from emostream.audio.codecs import mulaw_encode
+from emostream.audio.files import load_mono
+from emostream.config import Config, apply_overrides
+from emostream.engine.plan import SessionPlan, make_plan
+from emostream.server.auth import Token
+from emostream.server.command import EmoServer, bind_socket, uvicorn_config
+from emostream.server.context import ServerContext, make_context
+from emostream.server.twilio import stream_messages
 
 TOKEN = "test-token-0123456789abcdef"
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
@@ -83,7 +82,7 @@ def fast_plan() -> SessionPlan:
     """The fast model's plan (every server test uses it: quick to load and to run)."""
     try:
         return make_plan(apply_overrides(Config(), {"model": {"name": "fast"}}))
-    except Exception as exc:  # noqa: BLE001 - no model shipped in this checkout
+    except Exception as exc:
         pytest.skip(f"no fast model ({exc})")
 
 
@@ -187,14 +186,13 @@ __all__ = [
     "ANGRY",
     "CALM",
     "TOKEN",
-    "EmotionModel",
     "RunningServer",
     "close_of",
     "fast_plan",
     "mulaw_clip",
+    "open_ws",
     "read_records",
     "running_server",
-    "open_ws",
     "send_twilio",
     "wait_for",
 ]

@@ -11,12 +11,13 @@ from test_server_support import (
     close_of,
     fast_plan,
     mulaw_clip,
+    open_ws,
     read_records,
     running_server,
-    open_ws,
     send_twilio,
     wait_for,
 )
+
 from emostream.engine.plan import SessionPlan
 
 __all__ = ["fast_plan"]

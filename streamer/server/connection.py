@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from emostream.server.closing import RejectError, fit_reason
+from emostream.server.closing import MESSAGE_TOO_BIG, RejectError, fit_reason
 from emostream.server.metrics import ServerMetrics
 
 log = logging.getLogger("emostream.server")
@@ -44,6 +44,17 @@ class Connection:
         if self.ws.client_state == WebSocketState.DISCONNECTED:
             return {"type": "websocket.disconnect", "code": 1006}
         message: dict[str, Any] = dict(await self.ws.receive())
+        if (
+            message["type"] == "websocket.disconnect"
+            and message.get("code") == MESSAGE_TOO_BIG
+            and not self.closed_with
+        ):
+            # the protocol layer refused a message over [server] max_message_bytes and closed with 1009
+            log.warning(
+                "%s %s: closed %d (oversize): %s", self.endpoint, self.peer, MESSAGE_TOO_BIG, message.get("reason")
+            )
+            self.metrics.rejected.labels("oversize").inc()
+            self.closed_with = (MESSAGE_TOO_BIG, "message too big")
         return message
 
     async def send_text(self, text: str) -> bool:

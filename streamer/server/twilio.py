@@ -110,7 +110,7 @@ def parse_media(msg: dict[str, Any]) -> tuple[str, int, bytes]:
         media = msg["media"]
         track = media.get("track", "inbound")
         timestamp = int(media.get("timestamp", -1))
-        payload = binascii.a2b_base64(media["payload"])
+        payload = binascii.a2b_base64(media["payload"], strict_mode=True)
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
         raise RejectError(
             INVALID_DATA, "malformed_message", "media message without media.payload (base64), track and timestamp"
