@@ -166,12 +166,17 @@ def stream(
     model: EmotionModel,
     recording: Recording,
     smoothing: SmoothingConfig,
+    *,
     block_s: float = 0.5,
     vad_noise_margin_db: float | None = None,
+    vad_engine: str | None = None,
 ) -> list[HopResult]:
     """Every hop of ``recording`` through a fresh pipeline as a live run builds it (the plan step:
     speaker calibration when the model was trained for it, the first reading after 1 s), end flushed."""
-    vad = Overrides(VadConfig, () if vad_noise_margin_db is None else (("noise_floor_margin_db", vad_noise_margin_db),))
+    pairs = [] if vad_noise_margin_db is None else [("noise_floor_margin_db", vad_noise_margin_db)]
+    if vad_engine is not None:
+        pairs.append(("engine", vad_engine))
+    vad = Overrides(VadConfig, tuple(pairs))
     plan = make_plan(Config(smoothing=smoothing, vad=vad), model)
     pipeline = plan.pipeline(plan.channel_plans(1)[0])
     block = int(block_s * recording.rate_hz)
@@ -386,6 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "snr_db": args.snr_db,
         "noise": args.noise,
         "vad_noise_margin_db": args.vad_noise_margin,
+        "vad_engine": args.vad_engine,
         "seed": args.seed,
         "episode": args.episode,
         "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
@@ -424,7 +430,7 @@ def _stream_and_score(
         noise=args.noise,
     )
     default = SmoothingConfig()
-    hops = stream(model, rec, default, vad_noise_margin_db=args.vad_noise_margin)
+    hops = stream(model, rec, default, vad_noise_margin_db=args.vad_noise_margin, vad_engine=args.vad_engine)
     hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
     if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
         raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
@@ -464,6 +470,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", choices=tuple(NOISE_SLOPES), default="pink", help="background noise colour")
     parser.add_argument(
         "--vad-noise-margin", type=float, help="[vad] noise_floor_margin_db for the run (default: the model's VAD)"
+    )
+    parser.add_argument(
+        "--vad-engine", choices=("webrtc", "silero"), help="[vad] engine for the run (default: the model's)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
