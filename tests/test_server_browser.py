@@ -410,7 +410,7 @@ def test_try_page_reads_the_fake_microphone(server: Server, page: Any, tmp_path:
     _wait_fn(
         page,
         "() => /^(Whole recording|No emotion was read)/.test(document.getElementById('status').textContent)",
-        timeout=20000,
+        timeout=45000,
     )
     assert page.is_enabled("#mic-start")
     assert page.get_attribute("#conn", "data-state") == "idle"
@@ -429,7 +429,7 @@ def test_try_page_analyses_a_picked_file(server: Server, page: Any, tmp_path: Pa
         timeout=30000,
     )
     assert "in real time" in page.inner_text("#status")
-    _wait_fn(page, "() => document.getElementById('status').textContent.startsWith('Whole recording')", timeout=30000)
+    _wait_fn(page, "() => document.getElementById('status').textContent.startsWith('Whole recording')", timeout=60000)
     assert "angry" in page.inner_text("#status") or "fearful" in page.inner_text("#status")
     assert page.is_enabled("#mic-start") and page.is_enabled("#file")
 

@@ -125,7 +125,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 /** The reading of one hop record, in words: what the big label says and how. */
-export function describeReading(hop, minSpeechRatio = 0.3) {
+export function describeReading(hop, { short = false, minSpeechRatio = 0.3 } = {}) {
   if (!hop) return { kind: "waiting", text: "waiting for audio", detail: "" };
   const speech = hop.is_speech ?? hop.speech_ratio >= minSpeechRatio;
   if (hop.emotion == null) {
@@ -136,7 +136,8 @@ export function describeReading(hop, minSpeechRatio = 0.3) {
   if (hop.uncertain) {
     return { kind: "uncertain", text: "uncertain", detail: `${hop.emotion}? ${pct(hop.confidence)}`, emotion: hop.emotion };
   }
-  return { kind: "emotion", text: hop.emotion, detail: `${pct(hop.confidence)} confident`, emotion: hop.emotion };
+  const detail = short ? pct(hop.confidence) : `${pct(hop.confidence)} confident`;
+  return { kind: "emotion", text: hop.emotion, detail, emotion: hop.emotion };
 }
 
 /**

@@ -127,11 +127,13 @@ class Call {
     if (this.alerting) {
       const several = [...this.channels.values()].filter((c) => c.analysed).length > 1;
       const texts = [...this.alerts.values()].map((a) => {
-        const what = a.on === "arousal" ? `arousal ${Number(a.score).toFixed(2)}` : `${(a.emotions ?? []).join("+")} ${pct(a.score)}`;
-        return `${a.rule}${several ? ` (${a.role ?? "channel " + a.channel})` : ""} · ${what}`;
+        const score = a.on === "arousal" ? Number(a.score).toFixed(2) : pct(a.score);
+        return `${a.rule}${several ? ` (${a.role ?? "channel " + a.channel})` : ""} ${score}`;
       });
       this.banner.textContent = `⚠ ALERT ${texts.join("; ")}`;
-      this.banner.title = this.banner.textContent;
+      this.banner.title = [...this.alerts.values()].map((a) =>
+        `${a.rule}: ${a.on === "arousal" ? "arousal" : (a.emotions ?? []).join(" + ")} at ${Number(a.score).toFixed(2)} ` +
+        `(threshold ${a.threshold}) since ${clock(a.t_start ?? 0)} of the call`).join("\n");
       this.banner.hidden = false;
     } else {
       this.banner.hidden = true;
@@ -167,7 +169,7 @@ class Call {
 }
 
 function renderReading(ch) {
-  const r = describeReading(ch.last);
+  const r = describeReading(ch.last, { short: true });
   ch.chip.textContent = r.text;
   ch.chip.dataset.kind = r.kind;
   if (r.kind === "emotion") {

@@ -9,6 +9,7 @@ import {
 const $ = (id) => document.getElementById(id);
 const DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"];
 const FILE_LEAD_S = 0.2; // a file is sent at most this far ahead of real time
+const SUMMARY_WAIT_S = 30; // after "stop", wait this long for the server's call_end before closing
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 let token = readToken();
@@ -192,7 +193,7 @@ function openIngest(rateHz, what) {
       setConn("idle", "not streaming");
       if (ev.code === 1008) badToken(ev.reason);
       else if (stopping && (ev.code === 1000 || ev.code === 1005)) {
-        if (!summary) setStatus("Finished.");
+        if (!summary) setStatus("Finished (the server sent no summary).");
       } else {
         showMessage(`The server closed the stream: ${describeClose(ev)}.`);
         setStatus(summary ? showSummary(summary) : "Stopped.");
@@ -371,7 +372,7 @@ function finish(text) {
     run.ws.send(JSON.stringify({ type: "stop" }));
     setStatus(text);
     const ws = run.ws;
-    setTimeout(() => { if (ws.readyState === WebSocket.OPEN) ws.close(1000, "done"); }, 5000);
+    setTimeout(() => { if (ws.readyState === WebSocket.OPEN) ws.close(1000, "done"); }, SUMMARY_WAIT_S * 1000);
   } else {
     stopLocal();
   }
