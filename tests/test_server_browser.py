@@ -16,6 +16,7 @@ Never downloads a browser.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -79,15 +80,12 @@ def _serve_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "emostream"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_arg: str) -> Iterator[Server]:
-    """A real ``emostream serve`` on 127.0.0.1:<free port>, token in EMOSTREAM_TOKEN; SIGTERM at the end."""
-    folder = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def _running_server(folder: Path, model_arg: str, token: str, port: int) -> Iterator[Server]:
+    """``emostream serve`` on 127.0.0.1:``port`` with ``token`` in EMOSTREAM_TOKEN, until SIGTERM at the end."""
     config = folder / "config.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    token = secrets.token_urlsafe(24)
-    port = _free_port()
-    log = folder / "serve.log"
+    log = folder / f"serve-{port}-{time.monotonic_ns()}.log"
     cmd = [*_serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
     cmd += ["--model", model_arg]
     with log.open("wb") as out:
@@ -117,6 +115,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_arg: str) -> Iterator
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_arg: str) -> Iterator[Server]:
+    """A real ``emostream serve`` on a free port with a random token, shared by the module's tests."""
+    with _running_server(tmp_path_factory.mktemp("serve"), model_arg, secrets.token_urlsafe(24), _free_port()) as srv:
+        yield srv
 
 
 def _clips(*pairs: tuple[int, int], gap_s: float = 0.6) -> np.ndarray:
@@ -463,3 +468,22 @@ def test_no_token_asks_for_one(server: Server, page: Any) -> None:
     page.goto(f"{server.url}/")
     page.wait_for_selector("#token-form:not([hidden])", timeout=5000)
     assert page.get_attribute("#conn", "data-state") == "offline"
+
+
+# ---- the connection indicator ------------------------------------------------------------------------
+
+
+def test_supervisor_page_reconnects_after_a_server_restart(page: Any, tmp_path: Path, model_arg: str) -> None:
+    token, port = secrets.token_urlsafe(24), _free_port()
+    with _running_server(tmp_path, model_arg, token, port) as srv:
+        page.goto(f"{srv.url}/#token={token}")
+        page.wait_for_selector("#conn[data-state='live']", timeout=15000)
+    # the server is gone: the page says so and counts down to its next attempt (no reload)
+    _wait_fn(page, "() => /reconnecting in \\d+ s/.test(document.querySelector('#conn').textContent)", timeout=15000)
+    assert page.get_attribute("#conn", "data-state") == "offline"
+    with _running_server(tmp_path, model_arg, token, port) as srv:
+        # backoff: 1, 2, 4, 8 s (+-20%) while the server was away; the next attempt finds it
+        page.wait_for_selector("#conn[data-state='live']", timeout=40000)
+        call = IngestCall(srv, f"CA-{secrets.token_hex(3)}-back", _clips((1, 5))[:, None], ["customer"]).start()
+        page.wait_for_selector(f"#live article.call[data-call-id='{call.call_id}']", timeout=15000)
+        call.join(60)
