@@ -280,3 +280,18 @@ def test_a_bad_connection_does_not_disturb_a_running_call(server: RunningServer)
         assert close_of(ws)[0] == 1000
     summary = records[-1]["summary"]
     assert summary["end_reason"] == "stop" and abs(summary["duration_s"] - len(audio) / 8000) < 0.05
+
+
+def test_audio_beyond_the_backlog_is_dropped_and_counted(fast_plan: SessionPlan) -> None:
+    burst = encode_raw(np.zeros(6400, dtype=np.float32) + 0.01, "s16le")  # 0.4 s per message
+    with running_server(fast_plan, max_backlog_s=0.5, workers=1) as server, open_ws(server, "/ingest") as ws:
+        ws.send(json.dumps({**HEADER, "call_id": "flood", "events": True}))
+        ws.recv(timeout=10)
+        for _ in range(200):  # 80 s of audio at once: far faster than it can be analysed
+            ws.send(burst)
+        ws.send(json.dumps({"type": "stop"}))
+        records = read_records(ws, lambda r: r["type"] == "call_end", timeout_s=30)
+        dropped_metric = server.metric("emostream_dropped_audio_seconds_total")
+    summary = records[-1]["summary"]
+    assert summary["dropped_audio_s"] > 0 and dropped_metric == pytest.approx(summary["dropped_audio_s"], abs=1e-3)
+    assert summary["duration_s"] + summary["dropped_audio_s"] == pytest.approx(80.0, abs=1e-3)

@@ -4,9 +4,9 @@ A :class:`Call` is fed (n, channels) float32 blocks from the event loop (:meth:`
 never waits) and analyses them in order on one of the registry's analysis threads, one
 batch at a time (the Session has one owner at any moment: the call's consumer task hands
 it to a thread and waits). What waited while a batch was analysed goes into the next one,
-so a call that falls behind catches up in larger batches; beyond ``max_backlog_s`` of
-waiting audio new audio is dropped and counted. Each hop and alert becomes a record
-(the ``--jsonl`` record plus ``call_id``) on the :class:`~emostream.server.events.EventHub`;
+so a call that falls behind catches up in larger batches; audio that would take the
+waiting audio beyond ``max_backlog_s`` is dropped and counted (a single message is always
+taken). Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on the :class:`~emostream.server.events.EventHub`;
 alert events also go to the alert delivery. When the call ends its summary (the format of
 ``emostream calls``) is published as ``call_end`` and written to ``[server] summary_dir``.
 
@@ -136,7 +136,7 @@ class Call:
         n = block.shape[0]
         if n == 0 or self._closing:
             return True
-        if self._waiting_frames + n > self._max_waiting:
+        if self._waiting_frames and self._waiting_frames + n > self._max_waiting:
             self.dropped_frames += n
             self._registry.metrics.dropped_audio.inc(n / self.spec.rate_hz)
             if (

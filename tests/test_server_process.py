@@ -1,0 +1,148 @@
+"""``emostream serve`` as a process: start-up lines, SIGTERM drains open calls and exits 0, exit 2 for bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_server_support import TOKEN, close_of, read_records
+from websockets.sync.client import connect
+
+from emostream.audio.codecs import encode_raw
+
+ENV = {**os.environ, "EMOSTREAM_TOKEN": TOKEN}
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", "fast", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or ENV,
+    )
+
+
+def _port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+    assert found, f"unexpected start-up line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    return int(found.group(1))
+
+
+@pytest.mark.slow
+def test_sigterm_ends_open_calls_with_their_summaries_and_exits_0(tmp_path: Path) -> None:
+    proc = _serve("--summary-dir", str(tmp_path))
+    try:
+        port = _port(proc)
+        base = f"ws://127.0.0.1:{port}"
+        with (
+            connect(f"{base}/events?token={TOKEN}", open_timeout=20) as events,
+            connect(f"{base}/ingest?token={TOKEN}", open_timeout=20) as ws,
+        ):
+            events.recv(timeout=10)
+            ws.send(json.dumps({"call_id": "open-call", "sample_rate_hz": 16000, "encoding": "s16le", "channels": 1}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+            tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(48000) / 16000).astype(np.float32)
+            ws.send(encode_raw(tone, "s16le"))
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code, reason = close_of(ws)
+            records = read_records(events, lambda r: r["type"] == "call_end", timeout_s=10)
+            events_close = close_of(events)
+        assert proc.wait(timeout=10) == 0
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (code, reason) == (1001, "server shutting down")
+    assert records[-1]["type"] == "call_end" and records[-1]["call_id"] == "open-call"
+    assert events_close[0] == 1001
+    summary = json.loads((tmp_path / "open-call.json").read_text())
+    assert summary["end_reason"] == "server shutting down" and abs(summary["duration_s"] - 3.0) < 0.01
+    assert elapsed < 5.0
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert "call open-call started" in log and "call open-call ended (server shutting down)" in log
+
+
+@pytest.mark.slow
+def test_port_in_use_exits_2_with_the_address() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "emostream", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in proc.stderr and "--port" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["--max-calls", "0"], {}, "[server] max_calls is 0"),
+        (["--port", "70000"], {}, "[server] port is 70000"),
+        ([], {"EMOSTREAM_TOKEN": "short"}, "EMOSTREAM_TOKEN has 5 characters"),
+        (["--summary-dir", "/proc/emostream-no"], {}, "summary folder /proc/emostream-no"),
+    ],
+)
+def test_bad_settings_exit_2(args: list[str], env: dict[str, str], fragment: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "emostream", "serve", *args],
+        capture_output=True,
+        text=True,
+        env={**ENV, **env},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_missing_server_extras_exit_2_with_the_install_hint() -> None:
+    code = "import sys; sys.modules['starlette'] = None; from emostream.apps.cli import main; sys.exit(main(['serve']))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "`emostream serve` needs the server extras; install them with `pip install 'emostream[server]'`" in (
+        proc.stderr
+    )
+
+
+@pytest.mark.slow
+def test_generated_token_is_printed_in_the_page_urls() -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("EMOSTREAM_TOKEN", "EMOSTREAM_CONFIG")}
+    proc = _serve(env=env)
+    try:
+        port = _port(proc)
+        assert proc.stdout is not None
+        page = proc.stdout.readline()
+        found = re.search(rf"http://127\.0\.0\.1:{port}/#token=(\S+)", page)
+        assert found, page
+        token = found.group(1)
+        with connect(f"ws://127.0.0.1:{port}/events?token={token}", open_timeout=20) as events:
+            assert json.loads(events.recv(timeout=10))["type"] == "snapshot"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
