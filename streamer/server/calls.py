@@ -6,9 +6,10 @@ batch at a time (the Session has one owner at any moment: the call's consumer ta
 it to a thread and waits). What waited while a batch was analysed goes into the next one,
 so a call that falls behind catches up in larger batches; audio that would take the
 waiting audio beyond ``max_backlog_s`` is dropped and counted (a single message is always
-taken). Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on the :class:`~emostream.server.events.EventHub`;
-alert events also go to the alert delivery. When the call ends its summary (the format of
-``emostream calls``) is published as ``call_end`` and written to ``[server] summary_dir``.
+taken). Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on
+the :class:`~emostream.server.events.EventHub`; alert events also go to the alert delivery.
+When the call ends its summary (the format of ``emostream calls``) is published as
+``call_end`` and written to ``[server] summary_dir``.
 
 :class:`CallRegistry` opens and ends calls: the ``max_calls`` limit, unique call ids, the
 idle watchdog and the drain at shutdown.
