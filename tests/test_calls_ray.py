@@ -8,6 +8,7 @@ they skip when ray is not installed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 from conftest import fixture_clip, run_cli
 
 from emostream.apps.calls import cluster
@@ -121,6 +124,30 @@ def test_a_task_whose_worker_dies_is_that_calls_error(tmp_path: Path, model_arg:
 
 
 @pytest.mark.slow
+def test_stopping_the_batch_cancels_queued_and_running_tasks(tmp_path: Path, model_arg: str, ray_instance: Any) -> None:
+    ray = ray_instance
+    folder = tmp_path / "long"
+    folder.mkdir()
+    audio, rate = sf.read(DEMO, dtype="float32")
+    for i in range(6):  # 6 calls of 3 x 77 s: seconds of work each, more than the 2 CPUs finish in the test
+        sf.write(folder / f"long{i}.flac", np.tile(audio, 3), rate)
+    options = dataclasses.replace(batch_options(tmp_path / "out", model_arg), fingerprint="test")
+    options.out_dir.mkdir()
+    jobs = [CallJob(path=p, key=p.stem) for p in sorted(folder.glob("*.flac"))]
+    outcomes = RayExecutor(RaySettings()).run(jobs, options)
+    first = next(outcomes)  # one call done: the next ones run or wait in the queue
+    assert first[1] is not None, first[2]
+    assert ray.available_resources().get("CPU", 0) < 2
+    outcomes.close()  # what Ctrl-C / SIGTERM do to the batch: the executor cancels its tasks
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < 2:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2, "tasks kept running after the batch stopped"
+    time.sleep(1.0)  # nothing queued starts later either
+    assert ray.available_resources().get("CPU", 0) == 2 and len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
+@pytest.mark.slow
 def test_cli_on_an_existing_cluster_leaves_it_running(tmp_path: Path, model_arg: str, ray_instance: Any) -> None:
     ray = ray_instance
     folder = call_folder(tmp_path)
@@ -192,6 +219,7 @@ def test_interrupting_cancels_the_tasks_stops_ray_and_writes_partial_reports(
     assert len({r["call"] for r in rows}) == 29 and any(r["status"] == "not analysed" for r in rows)
     batch = json.loads((out / "batch_summary.json").read_text())
     assert batch["interrupted"] is True and batch["not_analysed"] >= 1 and batch["processed"] >= 1
+    assert all(f["path"].endswith("broken.wav") for f in batch["failed"]), batch["failed"]  # cancelled, not failed
 
 
 def test_without_ray_the_command_exits_2_with_the_install_command(

@@ -265,6 +265,7 @@ def run_batch(
     jobs: int = 1,
     progress: bool = True,
     in_process: bool | None = None,
+    *,
     executor: Executor | None = None,
 ) -> BatchResult:
     """Analyse every call, resume finished ones, write the CSV and the batch summary.
@@ -328,7 +329,7 @@ def _execute(
             yield process_call(analyzer, job, options)
         return
     context = get_context("spawn")  # no fork: the parent may run threads (progress bar)
-    with _single_threaded_children(), sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
+    with _single_threaded_children(), _sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
         pool = ProcessPoolExecutor(
             min(jobs, len(todo)), mp_context=context, initializer=_init_worker, initargs=(options,)
         )
@@ -377,7 +378,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 @contextmanager
-def sigint_ignored() -> Iterator[None]:
+def _sigint_ignored() -> Iterator[None]:
     """Ignore SIGINT while worker processes are started (they inherit it); the parent's handler after."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from emostream.apps.calls.analysis import CallAnalyzer, CallJob
-from emostream.apps.calls.batch import BatchOptions, Outcome, analyse_call, save_call, sigint_ignored
+from emostream.apps.calls.batch import BatchOptions, Outcome, analyse_call, save_call
 from emostream.config import apply_overrides
 from emostream.errors import ConfigError, EmoStreamError
 from emostream.inference.metadata import ModelMetadata, resolve_model
@@ -149,10 +149,7 @@ def connected(settings: RaySettings) -> Iterator[Any]:
         options |= {"num_cpus": settings.max_jobs, "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        # Ray's local processes start ignoring SIGINT: a Ctrl-C in the terminal reaches every process of the
-        # foreground group, and it is the driver's to handle (cancel the tasks, write the reports, stop Ray)
-        with sigint_ignored():
-            ray.init(address=settings.address, **options)
+        ray.init(address=settings.address, **options)
     except ConnectionError as exc:
         raise ConfigError(f"--ray {settings.address}: cannot connect to a Ray cluster ({exc}); {ADDRESS_HELP}") from exc
     finally:
