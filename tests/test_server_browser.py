@@ -144,33 +144,45 @@ def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
 @pytest.fixture(scope="module")
-def browser(mic_wav: Path) -> Iterator[Any]:
-    """Headless Debian Chromium with a fake microphone (never a downloaded browser)."""
+def chromium() -> Iterator[Any]:
+    """Playwright's Chromium driver pointed at Debian's Chromium (never a downloaded browser)."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium, installed by .ci/setup)")
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={mic_wav}",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
     with sync_api.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
-        except sync_api.Error as exc:
-            pytest.skip(f"Chromium at {CHROMIUM} does not start under playwright: {exc}")
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p.chromium
+
+
+def _launch(chromium: Any, args: list[str]) -> Any:
+    try:
+        return chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+    except sync_api.Error as exc:
+        pytest.skip(f"Chromium at {CHROMIUM} does not start under playwright: {exc}")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Any, mic_wav: Path) -> Iterator[Any]:
+    """Headless Chromium whose microphone is granted and plays ``mic_wav``."""
+    b = _launch(
+        chromium, [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-audio-capture={mic_wav}"]
+    )
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture
@@ -344,7 +356,12 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
         ".includes(c.dataset.kind)).length >= 8",
         timeout=20000,
     )
-    time.sleep(2)
+    _wait_fn(  # about ten seconds into the calls: the timelines show a few readings
+        page,
+        "sel => Number(document.querySelector(sel)?.dataset.points) >= 18",
+        arg=f"{card} canvas.timeline",
+        timeout=20000,
+    )
     shot = _screenshot(page, "supervisor.png", tmp_path)
     assert shot.stat().st_size > 10_000
     assert page.evaluate("() => document.querySelectorAll('#live article.call').length") >= len(calls)
@@ -407,7 +424,13 @@ def test_try_page_reads_the_fake_microphone(server: Server, page: Any, tmp_path:
     bars = page.evaluate("() => [...document.querySelectorAll('#scores .bar span')].map(s => s.style.width)")
     assert len(bars) == len(RAVDESS) and any(b not in ("", "0%") for b in bars)
     assert page.inner_text("#arousal-text") not in ("", "–")
-    time.sleep(1)
+    # the input level meter follows the microphone (screenshot while the fake voice speaks, not in a pause)
+    _wait_fn(
+        page,
+        "() => Number(/(-?\\d+) dB$/.exec(document.getElementById('level-text').textContent)?.[1] ?? -99) > -35"
+        " && document.getElementById('speech').dataset.speech === 'true'",
+        timeout=15000,
+    )
     shot = _screenshot(page, "try.png", tmp_path)
     assert shot.stat().st_size > 10_000
     page.click("#stop")
@@ -437,6 +460,20 @@ def test_try_page_analyses_a_picked_file(server: Server, page: Any, tmp_path: Pa
     _wait_fn(page, "() => document.getElementById('status').textContent.startsWith('Whole recording')", timeout=60000)
     assert "angry" in page.inner_text("#status") or "fearful" in page.inner_text("#status")
     assert page.is_enabled("#mic-start") and page.is_enabled("#file")
+
+
+def test_try_page_says_when_the_microphone_is_refused(server: Server, chromium: Any) -> None:
+    browser = _launch(chromium, BROWSER_ARGS)  # no --use-fake-ui-for-media-stream: the permission is refused
+    try:
+        pg = browser.new_context(viewport=VIEWPORT).new_page()
+        pg.goto(f"{server.url}/try#token={server.token}")
+        pg.click("#mic-start")
+        pg.wait_for_selector("#message:not([hidden])", timeout=15000)
+        assert "Microphone permission was refused" in pg.inner_text("#message")
+        assert pg.is_enabled("#mic-start") and not pg.is_enabled("#stop")
+        assert pg.get_attribute("#conn", "data-state") == "idle"
+    finally:
+        browser.close()
 
 
 # ---- a bad token -------------------------------------------------------------------------------------

@@ -218,7 +218,7 @@ function showLevel(samples) {
   for (let i = 0; i < samples.length; i++) sum += samples[i] * samples[i];
   const db = 10 * Math.log10(sum / Math.max(1, samples.length) + 1e-12);
   $("level").style.width = `${Math.max(0, Math.min(100, (db + 60) / 60 * 100))}%`;
-  $("level-text").textContent = db < -90 ? "–" : `${Math.round(db)} dB`;
+  $("level-text").textContent = db < -90 ? "silent" : `${Math.round(db)} dB`;
 }
 
 // ---- microphone --------------------------------------------------------------------------------
