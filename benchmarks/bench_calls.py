@@ -1,4 +1,4 @@
-"""Batch call analysis (``emostream calls``): calls processed per minute with ``--jobs 1`` and ``--jobs 2``.
+"""Batch call analysis (``emostream calls``): calls per minute with ``--jobs 1``, ``--jobs 2`` and ``--ray``.
 
 Builds synthetic two-party calls from the demo recording: 8 kHz G.711 μ-law stereo WAVs
 (the usual call-center format), channel 0 = customer and channel 1 = agent taking turns
@@ -6,8 +6,13 @@ of 5 s, each call a different stretch of the demo. Runs :func:`emostream.apps.ca
 on them as the real command, ``emostream calls DIR --jobs N --no-png`` in a fresh process
 (default config: the agent channel is metered, not analysed), once with one worker and
 once with two (spawned worker processes, each loading the model once; process start-up
-included), on two CPUs, and reports calls per minute and the speed-up. Other load on the
-machine skews the speed-up: the 1-minute load average is recorded in the details.
+included), then as ``--ray --jobs 2`` (a local Ray instance of 2 CPUs, one task per call; Ray's
+start-up and shutdown included), on two CPUs, and reports calls per minute and the speed-up.
+CPU time covers every process of a run: ``RUSAGE_CHILDREN`` for the ``--jobs`` runs; for Ray,
+whose raylet reaps its workers without passing their CPU time on, the sum over all descendant
+processes sampled from ``/proc`` every 20 ms (both measures of every run are in the details).
+Other load on the machine skews the wall-clock figures: the 1-minute load average is recorded
+in the details. The Ray run is left out (noted) when ray is not installed.
 
 Standalone: ``python -m benchmarks.bench_calls [--calls 20] [--call-seconds 60] [--model M]``;
 inside ``python -m benchmarks`` it uses 20 calls of 60 s (``--quick``: 4 calls of 20 s).
@@ -16,11 +21,13 @@ inside ``python -m benchmarks`` it uses 20 calls of 60 s (``--quick``: 4 calls o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from emostream.audio.files import resample
 RATE_HZ = 8000
 TURN_S = 5.0
 SPEEDUP_TARGET = 1.5
+SAMPLE_S = 0.02  # /proc sampling period of the processes' CPU time
 
 
 def make_calls(folder: Path, n_calls: int, call_s: float) -> list[Path]:
@@ -62,16 +70,69 @@ def _two_cpus() -> set[int] | None:
     return old
 
 
-def _timed_batch(folder: Path, out: Path, model: str, jobs: int) -> tuple[float, float]:
-    """Wall and CPU seconds (all processes) of a fresh ``emostream calls FOLDER --jobs N`` (start-up included)."""
+def _timed_batch(folder: Path, out: Path, model: str, jobs: int, ray: bool = False) -> tuple[float, float, float]:
+    """Wall seconds of a fresh ``emostream calls FOLDER --jobs N [--ray]`` (start-up included), and its CPU
+    seconds (all processes) from ``RUSAGE_CHILDREN`` and from sampling ``/proc`` (NaN without /proc)."""
     cmd = [sys.executable, "-m", "emostream", "calls", str(folder), "--out", str(out), "--jobs", str(jobs)]
+    if ray:
+        cmd.append("--ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cpu_before = _children_cpu_s()
-    started = time.perf_counter()
-    proc = subprocess.run([*cmd, "--no-png", "--no-progress", "--model", model], capture_output=True, check=False)
-    wall = time.perf_counter() - started
+    with _DescendantsCpu() as sampled:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [*cmd, "--no-png", "--no-progress", "--model", model], capture_output=True, env=env, check=False
+        )
+        wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"emostream calls failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
-    return wall, _children_cpu_s() - cpu_before
+    return wall, _children_cpu_s() - cpu_before, sampled.total_s
+
+
+class _DescendantsCpu(threading.Thread):
+    """Samples the CPU time (user + sys, /proc/PID/stat) of every descendant of this process every
+    ``SAMPLE_S``; ``total_s``: the sum of each one's last reading. Ray reaps its workers with SIGCHLD
+    ignored, so their CPU never reaches ``RUSAGE_CHILDREN``; this sees it (less up to ``SAMPLE_S`` of each
+    process's last moments, and processes shorter than that)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.latest: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.latest.values()) if Path("/proc/self/stat").exists() else float("nan")
+
+    def __enter__(self) -> _DescendantsCpu:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self.stopping.wait(SAMPLE_S):
+            for pid in _descendants(os.getpid()):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue  # ended between listing and reading
+                self.latest[pid] = max(self.latest.get(pid, 0.0), (int(fields[11]) + int(fields[12])) * self.tick_s)
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found |= {child, *_descendants(child)}
+    return found
 
 
 def _children_cpu_s() -> float:
@@ -80,13 +141,14 @@ def _children_cpu_s() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Calls per minute with 1 and 2 workers on 2 CPUs, and the speed-up."""
+    """Calls per minute with 1 and 2 workers and with Ray on 2 CPUs, and the speed-up."""
     quick = bool(getattr(args, "quick", False))
     n_calls = getattr(args, "calls", None) or (4 if quick else 20)
     call_s = getattr(args, "call_seconds", None) or (20.0 if quick else 60.0)
     models = available_models(getattr(args, "models", None))
     if not models:
         return result("calls", [figure("calls per minute", "no model", target=0.0, note="pass --model")])
+    ray = importlib.util.find_spec("ray") is not None
     old = _two_cpus()
     try:
         with tempfile.TemporaryDirectory(prefix="bench_calls_") as tmp:
@@ -94,8 +156,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             folder.mkdir()
             make_calls(folder, n_calls, call_s)
             load_before = os.getloadavg()[0]
-            wall1, cpu1 = _timed_batch(folder, Path(tmp) / "out1", models[0], 1)
-            wall2, cpu2 = _timed_batch(folder, Path(tmp) / "out2", models[0], 2)
+            wall1, cpu1, sampled1 = _timed_batch(folder, Path(tmp) / "out1", models[0], 1)
+            wall2, cpu2, sampled2 = _timed_batch(folder, Path(tmp) / "out2", models[0], 2)
+            nan = float("nan")
+            wall_ray, rusage_ray, cpu_ray = (
+                _timed_batch(folder, Path(tmp) / "out_ray", models[0], 2, ray=True) if ray else (nan, nan, nan)
+            )
             load_after = os.getloadavg()[0]
     finally:
         if old is not None:
@@ -110,14 +176,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figure("CPU per call, --jobs 1", round(cpu1 / n_calls, 3), "s", note="all processes; load-independent"),
         figure("CPU per call, --jobs 2", round(cpu2 / n_calls, 3), "s"),
     ]
+    if ray:
+        cpu_note = "all processes, Ray's included (/proc samples)"
+        figures += [
+            figure(
+                "calls/min, --ray (local, 2 CPUs)",
+                round(60.0 * n_calls / wall_ray, 1),
+                "calls/min",
+                note="Ray start-up and shutdown included",
+            ),
+            figure("CPU per call, --ray", round(cpu_ray / n_calls, 3), "s", note=cpu_note),
+        ]
+    else:
+        figures.append(figure("calls/min, --ray", "ray not installed", note="pip install 'emostream[cluster]'"))
     details = {
         "model": models[0],
         "calls": n_calls,
         "call_seconds": call_s,
         "wall_s_jobs1": round(wall1, 3),
         "wall_s_jobs2": round(wall2, 3),
+        "wall_s_ray": round(wall_ray, 3) if ray else None,
         "cpu_s_jobs1": round(cpu1, 3),
         "cpu_s_jobs2": round(cpu2, 3),
+        "cpu_s_ray": round(cpu_ray, 3) if ray else None,
+        "cpu_s_ray_rusage_children": round(rusage_ray, 3) if ray else None,
+        "cpu_s_sampled_jobs1_jobs2": [round(sampled1, 3), round(sampled2, 3)],
         "cpus": 2,
         "loadavg_1min_before_after": [round(load_before, 2), round(load_after, 2)],
     }
