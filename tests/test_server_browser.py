@@ -49,12 +49,14 @@ CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 VIEWPORT = {"width": 1200, "height": 800}
 RAVDESS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 # An arousal alert that the angry and fearful fixtures set off: the supervisor page must highlight it.
+# Once fired it stays active for the rest of a short call (clear_after_s), so the page can be checked.
 CONFIG = """
 [[alerts]]
 name = "customer_aroused"
 on = "arousal"
 threshold = 0.6
 min_duration_s = 1.0
+clear_after_s = 60.0
 roles = ["customer"]
 """
 
@@ -381,27 +383,33 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
 def test_supervisor_page_highlights_an_alerting_call(server: Server, page: Any) -> None:
     page.goto(f"{server.url}/#token={server.token}")
     page.wait_for_selector("#conn[data-state='live']", timeout=15000)
-    call = IngestCall(
-        server, f"CA-{secrets.token_hex(3)}-alert", _clips((1, 5), (2, 5), (1, 5))[:, None], ["customer"]
-    ).start()
-    card = f"article.call[data-call-id='{call.call_id}']"
+    tag = secrets.token_hex(3)
+    calm = IngestCall(server, f"CA-{tag}-calm", _clips((1, 2), (2, 2), (1, 2), (2, 2))[:, None], ["customer"]).start()
+    page.wait_for_selector(f"#live article.call[data-call-id='{calm.call_id}']", timeout=15000)
+    time.sleep(0.5)
+    angry = IngestCall(server, f"CA-{tag}-angry", _clips((1, 5), (2, 5), (1, 5))[:, None], ["customer"]).start()
+    card = f"article.call[data-call-id='{angry.call_id}']"
+    page.wait_for_selector(f"#live {card}", timeout=15000)
+    first = "() => document.querySelector('#live article.call')?.dataset.callId"
+    assert page.evaluate(first) == calm.call_id, "without alerts, calls keep their start order"
     deadline = time.monotonic() + 60
     seen_alerting = False
-    while call.thread is not None and call.thread.is_alive() and time.monotonic() < deadline:
-        active = any(r.get("type") == "alert" and r.get("state") == "fired" for r in call.records) and not any(
-            r.get("type") == "alert" and r.get("state") == "cleared" for r in call.records
-        )
-        if active:
+    while angry.thread is not None and angry.thread.is_alive() and time.monotonic() < deadline:
+        alerts = [r for r in angry.records if r.get("type") == "alert"]
+        if alerts and alerts[-1].get("state") == "fired":
             page.wait_for_selector(f"#live {card}.alerting .alert-banner:not([hidden])", timeout=5000)
             banner = page.inner_text(f"{card} .alert-banner")
             assert "customer_aroused" in banner and "ALERT" in banner
-            first = page.evaluate("() => document.querySelector('#live article.call')?.dataset.callId")
-            assert first == call.call_id, "a call with an active alert sorts first"
+            assert page.evaluate(first) == angry.call_id, "a call with an active alert sorts first"
+            assert "alerting" not in (page.get_attribute(f"article.call[data-call-id='{calm.call_id}']", "class") or "")
+            assert "with an alert" in page.inner_text("#totals")
             seen_alerting = True
             break
         time.sleep(0.2)
-    call.join(120)
-    assert call.fired() >= 1, "the arousal rule did not fire on three angry clips"
+    angry.join(120)
+    calm.join(120)
+    assert angry.fired() >= 1, "the arousal rule did not fire on three angry clips"
+    assert calm.fired() == 0, "the arousal rule fired on calm speech"
     assert seen_alerting, "the page never showed the active alert"
 
 

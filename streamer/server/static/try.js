@@ -9,6 +9,7 @@ import {
 const $ = (id) => document.getElementById(id);
 const DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"];
 const FILE_LEAD_S = 0.2; // a file is sent at most this far ahead of real time
+const MAX_BACKLOG_S = 10; // audio waiting in the socket's send buffer before the page gives up
 const SUMMARY_WAIT_S = 30; // after "stop", wait this long for the server's call_end before closing
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -203,7 +204,13 @@ function openIngest(rateHz, what) {
 }
 
 function sendSamples(ws, samples) {
-  if (ws.readyState !== WebSocket.OPEN) return;
+  if (ws.readyState !== WebSocket.OPEN || run?.stopping) return;
+  if (run && ws.bufferedAmount > MAX_BACKLOG_S * run.rateHz * 4) {
+    // the network cannot carry the audio as fast as it comes: stop rather than fall ever further behind
+    showMessage(`The connection is too slow: more than ${MAX_BACKLOG_S} s of audio is waiting to be sent. Stopped.`);
+    finish("Stopping…");
+    return;
+  }
   if (LITTLE_ENDIAN) {
     ws.send(samples.buffer.byteLength === samples.byteLength ? samples.buffer : samples.slice().buffer);
   } else {
@@ -245,7 +252,7 @@ async function startMic() {
     return;
   }
   const ctx = new AudioContext();
-  run = { kind: "microphone", ctx, stream, started: performance.now() };
+  run = { kind: "microphone", ctx, stream, rateHz: ctx.sampleRate };
   try {
     await ctx.audioWorklet.addModule("static/capture-worklet.js");
     setConn("connecting", "connecting…");
@@ -316,7 +323,7 @@ async function startFile(file) {
     const data = buffer.getChannelData(c);
     for (let i = 0; i < data.length; i++) mono[i] += data[i] / buffer.numberOfChannels;
   }
-  run = { kind: "file", ctx };
+  run = { kind: "file", ctx, rateHz: rate };
   try {
     setConn("connecting", "connecting…");
     const ws = await openIngest(rate, `file ${file.name}`);
