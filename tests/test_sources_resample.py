@@ -63,7 +63,7 @@ def test_wrong_channel_count_is_refused() -> None:
 
 @pytest.mark.parametrize("fmt", list(RAW_FORMATS))
 def test_stdin_reads_every_format_of_the_codec_table(fmt: str) -> None:
-    stereo = tone(8000, 0.4, channels=2)
+    stereo = tone(8000, 0.6, channels=2)
     data = encode_raw(stereo, fmt) + b"\x00"  # one stray byte: less than a frame
     source = StdinSource(io.BytesIO(data), 8000, 2, fmt.upper(), block_ms=30)
     blocks = []
