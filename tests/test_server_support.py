@@ -89,7 +89,7 @@ def fast_plan() -> SessionPlan:
 @contextlib.contextmanager
 def running_server(plan: SessionPlan, **server: Any) -> Iterator[RunningServer]:
     """A server with the given ``[server]`` settings (tests: large backlog, audio may come faster than real time)."""
-    settings = {"max_backlog_s": 120.0, **server}
+    settings = {"max_backlog_s": 120.0, "workers": 0, **server}
     cfg = apply_overrides(plan.config, {"server": settings, "model": {"name": plan.config.model.name}})
     plan = dataclasses.replace(plan, config=cfg)
     ctx = make_context(cfg, plan, Token(TOKEN, "config"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_server_support import (
     ANGRY,
     CALM,
@@ -69,3 +70,16 @@ def test_only_the_inbound_track(fast_plan: SessionPlan) -> None:
         assert records[0]["type"] == "call_start" and len(records[0]["channels"]) == 1
         assert {r["channel"] for r in records if r["type"] == "hop"} == {0}
         assert wait_for(lambda: server.metric("emostream_active_calls") == 0)
+
+
+@pytest.mark.slow
+def test_a_call_analysed_in_a_worker_process(fast_plan: SessionPlan, tmp_path: Path) -> None:
+    with running_server(fast_plan, workers=1, summary_dir=str(tmp_path)) as server:
+        with open_ws(server, "/events") as events, open_ws(server, "/twilio", token=None) as ws:
+            events.recv(timeout=10)
+            send_twilio(ws, {"inbound": mulaw_clip(ANGRY), "outbound": mulaw_clip(CALM)}, stream_sid="MZproc")
+            records = read_records(events, lambda r: r["type"] == "call_end")
+        hops = [r for r in records if r["type"] == "hop"]
+        assert any(h["emotion"] is not None for h in hops if h["channel"] == 0)
+        assert all(h["emotion"] is None for h in hops if h["channel"] == 1)
+        assert (tmp_path / "MZproc.json").is_file()

@@ -36,7 +36,7 @@ def create_app(ctx: ServerContext) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ctx.start()
+        await ctx.start()
         yield
         await ctx.drain()
 

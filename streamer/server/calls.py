@@ -1,13 +1,13 @@
-"""Live calls: one :class:`~emostream.engine.session.Session` per call, run by the server.
+"""Live calls: one analysis (a :class:`~emostream.engine.session.Session`) per call, run by the server.
 
-A :class:`Call` is fed (n, channels) float32 blocks from the event loop (:meth:`Call.push`,
-never waits) and analyses them in order on one of the registry's analysis threads, one
-batch at a time (the Session has one owner at any moment: the call's consumer task hands
-it to a thread and waits). What waited while a batch was analysed goes into the next one,
-so a call that falls behind catches up in larger batches; audio that would take the
-waiting audio beyond ``max_backlog_s`` is dropped and counted (a single message is always
-taken). Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on
-the :class:`~emostream.server.events.EventHub`; alert events also go to the alert delivery.
+A :class:`Call` takes the call's audio as it arrives (:meth:`Call.push`, never waits) and
+hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`),
+one batch at a time: the call's consumer task awaits each batch, so the analysis has one
+user at any moment. What arrived while a batch was analysed goes into the next one, so a
+call that falls behind catches up in larger batches; audio that would take the waiting
+audio beyond ``max_backlog_s`` is dropped and counted (a single message is always taken).
+Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on the
+:class:`~emostream.server.events.EventHub`; alert events also go to the alert delivery.
 When the call ends its summary (the format of ``emostream calls``) is published as
 ``call_end`` and written to ``[server] summary_dir``.
 
@@ -18,27 +18,21 @@ idle watchdog and the drain at shutdown.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from emostream.alerts.delivery import AlertDelivery
 from emostream.alerts.rules import AlertEvent
-from emostream.apps.calls.analysis import ChannelRun, call_summary
 from emostream.apps.calls.reports import write_json_atomic
 from emostream.engine.events import Event, HopResult
 from emostream.engine.plan import SessionPlan
-from emostream.engine.session import Session
-from emostream.errors import EmoStreamError
+from emostream.server.analysis import CallSpec, Chunk
 from emostream.server.closing import (
     CALL_ID_IN_USE,
     GOING_AWAY,
@@ -50,6 +44,7 @@ from emostream.server.closing import (
 from emostream.server.config import ServerConfig
 from emostream.server.events import EventHub
 from emostream.server.metrics import ServerMetrics
+from emostream.server.pool import AnalysisError, AnalysisPool
 
 log = logging.getLogger("emostream.server")
 
@@ -74,42 +69,27 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
-class CallSpec:
-    """What a call is: its id, source (``twilio``/``ingest``), input rate and channels, default roles,
-    and ``identity`` (the summary's ``input``: stream ids, encoding; never audio)."""
-
-    call_id: str
-    source: str
-    rate_hz: int
-    channels: int
-    default_roles: tuple[str, ...]
-    identity: dict[str, Any]
-
-
 class Call:
     """One live call; see the module docstring. Created by :meth:`CallRegistry.open`."""
 
-    def __init__(self, spec: CallSpec, session: Session, registry: CallRegistry, stop: StopFn) -> None:
+    def __init__(self, spec: CallSpec, channels: list[dict[str, Any]], registry: CallRegistry, stop: StopFn) -> None:
         self.spec = spec
         self.call_id = spec.call_id
-        self.session = session
+        self.channels = channels
         self._registry = registry
         self.stop = stop  # closes the call's connection (code, reason); the handler then ends the call
         self.started_at = now_iso()
         self.last_message = time.monotonic()
-        self.runs = [
-            ChannelRun(plan=p, stats=s, hops=[], alerts=[])
-            for p, s in zip(session.channel_plans, session.stats, strict=True)
-        ]
-        self.last: dict[str, dict[str, Any] | None] = {str(p.index): None for p in session.channel_plans}
+        self._analysed = {int(c["channel"]): bool(c["analysed"]) for c in channels}
+        self.last: dict[str, dict[str, Any] | None] = {str(c["channel"]): None for c in channels}
         self.active_alerts: dict[tuple[int, str], dict[str, Any]] = {}
         self.dropped_frames = 0
+        self.hops = 0
         self.error: str | None = None
-        self._blocks: list[npt.NDArray[np.float32]] = []
-        self._arrivals: list[tuple[int, float]] = []  # (input frames fed once this block is in, arrival time)
+        self._chunks: list[Chunk] = []
+        self._arrivals: list[tuple[int, float]] = []  # (input frames once this chunk is in, arrival time)
         self._waiting_frames = 0
-        self._queued_frames = 0  # frames pushed (fed or waiting) since the start
+        self._queued_frames = 0  # frames taken (analysed or waiting) since the start
         self._max_waiting = max(1, round(registry.server.max_backlog_s * spec.rate_hz))
         self._wake = asyncio.Event()
         self._closing = False
@@ -132,26 +112,23 @@ class Call:
         """A message arrived (the idle watchdog's clock)."""
         self.last_message = time.monotonic()
 
-    def push(self, block: npt.NDArray[np.float32]) -> bool:
-        """Queue (n, channels) float32 audio for analysis without waiting; False when it was dropped."""
-        n = block.shape[0]
+    def push(self, chunk: Chunk, n: int) -> bool:
+        """Queue ``n`` frames of audio as received (the analysis decodes it) without waiting; False if dropped."""
         if n == 0 or self._closing:
             return True
+        rate = self.spec.rate_hz
         if self._waiting_frames and self._waiting_frames + n > self._max_waiting:
             self.dropped_frames += n
-            self._registry.metrics.dropped_audio.inc(n / self.spec.rate_hz)
-            if (
-                self.dropped_frames == n
-                or self.dropped_frames // self.spec.rate_hz != (self.dropped_frames - n) // self.spec.rate_hz
-            ):
+            self._registry.metrics.dropped_audio.inc(n / rate)
+            if self.dropped_frames == n or self.dropped_frames // rate != (self.dropped_frames - n) // rate:  # 1/s
                 log.warning(
                     "call %s: analysis %.1f s behind; %.2f s of audio dropped so far",
                     self.call_id,
-                    self._waiting_frames / self.spec.rate_hz,
-                    self.dropped_frames / self.spec.rate_hz,
+                    self._waiting_frames / rate,
+                    self.dropped_frames / rate,
                 )
             return False
-        self._blocks.append(block)
+        self._chunks.append(chunk)
         self._queued_frames += n
         self._arrivals.append((self._queued_frames, time.monotonic()))
         self._waiting_frames += n
@@ -159,27 +136,22 @@ class Call:
         return True
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         pool = self._registry.pool
         while True:
-            if not self._blocks:
+            if not self._chunks:
                 if self._closing:
                     return
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            blocks, arrivals = self._blocks, self._arrivals
-            self._blocks, self._arrivals, self._waiting_frames = [], [], 0
+            chunks, arrivals = self._chunks, self._arrivals
+            self._chunks, self._arrivals, self._waiting_frames = [], [], 0
             try:
-                events = await loop.run_in_executor(pool, self._feed, blocks)
-            except EmoStreamError as exc:  # samples the session refuses (non-finite, implausible)
+                events = await pool.feed(self.call_id, chunks)
+            except AnalysisError as exc:  # samples the session refuses (non-finite, implausible)
                 self._fail(str(exc))
                 return
             self._publish(events, arrivals)
-
-    def _feed(self, blocks: list[npt.NDArray[np.float32]]) -> list[Event]:
-        """Analysis thread: the waiting blocks as one."""
-        return self.session.feed(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -195,20 +167,19 @@ class Call:
         ends = [frames for frames, _ in arrivals]
         for event in events:
             if isinstance(event, HopResult):
-                self.runs[event.channel].hops.append(event)
                 record = event.to_dict()
                 record["call_id"] = self.call_id
                 self.last[str(event.channel)] = record
-                registry.hop_counter(self.runs[event.channel].plan.analysed).inc()
+                self.hops += 1
+                registry.hop_counter(self._analysed.get(event.channel, False)).inc()
                 if arrivals:
-                    # the block that completed this hop: the first whose end reaches the hop's end
-                    i = min(int(np.searchsorted(ends, round(event.t_end * rate))), len(arrivals) - 1)
+                    # the chunk that completed this hop: the first whose end reaches the hop's end
+                    i = min(bisect.bisect_left(ends, round(event.t_end * rate)), len(arrivals) - 1)
                     metrics.hop_latency.observe(now - arrivals[i][1])
                 hub.publish(self.call_id, record)
             elif isinstance(event, AlertEvent):
                 record = event.to_dict()
                 record["call_id"] = self.call_id
-                self.runs[event.channel].alerts.append(event.to_dict())
                 key = (event.channel, event.rule)
                 if event.state == "fired":
                     self.active_alerts[key] = record
@@ -227,10 +198,7 @@ class Call:
             "call_id": self.call_id,
             "source": self.spec.source,
             "started_at": self.started_at,
-            "channels": [
-                {"channel": p.index, "role": p.role, "name": p.name, "analysed": p.analysed}
-                for p in self.session.channel_plans
-            ],
+            "channels": [dict(c) for c in self.channels],
             "last": dict(self.last),
             "alerts": list(self.active_alerts.values()),
         }
@@ -240,39 +208,25 @@ class Call:
         self._closing = True
         self._wake.set()
         await self._task
-        loop = asyncio.get_running_loop()
-        registry = self._registry
-        if self.error is None:
-            try:
-                self._publish(await loop.run_in_executor(registry.pool, self.session.flush))
-            except EmoStreamError as exc:
-                self.error = str(exc)
-        return await loop.run_in_executor(registry.pool, self._summary, reason)
-
-    def _summary(self, reason: str) -> dict[str, Any]:
-        """Analysis thread: the summary dict (``emostream calls`` format plus the live call's fields)."""
-        registry = self._registry
-        plan = registry.plan
-        summary = call_summary(
-            self.call_id,
-            self.spec.identity,
-            self.spec.rate_hz,
-            self.session.audio_s,
-            self.runs,
-            labels=plan.labels,
-            bin_s=registry.server.bin_s,
-        )
-        summary["model"] = plan.model_name
-        summary["source"] = self.spec.source
-        summary["started_at"] = self.started_at
-        summary["ended_at"] = now_iso()
-        summary["end_reason"] = reason if self.error is None else f"error: {self.error}"
-        summary["dropped_audio_s"] = round(self.dropped_frames / self.spec.rate_hz, 3)
+        extra = {
+            "source": self.spec.source,
+            "started_at": self.started_at,
+            "ended_at": now_iso(),
+            "end_reason": reason if self.error is None else f"error: {self.error}",
+            "dropped_audio_s": round(self.dropped_frames / self.spec.rate_hz, 3),
+        }
+        try:
+            events, summary = await self._registry.pool.finish(self.call_id, extra, self.error is None)
+        except AnalysisError as exc:  # the worker is gone: what is known without it
+            log.error("call %s: no summary from the analysis (%s)", self.call_id, exc)
+            extra["end_reason"] = f"error: {exc}"
+            return {"call": self.call_id, "input": self.spec.identity, "duration_s": 0.0, "channels": [], **extra}
+        self._publish(events)
         return summary
 
 
 class CallRegistry:
-    """The open calls of one server and what they share: the plan, the analysis threads, the hub, metrics."""
+    """The open calls of one server and what they share: the plan, the analysis pool, the hub, metrics."""
 
     def __init__(
         self,
@@ -281,7 +235,7 @@ class CallRegistry:
         *,
         hub: EventHub,
         metrics: ServerMetrics,
-        pool: Executor,
+        pool: AnalysisPool,
         delivery: AlertDelivery | None = None,
     ) -> None:
         self.plan = plan
@@ -326,14 +280,14 @@ class CallRegistry:
         self._opening.add(spec.call_id)
         self._idle.clear()
         try:
-            session = await asyncio.get_running_loop().run_in_executor(self.pool, self._session, spec)
-        except EmoStreamError as exc:
+            channels = await self.pool.open(spec)
+        except AnalysisError as exc:
             raise RejectError(INVALID_DATA, "bad_settings", str(exc)) from exc
         finally:
             self._opening.discard(spec.call_id)
             if not len(self):
                 self._idle.set()
-        call = Call(spec, session, self, stop)
+        call = Call(spec, channels, self, stop)
         self.calls[spec.call_id] = call
         self._idle.clear()
         self.metrics.calls.labels(spec.source).inc()
@@ -344,21 +298,10 @@ class CallRegistry:
             spec.source,
             spec.rate_hz,
             spec.channels,
-            ", ".join(f"{p.role}{'' if p.analysed else ' (not analysed)'}" for p in session.channel_plans),
+            ", ".join(f"{c['role']}{'' if c['analysed'] else ' (not analysed)'}" for c in channels),
         )
         self.hub.publish(spec.call_id, {"type": "call_start", **call.info(), "labels": list(self.plan.labels)})
         return call
-
-    def _session(self, spec: CallSpec) -> Session:
-        return Session(
-            self.plan,
-            input_rate_hz=spec.rate_hz,
-            channels=spec.channels,
-            default_roles=spec.default_roles,
-            strict=False,
-            source=spec.source,
-            session_id=spec.call_id,
-        )
 
     async def end(self, call: Call, reason: str) -> dict[str, Any]:
         """End ``call``: its summary is published (``call_end``) and written to ``summary_dir`` if set."""
@@ -368,11 +311,13 @@ class CallRegistry:
             self.calls.pop(call.call_id, None)
             self.metrics.active_calls.set(len(self.calls))
             self.metrics.calls_ended.labels(reason.split(":", maxsplit=1)[0]).inc()
-        self.metrics.audio.inc(call.session.audio_s)
+            if not len(self):
+                self._idle.set()
+        self.metrics.audio.inc(summary["duration_s"])
         if self._summary_dir is not None:
             path = self._summary_dir / f"{call.call_id}.json"
             try:
-                await asyncio.get_running_loop().run_in_executor(self.pool, write_json_atomic, path, summary)
+                await asyncio.get_running_loop().run_in_executor(None, write_json_atomic, path, summary)
                 self.metrics.summaries.inc()
             except OSError as exc:
                 log.error("call %s: summary not written to %s: %s", call.call_id, path, exc)
@@ -381,12 +326,10 @@ class CallRegistry:
             "call %s ended (%s): %.1f s of audio, %d hops, %.2f s dropped",
             call.call_id,
             summary["end_reason"],
-            call.session.audio_s,
-            sum(len(r.hops) for r in call.runs),
+            summary["duration_s"],
+            call.hops,
             call.dropped_frames / call.spec.rate_hz,
         )
-        if not len(self):
-            self._idle.set()
         return summary
 
     def infos(self) -> list[dict[str, Any]]:
@@ -400,9 +343,7 @@ class CallRegistry:
             now = time.monotonic()
             for call in list(self.calls.values()):
                 if now - call.last_message > timeout and not call.closing:
-                    log.warning(
-                        "call %s: no message for %g s; ending it (close %d)", call.call_id, timeout, IDLE_TIMEOUT
-                    )
+                    log.warning("call %s: no message for %g s; ending it", call.call_id, timeout)
                     self.metrics.rejected.labels("idle_timeout").inc()
                     call.end_connection(IDLE_TIMEOUT, f"idle timeout: no message for {timeout:g} s")
 

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -62,7 +62,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 8765; 0 = any free port)")
     parser.add_argument("--summary-dir", metavar="DIR", help="write each call's summary to DIR/<call>.json")
     parser.add_argument("--max-calls", type=int, help="calls open at once (default 200)")
-    parser.add_argument("--workers", type=int, help="analysis threads shared by the calls (default 2)")
+    parser.add_argument(
+        "--workers", type=int, help="analysis processes shared by the calls (default 2; 0 = threads of the server)"
+    )
     add_model_options(parser)
     add_calibration_options(parser)
     parser.set_defaults(func=cmd_serve, live=False)
@@ -86,8 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         plan = make_plan(cfg)
         setup_logging()
         ctx = make_context(cfg, plan, token)
-        server = EmoServer(ctx, uvicorn_config(ctx))
-        print_banner(ctx, sock.getsockname()[1])
+        server = EmoServer(ctx, uvicorn_config(ctx), on_ready=lambda: print_banner(ctx, sock.getsockname()[1]))
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -114,10 +115,16 @@ class EmoServer(uvicorn.Server):
     SIGTERM ends the process with status 0 once every open call is summarised.
     """
 
-    def __init__(self, ctx: ServerContext, config: uvicorn.Config) -> None:
+    def __init__(self, ctx: ServerContext, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.ctx = ctx
         self.signals: list[int] = []
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the app's start-up first: analysis workers loaded
+        if self.started and self._on_ready is not None:
+            self._on_ready()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

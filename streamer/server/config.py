@@ -27,8 +27,9 @@ class ServerConfig:
     ``events_queue_size``: records waiting per ``/events`` subscriber; a slower one loses
     the newest and is told how many (``dropped``). ``max_backlog_s``: audio seconds a call
     may have waiting for the analysis; beyond it new audio is dropped and counted.
-    ``workers``: analysis threads shared by all calls (one call is analysed by one thread
-    at a time). ``summary_dir``: folder for the call summaries (``<call>.json``, the format
+    ``workers``: analysis processes shared by all calls (each loads the model once; a call
+    stays on one); 0 = two threads of the server process instead (for tests and a few calls).
+    ``summary_dir``: folder for the call summaries (``<call>.json``, the format
     of ``emostream calls``); not set: summaries only go to ``/events``. ``bin_s``: seconds
     per timeline bin in the summaries. ``shutdown_timeout_s``: how long SIGTERM waits for
     open calls to be summarised.
@@ -70,7 +71,7 @@ class ServerConfig:
                 f"is {self.events_queue_size}; expected 1 to 1000000",
             ),
             (self.max_backlog_s > 0, "max_backlog_s", f"is {self.max_backlog_s}; expected more than 0 s"),
-            (1 <= self.workers <= 64, "workers", f"is {self.workers}; expected 1 to 64"),
+            (0 <= self.workers <= 64, "workers", f"is {self.workers}; expected 0 (threads) to 64 processes"),
             (self.summary_dir is None or bool(self.summary_dir), "summary_dir", "is empty; give a folder"),
             (self.bin_s > 0, "bin_s", f"is {self.bin_s}; expected more than 0 s"),
             (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from emostream.alerts.delivery import AlertDelivery
@@ -17,6 +16,7 @@ from emostream.server.config import ServerConfig
 from emostream.server.connection import Connection
 from emostream.server.events import EventHub
 from emostream.server.metrics import ServerMetrics
+from emostream.server.pool import AnalysisPool, ProcessPool, ThreadPool
 
 log = logging.getLogger("emostream.server")
 SUBSCRIBER_FLUSH_S = 0.5  # at shutdown, subscribers get this long to receive the last call_end records
@@ -26,16 +26,20 @@ SUBSCRIBER_FLUSH_S = 0.5  # at shutdown, subscribers get this long to receive th
 class ServerContext:
     """One server's state. Build it with :func:`make_context`; :meth:`start` and :meth:`drain` run in its loop."""
 
+    config: Config
     plan: SessionPlan
-    server: ServerConfig
     token: Token
     metrics: ServerMetrics
     hub: EventHub
-    pool: ThreadPoolExecutor
     delivery: AlertDelivery | None
+    pool: AnalysisPool | None = None
     registry: CallRegistry | None = None
     subscribers: set[Connection] = field(default_factory=set)
     drained: bool = False
+
+    @property
+    def server(self) -> ServerConfig:
+        return self.config.server
 
     @property
     def calls(self) -> CallRegistry:
@@ -43,13 +47,21 @@ class ServerContext:
             raise RuntimeError("the server context is not started")
         return self.registry
 
-    def start(self) -> None:
-        """In the server's event loop: the call registry and its idle watchdog."""
-        if self.registry is None:
-            self.registry = CallRegistry(
-                self.plan, self.server, hub=self.hub, metrics=self.metrics, pool=self.pool, delivery=self.delivery
-            )
-            self.registry.start()
+    async def start(self) -> None:
+        """In the server's event loop: the analysis workers (loaded and ready), the call registry, its watchdog."""
+        if self.registry is not None:
+            return
+        workers = self.server.workers
+        if workers:
+            pool = ProcessPool(self.config, workers)
+            self.pool = pool
+            await pool.wait_ready()
+        else:
+            self.pool = ThreadPool(self.plan, self.server.bin_s)
+        self.registry = CallRegistry(
+            self.plan, self.server, hub=self.hub, metrics=self.metrics, pool=self.pool, delivery=self.delivery
+        )
+        self.registry.start()
 
     async def drain(self) -> None:
         """Shutdown: end every call with its summary, let subscribers read the last records, close them (1001)."""
@@ -66,7 +78,8 @@ class ServerContext:
             await conn.close(GOING_AWAY, "server shutting down")
         if self.delivery is not None:
             await loop.run_in_executor(None, self.delivery.close, 2.0)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            await loop.run_in_executor(None, self.pool.close)
 
 
 def make_context(cfg: Config, plan: SessionPlan, token: Token) -> ServerContext:
@@ -74,11 +87,10 @@ def make_context(cfg: Config, plan: SessionPlan, token: Token) -> ServerContext:
     metrics = ServerMetrics()
     delivery = AlertDelivery(cfg.alerts_output) if cfg.alerts_output.enabled else None
     return ServerContext(
+        config=cfg,
         plan=plan,
-        server=cfg.server,
         token=token,
         metrics=metrics,
         hub=EventHub(cfg.server.events_queue_size, on_drop=metrics.events_dropped.inc),
-        pool=ThreadPoolExecutor(cfg.server.workers, thread_name_prefix="emostream-analysis"),
         delivery=delivery,
     )

@@ -13,10 +13,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from emostream.audio.codecs import decode_raw
-from emostream.errors import EmoStreamError
+from emostream.server.analysis import CallSpec
 from emostream.server.auth import token_from_request
-from emostream.server.calls import Call, CallSpec, check_call_id
+from emostream.server.calls import Call, check_call_id
 from emostream.server.closing import (
     IDLE_TIMEOUT,
     INVALID_DATA,
@@ -106,7 +105,7 @@ async def twilio_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
         if call is not None and aligner is not None and not conn.closed:
             tail = aligner.take(final=True)
             if tail is not None:
-                call.push(tail)
+                call.push(tail, len(tail[0]))
         await _finish(ctx, conn, call, reason)
 
 
@@ -137,6 +136,8 @@ def _twilio_spec(start: TwilioStart) -> CallSpec:
         rate_hz=RATE_HZ,
         channels=len(start.tracks),
         default_roles=start.default_roles,
+        encoding="mulaw",
+        per_track=True,
         identity={
             "source": "twilio",
             "stream_sid": start.stream_sid,
@@ -158,9 +159,9 @@ async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> 
         if event == "media":
             track, timestamp_ms, payload = parse_media(body)
             aligner.add(track, timestamp_ms, payload)
-            block = aligner.take()
-            if block is not None:
-                call.push(block)
+            chunk = aligner.take()
+            if chunk is not None:
+                call.push(chunk, len(chunk[0]))
         elif event == "stop":
             return "stop"
 
@@ -234,6 +235,8 @@ def _ingest_spec(header: IngestHeader, call_id: str, peer: str) -> CallSpec:
         rate_hz=header.sample_rate_hz,
         channels=header.channels,
         default_roles=roles,
+        encoding=header.encoding,
+        per_track=False,
         identity={
             "source": "ingest",
             "encoding": header.encoding,
@@ -261,11 +264,7 @@ async def _ingest_audio(conn: Connection, call: Call, header: IngestHeader) -> s
                     f"binary message of {len(data)} bytes; expected whole frames of {frame_bytes} bytes "
                     f"({header.encoding} x {header.channels} channel(s))",
                 )
-            try:
-                block = decode_raw(data, header.encoding).reshape(-1, header.channels)
-            except EmoStreamError as exc:
-                raise RejectError(INVALID_DATA, "bad_audio", str(exc)) from exc
-            call.push(block)
+            call.push(bytes(data), len(data) // frame_bytes)
             continue
         text = str(message.get("text") or "")
         if text.replace(" ", "") in ('{"type":"stop"}', "stop"):

@@ -10,7 +10,7 @@ stream started, ``media.payload``: base64 μ-law), ``mark`` and ``dtmf`` (ignore
 and ``stop``. Twilio cannot add a header or a query string to the stream URL, so the
 token comes as ``<Parameter name="token" value="..."/>``.
 
-:class:`TrackAligner` lines the tracks up into (n, tracks) blocks by their timestamps:
+:class:`TrackAligner` lines the tracks up by their timestamps (equal lengths of μ-law per track):
 a gap in a track's timestamps is filled with silence, and a track that lags the other
 by more than ``max_skew_s`` (it stopped sending) is padded with silence, so the call
 keeps being analysed.
@@ -23,10 +23,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from emostream.audio.codecs import mulaw_decode
 from emostream.server.closing import INVALID_DATA, UNSUPPORTED_DATA, RejectError
 
 RATE_HZ = 8000
@@ -119,7 +115,7 @@ def parse_media(msg: dict[str, Any]) -> tuple[str, int, bytes]:
 
 
 class TrackAligner:
-    """Collects each track's μ-law bytes and hands out whole (n, tracks) float32 blocks, channels in track order."""
+    """Collects each track's μ-law bytes and hands out equal lengths of every track, in track order."""
 
     def __init__(self, tracks: tuple[str, ...], *, max_skew_s: float = 0.5) -> None:
         self.tracks = tracks
@@ -148,8 +144,8 @@ class TrackAligner:
         buf.extend(payload)
         self._written[i] += len(payload)
 
-    def take(self, *, final: bool = False) -> npt.NDArray[np.float32] | None:
-        """The samples every track has (all of them when ``final``), shape (n, tracks), or None."""
+    def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
+        """The μ-law bytes every track has (all of them when ``final``), one string per track, or None."""
         lengths = [len(b) for b in self._buffers]
         longest = max(lengths)
         floor = longest if final else longest - self._max_skew
@@ -161,11 +157,10 @@ class TrackAligner:
         n = min(len(b) for b in self._buffers)
         if n == 0:
             return None
-        codes = np.empty((n, len(self._buffers)), dtype=np.uint8)
-        for i, buf in enumerate(self._buffers):
-            codes[:, i] = np.frombuffer(buf, dtype=np.uint8, count=n)
+        out = tuple(bytes(buf[:n]) for buf in self._buffers)
+        for buf in self._buffers:
             del buf[:n]
-        return mulaw_decode(codes)
+        return out
 
 
 def stream_messages(

@@ -56,6 +56,7 @@ class Call {
       this.channels.set(index, ch);
       this.built = false;
     } else {
+      if ((role && role !== ch.role) || (analysed != null && analysed !== ch.analysed)) this.built = false;
       if (role) ch.role = role;
       if (analysed != null) ch.analysed = analysed;
     }
@@ -64,7 +65,10 @@ class Call {
 
   hop(record, toTimeline = true) {
     const ch = this.channel(record.channel ?? 0, record.role, undefined);
-    if (record.emotion != null) ch.analysed = true;
+    if (record.emotion != null && !ch.analysed) {
+      ch.analysed = true; // a reading on a channel announced as not analysed: show it as analysed
+      this.built = false;
+    }
     ch.last = record;
     if (toTimeline) ch.timeline.push(record);
   }

@@ -1,0 +1,108 @@
+"""One call's analysis: its :class:`~emostream.engine.session.Session`, the channel runs, the summary.
+
+A :class:`CallAnalysis` is owned by one analysis worker (a thread of the server, or a
+worker process: :mod:`emostream.server.pool`) and used by one request at a time. It takes
+the call's audio as it arrived (encoded bytes: decoding happens here, off the event
+loop), returns the events, and at the end flushes and builds the summary in the format of
+``emostream calls`` (:func:`emostream.apps.calls.analysis.call_summary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.alerts.rules import AlertEvent
+from emostream.apps.calls.analysis import ChannelRun, call_summary
+from emostream.audio.codecs import decode_raw
+from emostream.engine.events import Event, HopResult
+from emostream.engine.plan import SessionPlan
+from emostream.engine.session import Session
+
+Chunk = bytes | tuple[bytes, ...]
+"""Audio as received: interleaved samples (``/ingest``), or one byte string per track (``/twilio``, equal lengths)."""
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """What a call is: id, source (``twilio``/``ingest``), input rate, channels, default roles, encoding
+    (a raw ``--format`` name), whether chunks come per track, and ``identity`` (the summary's ``input``)."""
+
+    call_id: str
+    source: str
+    rate_hz: int
+    channels: int
+    default_roles: tuple[str, ...]
+    encoding: str
+    per_track: bool
+    identity: dict[str, Any]
+
+
+def decode_chunks(chunks: Sequence[Chunk], spec: CallSpec) -> npt.NDArray[np.float32]:
+    """Chunks as one (n, channels) float32 block."""
+    if spec.per_track:
+        tracks = [b"".join(c[i] for c in chunks if isinstance(c, tuple)) for i in range(spec.channels)]
+        columns = [decode_raw(t, spec.encoding) for t in tracks]
+        return np.stack(columns, axis=1) if len(columns) > 1 else columns[0].reshape(-1, 1)
+    data = b"".join(c for c in chunks if isinstance(c, bytes))
+    return decode_raw(data, spec.encoding).reshape(-1, spec.channels)
+
+
+class CallAnalysis:
+    """The analysis state of one live call (see the module docstring)."""
+
+    def __init__(self, plan: SessionPlan, spec: CallSpec, bin_s: float) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.bin_s = bin_s
+        self.session = Session(
+            plan,
+            input_rate_hz=spec.rate_hz,
+            channels=spec.channels,
+            default_roles=spec.default_roles,
+            strict=False,
+            source=spec.source,
+            session_id=spec.call_id,
+        )
+        pairs = zip(self.session.channel_plans, self.session.stats, strict=True)
+        self.runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
+
+    @property
+    def channels(self) -> list[dict[str, Any]]:
+        """The channels as ``<call info>`` lists them: index, role, name, analysed."""
+        return [
+            {"channel": p.index, "role": p.role, "name": p.name, "analysed": p.analysed}
+            for p in self.session.channel_plans
+        ]
+
+    def feed(self, chunks: Sequence[Chunk]) -> list[Event]:
+        """Analyse the chunks (in order); the events they completed. AudioInputError for refused samples."""
+        return self._collect(self.session.feed(decode_chunks(chunks, self.spec)))
+
+    def finish(self, extra: dict[str, Any], *, flush: bool = True) -> tuple[list[Event], dict[str, Any]]:
+        """End of the call: the last events (``flush``) and the summary, with ``extra`` fields added."""
+        events = self._collect(self.session.flush()) if flush else []
+        summary = call_summary(
+            self.spec.call_id,
+            self.spec.identity,
+            self.spec.rate_hz,
+            self.session.audio_s,
+            self.runs,
+            labels=self.plan.labels,
+            bin_s=self.bin_s,
+        )
+        summary["model"] = self.plan.model_name
+        summary.update(extra)
+        return events, summary
+
+    def _collect(self, events: list[Event]) -> list[Event]:
+        for event in events:
+            if isinstance(event, HopResult):
+                self.runs[event.channel].hops.append(event)
+            elif isinstance(event, AlertEvent):
+                self.runs[event.channel].alerts.append(event.to_dict())
+        return events

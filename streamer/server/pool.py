@@ -1,0 +1,244 @@
+"""Where the calls are analysed: worker processes (default) or threads of the server process.
+
+The event loop only receives and routes audio; every :class:`~emostream.server.analysis.CallAnalysis`
+lives in one worker and is used by one request at a time (the call's consumer task awaits
+each). :class:`ProcessPool` runs ``[server] workers`` processes, each loading the model
+once: the analysis then runs beside the event loop instead of sharing its interpreter
+lock, which is what lets two cores carry the calls. A call stays on the worker it was
+opened on (the one with the fewest calls). :class:`ThreadPool` (``workers = 0``) keeps
+the analysis in two threads of the server process: quicker to start, for tests and
+a few calls.
+
+Requests (``open``, ``feed``, ``finish``) go to a process through a sender thread (the
+event loop never blocks on a full pipe) and their replies come back through a receiver
+thread that resolves the awaiting future in the loop. A worker ignores SIGINT and
+SIGTERM (the server drains the calls first and then stops its workers) and exits when its
+pipe closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from emostream.config import Config
+from emostream.engine.events import Event
+from emostream.engine.plan import SessionPlan, make_plan
+from emostream.errors import EmoStreamError
+from emostream.server.analysis import CallAnalysis, CallSpec, Chunk
+
+log = logging.getLogger("emostream.server")
+THREADS = 2
+START_TIMEOUT_S = 120.0
+
+
+class AnalysisError(EmoStreamError):
+    """A worker refused a request: bad audio, bad settings, or a worker that died."""
+
+
+class AnalysisPool(Protocol):
+    """The analysis of every call: open, feed and finish, each awaited by the call's consumer task."""
+
+    async def open(self, spec: CallSpec) -> list[dict[str, Any]]: ...
+
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]: ...
+
+    async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadPool:
+    """Calls analysed in threads of the server process (``[server] workers = 0``)."""
+
+    def __init__(self, plan: SessionPlan, bin_s: float) -> None:
+        self.plan = plan
+        self.bin_s = bin_s
+        self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="emostream-analysis")
+        self._calls: dict[str, CallAnalysis] = {}
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except EmoStreamError as exc:
+            raise AnalysisError(str(exc)) from exc
+
+    async def open(self, spec: CallSpec) -> list[dict[str, Any]]:
+        analysis: CallAnalysis = await self._run(CallAnalysis, self.plan, spec, self.bin_s)
+        self._calls[spec.call_id] = analysis
+        return analysis.channels
+
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]:
+        events: list[Event] = await self._run(self._calls[call_id].feed, chunks)
+        return events
+
+    async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
+        analysis = self._calls.pop(call_id)
+        result: tuple[list[Event], dict[str, Any]] = await self._run(lambda: analysis.finish(extra, flush=flush))
+        return result
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+def worker_main(conn: Connection, cfg: Config) -> None:
+    """A worker process: load the plan, then serve requests ``(id, kind, call_id, arg)`` until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        plan = make_plan(cfg)
+    except EmoStreamError as exc:
+        conn.send((0, False, str(exc)))
+        return
+    conn.send((0, True, None))
+    calls: dict[str, CallAnalysis] = {}
+    bin_s = cfg.server.bin_s
+    while True:
+        try:
+            req_id, kind, call_id, arg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if kind == "stop":
+            return
+        try:
+            if kind == "open":
+                calls[call_id] = CallAnalysis(plan, arg, bin_s)
+                result: Any = calls[call_id].channels
+            elif kind == "feed":
+                result = calls[call_id].feed(arg)
+            else:  # finish
+                extra, flush = arg
+                result = calls.pop(call_id).finish(extra, flush=flush)
+            conn.send((req_id, True, result))
+        except EmoStreamError as exc:
+            conn.send((req_id, False, str(exc)))
+        except Exception as exc:  # a bug: the call ends with the message, the worker goes on
+            traceback.print_exc()
+            conn.send((req_id, False, f"internal error in the analysis: {type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    """One worker process seen from the server: a request queue, a sender and a receiver thread."""
+
+    def __init__(self, index: int, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
+        mp = multiprocessing.get_context("spawn")
+        self.conn, child = mp.Pipe()
+        self.process = mp.Process(target=worker_main, args=(child, cfg), name=f"emostream-worker-{index}", daemon=True)
+        self.process.start()
+        child.close()
+        self.index = index
+        self.calls = 0
+        self._loop = loop
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._out: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.start_error: str | None = None
+        self.dead = False
+        threading.Thread(target=self._send_loop, name=f"emostream-worker-{index}-send", daemon=True).start()
+        threading.Thread(target=self._receive_loop, name=f"emostream-worker-{index}-recv", daemon=True).start()
+
+    def _send_loop(self) -> None:
+        while (item := self._out.get()) is not None:
+            try:
+                self.conn.send(item)
+            except (OSError, ValueError):
+                return
+
+    def _receive_loop(self) -> None:
+        while True:
+            try:
+                req_id, ok, result = self.conn.recv()
+            except (EOFError, OSError):
+                self.dead = True
+                self.ready.set()
+                self._loop.call_soon_threadsafe(self._fail_all)
+                return
+            if req_id == 0:
+                self.start_error = None if ok else str(result)
+                self.ready.set()
+                continue
+            self._loop.call_soon_threadsafe(self._resolve, req_id, ok, result)
+
+    def _resolve(self, req_id: int, ok: bool, result: Any) -> None:
+        future = self._pending.pop(req_id, None)
+        if future is None or future.done():
+            return
+        if ok:
+            future.set_result(result)
+        else:
+            future.set_exception(AnalysisError(str(result)))
+
+    def _fail_all(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(AnalysisError(f"analysis worker {self.index} stopped"))
+        self._pending.clear()
+
+    async def request(self, kind: str, call_id: str, arg: Any) -> Any:
+        if self.dead:
+            raise AnalysisError(f"analysis worker {self.index} stopped")
+        req_id = next(self._ids)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[req_id] = future
+        self._out.put((req_id, kind, call_id, arg))
+        return await future
+
+    def stop(self, timeout_s: float) -> None:
+        self._out.put((0, "stop", "", None))
+        self._out.put(None)
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(1.0)
+        self.conn.close()
+
+
+class ProcessPool:
+    """Calls analysed in ``n`` worker processes; construct it in the running loop, then :meth:`wait_ready`."""
+
+    def __init__(self, cfg: Config, n: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._workers = [_Worker(i, cfg, loop) for i in range(n)]
+        self._home: dict[str, _Worker] = {}
+
+    async def wait_ready(self) -> None:
+        """Wait until every worker has loaded the model; AnalysisError when one cannot."""
+        for worker in self._workers:
+            started = await asyncio.to_thread(worker.ready.wait, START_TIMEOUT_S)
+            if not started or worker.dead or worker.start_error:
+                raise AnalysisError(f"analysis worker {worker.index} did not start: {worker.start_error or 'no reply'}")
+
+    async def open(self, spec: CallSpec) -> list[dict[str, Any]]:
+        worker = min(self._workers, key=lambda w: (w.dead, w.calls))
+        channels: list[dict[str, Any]] = await worker.request("open", spec.call_id, spec)
+        worker.calls += 1
+        self._home[spec.call_id] = worker
+        return channels
+
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]:
+        events: list[Event] = await self._home[call_id].request("feed", call_id, list(chunks))
+        return events
+
+    async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
+        worker = self._home.pop(call_id)
+        worker.calls -= 1
+        result: tuple[list[Event], dict[str, Any]] = await worker.request("finish", call_id, (extra, flush))
+        return result
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop(5.0)
