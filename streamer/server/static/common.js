@@ -206,16 +206,16 @@ export class Timeline {
       const p = pts[i];
       const t0 = i > 0 ? pts[i - 1].t : Math.max(left, p.t - 0.5);
       if (p.t <= left) continue;
-      const x0 = x(Math.max(t0, left)), x1 = Math.max(x(p.t), x0 + 1);
+      const x0 = Math.floor(x(Math.max(t0, left))), x1 = Math.max(Math.ceil(x(p.t)), x0 + 1); // whole pixels: no seams
       if (p.emotion) {
         g.fillStyle = emotionColour(p.emotion);
         g.globalAlpha = p.uncertain ? 0.45 : 1;
         const y = p.uncertain ? top + (h - top) / 2 : top;
-        g.fillRect(x0, y, x1 - x0 + 0.5, h - y);
+        g.fillRect(x0, y, x1 - x0, h - y);
         g.globalAlpha = 1;
       } else if (p.speech) {
         g.fillStyle = "#b7bcc4";
-        g.fillRect(x0, h - 6, x1 - x0 + 0.5, 6);
+        g.fillRect(x0, h - 6, x1 - x0, 6);
       }
     }
     g.fillStyle = "#c0392b";
