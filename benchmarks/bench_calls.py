@@ -70,23 +70,35 @@ def _two_cpus() -> set[int] | None:
     return old
 
 
-def _timed_batch(folder: Path, out: Path, model: str, jobs: int, ray: bool = False) -> tuple[float, float, float]:
-    """Wall seconds of a fresh ``emostream calls FOLDER --jobs N [--ray]`` (start-up included), and its CPU
-    seconds (all processes) from ``RUSAGE_CHILDREN`` and from sampling ``/proc`` (NaN without /proc)."""
+RAY_READY = "emostream: Ray:"  # the line the command prints once connected, before the first task
+
+
+def _timed_batch(
+    folder: Path, out: Path, model: str, jobs: int, ray: bool = False
+) -> tuple[float, float, float, float | None]:
+    """Wall seconds of a fresh ``emostream calls FOLDER --jobs N [--ray]`` (start-up included), its CPU
+    seconds (all processes) from ``RUSAGE_CHILDREN`` and from sampling ``/proc`` (NaN without /proc), and
+    with ``ray`` the seconds until Ray was up (the command's ``emostream: Ray:`` line)."""
     cmd = [sys.executable, "-m", "emostream", "calls", str(folder), "--out", str(out), "--jobs", str(jobs)]
     if ray:
         cmd.append("--ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cpu_before = _children_cpu_s()
+    ready_s = None
     with _DescendantsCpu() as sampled:
         started = time.perf_counter()
-        proc = subprocess.run(
-            [*cmd, "--no-png", "--no-progress", "--model", model], capture_output=True, env=env, check=False
-        )
+        args = [*cmd, "--no-png", "--no-progress", "--model", model]
+        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True) as proc:
+            assert proc.stderr is not None
+            errors = []
+            for line in proc.stderr:
+                if ready_s is None and line.startswith(RAY_READY):
+                    ready_s = time.perf_counter() - started
+                errors.append(line)
         wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"emostream calls failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
-    return wall, _children_cpu_s() - cpu_before, sampled.total_s
+        raise RuntimeError(f"emostream calls failed ({proc.returncode}): {''.join(errors)[-500:]}")
+    return wall, _children_cpu_s() - cpu_before, sampled.total_s, ready_s
 
 
 class _DescendantsCpu(threading.Thread):
@@ -156,11 +168,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             folder.mkdir()
             make_calls(folder, n_calls, call_s)
             load_before = os.getloadavg()[0]
-            wall1, cpu1, sampled1 = _timed_batch(folder, Path(tmp) / "out1", models[0], 1)
-            wall2, cpu2, sampled2 = _timed_batch(folder, Path(tmp) / "out2", models[0], 2)
+            wall1, cpu1, sampled1, _ = _timed_batch(folder, Path(tmp) / "out1", models[0], 1)
+            wall2, cpu2, sampled2, _ = _timed_batch(folder, Path(tmp) / "out2", models[0], 2)
             nan = float("nan")
-            wall_ray, rusage_ray, cpu_ray = (
-                _timed_batch(folder, Path(tmp) / "out_ray", models[0], 2, ray=True) if ray else (nan, nan, nan)
+            wall_ray, rusage_ray, cpu_ray, ready_ray = (
+                _timed_batch(folder, Path(tmp) / "out_ray", models[0], 2, ray=True) if ray else (nan, nan, nan, None)
             )
             load_after = os.getloadavg()[0]
     finally:
@@ -178,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if ray:
         cpu_note = "all processes, Ray's included (/proc samples)"
+        ready = ready_ray if ready_ray is not None else nan
         figures += [
             figure(
                 "calls/min, --ray (local, 2 CPUs)",
@@ -185,6 +198,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "calls/min",
                 note="Ray start-up and shutdown included",
             ),
+            figure(
+                "calls/min, --ray, once Ray is up",
+                round(60.0 * n_calls / (wall_ray - ready), 1),
+                "calls/min",
+                note="workers' start-up and Ray shutdown included",
+            ),
+            figure("Ray start-up (command start to connected)", round(ready, 1), "s"),
             figure("CPU per call, --ray", round(cpu_ray / n_calls, 3), "s", note=cpu_note),
         ]
     else:
@@ -196,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s_jobs1": round(wall1, 3),
         "wall_s_jobs2": round(wall2, 3),
         "wall_s_ray": round(wall_ray, 3) if ray else None,
+        "ray_ready_s": round(ready_ray, 3) if ready_ray is not None else None,
         "cpu_s_jobs1": round(cpu1, 3),
         "cpu_s_jobs2": round(cpu2, 3),
         "cpu_s_ray": round(cpu_ray, 3) if ray else None,
