@@ -2,7 +2,8 @@
 
 Each call file (WAV/FLAC/OGG, any rate, G.711 WAV included; one party per channel) runs
 through one session (:mod:`~emostream.apps.calls.analysis`); the batch runner
-(:mod:`~emostream.apps.calls.batch`) handles worker processes, resume and progress; the
+(:mod:`~emostream.apps.calls.batch`) handles worker processes, resume and progress (or Ray
+tasks with ``--ray``: :mod:`~emostream.apps.calls.cluster`, imported only then); the
 report writer (:mod:`~emostream.apps.calls.reports`) writes JSON, PNG and CSV. No audio is written.
 """
 
