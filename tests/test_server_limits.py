@@ -196,7 +196,8 @@ def test_ingest_non_finite_samples_close_1007(server: RunningServer) -> None:
     with open_ws(server, "/ingest") as ws:
         ws.send(json.dumps({**HEADER, "encoding": "f32le"}))
         ws.recv(timeout=10)
-        ws.send(np.full(320, np.nan, dtype="<f4").tobytes())
+        for _ in range(18):  # 1.1 s: the audio is analysed when it reaches the first reading (1 s)
+            ws.send(np.full(1000, np.nan, dtype="<f4").tobytes())
         code, reason = close_of(ws)
     assert code == 1007 and "non-finite" in reason
 

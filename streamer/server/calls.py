@@ -3,8 +3,12 @@
 A :class:`Call` takes the call's audio as it arrives (:meth:`Call.push`, never waits) and
 hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`),
 one batch at a time: the call's consumer task awaits each batch, so the analysis has one
-user at any moment. What arrived while a batch was analysed goes into the next one, so a
-call that falls behind catches up in larger batches; audio that would take the waiting
+user at any moment. Audio is handed over when it reaches the end of the next analysis
+window (the hop grid is known from the plan and from the hops already made; near a hop
+end every message goes at once, until the hop comes out), or after ``MAX_BATCH_S``: a
+few requests per hop instead of one per 20 ms message, and no hop waits for a batch.
+What arrived while a batch was analysed goes into the next one, so a call that falls
+behind catches up in larger batches; audio that would take the waiting
 audio beyond ``max_backlog_s`` is dropped and counted (a single message is always taken).
 Each hop and alert becomes a record (the ``--jsonl`` record plus ``call_id``) on the
 :class:`~emostream.server.events.EventHub`; alert events also go to the alert delivery.
@@ -19,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,8 @@ log = logging.getLogger("emostream.server")
 
 CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 WATCH_INTERVAL_S = 0.5
+MAX_BATCH_S = 1.0  # audio analysed at the latest after this much has waited, hop or not
+MAX_IN_FLIGHT = 8  # analysis requests of one call under way at once (worker processes keep their order)
 
 StopFn = Callable[[int, str], None]
 
@@ -67,6 +75,15 @@ def check_call_id(call_id: str) -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Request:
+    """One analysis request under way: its task, the arrivals of its chunks, its frames."""
+
+    task: asyncio.Future[list[Event]]
+    arrivals: list[tuple[int, float]]
+    frames: int
 
 
 class Call:
@@ -88,12 +105,24 @@ class Call:
         self.error: str | None = None
         self._chunks: list[Chunk] = []
         self._arrivals: list[tuple[int, float]] = []  # (input frames once this chunk is in, arrival time)
-        self._waiting_frames = 0
+        self._pending_frames = 0  # frames in _chunks, not sent to the analysis yet
+        self._unanalysed_frames = 0  # pending + sent and not answered yet (the backlog)
         self._queued_frames = 0  # frames taken (analysed or waiting) since the start
         self._max_waiting = max(1, round(registry.server.max_backlog_s * spec.rate_hz))
-        self._wake = asyncio.Event()
+        timing = registry.plan.timing
+        self._hop_s = timing.hop_s
+        self._next_due = round(timing.window_times_s(0)[1] * spec.rate_hz)  # input frames the next hop needs
+        self._max_batch = round(MAX_BATCH_S * spec.rate_hz)
+        self._wake = asyncio.Event()  # audio became due (or the call ends)
+        self._slot = asyncio.Event()  # an analysis request came back
+        self._kick = asyncio.Event()  # a request was sent (or the submitter ended)
+        self._inflight: collections.deque[Request] = collections.deque()
+        self._depth = MAX_IN_FLIGHT if registry.pool.ordered else 1
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"call-{self.call_id}")
+        self._submitted = False  # the submitter has ended: nothing more will be sent
+        loop = asyncio.get_running_loop()
+        self._submitter = loop.create_task(self._submit(), name=f"call-{self.call_id}-submit")
+        self._publisher = loop.create_task(self._collect(), name=f"call-{self.call_id}-publish")
 
     # ------------------------------------------------------------ event loop side
 
@@ -117,41 +146,85 @@ class Call:
         if n == 0 or self._closing:
             return True
         rate = self.spec.rate_hz
-        if self._waiting_frames and self._waiting_frames + n > self._max_waiting:
+        if self._unanalysed_frames and self._unanalysed_frames + n > self._max_waiting:
             self.dropped_frames += n
             self._registry.metrics.dropped_audio.inc(n / rate)
             if self.dropped_frames == n or self.dropped_frames // rate != (self.dropped_frames - n) // rate:  # 1/s
                 log.warning(
                     "call %s: analysis %.1f s behind; %.2f s of audio dropped so far",
                     self.call_id,
-                    self._waiting_frames / rate,
+                    self._unanalysed_frames / rate,
                     self.dropped_frames / rate,
                 )
             return False
         self._chunks.append(chunk)
         self._queued_frames += n
         self._arrivals.append((self._queued_frames, time.monotonic()))
-        self._waiting_frames += n
-        self._wake.set()
+        self._pending_frames += n
+        self._unanalysed_frames += n
+        if self._due():
+            self._wake.set()
         return True
 
-    async def _run(self) -> None:
+    def _due(self) -> bool:
+        """Whether the waiting audio should be analysed now: it reaches the next hop, is large, or the call ends."""
+        return bool(self._chunks) and (
+            self._closing or self._queued_frames >= self._next_due or self._pending_frames >= self._max_batch
+        )
+
+    async def _submit(self) -> None:
+        """Send due audio to the analysis, up to ``_depth`` requests in flight (the pool keeps their order)."""
         pool = self._registry.pool
+        try:
+            while self.error is None:
+                if not self._due():
+                    if self._closing:
+                        return
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                if len(self._inflight) >= self._depth:
+                    self._slot.clear()
+                    await self._slot.wait()
+                    continue
+                chunks, arrivals, frames = self._chunks, self._arrivals, self._pending_frames
+                self._chunks, self._arrivals, self._pending_frames = [], [], 0
+                task = asyncio.ensure_future(pool.feed(self.call_id, chunks))
+                self._inflight.append(Request(task, arrivals, frames))
+                self._kick.set()
+        finally:
+            self._submitted = True
+            self._kick.set()
+
+    async def _collect(self) -> None:
+        """Publish each request's events in the order sent; move the next hop's due point on."""
         while True:
-            if not self._chunks:
-                if self._closing:
+            if not self._inflight:
+                if self._submitted:
                     return
-                await self._wake.wait()
-                self._wake.clear()
+                self._kick.clear()
+                await self._kick.wait()
                 continue
-            chunks, arrivals = self._chunks, self._arrivals
-            self._chunks, self._arrivals, self._waiting_frames = [], [], 0
+            request = self._inflight[0]
             try:
-                events = await pool.feed(self.call_id, chunks)
+                events = await request.task
             except AnalysisError as exc:  # samples the session refuses (non-finite, implausible)
                 self._fail(str(exc))
+                for other in self._inflight:
+                    other.task.cancel()
+                self._inflight.clear()
+                self._wake.set()
+                self._slot.set()
                 return
-            self._publish(events, arrivals)
+            self._inflight.popleft()
+            self._unanalysed_frames -= request.frames
+            self._publish(events, request.arrivals)
+            ends = [e.t_end for e in events if isinstance(e, HopResult)]
+            if ends:  # the next hop closes one hop later; until then, audio is only collected
+                self._next_due = max(self._next_due, round((max(ends) + self._hop_s) * self.spec.rate_hz))
+            self._slot.set()
+            if self._due():
+                self._wake.set()
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -207,7 +280,8 @@ class Call:
         """End the call: analyse what waits, flush, summarise; returns the summary (the ``call_end`` payload)."""
         self._closing = True
         self._wake.set()
-        await self._task
+        await self._submitter
+        await self._publisher
         extra = {
             "source": self.spec.source,
             "started_at": self.started_at,

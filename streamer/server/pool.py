@@ -10,8 +10,10 @@ the analysis in two threads of the server process: quicker to start, for tests a
 a few calls.
 
 Requests (``open``, ``feed``, ``finish``) go to a process through a sender thread (the
-event loop never blocks on a full pipe) and their replies come back through a receiver
-thread that resolves the awaiting future in the loop. A worker ignores SIGINT and
+event loop never blocks on a full pipe); the event loop reads the replies itself (the
+pipe is one of its readers) and resolves the awaiting futures. A process answers its
+requests in the order they were sent, so a call may have several feeds in flight
+(:attr:`ProcessPool.ordered`). A worker ignores SIGINT and
 SIGTERM (the server drains the calls first and then stops its workers) and exits when its
 pipe closes.
 """
@@ -49,6 +51,8 @@ class AnalysisError(EmoStreamError):
 class AnalysisPool(Protocol):
     """The analysis of every call: open, feed and finish, each awaited by the call's consumer task."""
 
+    ordered: bool
+
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]: ...
 
     async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]: ...
@@ -60,6 +64,8 @@ class AnalysisPool(Protocol):
 
 class ThreadPool:
     """Calls analysed in threads of the server process (``[server] workers = 0``)."""
+
+    ordered = False  # two threads: a call's feeds must wait for each other
 
     def __init__(self, plan: SessionPlan, bin_s: float) -> None:
         self.plan = plan
@@ -145,11 +151,11 @@ class _Worker:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._out: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self.ready = threading.Event()
+        self.ready = asyncio.Event()
         self.start_error: str | None = None
         self.dead = False
         threading.Thread(target=self._send_loop, name=f"emostream-worker-{index}-send", daemon=True).start()
-        threading.Thread(target=self._receive_loop, name=f"emostream-worker-{index}-recv", daemon=True).start()
+        loop.add_reader(self.conn.fileno(), self._on_readable)  # replies are read by the event loop itself
 
     def _send_loop(self) -> None:
         while (item := self._out.get()) is not None:
@@ -158,20 +164,20 @@ class _Worker:
             except (OSError, ValueError):
                 return
 
-    def _receive_loop(self) -> None:
-        while True:
-            try:
+    def _on_readable(self) -> None:
+        try:
+            while self.conn.poll():
                 req_id, ok, result = self.conn.recv()
-            except (EOFError, OSError):
-                self.dead = True
-                self.ready.set()
-                self._loop.call_soon_threadsafe(self._fail_all)
-                return
-            if req_id == 0:
-                self.start_error = None if ok else str(result)
-                self.ready.set()
-                continue
-            self._loop.call_soon_threadsafe(self._resolve, req_id, ok, result)
+                if req_id == 0:
+                    self.start_error = None if ok else str(result)
+                    self.ready.set()
+                else:
+                    self._resolve(req_id, ok, result)
+        except (EOFError, OSError):
+            self.dead = True
+            self._loop.remove_reader(self.conn.fileno())
+            self.ready.set()
+            self._fail_all()
 
     def _resolve(self, req_id: int, ok: bool, result: Any) -> None:
         future = self._pending.pop(req_id, None)
@@ -198,6 +204,8 @@ class _Worker:
         return await future
 
     def stop(self, timeout_s: float) -> None:
+        if not self.dead:
+            self._loop.call_soon_threadsafe(self._loop.remove_reader, self.conn.fileno())
         self._out.put((0, "stop", "", None))
         self._out.put(None)
         self.process.join(timeout_s)
@@ -210,6 +218,8 @@ class _Worker:
 class ProcessPool:
     """Calls analysed in ``n`` worker processes; construct it in the running loop, then :meth:`wait_ready`."""
 
+    ordered = True  # a call's requests are answered in the order sent: feeds need not wait for each other
+
     def __init__(self, cfg: Config, n: int) -> None:
         loop = asyncio.get_running_loop()
         self._workers = [_Worker(i, cfg, loop) for i in range(n)]
@@ -218,14 +228,21 @@ class ProcessPool:
     async def wait_ready(self) -> None:
         """Wait until every worker has loaded the model; AnalysisError when one cannot."""
         for worker in self._workers:
-            started = await asyncio.to_thread(worker.ready.wait, START_TIMEOUT_S)
-            if not started or worker.dead or worker.start_error:
+            try:
+                await asyncio.wait_for(worker.ready.wait(), START_TIMEOUT_S)
+            except TimeoutError:
+                worker.start_error = f"no reply within {START_TIMEOUT_S:g} s"
+            if worker.dead or worker.start_error:
                 raise AnalysisError(f"analysis worker {worker.index} did not start: {worker.start_error or 'no reply'}")
 
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]:
         worker = min(self._workers, key=lambda w: (w.dead, w.calls))
-        channels: list[dict[str, Any]] = await worker.request("open", spec.call_id, spec)
-        worker.calls += 1
+        worker.calls += 1  # before the reply: calls opened at the same moment spread over the workers
+        try:
+            channels: list[dict[str, Any]] = await worker.request("open", spec.call_id, spec)
+        except BaseException:
+            worker.calls -= 1
+            raise
         self._home[spec.call_id] = worker
         return channels
 

@@ -306,15 +306,21 @@ function setLabels(list) {
 
 // ---- rendering (batched once per animation frame) --------------------------------------------
 
+// At most RENDER_HZ repaints a second however many calls send hops: with 100 calls a hop arrives
+// every few milliseconds, and one layout per batch costs far less than one per hop.
+const RENDER_HZ = 4;
 let scheduled = false;
+let lastFlush = 0;
 function schedule() {
   if (scheduled) return;
   scheduled = true;
-  requestAnimationFrame(flush);
+  const wait = Math.max(0, lastFlush + 1000 / RENDER_HZ - performance.now());
+  setTimeout(() => requestAnimationFrame(flush), wait);
 }
 
 function flush() {
   scheduled = false;
+  lastFlush = performance.now();
   for (const call of dirty) call.render();
   if (orderDirty) arrange();
   for (const call of dirty) call.drawTimelines();
