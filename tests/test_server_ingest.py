@@ -67,3 +67,16 @@ def test_ingest_roles_from_the_header(fast_plan: SessionPlan) -> None:
         ws.send(json.dumps(header))
         accepted = json.loads(ws.recv(timeout=10))
         assert [(c["role"], c["analysed"]) for c in accepted["channels"]] == [("agent", False), ("customer", True)]
+
+
+def test_ingest_as_freeswitch_mod_audio_fork_connects(fast_plan: SessionPlan) -> None:
+    """mod_audio_fork asks for its subprotocol, sends its metadata as the first text frame, then L16 frames."""
+    with (
+        running_server(fast_plan) as server,
+        open_ws(server, "/ingest", subprotocols=["audio.drachtio.org"]) as ws,
+    ):
+        assert ws.subprotocol == "audio.drachtio.org"
+        header = {"call_id": "fs-uuid-1", "sample_rate_hz": 8000, "encoding": "s16le", "channels": 2, "events": True}
+        ws.send(json.dumps(header))
+        accepted = json.loads(ws.recv(timeout=10))
+        assert [c["role"] for c in accepted["channels"]] == ["customer", "agent"]

@@ -31,6 +31,7 @@ from emostream.server.ingest import IngestHeader, parse_header
 from emostream.server.twilio import RATE_HZ, TrackAligner, TwilioStart, parse_media, parse_message, parse_start
 
 STEREO_ROLES = ("customer", "agent")  # /ingest with two channels and no roles, as `emostream calls`
+BRIDGE_SUBPROTOCOLS = ("audio.drachtio.org", "audiostream.drachtio.org")  # FreeSWITCH mod_audio_fork asks for one
 
 
 def bad_token(where: str) -> RejectError:
@@ -46,7 +47,8 @@ async def accept_with_token(
     the token in its start message), or None when a wrong or missing token closed it (1008).
     """
     conn = Connection(ws, endpoint, ctx.metrics)
-    await ws.accept()
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol=next((p for p in offered if p in BRIDGE_SUBPROTOCOLS), None))
     given = token_from_request(ws.headers, ws.query_params)
     if given is None and not required:
         return conn, False
