@@ -62,6 +62,7 @@ STEPS = {"fast": (25, 50, 100, 150, 200, 250, 300), "accurate": (10, 20, 30, 40,
 QUICK_STEPS = {"fast": (25, 50), "accurate": (10, 20)}
 MASK = b"\x1f\x2e\x3d\x4c"
 TICK_S = 0.005
+WARMUP_S = 2.0
 
 
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -158,10 +159,30 @@ class StepResult:
         return self.server_cpu_s / max(self.audio_s, 1e-9)
 
 
+@dataclass
+class Window:
+    """The steady-state measurement window of a step: metrics and CPU at its start and end."""
+
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    server_cpu_s: list[float] = field(default_factory=list)
+    client_cpu_s: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+
+    async def mark(self, port: int, pid: int) -> None:
+        self.server_cpu_s.append(proc_cpu_s(pid))
+        self.client_cpu_s.append(client_cpu_s())
+        self.wall_s.append(time.perf_counter())
+        self.metrics.append(parse_metrics(await asyncio.to_thread(metrics_text, port)))
+
+
 async def run_step(
-    port: int, prepared: tuple[list[str], list[bytes], bytes], n_calls: int, step_s: float
-) -> dict[str, Any]:
-    """Stream ``n_calls`` calls for ``step_s`` seconds each (staggered over the first second); client figures."""
+    port: int, pid: int, prepared: tuple[list[str], list[bytes], bytes], n_calls: int, step_s: float
+) -> tuple[dict[str, Any], Window]:
+    """Stream ``n_calls`` calls for ``step_s`` s each (starts staggered over one second).
+
+    The window measured opens ``WARMUP_S`` after the last call started (start-up of the
+    calls, first readings) and closes before the calls are stopped (their summaries).
+    """
     head, frames, stop = prepared
     n_frames = min(len(frames), int(step_s / FRAME_S))
     loop = asyncio.get_running_loop()
@@ -174,6 +195,8 @@ async def run_step(
     t0 = loop.time() + 0.2
     sent = [0] * n_calls
     late = 0
+    window = Window()
+    marking: asyncio.Task[None] | None = None
     while True:
         now = loop.time()
         busy = False
@@ -185,9 +208,14 @@ async def run_step(
                 writer.write(frames[sent[i]])
                 sent[i] += 1
             busy = busy or sent[i] < n_frames
+        if marking is None and now >= t0 + 1.0 + WARMUP_S:
+            marking = loop.create_task(window.mark(port, pid))
         if not busy:
             break
         await asyncio.sleep(TICK_S)
+    if marking is not None:
+        await marking
+    await window.mark(port, pid)
     disconnected = 0
     for reader, writer in conns:
         if writer.is_closing() or reader.at_eof():
@@ -196,7 +224,7 @@ async def run_step(
     await asyncio.sleep(0.5)
     for _, writer in conns:
         writer.close()
-    return {"late_ticks": late, "disconnected": disconnected, "frames": n_frames}
+    return {"late_ticks": late, "disconnected": disconnected, "frames": n_frames}, window
 
 
 def metrics_text(port: int) -> str:
@@ -285,23 +313,25 @@ async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Pat
         reader, writer = await open_ws(port, f"/events?token={TOKEN}")
         received = [0]
         drainer = asyncio.get_running_loop().create_task(drain(reader, received))
+        dropped_before = 0.0
         for n in steps:
-            before = parse_metrics(metrics_text(port))
-            cpu0, ccpu0, w0 = proc_cpu_s(proc.pid), client_cpu_s(), time.perf_counter()
-            client = await run_step(port, prepared, n, step_s)
-            wall = time.perf_counter() - w0
-            cpu, ccpu = proc_cpu_s(proc.pid) - cpu0, client_cpu_s() - ccpu0
+            client, window = await run_step(port, proc.pid, prepared, n, step_s)
             await wait_idle(port)
-            after = parse_metrics(metrics_text(port))
+            if len(window.metrics) < 2:
+                raise RuntimeError(f"--step-seconds {step_s} is too short for a {WARMUP_S} s warm-up")
+            before, after = window.metrics
+            wall = window.wall_s[1] - window.wall_s[0]
+            cpu = window.server_cpu_s[1] - window.server_cpu_s[0]
+            ccpu = window.client_cpu_s[1] - window.client_cpu_s[0]
             hops = int(
                 sum(after.get(k, 0.0) - before.get(k, 0.0) for k in after if k.startswith("emostream_hops_total"))
             )
-            dropped = after.get("emostream_dropped_audio_seconds_total", 0.0) - before.get(
-                "emostream_dropped_audio_seconds_total", 0.0
-            )
+            dropped_total = parse_metrics(metrics_text(port)).get("emostream_dropped_audio_seconds_total", 0.0)
+            dropped = dropped_total - dropped_before
+            dropped_before = dropped_total
             step = StepResult(
                 calls=n,
-                audio_s=n * client["frames"] * FRAME_S,
+                audio_s=n * wall,
                 wall_s=wall,
                 server_cpu_s=cpu,
                 client_cpu_s=ccpu,
