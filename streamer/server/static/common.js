@@ -206,7 +206,8 @@ export class Timeline {
       const p = pts[i];
       const t0 = i > 0 ? pts[i - 1].t : Math.max(left, p.t - 0.5);
       if (p.t <= left) continue;
-      const x0 = Math.floor(x(Math.max(t0, left))), x1 = Math.max(Math.ceil(x(p.t)), x0 + 1); // whole pixels: no seams
+      // whole pixels, rounded alike on both sides: neighbours share their edge (no seam, no double-painted overlap)
+      const x0 = Math.round(x(Math.max(t0, left))), x1 = Math.max(Math.round(x(p.t)), x0 + 1);
       if (p.emotion) {
         g.fillStyle = emotionColour(p.emotion);
         g.globalAlpha = p.uncertain ? 0.45 : 1;

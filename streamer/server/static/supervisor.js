@@ -20,6 +20,16 @@ let dirty = new Set();
 let orderDirty = true;
 let droppedTotal = 0;
 
+// Timelines of cards out of view are not drawn (with 100 calls most of the grid is off screen).
+const visibility = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const call = entry.target.emostreamCall;
+    if (!call) continue;
+    call.visible = entry.isIntersecting;
+    if (call.visible && call.stale && call.built) call.drawTimelines();
+  }
+});
+
 class Call {
   constructor(info) {
     this.id = info.call_id;
@@ -30,6 +40,9 @@ class Call {
     this.firstAlertAt = null;
     this.alertsFired = 0;
     this.node = el("article", { class: "call", "data-call-id": this.id });
+    this.node.emostreamCall = this;
+    this.visible = true; // until the observer says otherwise
+    visibility.observe(this.node);
     this.update(info);
   }
 
@@ -163,6 +176,8 @@ class Call {
   }
 
   drawTimelines() {
+    if (!this.visible) { this.stale = true; return; } // drawn when scrolled into view
+    this.stale = false;
     for (const ch of this.channels.values()) {
       if (!ch.analysed) continue;
       ch.timeline.draw();
@@ -333,7 +348,10 @@ function arrange() {
   const live = all.filter((c) => !c.ended).sort((a, b) =>
     Number(b.alerting) - Number(a.alerting) || (a.firstAlertAt ?? 0) - (b.firstAlertAt ?? 0) || a.startedAt - b.startedAt);
   const ended = all.filter((c) => c.ended).sort((a, b) => b.endedAt - a.endedAt);
-  for (const c of ended.slice(MAX_ENDED)) calls.delete(c.id);
+  for (const c of ended.slice(MAX_ENDED)) {
+    calls.delete(c.id);
+    visibility.unobserve(c.node);
+  }
   const kept = ended.slice(0, MAX_ENDED);
   place($("live"), live);
   place($("ended"), kept);
