@@ -52,6 +52,8 @@ export function describeClose(event) {
     case 1009: return `a message was too large for the server${reason}`;
     case 1011: return `the server hit an internal error${reason}`;
     case 1013: return `the server is full (too many calls), try again later${reason}`;
+    case 4408: return `the server closed an idle stream (no audio for too long)${reason}`;
+    case 4409: return `a call with this id is already open${reason}`;
     default: return `the connection closed (code ${event.code})${reason}`;
   }
 }

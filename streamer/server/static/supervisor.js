@@ -49,7 +49,12 @@ class Call {
   update(info) {
     this.source = info.source ?? this.source ?? "";
     this.startedAt = info.started_at ? Date.parse(info.started_at) : (this.startedAt ?? Date.now());
-    for (const ch of info.channels ?? []) this.channel(ch.channel, ch.role, ch.analysed);
+    for (const ch of info.channels ?? []) {
+      const c = this.channel(ch.channel, ch.role, ch.analysed);
+      // a [[channels]] name given in the config, not the default "role (ch i)"
+      const custom = ch.name && !/^\S+ \(ch \d+\)$/.test(ch.name) ? ch.name : null;
+      if (custom !== c.name) { c.name = custom; this.built = false; }
+    }
     for (const [key, hop] of Object.entries(info.last ?? {})) {
       if (hop) this.hop({ ...hop, channel: hop.channel ?? Number(key) }, false);
     }
@@ -119,7 +124,7 @@ class Call {
         ch.arousalFill = el("span", { class: "fill" });
         ch.arousalText = el("span", { class: "arousal-value" });
         ch.node = el("div", { class: "channel", "data-channel": String(ch.index) },
-          el("div", { class: "reading" }, el("span", { class: "role", text: ch.role }), ch.chip, ch.detail),
+          el("div", { class: "reading" }, el("span", { class: "role", text: ch.name ?? ch.role, title: ch.role }), ch.chip, ch.detail),
           el("div", { class: "arousal", title: "arousal: 0 calm/low energy … 1 aroused/high energy" },
             el("span", { class: "arousal-label", text: "arousal" }),
             el("span", { class: "meter" }, ch.arousalFill), ch.arousalText),
@@ -127,7 +132,8 @@ class Call {
       } else {
         ch.speechText = el("span", { class: "detail" });
         ch.node = el("div", { class: "channel passive", "data-channel": String(ch.index) },
-          el("span", { class: "role", text: ch.role }), ch.speechText, el("span", { class: "note", text: "not analysed" }));
+          el("span", { class: "role", text: ch.name ?? ch.role, title: ch.role }), ch.speechText,
+          el("span", { class: "note", text: "not analysed" }));
       }
       n.append(ch.node);
     }
