@@ -160,10 +160,10 @@ async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> 
         event, body = parse_message(_text(message, "/twilio"))
         if event == "media":
             track, timestamp_ms, payload = parse_media(body)
-            aligner.add(track, timestamp_ms, payload)
-            chunk = aligner.take()
-            if chunk is not None:
-                call.push(chunk, len(chunk[0]))
+            if aligner.add(track, timestamp_ms, payload):
+                chunk = aligner.take()
+                if chunk is not None:
+                    call.push(chunk, len(chunk[0]))
         elif event == "stop":
             return "stop"
 

@@ -126,8 +126,12 @@ class TrackAligner:
         self._tolerance = GAP_TOLERANCE_MS * RATE_HZ // 1000
         self.gap_samples = 0
 
-    def add(self, track: str, timestamp_ms: int, payload: bytes) -> None:
-        """Place one media message; 1007 for a track the start message did not announce."""
+    def add(self, track: str, timestamp_ms: int, payload: bytes) -> bool:
+        """Place one media message; True when :meth:`take` may have something (1007 for an unknown track).
+
+        Twilio sends the tracks' messages in turn: a take after the last track's message (or
+        once a track runs ``max_skew_s`` ahead, the other having stopped) finds them aligned.
+        """
         i = self._index.get(track)
         if i is None:
             raise RejectError(
@@ -143,6 +147,7 @@ class TrackAligner:
                 self.gap_samples += fill
         buf.extend(payload)
         self._written[i] += len(payload)
+        return i == len(self._buffers) - 1 or len(buf) - min(len(b) for b in self._buffers) > self._max_skew
 
     def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
         """The μ-law bytes every track has (all of them when ``final``), one string per track, or None."""
@@ -192,7 +197,7 @@ def stream_messages(
     }
     head = [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}), json.dumps(start)]
     step = RATE_HZ * frame_ms // 1000
-    n_frames = max(len(b) for b in tracks.values()) // step
+    n_frames = -(-max(len(b) for b in tracks.values()) // step)  # the last one padded with silence
     frames: list[list[str]] = []
     seq = 2
     for k in range(n_frames):

@@ -173,6 +173,7 @@ export class Timeline {
     const keepFrom = t - this.windowS - 5;
     while (this.points.length && this.points[0].t < keepFrom) this.points.shift();
     this.canvas.dataset.points = String(this.count);
+    this.canvas.dataset.seconds = t.toFixed(1); // audio time of the newest point
   }
 
   alert(record) {

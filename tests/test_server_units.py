@@ -1,0 +1,174 @@
+"""Units of ``emostream serve`` without a server: Twilio parsing and track alignment, the /ingest header,
+the token, [server] settings, close reasons, the summary of a call analysed from encoded chunks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+
+from emostream.audio.codecs import encode_raw, mulaw_encode
+from emostream.audio.files import load_mono
+from emostream.config import config_from_dict
+from emostream.errors import ConfigError
+from emostream.server.analysis import CallSpec, decode_chunks
+from emostream.server.auth import Token, resolve_token, token_from_request
+from emostream.server.closing import MAX_REASON_BYTES, RejectError, fit_reason
+from emostream.server.config import ServerConfig
+from emostream.server.ingest import parse_header
+from emostream.server.twilio import TrackAligner, parse_media, parse_message, parse_start, stream_messages
+
+SILENCE = 0xFF
+
+
+def test_twilio_messages_round_trip_through_the_parsers() -> None:
+    tracks = {"inbound": bytes(range(200)), "outbound": bytes(200)}
+    head, frames, tail = stream_messages(tracks, stream_sid="MZ1", custom_parameters={"token": "t"})
+    assert [parse_message(t)[0] for t in head] == ["connected", "start"]
+    start = parse_start(parse_message(head[1])[1])
+    assert start.stream_sid == "MZ1" and start.tracks == ("inbound", "outbound")
+    assert start.default_roles == ("customer", "agent") and start.custom_parameters == {"token": "t"}
+    track, ts, payload = parse_media(parse_message(frames[1][0])[1])
+    assert (track, ts, payload) == ("inbound", 20, bytes(range(160, 200)) + bytes([SILENCE]) * 120)
+    assert parse_message(tail[0])[0] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("start", "code", "fragment"),
+    [
+        ({"streamSid": "MZ", "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 8000}}, 1003, "x-mulaw"),
+        ({"streamSid": "MZ", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000}}, 1003, "8000"),
+        ({"streamSid": "MZ", "tracks": ["both"]}, 1007, "tracks"),
+        ({"tracks": ["inbound"]}, 1007, "streamSid"),
+        ({"streamSid": "MZ", "customParameters": "token"}, 1007, "customParameters"),
+    ],
+)
+def test_bad_start_messages(start: dict[str, object], code: int, fragment: str) -> None:
+    with pytest.raises(RejectError) as caught:
+        parse_start({"event": "start", "start": start})
+    assert caught.value.code == code and fragment in caught.value.reason
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"no_event": 1}'])
+def test_malformed_twilio_messages(text: str) -> None:
+    with pytest.raises(RejectError) as caught:
+        parse_message(text)
+    assert caught.value.code == 1007
+
+
+def test_aligner_pairs_the_tracks_and_fills_gaps_with_silence() -> None:
+    aligner = TrackAligner(("inbound", "outbound"))
+    assert not aligner.add("inbound", 0, b"\x01" * 160)  # waits for the outbound message of the same 20 ms
+    assert aligner.add("outbound", 0, b"\x02" * 160)
+    assert aligner.take() == (b"\x01" * 160, b"\x02" * 160)
+    aligner.add("inbound", 100, b"\x03" * 160)  # 80 ms lost on the inbound track: silence in its place
+    aligner.add("outbound", 20, b"\x04" * 160)
+    inbound, outbound = aligner.take() or (b"", b"")
+    assert inbound == bytes([SILENCE]) * 160 and outbound == b"\x04" * 160
+    assert aligner.gap_samples == 640
+
+
+def test_aligner_pads_a_track_that_stopped() -> None:
+    aligner = TrackAligner(("inbound", "outbound"), max_skew_s=0.1)
+    aligner.add("outbound", 0, b"\x02" * 160)
+    for k in range(10):  # 200 ms of inbound only: the outbound track stopped sending
+        ready = aligner.add("inbound", 20 * k, b"\x01" * 160)
+    assert ready
+    inbound, outbound = aligner.take() or (b"", b"")
+    assert len(inbound) == len(outbound) == 1600 - 800 and outbound.startswith(b"\x02" * 160)
+    assert aligner.take(final=True) == (b"\x01" * 800, bytes([SILENCE]) * 800)
+
+
+def test_aligner_refuses_an_unknown_track() -> None:
+    with pytest.raises(RejectError) as caught:
+        TrackAligner(("inbound",)).add("outbound", 0, b"\x00")
+    assert caught.value.code == 1007
+
+
+def test_decode_chunks_per_track_and_interleaved() -> None:
+    x = np.linspace(-0.5, 0.5, 320, dtype=np.float32)
+    codes = mulaw_encode(x).tobytes()
+    twilio = CallSpec("c", "twilio", 8000, 2, (), "mulaw", True, {})
+    block = decode_chunks([(codes[:160], codes[160:]), (codes[:160], codes[160:])], twilio)
+    assert block.shape == (320, 2) and np.allclose(block[:160, 0], block[160:, 0])
+    ingest = CallSpec("c", "ingest", 16000, 2, (), "s16le", False, {})
+    stereo = np.stack([x, -x], axis=1)
+    data = encode_raw(stereo, "s16le")
+    assert np.allclose(decode_chunks([data[:640], data[640:]], ingest), stereo, atol=1e-4)
+
+
+def test_ingest_header() -> None:
+    header = parse_header(json.dumps({"sample_rate_hz": 48000, "encoding": "F32LE", "channels": 2, "events": True}))
+    assert header.encoding == "f32le" and header.frame_bytes == 8 and header.events and header.call_id is None
+    with pytest.raises(RejectError) as caught:
+        parse_header(json.dumps({"sample_rate_hz": 8000, "encoding": "gsm"}))
+    assert caught.value.code == 1003 and caught.value.label == "unknown_encoding"
+    with pytest.raises(RejectError) as caught:
+        parse_header(json.dumps({"encoding": "s16le"}))
+    assert caught.value.code == 1007 and "sample_rate_hz" in caught.value.reason
+
+
+def test_token_sources_and_checks() -> None:
+    server = ServerConfig(token="from-config-0123456789")
+    assert resolve_token(server, {}) == Token("from-config-0123456789", "config")
+    assert resolve_token(server, {"EMOSTREAM_TOKEN": "from-env-0123456789ab"}).origin == "environment"
+    generated = resolve_token(ServerConfig(), {})
+    assert generated.origin == "generated" and len(generated.value) >= 16
+    with pytest.raises(ConfigError, match="EMOSTREAM_TOKEN has 3 characters"):
+        resolve_token(server, {"EMOSTREAM_TOKEN": "abc"})
+    token = Token("secret-token-0123456789", "config")
+    assert token.matches(token_from_request({"authorization": "Bearer secret-token-0123456789"}, {}))
+    assert token.matches(token_from_request({}, {"token": "secret-token-0123456789"}))
+    assert not token.matches(token_from_request({"authorization": "Basic secret-token-0123456789"}, {}))
+    assert not token.matches(None) and not token.matches("secret-token-012345678")
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"port": 70000}, "[server] port is 70000"),
+        ({"token": "short"}, "[server] token has 5 characters"),
+        ({"max_calls": 0}, "[server] max_calls is 0"),
+        ({"workers": -1}, "[server] workers is -1"),
+        ({"host": "bad host"}, "[server] host is 'bad host'"),
+        ({"max_calls": "many"}, "[server] max_calls is 'many'"),
+    ],
+)
+def test_server_settings_are_checked_with_file_section_and_key(table: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"server": table}, "serve.toml")
+    assert fragment in str(caught.value) and "serve.toml" in str(caught.value)
+
+
+def test_close_reasons_fit_a_close_frame() -> None:
+    assert fit_reason("short") == "short"
+    long = fit_reason("é" * 200)
+    assert len(long.encode()) <= MAX_REASON_BYTES and long.endswith("...")
+
+
+def test_summary_of_a_call_fed_as_encoded_chunks_has_the_calls_format(tmp_path: object) -> None:
+    from test_server_support import ANGRY
+
+    from emostream.config import Config, apply_overrides
+    from emostream.engine.plan import make_plan
+    from emostream.server.analysis import CallAnalysis
+
+    try:
+        plan = make_plan(apply_overrides(Config(), {"model": {"name": "fast"}}))
+    except Exception as exc:
+        pytest.skip(f"no fast model ({exc})")
+    codes = mulaw_encode(load_mono(ANGRY, 8000)).tobytes()
+    spec = CallSpec("MZsum", "twilio", 8000, 2, ("customer", "agent"), "mulaw", True, {"stream_sid": "MZsum"})
+    analysis = CallAnalysis(plan, spec, 10.0)
+    step = 4000
+    for i in range(0, len(codes), step):
+        analysis.feed([(codes[i : i + step], codes[i : i + step])])
+    _, summary = analysis.finish({"end_reason": "stop"})
+    assert summary["version"] == 2 and summary["call"] == "MZsum" and summary["input"] == {"stream_sid": "MZsum"}
+    assert [c["role"] for c in summary["channels"]] == ["customer", "agent"]
+    assert summary["channels"][0]["dominant"] is not None and summary["channels"][1]["shares"] == {}
+    assert summary["end_reason"] == "stop" and summary["model"] == "fast"
+    assert summary["duration_s"] == pytest.approx(len(codes) / 8000, abs=1e-3)
