@@ -360,7 +360,7 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
     )
     _wait_fn(  # about ten seconds into the calls: the timelines show a few readings
         page,
-        "sel => Number(document.querySelector(sel)?.dataset.points) >= 18",
+        "sel => Number(document.querySelector(sel)?.dataset.seconds) >= 9",
         arg=f"{card} canvas.timeline",
         timeout=20000,
     )
