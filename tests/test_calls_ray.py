@@ -254,3 +254,19 @@ def test_an_unreachable_or_malformed_address_exits_2_without_traceback(tmp_path:
         err = proc.stderr.decode()
         assert proc.returncode == 2, err
         assert message in err and err.count("emostream: error:") == 1 and "Traceback" not in err
+
+
+def test_auto_is_resolved_as_ray_resolves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert RaySettings(address="auto").target == "auto"  # no cluster known: Ray looks for running processes
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("10.0.0.7:6379\n")  # what `ray start` leaves
+    assert RaySettings(address="auto").target == "10.0.0.7:6379"
+    assert not RaySettings(address="auto").loopback
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # the environment comes first
+    settings = RaySettings(address="auto")
+    assert settings.target == "127.0.0.1:1" and settings.loopback
+    with pytest.raises(ConfigError, match=r"--ray auto: nothing answers at 127\.0\.0\.1:1"):
+        settings.check_reachable()
+    assert RaySettings(address="10.0.0.9:6379").target == "10.0.0.9:6379" and RaySettings().target == "local"

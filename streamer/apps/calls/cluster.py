@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ ADDRESS_HELP = (
     "expected nothing (a local Ray instance), `auto` (the cluster this machine is a node of), HOST:PORT (the "
     "head node's address that `ray start --head` prints, port 6379 by default) or ray://HOST:10001 (Ray Client)"
 )
+ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own: the cluster `auto` means
+ADDRESS_FILE = "ray_current_cluster"  # in Ray's temp folder: the address of the cluster `ray start` last started
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"  # "0": no usage report to the internet
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0" (read when ray is imported): Ray uses 127.0.0.1 as the node IP
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -70,30 +73,31 @@ class RaySettings:
         if self.max_jobs is not None and self.max_jobs < 1:
             raise ConfigError(f"--jobs is {self.max_jobs}; expected 1 or more calls at once (or none: every CPU)")
         if self.address not in (LOCAL, AUTO):
-            self.host_port()  # raises ConfigError for anything else
+            _host_port(self.address)  # raises ConfigError for anything else
 
     @property
     def local(self) -> bool:
         """True when this run starts (and stops) its own Ray instance."""
         return self.address == LOCAL
 
-    def host_port(self) -> tuple[str, int]:
-        """(host, port) of a ``HOST:PORT`` or ``ray://HOST:PORT`` address; ConfigError if it is neither."""
-        rest = self.address.removeprefix(CLIENT_SCHEME)
-        host, _, port = rest.rpartition(":")
-        host = host.strip("[]")  # [::1]:6379
-        if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(
-                f"--ray {self.address!r} is not a Ray address; {ADDRESS_HELP}. To name the inputs first, write "
-                "`emostream calls DIR --ray` or `--ray=ADDRESS`"
-            )
-        return host, int(port)
+    @property
+    def target(self) -> str:
+        """The address to connect to: ``auto`` resolved as Ray resolves it (``$RAY_ADDRESS``, else the address
+        of the cluster ``ray start`` last started on this machine; ``auto`` when there is neither)."""
+        if self.address != AUTO:
+            return self.address
+        found = os.environ.get(ADDRESS_ENV) or _read_text(_ray_temp_dir() / ADDRESS_FILE)
+        if found and found not in (LOCAL, AUTO):
+            _host_port(found)
+            return found
+        return AUTO
 
     def check_reachable(self) -> None:
         """ConfigError unless something answers at a HOST:PORT address (ray.init would retry for minutes)."""
-        if self.address in (LOCAL, AUTO):
+        target = self.target
+        if target in (LOCAL, AUTO):
             return
-        host, port = self.host_port()
+        host, port = _host_port(target)
         try:
             with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
                 pass
@@ -106,8 +110,34 @@ class RaySettings:
 
     @property
     def loopback(self) -> bool:
-        """True for a local instance or an address on this machine's loopback interface."""
-        return self.local or (self.address != AUTO and self.host_port()[0] in LOOPBACK_HOSTS)
+        """True for a local instance or a cluster on this machine's loopback interface."""
+        target = self.target
+        return target == LOCAL or (target != AUTO and _host_port(target)[0] in LOOPBACK_HOSTS)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` or ``ray://HOST:PORT`` address; ConfigError if it is neither."""
+    host, _, port = address.removeprefix(CLIENT_SCHEME).rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--ray {address!r} is not a Ray address; {ADDRESS_HELP}. To name the inputs first, write "
+            "`emostream calls DIR --ray` or `--ray=ADDRESS`"
+        )
+    return host, int(port)
+
+
+def _ray_temp_dir() -> Path:
+    """Ray's temporary folder, as Ray chooses it (``$RAY_TMPDIR``, ``$TMPDIR`` on Linux, else /tmp) + ``ray``."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(base or ("/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir())) / "ray"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 def require_ray() -> None:
@@ -149,9 +179,17 @@ def connected(settings: RaySettings) -> Iterator[Any]:
         options |= {"num_cpus": settings.max_jobs, "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=settings.address, **options)
+        ray.init(address=settings.target, **options)
     except ConnectionError as exc:
-        raise ConfigError(f"--ray {settings.address}: cannot connect to a Ray cluster ({exc}); {ADDRESS_HELP}") from exc
+        if settings.target == AUTO:
+            hint = "start one with `ray start --head`, or give the head node's address: --ray HOST:6379"
+        else:
+            hint = (
+                "a cluster with token authentication needs RAY_AUTH_MODE=token here too, with its token "
+                "(RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            )
+        reason = _last_line(exc)
+        raise ConfigError(f"--ray {settings.address}: cannot connect to a Ray cluster ({reason}); {hint}") from exc
     finally:
         with suppress(ValueError, TypeError):  # ray.init sets its own SIGTERM handler (sys.exit): the CLI's again
             signal.signal(signal.SIGTERM, on_sigterm)
@@ -212,13 +250,12 @@ def _saved(ray: Any, ref: Any, job: CallJob, options: BatchOptions) -> Outcome:
         summary, png, error = ray.get(ref)
     except ray.exceptions.RayError as exc:  # the worker or its node died twice, or the task could not run
         cause = getattr(exc, "cause", None) or exc
-        detail = (str(cause).strip().splitlines() or [""])[-1]
         return (
             job,
             None,
             (
-                f"the Ray task failed ({type(cause).__name__}: {detail}); the call was not analysed: run the batch "
-                "again (finished calls are kept)"
+                f"the Ray task failed ({type(cause).__name__}: {_last_line(cause)}); the call was not analysed: run "
+                "the batch again (finished calls are kept)"
             ),
         )
     # the worker read the absolute path; the summary and messages name the input as given (as with --jobs)
@@ -226,6 +263,11 @@ def _saved(ray: Any, ref: Any, job: CallJob, options: BatchOptions) -> Outcome:
         return job, None, (error or "").replace(str(job.path.absolute()), str(job.path))
     summary["input"]["path"] = str(job.path)
     return save_call(job, summary, png, options.out_dir)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of an exception's message (Ray's messages may carry a remote traceback)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
 
 
 def _for_workers(options: BatchOptions) -> BatchOptions:
