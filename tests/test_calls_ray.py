@@ -270,3 +270,26 @@ def test_auto_is_resolved_as_ray_resolves_it(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ConfigError, match=r"--ray auto: nothing answers at 127\.0\.0\.1:1"):
         settings.check_reachable()
     assert RaySettings(address="10.0.0.9:6379").target == "10.0.0.9:6379" and RaySettings().target == "local"
+
+
+def test_a_worker_loads_the_model_once_and_refuses_a_different_one(
+    tmp_path: Path, model_arg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "_WORKER", None)  # as in a fresh worker process
+    made: list[object] = []
+    original = cluster.CallAnalyzer.__init__
+
+    def counting(self: cluster.CallAnalyzer, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.CallAnalyzer, "__init__", counting)
+    options = dataclasses.replace(batch_options(tmp_path, model_arg), fingerprint="f1")
+    sha = cluster._model_sha256(options)
+    clips = [CallJob(path=fixture_clip(1, e), key=f"c{e}") for e in (3, 4, 5)]
+    results = [cluster._analyse_on_worker(job, (options, sha)) for job in clips]
+    assert all(summary is not None for summary, _, _ in results) and len(made) == 1
+    monkeypatch.setattr(cluster, "_WORKER", None)
+    summary, png, error = cluster._analyse_on_worker(clips[0], (options, "0" * 64))
+    assert summary is None and png is None and error is not None
+    assert "cannot analyse calls: its model file differs from the driver's" in error and len(made) == 1
