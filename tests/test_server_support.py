@@ -23,6 +23,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("websockets")
 pytest.importorskip("prometheus_client")
 
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from emostream.audio.codecs import mulaw_encode
@@ -154,7 +155,7 @@ def read_records(ws: ClientConnection, until: Any, timeout_s: float = 30.0) -> l
     while time.monotonic() < deadline:
         try:
             text = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
+        except (TimeoutError, ConnectionClosed):
             break
         record = json.loads(text)
         records.append(record)

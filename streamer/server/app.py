@@ -132,6 +132,7 @@ async def events_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
                 for text in getter.result():
                     if not await conn.send_text(text):
                         return
+                sub.sent()
         finally:
             reader.cancel()
     finally:

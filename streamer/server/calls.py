@@ -380,13 +380,18 @@ class CallRegistry:
     async def end(self, call: Call, reason: str) -> dict[str, Any]:
         """End ``call``: its summary is published (``call_end``) and written to ``summary_dir`` if set."""
         try:
+            return await self._end(call, reason)
+        finally:
+            if not len(self):
+                self._idle.set()  # only now: the drain at shutdown waits for every call_end to be out
+
+    async def _end(self, call: Call, reason: str) -> dict[str, Any]:
+        try:
             summary = await call.finish(reason)
         finally:
             self.calls.pop(call.call_id, None)
             self.metrics.active_calls.set(len(self.calls))
             self.metrics.calls_ended.labels(reason.split(":", maxsplit=1)[0]).inc()
-            if not len(self):
-                self._idle.set()
         self.metrics.audio.inc(summary["duration_s"])
         if self._summary_dir is not None:
             path = self._summary_dir / f"{call.call_id}.json"

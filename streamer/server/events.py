@@ -25,6 +25,7 @@ class Subscriber:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.dropped = 0  # records lost since the last ``dropped`` notice
         self.dropped_total = 0
+        self.in_hand = 0  # records taken from the queue and not sent yet (see :meth:`EventHub.pending`)
 
     def offer(self, text: str) -> bool:
         """Queue ``text`` without waiting; False (and counted) when the queue is full."""
@@ -40,10 +41,16 @@ class Subscriber:
         """Wait for the next record; returns it, preceded by a ``dropped`` notice if records were lost."""
         text = await self.queue.get()
         if not self.dropped:
+            self.in_hand = 1
             return [text]
         notice = _encode({"type": "dropped", "count": self.dropped})
         self.dropped = 0
+        self.in_hand = 2
         return [notice, text]
+
+    def sent(self) -> None:
+        """The texts of :meth:`next_texts` have been sent."""
+        self.in_hand = 0
 
 
 class EventHub:
@@ -64,8 +71,8 @@ class EventHub:
         self._subscribers.discard(sub)
 
     def pending(self) -> int:
-        """Records queued for all subscribers, not sent yet."""
-        return sum(sub.queue.qsize() for sub in self._subscribers)
+        """Records queued for (or taken by) the subscribers and not sent yet."""
+        return sum(sub.queue.qsize() + sub.in_hand for sub in self._subscribers)
 
     @property
     def count(self) -> int:
