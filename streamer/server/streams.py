@@ -293,6 +293,7 @@ class _Echo:
             for text in await self.sub.next_texts():
                 if not await self.conn.send_text(text):
                     return
+            self.sub.sent()
 
     async def finish(self, timeout_s: float = 2.0) -> None:
         """Send what is queued (the call_end record last), then stop."""
