@@ -415,7 +415,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         note=f"first failing step: {reason}",
                     )
                 )
-                measured = max(steps_run, key=lambda st: st.calls) if steps_run else None
+                # CPU at the largest step that held (a step that fell behind left work undone in its window)
+                measured = best or (max(steps_run, key=lambda st: st.calls) if steps_run else None)
                 if measured is not None:
                     per_call = measured.cpu_per_call_s
                     client = measured.client_cpu_s / max(measured.audio_s, 1e-9)
