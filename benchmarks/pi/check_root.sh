@@ -222,17 +222,21 @@ run_pair() {  # run_pair NAME ARGS... : the same emostream command in the root a
     local name=$1; shift
     local args=$*
     step "$name: emostream $args"
-    (cd "$ROOT$CHECK/fixtures" && "$HOSTVENV/bin/emostream" $args >"$ROOT/host-out/$name.jsonl" 2>"$ROOT/host-out/$name.err") \
+    (cd "$ROOT$CHECK/fixtures" && /usr/bin/time -v -o "$ROOT/host-out/$name.host-time" \
+        "$HOSTVENV/bin/emostream" $args >"$ROOT/host-out/$name.jsonl" 2>"$ROOT/host-out/$name.err") \
         || { say "host run failed: $(tail -3 "$ROOT/host-out/$name.err")"; STATUS=1; return; }
     if ! /usr/bin/time -v -o "$ROOT/host-out/$name.time" \
         chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb QEMU_CPU="$QEMU_CPU" PATH=$VENV/bin:/usr/bin:/bin \
         /bin/sh -c "cd $CHECK/fixtures && exec emostream $args >$CHECK/out/$name.jsonl 2>$CHECK/out/$name.err"; then
         say "$ARCH run failed:"; tail -5 "$ROOT$CHECK/out/$name.err" | tee -a "$OUT"; STATUS=1; return
     fi
-    awk -F': ' '/Elapsed \(wall clock\)/ {w=$2} /User time/ {u=$2} /System time/ {s=$2}
-        /Maximum resident set size/ {m=$2}
-        END {printf "emulated: wall %s, CPU user %s s + sys %s s, peak RSS %.0f MB\n", w, u, s, m/1024}' \
-        "$ROOT/host-out/$name.time" | tee -a "$OUT"
+    local label
+    for label in emulated host; do
+        awk -F': ' -v label="$label" '/Elapsed \(wall clock\)/ {w=$2} /User time/ {u=$2} /System time/ {s=$2}
+            /Maximum resident set size/ {m=$2}
+            END {printf "%s: wall %s, CPU user %s s + sys %s s, peak RSS %.0f MB\n", label, w, u, s, m/1024}' \
+            "$ROOT/host-out/$name.$([ $label = host ] && echo host-time || echo time)" | tee -a "$OUT"
+    done
     "$HOSTVENV/bin/python" "$REPO/benchmarks/pi/compare_readings.py" --tol "$TOL" \
         "$ROOT/host-out/$name.jsonl" "$ROOT$CHECK/out/$name.jsonl" 2>&1 | tee -a "$OUT" || STATUS=1
 }
