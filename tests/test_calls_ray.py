@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,32 @@ def test_stopping_the_batch_cancels_queued_and_running_tasks(tmp_path: Path, mod
     assert ray.available_resources().get("CPU", 0) == 2, "tasks kept running after the batch stopped"
     time.sleep(1.0)  # nothing queued starts later either
     assert ray.available_resources().get("CPU", 0) == 2 and len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_jobs_caps_the_calls_at_once_on_a_cluster(tmp_path: Path, model_arg: str, ray_instance: Any) -> None:
+    ray = ray_instance
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"demo{i}.flac").write_bytes(DEMO.read_bytes())
+    free: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            free.append(ray.available_resources().get("CPU", 0.0))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        executor = RayExecutor(RaySettings(max_jobs=1))
+        result = run_batch([folder], batch_options(tmp_path / "out", model_arg), progress=False, executor=executor)
+    finally:
+        done.set()
+        watcher.join()
+    assert len(result.summaries) == 4 and executor.jobs == 1
+    assert 1.0 in free and min(free) == 1.0, "more than one call ran at once"  # one of the 2 CPUs stayed free
 
 
 @pytest.mark.slow

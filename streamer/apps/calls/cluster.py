@@ -217,7 +217,8 @@ class RayExecutor:
             self.jobs = min(cpus, self.settings.max_jobs or cpus)
             nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
             print(f"emostream: Ray: {self.jobs} call(s) at once on {nodes} node(s)", file=sys.stderr, flush=True)
-            in_flight = self.jobs if self.settings.max_jobs and not self.settings.local else IN_FLIGHT_PER_CPU * cpus
+            # --jobs N: N tasks at most, so N calls at once on any cluster; else two per CPU, the next one queued
+            in_flight = self.jobs if self.settings.max_jobs else IN_FLIGHT_PER_CPU * cpus
             yield from _run_tasks(ray, todo, options, in_flight)
 
 
