@@ -296,7 +296,8 @@ def start_server(model: str, folder: Path) -> tuple[subprocess.Popen[str], int]:
     config.write_text("[server]\nmax_calls = 2000\nmax_backlog_s = 2.0\nidle_timeout_s = 60.0\n", encoding="utf-8")
     env = {**os.environ, "EMOSTREAM_TOKEN": TOKEN}
     cmd = [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", model, "--config", str(config)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    log = (folder / "serve.log").open("w", encoding="utf-8")  # the server's warnings, for a step that fails
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
@@ -353,6 +354,9 @@ async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Pat
                 flush=True,
             )
             if not step.holds:
+                warnings = [ln for ln in (folder / "serve.log").read_text().splitlines() if " INFO " not in ln]
+                for line in warnings[-8:]:  # why the step failed, as far as the server says
+                    print(f"    server: {line}", file=sys.stderr)
                 break
         drainer.cancel()
         writer.close()

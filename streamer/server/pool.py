@@ -10,8 +10,10 @@ the analysis in two threads of the server process: quicker to start, for tests a
 a few calls.
 
 Requests (``open``, ``feed``, ``finish``) go to a process through a sender thread (the
-event loop never blocks on a full pipe); the event loop reads the replies itself (the
-pipe is one of its readers) and resolves the awaiting futures. A process answers its
+event loop never blocks on a full pipe) on a pipe of their own; the event loop reads the
+replies itself from a second pipe (one of its readers) and resolves the awaiting futures.
+Two one-way pipes, not one duplex pipe: an event loop may switch a reader's file to
+non-blocking mode (uvloop does), which on a shared pipe made the sender's writes fail. A process answers its
 requests in the order they were sent, so a call may have several feeds in flight
 (:attr:`ProcessPool.ordered`). A worker ignores SIGINT and
 SIGTERM (the server drains the calls first and then stops its workers) and exits when its
@@ -24,6 +26,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -100,8 +103,9 @@ class ThreadPool:
 # ---------------------------------------------------------------- worker processes
 
 
-def worker_main(conn: Connection, cfg: Config) -> None:
-    """A worker process: load the plan, then serve requests ``(id, kind, call_id, arg)`` until told to stop."""
+def worker_main(requests: Connection, conn: Connection, cfg: Config) -> None:
+    """A worker process: load the plan, then serve ``requests`` ``(id, kind, call_id, arg)`` until told to
+    stop, answering each on ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -114,7 +118,7 @@ def worker_main(conn: Connection, cfg: Config) -> None:
     bin_s = cfg.server.bin_s
     while True:
         try:
-            req_id, kind, call_id, arg = conn.recv()
+            req_id, kind, call_id, arg = requests.recv()
         except (EOFError, OSError):
             return
         if kind == "stop":
@@ -141,10 +145,14 @@ class _Worker:
 
     def __init__(self, index: int, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
         mp = multiprocessing.get_context("spawn")
-        self.conn, child = mp.Pipe()
-        self.process = mp.Process(target=worker_main, args=(child, cfg), name=f"emostream-worker-{index}", daemon=True)
+        child_requests, self._requests = mp.Pipe(duplex=False)  # server -> worker
+        self.conn, child_replies = mp.Pipe(duplex=False)  # worker -> server
+        self.process = mp.Process(
+            target=worker_main, args=(child_requests, child_replies, cfg), name=f"emostream-worker-{index}", daemon=True
+        )
         self.process.start()
-        child.close()
+        child_requests.close()
+        child_replies.close()
         self.index = index
         self.calls = 0
         self._loop = loop
@@ -156,13 +164,24 @@ class _Worker:
         self.dead = False
         threading.Thread(target=self._send_loop, name=f"emostream-worker-{index}-send", daemon=True).start()
         loop.add_reader(self.conn.fileno(), self._on_readable)  # replies are read by the event loop itself
+        os.set_blocking(self.conn.fileno(), True)  # read only when ready, but a reply is read whole
 
     def _send_loop(self) -> None:
         while (item := self._out.get()) is not None:
             try:
-                self.conn.send(item)
-            except (OSError, ValueError):
+                self._requests.send(item)
+            except (OSError, ValueError) as exc:  # the worker is gone: its calls end with an error
+                if item[1] != "stop":
+                    log.error("analysis worker %d: cannot send a request (%s)", self.index, exc)
+                    self._loop.call_soon_threadsafe(self._on_lost)
                 return
+
+    def _on_lost(self) -> None:
+        if not self.dead:
+            self.dead = True
+            self._loop.remove_reader(self.conn.fileno())
+            self.ready.set()
+            self._fail_all()
 
     def _on_readable(self) -> None:
         try:
@@ -174,10 +193,7 @@ class _Worker:
                 else:
                     self._resolve(req_id, ok, result)
         except (EOFError, OSError):
-            self.dead = True
-            self._loop.remove_reader(self.conn.fileno())
-            self.ready.set()
-            self._fail_all()
+            self._on_lost()
 
     def _resolve(self, req_id: int, ok: bool, result: Any) -> None:
         future = self._pending.pop(req_id, None)
@@ -213,6 +229,7 @@ class _Worker:
             self.process.terminate()
             self.process.join(1.0)
         self.conn.close()
+        self._requests.close()
 
 
 class ProcessPool:
