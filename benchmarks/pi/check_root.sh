@@ -29,7 +29,11 @@
 # Environment: EMOSTREAM_PI_MIRROR (default http://deb.debian.org/debian), EMOSTREAM_PI_TOL (1e-3),
 # EMOSTREAM_PI_PIP_EXTRA (extra `pip install` arguments inside the root, e.g. an --extra-index-url),
 # EMOSTREAM_PI_APT_EXTRA (more Debian packages for the root, e.g. compilers when a dependency has no
-# wheel for ARCH on the index used and pip must build it from source).
+# wheel for ARCH on the index used and pip must build it from source), EMOSTREAM_PI_SYSTEM_NUMPY=1
+# (Debian's python3-numpy through a --system-site-packages venv, /opt/emostream-venv-sysnumpy, and the
+# other dependencies installed without emostream's numpy pin: for armhf, where PyPI has no numpy wheel,
+# Raspberry Pi OS gets one from piwheels, which this machine cannot reach, and building numpy from
+# source under emulation takes hours; the run then says that numpy is not the declared one).
 set -euo pipefail
 
 ARCH=${1:?usage: check_root.sh arm64|armhf [ROOT_DIR]}
@@ -51,6 +55,13 @@ SUITE=bookworm
 APT_PACKAGES="python3 python3-venv libportaudio2 libsndfile1 ca-certificates ${EMOSTREAM_PI_APT_EXTRA:-}"
 CHECK=/opt/emostream-check          # inside the root: wheel, fixtures, outputs
 VENV=/opt/emostream-venv            # inside the root
+SYSTEM_NUMPY=${EMOSTREAM_PI_SYSTEM_NUMPY:-}
+VENV_OPTIONS=
+if [ -n "$SYSTEM_NUMPY" ]; then
+    APT_PACKAGES="$APT_PACKAGES python3-numpy"
+    VENV=/opt/emostream-venv-sysnumpy
+    VENV_OPTIONS=--system-site-packages
+fi
 
 PI_MODEL=${EMOSTREAM_PI_MODEL:-}
 case $ARCH in
@@ -163,11 +174,11 @@ fi
 mount_system
 
 # --- 2. apt packages (what docs/pi.md tells a Pi user to install)
-if [ ! -e "$ROOT/.apt-done" ]; then
+if [ ! -e "$ROOT/.apt-done" ] || [ "$(cat "$ROOT/.apt-done")" != "$APT_PACKAGES" ]; then
     step "apt-get install $APT_PACKAGES"
     t0=$(date +%s)
     in_root "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $APT_PACKAGES"
-    touch "$ROOT/.apt-done"
+    echo "$APT_PACKAGES" >"$ROOT/.apt-done"
     say "apt done in $(( $(date +%s) - t0 )) s"
 fi
 say "python in the root: $(in_root 'python3 -VV') on $(in_root 'uname -m'); emulated CPU $QEMU_CPU as $PI_MODEL ($(grep -m1 '^Model' "$ROOT$CHECK/cpuinfo" | cut -f2- -d:))"
@@ -195,10 +206,22 @@ say "wheel $WHEEL sha256 $(sha256sum "$ROOT$CHECK/$WHEEL" | cut -c1-16)"
 
 step "pip install $WHEEL in $VENV (runtime dependencies for $ARCH from PyPI)"
 t0=$(date +%s)
-[ -x "$ROOT$VENV/bin/python" ] || in_root "python3 -m venv $VENV"
+[ -x "$ROOT$VENV/bin/python" ] || in_root "python3 -m venv $VENV_OPTIONS $VENV"
+if [ -n "$SYSTEM_NUMPY" ]; then
+    # emostream without dependencies, then its requirements for this platform except numpy
+    in_root "pip install -q --force-reinstall --no-deps $CHECK/$WHEEL && pip install -q $PIP_EXTRA \$(python -c '
+from importlib.metadata import requires
+from pip._vendor.packaging.requirements import Requirement
+reqs = [Requirement(r) for r in requires(\"emostream\")]
+print(\" \".join(\"%s%s\" % (r.name, r.specifier) for r in reqs
+               if r.name != \"numpy\" and (r.marker is None or r.marker.evaluate({\"extra\": \"\"}))))
+')" 2>&1 | tee -a "$OUT"
+    say "numpy from Debian: $(in_root "python -c 'import numpy; print(numpy.__version__, numpy.__file__)'") (emostream declares: $(in_root "python -c 'from importlib.metadata import requires; print([r for r in requires(\"emostream\") if r.startswith(\"numpy\")])'"))"
+else
 # shellcheck disable=SC2086  # PIP_EXTRA is a list of arguments
 in_root "pip install -q --force-reinstall --no-deps $CHECK/$WHEEL && pip install -q $PIP_EXTRA $CHECK/$WHEEL" 2>&1 \
     | tee -a "$OUT"
+fi
 say "pip install done in $(( $(date +%s) - t0 )) s (emulated pip)"
 say "pip freeze ($ARCH):"
 in_root "pip freeze --all" | sed 's/^/    /' | tee -a "$OUT"
