@@ -42,8 +42,8 @@ if [ -z "${EMOSTREAM_PI_RUNNING_COPY:-}" ]; then
     # run from a copy, so that editing this file during a long run cannot derail the run
     copy=$(mktemp /tmp/emostream-check-root.XXXXXX.sh)
     cp "$0" "$copy"
-    EMOSTREAM_PI_RUNNING_COPY=$copy EMOSTREAM_PI_REPO=$REPO bash "$copy" "$@"
-    status=$?
+    status=0
+    EMOSTREAM_PI_RUNNING_COPY=$copy EMOSTREAM_PI_REPO=$REPO bash "$copy" "$@" || status=$?
     rm -f "$copy"
     exit $status
 fi
