@@ -128,19 +128,20 @@ def send_twilio(
     pace_s: float = 0.0,
     stop: bool = True,
 ) -> None:
-    """Send a whole Twilio stream on ``ws`` (the token as the TwiML custom parameter)."""
+    """Send a whole Twilio stream on ``ws`` (the token as the TwiML custom parameter).
+
+    Stops sending, quietly, when the server has closed the connection (a refused ``start``
+    closes it while the media is still being sent): the caller then reads the close code.
+    """
     custom = {"token": token} if token is not None else {}
     head, frames, tail = stream_messages(tracks, stream_sid=stream_sid, custom_parameters=custom)
-    for text in head:
-        ws.send(text)
-    for group in frames:
-        for text in group:
-            ws.send(text)
-        if pace_s:
-            time.sleep(pace_s)
-    if stop:
-        for text in tail:
-            ws.send(text)
+    messages = [*head, *(text for group in frames for text in [*group, None]), *(tail if stop else [])]
+    with contextlib.suppress(ConnectionClosed):
+        for text in messages:
+            if text is not None:
+                ws.send(text)
+            elif pace_s:  # after each group of frames
+                time.sleep(pace_s)
 
 
 def open_ws(server: RunningServer, path: str, *, token: str | None = TOKEN, **kwargs: Any) -> ClientConnection:
