@@ -129,3 +129,23 @@ def test_cli_warns_about_a_dc_signal_and_exits_0(model_arg: str, tmp_path) -> No
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"constant value" in proc.stderr
     _no_warning_text(proc.stderr)
+
+
+def test_random_bytes_are_warned_about_as_not_audio(model_arg: str) -> None:
+    noise = np.random.default_rng(3).integers(-32768, 32767, 24000).astype("<i2").tobytes()  # 1.5 s
+    argv = ["--stdin", "--rate", "16000", *RUN[1:], "--model", model_arg]
+    proc = run_cli(*argv, input_bytes=noise, env={"PYTHONWARNINGS": "error"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"sounds like random data, not audio" in proc.stderr and b"--format" in proc.stderr
+    _no_warning_text(proc.stderr)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_speech_at_full_scale_is_not_taken_for_random_data(rate: int) -> None:
+    checker = InputChecker(rate, 1)
+    for emotion in (1, 5, 8):
+        x = load_mono(fixture_clip(2, emotion), rate)
+        x = (x / np.max(np.abs(x)) * 0.99).astype(np.float32)
+        for start in range(0, x.size, rate // 20):
+            checker.check(x[start : start + rate // 20].reshape(-1, 1), start)
+    assert checker.warnings == []

@@ -15,10 +15,16 @@ Float audio is expected in [-1, 1]. What the check does with each kind of garbag
   channel (``warnings``; the live monitor shows it and prints it at the end, exit 0),
   since the reading of silence is simply "no speech" and refusing would end a live run.
   Digital silence (exact zeros) is normal and never flagged.
+* **loud white noise** (RMS above :data:`NOISE_LEVEL_DBFS` with almost no correlation between
+  neighbouring samples, for :data:`NOISE_WARN_S` seconds: random bytes, or raw PCM of another
+  width read with the wrong ``--format``, e.g. float data as ``s16le``): **warned** once per
+  channel like a constant signal. Speech, music and room noise are correlated from one
+  sample to the next (lag-1 autocorrelation well above 0.3 at 8–48 kHz); white noise is not.
 
 The check costs two reductions per block (min and max per channel), which also catch NaN
-and infinities (they propagate through min/max), so it runs on every block; the position
-of a bad sample is looked up only when a block is refused.
+and infinities (they propagate through min/max), and three dot products per channel for the
+noise test, so it runs on every block; the position of a bad sample is looked up only when
+a block is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from emostream.errors import AudioInputError
 
 MAX_PEAK = 16.0  # |sample| above this (24 dB over full scale) is not float audio in [-1, 1]
 CONSTANT_WARN_S = 1.0
+NOISE_LEVEL_DBFS = -15.0  # RMS level above which uncorrelated audio is taken for garbage
+NOISE_MAX_CORRELATION = 0.15  # |lag-1 autocorrelation| below this is white noise
+NOISE_WARN_S = 1.0
 FORMAT_HINT = (
     "float samples in [-1, 1] are expected; raw PCM read with the wrong --format "
     "(e.g. 16-bit PCM piped with --format f32le) looks like this: check --format (s16le for 16-bit PCM)"
@@ -50,6 +59,8 @@ class InputChecker:
         self._constant_value = np.full(self.channels, np.nan, dtype=np.float32)
         self._constant_frames = np.zeros(self.channels, dtype=np.int64)
         self._warned = [False] * self.channels
+        self._noise_frames = np.zeros(self.channels, dtype=np.int64)
+        self._noise_warned = [False] * self.channels
         self.warnings.clear()
 
     def check(self, x: npt.NDArray[np.float32], first_frame: int) -> None:
@@ -64,6 +75,29 @@ class InputChecker:
         if peak > MAX_PEAK:
             self._refuse_peak(x, first_frame, peak)
         self._track_constant(lo, hi, x.shape[0])
+        self._track_white_noise(x)
+
+    def _track_white_noise(self, x: npt.NDArray[np.float32]) -> None:
+        """Count consecutive frames of loud, uncorrelated audio per channel; warn once past NOISE_WARN_S."""
+        n = x.shape[0]
+        if n < 2:
+            return
+        x64 = x.astype(np.float64)
+        energy = np.einsum("ij,ij->j", x64, x64)
+        lag1 = np.einsum("ij,ij->j", x64[1:], x64[:-1])
+        loud = energy / n >= 10.0 ** (NOISE_LEVEL_DBFS / 10.0)
+        white = loud & (np.abs(lag1) < NOISE_MAX_CORRELATION * np.maximum(energy, 1e-30))
+        self._noise_frames = np.where(white, self._noise_frames + n, 0)
+        for ch in np.flatnonzero(self._noise_frames >= NOISE_WARN_S * self.rate_hz):
+            if not self._noise_warned[ch]:
+                self._noise_warned[ch] = True
+                level = 10.0 * np.log10(energy[ch] / n)
+                self.warnings.append(
+                    f"channel {ch} sounds like random data, not audio: white noise at {level:.0f} dBFS for "
+                    f"{self._noise_frames[ch] / self.rate_hz:.1f} s or more (readings of it mean nothing); raw PCM "
+                    "of another width read with the wrong --format (e.g. f32le data as s16le) or random bytes "
+                    "look like this: check --format"
+                )
 
     def _where(self, frame: int, channel: int) -> str:
         return f"sample {frame} ({frame / self.rate_hz:.3f} s), channel {channel}"
