@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from emostream.errors import ModelError
 from emostream.inference.metadata import DEFAULT_MODEL
@@ -17,6 +21,16 @@ TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures" / "ravdess"
 # The model the runtime tests use: $EMOSTREAM_TEST_MODEL (a .json path) or the shipped default.
 TEST_MODEL = os.environ.get("EMOSTREAM_TEST_MODEL", DEFAULT_MODEL)
+
+
+def one_clip_ravdess_zip(folder: Path) -> tuple[Path, str]:
+    """A RAVDESS-shaped zip holding one 0.5 s 48 kHz WAV (Actor_05, angry), and its MD5, for fetch-ravdess tests."""
+    wav = folder / "a.wav"
+    sf.write(wav, 0.1 * np.sin(np.arange(24000) / 10.0), 48000)
+    archive = folder / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(wav, "Actor_05/03-01-05-02-01-01-05.wav")
+    return archive, hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
 
 
 def fixture_clip(actor: int = 1, emotion: int = 5) -> Path:

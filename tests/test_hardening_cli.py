@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES, fixture_clip, run_cli
+from conftest import FIXTURES, fixture_clip, one_clip_ravdess_zip, run_cli
 
 from emostream.apps import cli
 
@@ -210,12 +208,7 @@ def test_training_commands_without_the_extras_say_how_to_install_them(command: l
 
 
 def test_fetch_ravdess_runs_without_tensorflow_or_scipy(tmp_path: Path) -> None:
-    wav = tmp_path / "a.wav"
-    sf.write(wav, 0.1 * np.sin(np.arange(24000) / 10.0), 48000)
-    archive = tmp_path / "a.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.write(wav, "Actor_05/03-01-05-02-01-01-05.wav")
-    md5 = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+    archive, md5 = one_clip_ravdess_zip(tmp_path)
     dest = tmp_path / "out"
     proc = run_runtime_only("fetch-ravdess", str(dest), "--zip", str(archive), "--md5", md5)
     assert proc.returncode == 0, proc.stderr

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import zipfile
 
-import numpy as np
-import soundfile as sf
+from conftest import one_clip_ravdess_zip
 
 from emostream.train.cli import build_parser, main, register
 
@@ -30,12 +27,7 @@ def test_missing_data_gives_dataset_exit_code(tmp_path, monkeypatch, capsys):
 
 
 def test_fetch_ravdess_command_with_local_zip(tmp_path, capsys):
-    wav = tmp_path / "a.wav"
-    sf.write(wav, 0.1 * np.sin(np.arange(24000) / 10.0), 48000)
-    archive = tmp_path / "a.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.write(wav, "Actor_05/03-01-05-02-01-01-05.wav")
-    md5 = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
+    archive, md5 = one_clip_ravdess_zip(tmp_path)
     dest = tmp_path / "out"
     assert main(["fetch-ravdess", str(dest), "--zip", str(archive), "--md5", md5]) == 0
     assert (dest / "Actor_05" / "03-01-05-02-01-01-05.flac").is_file()

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from emostream.alerts.rules import AlertEvent
-from emostream.apps.calls.analysis import ChannelRun, call_summary
+from emostream.apps.calls.analysis import ChannelRun, call_summary, collect_events
 from emostream.audio.codecs import decode_raw
-from emostream.engine.events import Event, HopResult
+from emostream.engine.events import Event
 from emostream.engine.plan import SessionPlan
 from emostream.engine.session import Session
 
@@ -100,9 +99,5 @@ class CallAnalysis:
         return events, summary
 
     def _collect(self, events: list[Event]) -> list[Event]:
-        for event in events:
-            if isinstance(event, HopResult):
-                self.runs[event.channel].hops.append(event)
-            elif isinstance(event, AlertEvent):
-                self.runs[event.channel].alerts.append(event.to_dict())
+        collect_events(events, self.runs)
         return events

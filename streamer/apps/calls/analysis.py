@@ -83,15 +83,16 @@ class CallAnalyzer:
         runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
         step = max(1, int(CHUNK_S * rate))
         for start in range(0, samples.shape[0], step):
-            _collect(session.feed(samples[start : start + step]), runs)
-        _collect(session.flush(), runs)
+            collect_events(session.feed(samples[start : start + step]), runs)
+        collect_events(session.flush(), runs)
         summary = summarize(job, rate, samples.shape[0] / rate, runs, labels=self.labels, bin_s=self.bin_s)
         summary["model"] = self.plan.model_name
         summary["settings"] = self.fingerprint
         return summary, runs
 
 
-def _collect(events: Sequence[object], runs: list[ChannelRun]) -> None:
+def collect_events(events: Sequence[object], runs: Sequence[ChannelRun]) -> None:
+    """File each hop and alert of ``events`` under its channel's run (what the summary is built from)."""
     for event in events:
         if isinstance(event, HopResult):
             runs[event.channel].hops.append(event)
