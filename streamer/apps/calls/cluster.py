@@ -239,10 +239,22 @@ def _run_tasks(
             for ref in ready:
                 yield _saved(ray, ref, running.pop(ref), options)
     except BaseException:  # Ctrl-C, SIGTERM (the CLI's KeyboardInterrupt) or the batch stopping: no task goes on
-        for ref in running:
-            with suppress(Exception):
-                ray.cancel(ref, force=True)
+        _cancel_unfinished(ray, list(running))
         raise
+
+
+def _cancel_unfinished(ray: Any, refs: list[Any]) -> None:
+    """Force-cancel the tasks of ``refs`` that have not finished.
+
+    A finished task is left alone: force-cancelling a task whose reply is arriving made Ray
+    2.60's core worker abort the driver ("Tried to complete task that was not pending"), so the
+    interrupted batch exited 1 with Ray's stack dump instead of 130/143.
+    """
+    with suppress(Exception):
+        _, refs = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in refs:
+        with suppress(Exception):
+            ray.cancel(ref, force=True)
 
 
 def _saved(ray: Any, ref: Any, job: CallJob, options: BatchOptions) -> Outcome:
