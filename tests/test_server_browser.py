@@ -535,3 +535,22 @@ def test_supervisor_page_reconnects_after_a_server_restart(page: Any, tmp_path: 
         call = IngestCall(srv, f"CA-{secrets.token_hex(3)}-back", _clips((1, 5))[:, None], ["customer"]).start()
         page.wait_for_selector(f"#live article.call[data-call-id='{call.call_id}']", timeout=15000)
         call.join(60)
+
+
+def test_try_page_when_the_server_ends_the_call(page: Any, tmp_path: Path, model_arg: str) -> None:
+    """SIGTERM on the server mid-stream: the page shows the call's summary, says why, and can start again."""
+    token, port = secrets.token_urlsafe(24), _free_port()
+    with _running_server(tmp_path, model_arg, token, port) as srv:
+        page.goto(f"{srv.url}/try#token={token}")
+        page.click("#mic-start")
+        _wait_fn(page, "() => Number(document.getElementById('timeline').dataset.points) >= 2", timeout=40000)
+    # the server has exited (SIGTERM finishes open calls' summaries first)
+    _wait_fn(
+        page,
+        "() => /^(Whole recording|No emotion was read)/.test(document.getElementById('status').textContent)",
+        timeout=15000,
+    )
+    assert page.is_enabled("#mic-start") and not page.is_enabled("#stop")
+    assert page.get_attribute("#conn", "data-state") == "idle"
+    page.wait_for_selector("#message:not([hidden])", timeout=10000)
+    assert "The server ended the call" in page.inner_text("#message")

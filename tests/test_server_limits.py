@@ -259,6 +259,19 @@ def test_idle_call_is_ended_with_4408_and_summarised(server: RunningServer) -> N
     assert records[-1]["summary"]["end_reason"].startswith("idle timeout")
 
 
+def test_idle_call_with_events_gets_its_call_end_before_the_close(server: RunningServer) -> None:
+    """A caller reading its events on the /ingest socket (the /try page) is told the summary, then 4408."""
+    with open_ws(server, "/ingest") as ws:
+        ws.send(json.dumps({**HEADER, "call_id": "idle-echo", "events": True}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+        ws.send(_silence_frame())
+        records = read_records(ws, lambda r: r["type"] == "call_end", timeout_s=5)
+        code, reason = close_of(ws, timeout_s=5)
+    assert records[-1]["call_id"] == "idle-echo"
+    assert records[-1]["summary"]["end_reason"].startswith("idle timeout")
+    assert code == 4408 and "idle" in reason
+
+
 def test_idle_connection_before_any_call_is_closed(server: RunningServer) -> None:
     with open_ws(server, "/twilio", token=None) as ws:
         code, _ = close_of(ws, timeout_s=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -189,6 +190,7 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     call: Call | None = None
     echo: _Echo | None = None
     reason = "stop"
+    ending = _Ending(conn)
     try:
         message = await first_message(conn, ctx)
         if message is None:
@@ -197,7 +199,7 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
         call_id = check_call_id(header.call_id) if header.call_id is not None else uuid.uuid4().hex
         if header.events:
             echo = _Echo(conn, ctx.hub, call_id)
-        call = await ctx.calls.open(_ingest_spec(header, call_id, conn.peer), conn.close_soon)
+        call = await ctx.calls.open(_ingest_spec(header, call_id, conn.peer), ending.request)
         reply = {
             "type": "accepted",
             "call_id": call_id,
@@ -208,7 +210,10 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
         await conn.send_text(EventHub.encode(reply))
         if echo is not None:
             echo.start()
-        reason = await _ingest_audio(conn, call, header)
+            # the server may end the call (shutdown, idle timeout): the caller still gets its call_end
+            reason = await ending.receive_until_ended(_ingest_audio(conn, call, header))
+        else:
+            reason = await _ingest_audio(conn, call, header)
     except RejectError as rejection:
         reason = f"rejected: {rejection.label}"
         await conn.reject(rejection)
@@ -217,7 +222,7 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
             await ctx.calls.end(call, reason)
         if echo is not None:
             await echo.finish()
-        await conn.close(NORMAL, "call ended")
+        await conn.close(*(ending.requested or (NORMAL, "call ended")))
 
 
 def _first_text(message: dict[str, Any]) -> str:
@@ -274,6 +279,43 @@ async def _ingest_audio(conn: Connection, call: Call, header: IngestHeader) -> s
         raise RejectError(
             INVALID_DATA, "malformed_message", f'text message {text[:40]!r}; expected binary audio or {{"type":"stop"}}'
         )
+
+
+class _Ending:
+    """How the server ends an ``/ingest`` call whose caller reads its events on the same socket.
+
+    Without events, the connection is simply closed (the call then ends). With them, closing first
+    would lose the ``call_end`` record: :meth:`request` instead stops the receiving, the handler ends
+    the call and sends ``call_end``, and only then closes with the requested code and reason.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.requested: tuple[int, str] | None = None
+        self._receiving: asyncio.Task[str] | None = None
+
+    def request(self, code: int, reason: str) -> None:
+        """The call's ``stop`` callback (event loop side): end with ``code`` and ``reason``."""
+        if self.requested is not None:
+            return
+        if self._receiving is None or self._receiving.done():
+            self.conn.close_soon(code, reason)  # not receiving through us: close as usual
+            return
+        self.requested = (code, reason)
+        self._receiving.cancel()
+
+    async def receive_until_ended(self, receiving: Coroutine[Any, Any, str]) -> str:
+        """Run the receive loop ``receiving`` until it returns or :meth:`request` stops it; why it ended."""
+        self._receiving = asyncio.get_running_loop().create_task(receiving)
+        try:
+            return await self._receiving
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.requested is None or (current is not None and current.cancelling()):
+                raise  # not ours: the handler itself is cancelled
+            return self.requested[1]
+        finally:
+            self._receiving.cancel()
 
 
 class _Echo:

@@ -156,6 +156,7 @@ function openIngest(rateHz, what) {
     const ws = new WebSocket(wsUrl("ingest", token));
     ws.binaryType = "arraybuffer";
     let opened = false;
+    let ended = null; // set by call_end: {stopping} (whether the page had asked to stop)
     ws.onopen = () => {
       opened = true;
       ws.send(JSON.stringify({ sample_rate_hz: Math.round(rateHz), encoding: "f32le", channels: 1, events: true }));
@@ -173,8 +174,14 @@ function openIngest(rateHz, what) {
       } else if (msg.type === "hop") showHop(msg);
       else if (msg.type === "alert") showAlert(msg);
       else if (msg.type === "call_end") {
-        if (run) run.summary = msg.summary;
+        // the call is over: the page is ready for another run at once, not only when the socket closes
+        const mine = run && run.ws === ws;
+        ended = { stopping: Boolean(mine && run.stopping) };
+        if (mine) stopLocal({ keepSocket: true });
+        setConn("idle", "not streaming");
         setStatus(showSummary(msg.summary));
+        // the server closes the socket after call_end; close it ourselves if it does not
+        setTimeout(() => { if (ws.readyState === WebSocket.OPEN) ws.close(1000, "done"); }, 5000);
       }
     };
     ws.onclose = async (ev) => {
@@ -188,16 +195,23 @@ function openIngest(rateHz, what) {
         }
         return;
       }
+      if (ended) {
+        // the summary is shown; say why only if the server ended a call the page had not stopped
+        if (ev.code === 1008) badToken(ev.reason);
+        else if (!ended.stopping) showMessage(`The server ended the call: ${describeClose(ev)}.`, "info");
+        return;
+      }
       if (!mine) return;
-      const { stopping, summary } = run;
+      // the socket closed before any call_end
+      const { stopping } = run;
       stopLocal();
       setConn("idle", "not streaming");
       if (ev.code === 1008) badToken(ev.reason);
       else if (stopping && (ev.code === 1000 || ev.code === 1005)) {
-        if (!summary) setStatus("Finished (the server sent no summary).");
+        setStatus("Finished (the server sent no summary).");
       } else {
         showMessage(`The server closed the stream: ${describeClose(ev)}.`);
-        setStatus(summary ? showSummary(summary) : "Stopped.");
+        setStatus("Stopped.");
       }
     };
   });
@@ -385,8 +399,11 @@ function finish(text) {
   }
 }
 
-/** Release the microphone, the audio context and the socket; the page is ready for another run. */
-function stopLocal() {
+/**
+ * Release the microphone, the audio context and (unless `keepSocket`: the server is closing it) the
+ * socket; the page is ready for another run.
+ */
+function stopLocal({ keepSocket = false } = {}) {
   if (!run) return;
   const r = run;
   run = null;
@@ -395,7 +412,7 @@ function stopLocal() {
   r.stream?.getTracks().forEach((t) => t.stop());
   try { r.player?.stop(); } catch { /* already ended */ }
   r.ctx?.close().catch(() => {});
-  if (r.ws && r.ws.readyState === WebSocket.OPEN) r.ws.close(1000, "done");
+  if (!keepSocket && r.ws && r.ws.readyState === WebSocket.OPEN) r.ws.close(1000, "done");
   $("level").style.width = "0";
   $("level-text").textContent = "–";
   setBusy(false);
