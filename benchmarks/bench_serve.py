@@ -12,10 +12,15 @@ only writes bytes). One ``/events`` subscriber reads (and discards) every record
 supervisor page would. Client and server share the machine's two cores; the client's
 own CPU time is reported too.
 
-The number of calls steps up (10, 25, 50, 75, 100, 150, ... for the fast model; 5, 10,
-20, ... for the accurate one) and each step streams ``--step-seconds`` of audio per call
-after a staggered start. The measured window opens 2 s after the last call started and
-closes before the calls stop (their start-up and summaries are not steady-state load). A
+The number of calls steps up (10, 25, 50, 75, 100, 125, ... for the fast model; 5, 10,
+20, ... for the accurate one). In each step the calls start ``1 / --arrivals-per-s`` apart
+(default 10 new calls a second, 36,000 an hour: far more than any call center of that
+size sees, yet not all at the same instant) and all of them stream until ``--step-seconds``
+after the last one started. The measured window opens 2 s after the last call started and
+closes when the calls stop sending (their start-up and summaries are not steady-state
+load); dropped audio counts over the whole step, the ramp included. With
+``--arrivals-per-s 1000`` every call starts at once: the first windows of all calls then
+fall due together, and the analysis falls behind for a few seconds before it catches up. A
 step *holds* when, in that window, the server's hop latency (from the arrival of the
 audio that completes a hop to its record being published: the server's
 ``emostream_hop_latency_seconds`` histogram) has p99 <= 100 ms, no audio was dropped
@@ -59,11 +64,12 @@ FRAME_S = 0.02
 TURN_S = 5.0
 P99_TARGET_MS = 100.0
 CALLS_TARGET_FAST = 100
-STEPS = {"fast": (10, 25, 50, 75, 100, 150, 200, 250), "accurate": (5, 10, 20, 30, 40, 60, 80)}
+STEPS = {"fast": (10, 25, 50, 75, 100, 125, 150, 200), "accurate": (5, 10, 20, 40, 60, 75, 90, 100, 125)}
 QUICK_STEPS = {"fast": (10, 25), "accurate": (5, 10)}
 MASK = b"\x1f\x2e\x3d\x4c"
 TICK_S = 0.005
 WARMUP_S = 2.0
+ARRIVALS_PER_S = 10.0  # new calls per second while a step ramps up (36,000 an hour)
 
 
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -143,6 +149,7 @@ class StepResult:
     dropped_audio_s: float
     disconnected: int
     late_sends: int
+    ramp_s: float
     holds: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -177,22 +184,33 @@ class Window:
 
 
 async def run_step(
-    port: int, pid: int, prepared: tuple[list[str], list[bytes], bytes], n_calls: int, step_s: float
+    port: int,
+    pid: int,
+    prepared: tuple[list[str], list[bytes], bytes],
+    n_calls: int,
+    step_s: float,
+    *,
+    arrivals_per_s: float = ARRIVALS_PER_S,
 ) -> tuple[dict[str, Any], Window]:
-    """Stream ``n_calls`` calls for ``step_s`` s each (starts staggered over one second).
+    """Stream ``n_calls`` calls that start ``1 / arrivals_per_s`` s apart and all stream until
+    ``step_s`` s after the last one started.
 
     The window measured opens ``WARMUP_S`` after the last call started (start-up of the
-    calls, first readings) and closes before the calls are stopped (their summaries).
+    calls, first readings) and closes when the calls stop sending audio, before their
+    ``stop`` (their summaries): every call streams throughout the window.
     """
     head, frames, stop = prepared
-    n_frames = min(len(frames), int(step_s / FRAME_S))
+    offsets = [i / arrivals_per_s for i in range(n_calls)]
+    ramp_s = offsets[-1]
+    n_frames = [int((ramp_s + step_s - offset) / FRAME_S) for offset in offsets]
+    if n_frames[0] > len(frames):
+        raise RuntimeError(f"{len(frames) * FRAME_S:.0f} s of audio prepared; {n_frames[0] * FRAME_S:.0f} s needed")
     loop = asyncio.get_running_loop()
     conns = [await open_ws(port, "/twilio") for _ in range(n_calls)]
     connected = ws_frame(head[0].encode())
     for i, (_, writer) in enumerate(conns):
         start = head[1].replace('"MZbench"', f'"MZbench{n_calls}x{i:04d}"')
         writer.write(connected + ws_frame(start.encode()))
-    offsets = [i / n_calls for i in range(n_calls)]  # staggered over one second
     t0 = loop.time() + 0.2
     sent = [0] * n_calls
     late = 0
@@ -202,14 +220,14 @@ async def run_step(
         now = loop.time()
         busy = False
         for i, (_, writer) in enumerate(conns):
-            due = min(n_frames, int((now - t0 - offsets[i]) / FRAME_S) + 1) if now >= t0 + offsets[i] else 0
+            due = min(n_frames[i], int((now - t0 - offsets[i]) / FRAME_S) + 1) if now >= t0 + offsets[i] else 0
             if due - sent[i] > 2:
                 late += 1
             while sent[i] < due:
                 writer.write(frames[sent[i]])
                 sent[i] += 1
-            busy = busy or sent[i] < n_frames
-        if marking is None and now >= t0 + 1.0 + WARMUP_S:
+            busy = busy or sent[i] < n_frames[i]
+        if marking is None and now >= t0 + ramp_s + WARMUP_S:
             marking = loop.create_task(window.mark(port, pid))
         if not busy:
             break
@@ -225,7 +243,7 @@ async def run_step(
     await asyncio.sleep(0.5)
     for _, writer in conns:
         writer.close()
-    return {"late_ticks": late, "disconnected": disconnected, "frames": n_frames}, window
+    return {"late_ticks": late, "disconnected": disconnected, "ramp_s": ramp_s}, window
 
 
 def metrics_text(port: int) -> str:
@@ -307,8 +325,10 @@ def start_server(model: str, folder: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, int(found.group(1))
 
 
-async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Path) -> list[StepResult]:
-    prepared = prepare(call_audio(step_s + 2.0))
+async def measure(
+    model: str, steps: tuple[int, ...], step_s: float, folder: Path, arrivals_per_s: float = ARRIVALS_PER_S
+) -> list[StepResult]:
+    prepared = prepare(call_audio(step_s + (max(steps) - 1) / arrivals_per_s + 2.0))
     proc, port = start_server(model, folder)
     results: list[StepResult] = []
     try:
@@ -317,7 +337,7 @@ async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Pat
         drainer = asyncio.get_running_loop().create_task(drain(reader, received))
         dropped_before = 0.0
         for n in steps:
-            client, window = await run_step(port, proc.pid, prepared, n, step_s)
+            client, window = await run_step(port, proc.pid, prepared, n, step_s, arrivals_per_s=arrivals_per_s)
             await wait_idle(port)
             if len(window.metrics) < 2:
                 raise RuntimeError(f"--step-seconds {step_s} is too short for a {WARMUP_S} s warm-up")
@@ -343,6 +363,7 @@ async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Pat
                 dropped_audio_s=round(dropped, 3),
                 disconnected=client["disconnected"],
                 late_sends=client["late_ticks"],
+                ramp_s=client["ramp_s"],
             )
             results.append(step)
             print(
@@ -350,7 +371,8 @@ async def measure(model: str, steps: tuple[int, ...], step_s: float, folder: Pat
                 f"dropped {step.dropped_audio_s} s, server CPU {cpu:.1f} s "
                 f"({step.cpu_per_call_s:.4f} s per call-second), "
                 f"client CPU {ccpu:.1f} s, "
-                f"wall {wall:.1f} s -> {'holds' if step.holds else 'does not hold'}",
+                f"calls started over {step.ramp_s:.1f} s, "
+                f"window {wall:.1f} s -> {'holds' if step.holds else 'does not hold'}",
                 flush=True,
             )
             if not step.holds:
@@ -397,13 +419,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     requested = getattr(args, "steps", None)
     old = _two_cpus()
     figures: list[dict[str, Any]] = []
-    details: dict[str, Any] = {"step_seconds": step_s, "cpus": 2, "p99_target_ms": P99_TARGET_MS}
+    arrivals = float(getattr(args, "arrivals_per_s", None) or ARRIVALS_PER_S)
+    details: dict[str, Any] = {
+        "step_seconds": step_s,
+        "arrivals_per_s": arrivals,
+        "cpus": 2,
+        "p99_target_ms": P99_TARGET_MS,
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
             for model in models:
                 steps = tuple(requested) if requested else (QUICK_STEPS if quick else STEPS).get(model, STEPS["fast"])
                 load_before = os.getloadavg()[0]
-                steps_run = asyncio.run(measure(model, steps, step_s, Path(tmp)))
+                steps_run = asyncio.run(measure(model, steps, step_s, Path(tmp), arrivals))
                 held = [s for s in steps_run if s.holds]
                 best = held[-1] if held else None
                 first_fail = next((s for s in steps_run if not s.holds), None)
@@ -469,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", dest="models", action="append", help="model name or .json path")
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], help="calls per step, e.g. 25,50")
     parser.add_argument("--step-seconds", type=float, help="seconds of audio per call and step (default 20)")
+    parser.add_argument(
+        "--arrivals-per-s",
+        type=float,
+        help=f"new calls per second while a step ramps up (default {ARRIVALS_PER_S:g}; 1000 = all at once)",
+    )
     parser.add_argument("--quick", action="store_true")
     res = run(parser.parse_args(argv))
     print_results([res])
