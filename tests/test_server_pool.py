@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from emostream.audio.codecs import mulaw_encode
 from emostream.config import Config, apply_overrides
 from emostream.server.analysis import CallSpec
-from emostream.server.pool import ProcessPool
+from emostream.server.pool import AnalysisError, NoWorkerError, ProcessPool
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop (an optional speed-up of the server's event loop) is missing")
 pytest.importorskip("starlette", reason="the [server] extra is not installed")
@@ -64,3 +66,39 @@ def test_many_large_requests_in_flight_reach_the_worker_and_come_back(model_arg:
 
     counts = _run(scenario)
     assert len(counts) == 164 and sum(counts[:160]) >= 4 * 70  # every request answered, hops for each call
+
+
+def test_a_worker_that_stops_is_started_again_and_takes_new_calls(model_arg: str) -> None:
+    """SIGKILL a worker: its call fails with AnalysisError, new calls are refused while none runs,
+    then a new process takes its place and analyses new calls."""
+    cfg = apply_overrides(Config(), {"model": {"name": model_arg}})
+    tone = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 220 / 8000)).astype(np.float32)
+    second = mulaw_encode(tone).tobytes()
+    restarts: list[float] = []
+
+    async def scenario() -> tuple[str, str, int, int]:
+        loop = asyncio.get_running_loop()
+        pool = ProcessPool(cfg, 1, on_restart=lambda: restarts.append(loop.time()))
+        try:
+            await pool.wait_ready()
+            await pool.open(_spec("before"))
+            await pool.feed("before", [second])
+            os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+            with pytest.raises(AnalysisError) as lost:
+                await asyncio.wait_for(pool.feed("before", [second] * 5), 30)
+            with pytest.raises(NoWorkerError) as refused:
+                await pool.open(_spec("while-down"))
+            deadline = loop.time() + 120
+            while not restarts and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            await pool.open(_spec("after"))
+            events = await asyncio.wait_for(pool.feed("after", [second] * 3), 30)
+            return str(lost.value), str(refused.value), len(events), pool.running
+        finally:
+            pool.close()
+
+    lost, refused, n_events, running = _run(scenario)
+    assert "analysis worker 0 stopped" in lost
+    assert "no analysis worker is running" in refused
+    assert len(restarts) == 1 and running == 1
+    assert n_events > 0  # the new process analyses

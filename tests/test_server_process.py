@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,10 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from test_server_support import TOKEN, close_of, read_records
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from emostream.audio.codecs import encode_raw
@@ -146,3 +149,88 @@ def test_generated_token_is_printed_in_the_page_urls() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    """The server's analysis worker processes (multiprocessing spawn children, not its resource tracker)."""
+    pids = []
+    for child in Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline:
+            pids.append(int(child))
+    return pids
+
+
+def _metric(port: int, name: str) -> float:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _send_then_stop(ws: Any, audio: bytes) -> tuple[int | None, str]:
+    """Send ``audio`` three times, then stop (unless the server has closed the call); how it closed."""
+    try:
+        for _ in range(3):
+            ws.send(audio)
+            time.sleep(0.3)
+        ws.send(json.dumps({"type": "stop"}))
+    except ConnectionClosed:
+        pass
+    return close_of(ws, timeout_s=15)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_started_again_and_counted() -> None:
+    """SIGKILL one of the two workers: its call closes 1011, the other call carries on, a new worker
+    takes the dead one's place (counted in /metrics) and new calls are analysed."""
+    proc = _serve()
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32)
+    second = encode_raw(tone, "s16le")
+    base = ""
+    sockets = contextlib.ExitStack()
+
+    def start(call: str) -> Any:
+        ws = sockets.enter_context(connect(base, open_timeout=20))
+        ws.send(json.dumps({"call_id": call, "sample_rate_hz": 16000, "encoding": "s16le", "channels": 1}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+        ws.send(second)
+        return ws
+
+    try:
+        port = _port(proc)
+        base = f"ws://127.0.0.1:{port}/ingest?token={TOKEN}"
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        calls = [start("before-a"), start("before-b")]  # one on each worker
+        time.sleep(1.0)
+        os.kill(workers[0], signal.SIGKILL)
+        ends = [_send_then_stop(ws, second) for ws in calls]
+        deadline = time.monotonic() + 60
+        while _metric(port, "emostream_worker_restarts_total") < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(port, "emostream_worker_restarts_total") == 1
+        now = _worker_pids(proc.pid)
+        assert len(now) == 2 and workers[0] not in now and workers[1] in now
+        after = [start("after-a"), start("after-b")]  # spread over both workers, the new one included
+        for ws in after:
+            ws.send(json.dumps({"type": "stop"}))
+        after_ends = [close_of(ws)[0] for ws in after]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        sockets.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(code for code, _ in ends) == [1000, 1011]
+    assert any(code == 1011 and re.fullmatch(r"analysis worker \d stopped", reason) for code, reason in ends)
+    assert after_ends == [1000, 1000]
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    stopped = re.search(r"analysis worker (\d) stopped \(exit code -9\)", log)
+    assert stopped and f"analysis worker {stopped.group(1)} started again" in log
+    assert "Traceback" not in log

@@ -43,6 +43,7 @@ from emostream.server.closing import (
     CALL_ID_IN_USE,
     GOING_AWAY,
     IDLE_TIMEOUT,
+    INTERNAL_ERROR,
     INVALID_DATA,
     TRY_AGAIN_LATER,
     RejectError,
@@ -50,7 +51,7 @@ from emostream.server.closing import (
 from emostream.server.config import ServerConfig
 from emostream.server.events import EventHub
 from emostream.server.metrics import ServerMetrics
-from emostream.server.pool import AnalysisError, AnalysisPool
+from emostream.server.pool import AnalysisError, AnalysisPool, NoWorkerError, WorkerLostError
 
 log = logging.getLogger("emostream.server")
 
@@ -208,8 +209,8 @@ class Call:
             request = self._inflight[0]
             try:
                 events = await request.task
-            except AnalysisError as exc:  # samples the session refuses (non-finite, implausible)
-                self._fail(str(exc))
+            except AnalysisError as exc:  # samples the session refuses (non-finite, implausible), a lost worker
+                self._fail(exc)
                 for other in self._inflight:
                     other.task.cancel()
                 self._inflight.clear()
@@ -226,8 +227,13 @@ class Call:
             if self._due():
                 self._wake.set()
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, error: AnalysisError) -> None:
+        message = str(error)
         self.error = message
+        if isinstance(error, WorkerLostError):  # the server's failure, not the caller's audio
+            log.error("call %s: ended: %s", self.call_id, message)
+            self.end_connection(INTERNAL_ERROR, message)
+            return
         log.warning("call %s: audio refused: %s", self.call_id, message)
         self._registry.metrics.rejected.labels("bad_audio").inc()
         self.end_connection(INVALID_DATA, message)
@@ -355,6 +361,8 @@ class CallRegistry:
         self._idle.clear()
         try:
             channels = await self.pool.open(spec)
+        except NoWorkerError as exc:
+            raise RejectError(TRY_AGAIN_LATER, "no_analysis_worker", str(exc)) from exc
         except AnalysisError as exc:
             raise RejectError(INVALID_DATA, "bad_settings", str(exc)) from exc
         finally:

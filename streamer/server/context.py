@@ -53,7 +53,7 @@ class ServerContext:
             return
         workers = self.server.workers
         if workers:
-            pool = ProcessPool(self.config, workers)
+            pool = ProcessPool(self.config, workers, on_restart=self.metrics.worker_restarts.inc)
             self.pool = pool
             await pool.wait_ready()
         else:

@@ -55,6 +55,9 @@ class ServerMetrics:
         self.summaries = Counter(
             "emostream_summaries_written", "Call summaries written to [server] summary_dir", registry=r
         )
+        self.worker_restarts = Counter(
+            "emostream_worker_restarts", "Analysis worker processes started again after one stopped", registry=r
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -18,6 +18,11 @@ requests in the order they were sent, so a call may have several feeds in flight
 (:attr:`ProcessPool.ordered`). A worker ignores SIGINT and
 SIGTERM (the server drains the calls first and then stops its workers) and exits when its
 pipe closes.
+
+A worker that stops (killed, out of memory, a crash in native code) ends its own calls with
+an error, and the pool starts a new process in its place (retrying with a growing pause, up
+to a minute, if that one cannot start); new calls go to the workers that run meanwhile, and
+when none does they are refused with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import queue
 import signal
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -45,10 +50,19 @@ from emostream.server.analysis import CallAnalysis, CallSpec, Chunk
 log = logging.getLogger("emostream.server")
 THREADS = 2
 START_TIMEOUT_S = 120.0
+RESTART_PAUSE_MAX_S = 60.0  # a worker that cannot start again is retried at most this far apart
 
 
 class AnalysisError(EmoStreamError):
     """A worker refused a request: bad audio, bad settings, or a worker that died."""
+
+
+class WorkerLostError(AnalysisError):
+    """The worker that ran a call stopped: the call's analysis state is gone."""
+
+
+class NoWorkerError(AnalysisError):
+    """No analysis worker runs at the moment (they stopped and are being started again)."""
 
 
 class AnalysisPool(Protocol):
@@ -143,7 +157,13 @@ def worker_main(requests: Connection, conn: Connection, cfg: Config) -> None:
 class _Worker:
     """One worker process seen from the server: a request queue, a sender and a receiver thread."""
 
-    def __init__(self, index: int, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        index: int,
+        cfg: Config,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Callable[[_Worker], None] | None = None,
+    ) -> None:
         mp = multiprocessing.get_context("spawn")
         child_requests, self._requests = mp.Pipe(duplex=False)  # server -> worker
         self.conn, child_replies = mp.Pipe(duplex=False)  # worker -> server
@@ -155,12 +175,14 @@ class _Worker:
         child_replies.close()
         self.index = index
         self.calls = 0
+        self._on_lost_cb = on_lost
         self._loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._out: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self.ready = asyncio.Event()
         self.start_error: str | None = None
+        self.ready_once = False  # it loaded the model and took calls (a loss is then restarted)
         self.dead = False
         threading.Thread(target=self._send_loop, name=f"emostream-worker-{index}-send", daemon=True).start()
         loop.add_reader(self.conn.fileno(), self._on_readable)  # replies are read by the event loop itself
@@ -182,6 +204,8 @@ class _Worker:
             self._loop.remove_reader(self.conn.fileno())
             self.ready.set()
             self._fail_all()
+            if self._on_lost_cb is not None:
+                self._on_lost_cb(self)
 
     def _on_readable(self) -> None:
         try:
@@ -207,12 +231,12 @@ class _Worker:
     def _fail_all(self) -> None:
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(AnalysisError(f"analysis worker {self.index} stopped"))
+                future.set_exception(WorkerLostError(f"analysis worker {self.index} stopped"))
         self._pending.clear()
 
     async def request(self, kind: str, call_id: str, arg: Any) -> Any:
         if self.dead:
-            raise AnalysisError(f"analysis worker {self.index} stopped")
+            raise WorkerLostError(f"analysis worker {self.index} stopped")
         req_id = next(self._ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[req_id] = future
@@ -233,27 +257,76 @@ class _Worker:
 
 
 class ProcessPool:
-    """Calls analysed in ``n`` worker processes; construct it in the running loop, then :meth:`wait_ready`."""
+    """Calls analysed in ``n`` worker processes; construct it in the running loop, then :meth:`wait_ready`.
+
+    ``on_restart``: called (in the event loop) each time a stopped worker has been replaced.
+    """
 
     ordered = True  # a call's requests are answered in the order sent: feeds need not wait for each other
 
-    def __init__(self, cfg: Config, n: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._workers = [_Worker(i, cfg, loop) for i in range(n)]
+    def __init__(self, cfg: Config, n: int, on_restart: Callable[[], None] | None = None) -> None:
+        self._cfg = cfg
+        self._loop = asyncio.get_running_loop()
+        self._on_restart = on_restart
+        self._closing = False
+        self._restarting: set[asyncio.Task[None]] = set()
+        self._workers = [self._new_worker(i) for i in range(n)]
         self._home: dict[str, _Worker] = {}
+
+    def _new_worker(self, index: int) -> _Worker:
+        return _Worker(index, self._cfg, self._loop, on_lost=self._lost)
+
+    @property
+    def running(self) -> int:
+        """Workers that are up (a stopped one being replaced is not)."""
+        return sum(not w.dead for w in self._workers)
 
     async def wait_ready(self) -> None:
         """Wait until every worker has loaded the model; AnalysisError when one cannot."""
         for worker in self._workers:
-            try:
-                await asyncio.wait_for(worker.ready.wait(), START_TIMEOUT_S)
-            except TimeoutError:
-                worker.start_error = f"no reply within {START_TIMEOUT_S:g} s"
-            if worker.dead or worker.start_error:
-                raise AnalysisError(f"analysis worker {worker.index} did not start: {worker.start_error or 'no reply'}")
+            problem = await _started(worker)
+            if problem:
+                raise AnalysisError(f"analysis worker {worker.index} did not start: {problem}")
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker stopped (event loop side): its calls have failed; start another in its place."""
+        if self._closing or self._workers[worker.index] is not worker or not worker.ready_once:
+            return
+        code = worker.process.exitcode
+        log.error(
+            "analysis worker %d stopped (%s); its %d call(s) end with an error; starting it again",
+            worker.index,
+            "still running" if code is None else f"exit code {code}",
+            worker.calls,
+        )
+        task = self._loop.create_task(self._replace(worker), name=f"restart-worker-{worker.index}")
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
+
+    async def _replace(self, old: _Worker) -> None:
+        await self._loop.run_in_executor(None, old.stop, 1.0)  # reap the process, close its pipes
+        pause_s = 1.0
+        while not self._closing:
+            new = self._new_worker(old.index)
+            problem = await _started(new)
+            if not problem and not self._closing:
+                self._workers[old.index] = new
+                log.warning("analysis worker %d started again", old.index)
+                if self._on_restart is not None:
+                    self._on_restart()
+                return
+            await self._loop.run_in_executor(None, new.stop, 1.0)
+            if self._closing:
+                return
+            log.error("analysis worker %d did not start again (%s); next try in %g s", old.index, problem, pause_s)
+            await asyncio.sleep(pause_s)
+            pause_s = min(2 * pause_s, RESTART_PAUSE_MAX_S)
 
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]:
-        worker = min(self._workers, key=lambda w: (w.dead, w.calls))
+        live = [w for w in self._workers if not w.dead]
+        if not live:
+            raise NoWorkerError("no analysis worker is running (they stopped and are being started again)")
+        worker = min(live, key=lambda w: w.calls)
         worker.calls += 1  # before the reply: calls opened at the same moment spread over the workers
         try:
             channels: list[dict[str, Any]] = await worker.request("open", spec.call_id, spec)
@@ -274,5 +347,18 @@ class ProcessPool:
         return result
 
     def close(self) -> None:
+        self._closing = True  # a worker that exits now is not started again
         for worker in self._workers:
             worker.stop(5.0)
+
+
+async def _started(worker: _Worker) -> str | None:
+    """Wait for ``worker`` to load the model: None when it is ready, else why not."""
+    try:
+        await asyncio.wait_for(worker.ready.wait(), START_TIMEOUT_S)
+    except TimeoutError:
+        worker.start_error = f"no reply within {START_TIMEOUT_S:g} s"
+    if worker.dead or worker.start_error:
+        return worker.start_error or "it stopped while loading"
+    worker.ready_once = True
+    return None
