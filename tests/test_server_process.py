@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_server_support import TOKEN, close_of, read_records
+from test_server_support import TOKEN, close_of, metric_value, read_records
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -161,17 +161,6 @@ def _worker_pids(server_pid: int) -> list[int]:
     return pids
 
 
-def _metric(port: int, name: str) -> float:
-    import urllib.request
-
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
-
-
 def _send_then_stop(ws: Any, audio: bytes) -> tuple[int | None, str]:
     """Send ``audio`` three times, then stop (unless the server has closed the call); how it closed."""
     try:
@@ -211,9 +200,9 @@ def test_a_killed_worker_is_started_again_and_counted() -> None:
         os.kill(workers[0], signal.SIGKILL)
         ends = [_send_then_stop(ws, second) for ws in calls]
         deadline = time.monotonic() + 60
-        while _metric(port, "emostream_worker_restarts_total") < 1 and time.monotonic() < deadline:
+        while metric_value(port, "emostream_worker_restarts_total") < 1 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _metric(port, "emostream_worker_restarts_total") == 1
+        assert metric_value(port, "emostream_worker_restarts_total") == 1
         now = _worker_pids(proc.pid)
         assert len(now) == 2 and workers[0] not in now and workers[1] in now
         after = [start("after-a"), start("after-b")]  # spread over both workers, the new one included

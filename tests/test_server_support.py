@@ -41,6 +41,27 @@ ANGRY = FIXTURES / "Actor_01" / "03-01-05-02-01-01-01.flac"
 CALM = FIXTURES / "Actor_02" / "03-01-02-02-01-01-02.flac"
 
 
+def http_get(port: int, path: str, *, token: str | None = TOKEN) -> tuple[int, bytes]:
+    """GET ``http://127.0.0.1:PORT/path`` with the bearer token: status and body."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metric_value(port: int, name: str, labels: str = "") -> float:
+    """The value of one sample of the server's /metrics on ``port`` (0 when absent)."""
+    _, body = http_get(port, "/metrics")
+    key = f"{name}{{{labels}}}" if labels else name
+    for line in body.decode().splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 class RunningServer:
     """``emostream serve`` on 127.0.0.1 (a free port) in a thread of this process."""
 
@@ -56,22 +77,11 @@ class RunningServer:
         return f"{scheme}://127.0.0.1:{self.port}{path}{query}"
 
     def get(self, path: str, *, token: str | None = TOKEN) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return http_get(self.port, path, token=token)
 
     def metric(self, name: str, labels: str = "") -> float:
         """The value of one sample of /metrics (0 when absent)."""
-        _, body = self.get("/metrics")
-        key = f"{name}{{{labels}}}" if labels else name
-        for line in body.decode().splitlines():
-            if line.startswith(key + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric_value(self.port, name, labels)
 
     def stop(self) -> None:
         self.server.should_exit = True
