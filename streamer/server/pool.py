@@ -292,19 +292,19 @@ class ProcessPool:
         """A worker stopped (event loop side): its calls have failed; start another in its place."""
         if self._closing or self._workers[worker.index] is not worker or not worker.ready_once:
             return
-        code = worker.process.exitcode
-        log.error(
-            "analysis worker %d stopped (%s); its %d call(s) end with an error; starting it again",
-            worker.index,
-            "still running" if code is None else f"exit code {code}",
-            worker.calls,
-        )
-        task = self._loop.create_task(self._replace(worker), name=f"restart-worker-{worker.index}")
+        task = self._loop.create_task(self._replace(worker, worker.calls), name=f"restart-worker-{worker.index}")
         self._restarting.add(task)
         task.add_done_callback(self._restarting.discard)
 
-    async def _replace(self, old: _Worker) -> None:
-        await self._loop.run_in_executor(None, old.stop, 1.0)  # reap the process, close its pipes
+    async def _replace(self, old: _Worker, calls: int) -> None:
+        # reap the process first (its lost pipe can be seen before it has exited): the log gives its exit code
+        await self._loop.run_in_executor(None, old.stop, 1.0)
+        log.error(
+            "analysis worker %d stopped (exit code %s); its %d call(s) end with an error; starting it again",
+            old.index,
+            old.process.exitcode,
+            calls,
+        )
         pause_s = 1.0
         while not self._closing:
             new = self._new_worker(old.index)
