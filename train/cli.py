@@ -13,7 +13,7 @@ from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig
 from emostream.train.calibration import CalibrationSpec
 from emostream.train.fetch import register as register_fetch
-from emostream.train.fit import TrainConfig
+from emostream.train.fit import BALANCES, TrainConfig
 from emostream.train.models import FAMILIES, SUMMARY_FAMILIES, ModelConfig
 from emostream.train.ravdess import ENV_VAR, SONG_ENV_VAR, default_data_dir, default_song_dir
 
@@ -79,6 +79,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration-reps", type=int, default=3, metavar="R", help="simulated calibrations per training clip"
     )
+    p.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="add a corpus to the data (repeatable): nemo=DIR, ased=DIR (folders as `emostream fetch-nemo` / "
+        "`fetch-ased` write them); the loss scores only the labels each corpus has",
+    )
+    p.add_argument(
+        "--balance",
+        choices=BALANCES,
+        default="corpus_class",
+        help="class weights: every (corpus, class) the same total weight, or also every speaker within it",
+    )
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
     p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
@@ -114,6 +128,7 @@ def _spec(args: argparse.Namespace) -> Any:
             prior_windows=args.calibration_prior, reps=args.calibration_reps, hop_s=args.hop_ms / 1000.0
         )
     song = default_song_dir() if args.song is None else (Path(args.song) if args.song else None)
+    corpora = _corpora(args.corpus)
     train_cfg = TrainConfig(
         family=args.model,
         epochs=args.epochs or DEFAULT_EPOCHS[args.model] * (2 if args.command == "evaluate" else 1),
@@ -123,6 +138,7 @@ def _spec(args: argparse.Namespace) -> Any:
         mixup_alpha=args.mixup,
         select_k=args.select_k,
         class_weights=not args.no_class_weights,
+        balance=args.balance,
         seed=args.seed,
         model=ModelConfig(dropout=args.dropout, l2=args.l2),
     )
@@ -145,7 +161,29 @@ def _spec(args: argparse.Namespace) -> Any:
         max_folds=getattr(args, "max_folds", 0),
         song=song,
         calibration=calibration,
+        corpora=corpora,
     )
+
+
+def _corpora(values: list[str]) -> dict[str, Path]:
+    """``--corpus NAME=DIR`` values as {name: folder}; :class:`ConfigError` for a bad or repeated one."""
+    from emostream.train.corpora import CORPORA  # noqa: PLC0415
+
+    extra = [n for n in CORPORA if n not in ("ravdess", "ravdess_song")]
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not folder:
+            raise ConfigError(f"--corpus {value!r}: expected NAME=DIR, e.g. nemo=../shared/datasets/nemo-16k")
+        if name not in extra:
+            raise ConfigError(
+                f"--corpus {value!r}: unknown corpus {name!r}; expected one of {', '.join(extra)} "
+                "(RAVDESS speech comes from --data, its song from --song)"
+            )
+        if name in out:
+            raise ConfigError(f"--corpus {name} given twice")
+        out[name] = Path(folder)
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -229,9 +267,18 @@ def register(subparsers: Any) -> None:
     _add_common(p_eval)
     p_eval.add_argument(
         "--protocol",
-        choices=("random", "emobox", "emobox_speaker_adaptive", "emobox_calibrated", "random_speech_song", "all"),
+        choices=(
+            "random",
+            "emobox",
+            "emobox_speaker_adaptive",
+            "emobox_calibrated",
+            "random_speech_song",
+            "loco",
+            "all",
+        ),
         default="emobox",
-        help="emobox_calibrated needs --calibration-prior (and also writes emobox); random_speech_song needs --song",
+        help="emobox_calibrated needs --calibration-prior (and also writes emobox); random_speech_song needs --song; "
+        "loco (leave one corpus out: RAVDESS speech, nEMO, ASED) needs --calibration-prior and --corpus",
     )
     p_eval.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     p_eval.add_argument("--save-fold-models", help="write each EmoBox fold's int8 model to DIR/fold_K/")

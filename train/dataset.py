@@ -26,8 +26,9 @@ from emostream.audio.files import load_mono
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import WindowExtractor
+from emostream.inference.metadata import EMOTIONS
 from emostream.train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
-from emostream.train.ravdess import Clip
+from emostream.train.corpora import Clip, corpus_of
 
 Channel = Literal["wideband", "g711"]
 CACHE_VERSION = 1
@@ -58,6 +59,19 @@ class WindowSet:
     def actors(self) -> IntArray:
         """Actor of each clip, shape (n_clips,)."""
         return np.array([c.actor for c in self.clips], dtype=np.int32)
+
+    @property
+    def corpora(self) -> npt.NDArray[np.str_]:
+        """Corpus name of each clip, shape (n_clips,) (RAVDESS song: "ravdess_song")."""
+        return np.array([corpus_of(c).name for c in self.clips])
+
+    @property
+    def label_masks(self) -> npt.NDArray[np.float32]:
+        """Per clip, 1.0 for each of the eight labels its corpus has, else 0.0; shape (n_clips, 8) float32."""
+        out = np.zeros((len(self.clips), len(EMOTIONS)), dtype=np.float32)
+        for i, clip in enumerate(self.clips):
+            out[i] = corpus_of(clip).label_mask
+        return out
 
     @property
     def window_labels(self) -> IntArray:

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.engine.reading import ReadingConfig
+from emostream.errors import DatasetError
 from emostream.frontend.features import FeatureConfig, summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
@@ -72,11 +73,45 @@ class SplitResult:
 
 
 def _validation_actors(train_actors: list[int], seed: int) -> list[int]:
-    """One male and one female training actor held out for early stopping."""
+    """One male and one female training actor held out for early stopping (RAVDESS: odd actors are male)."""
     rng = np.random.default_rng(seed)
     males = [a for a in train_actors if a % 2]
     females = [a for a in train_actors if a % 2 == 0]
     return sorted([int(rng.choice(males)), int(rng.choice(females))])
+
+
+def validation_speakers(wset: WindowSet, candidates: Bool, seed: int) -> list[int]:
+    """Speakers (``Clip.actor``) held out for early stopping and for choosing "uncertain".
+
+    From every corpus among the ``candidates`` clips: one male and one female speaker, and
+    one more of each per 30 speakers beyond the first 30 (ASED's 65: 2 + 2), drawn with the
+    same seed per corpus (with RAVDESS alone: exactly :func:`_validation_actors`'s choice).
+    """
+    chosen: list[int] = []
+    idx = np.flatnonzero(candidates)
+    for corpus in dict.fromkeys(wset.clips[i].corpus for i in idx):
+        mine = [wset.clips[i] for i in idx if wset.clips[i].corpus == corpus]
+        if corpus == "ravdess":
+            chosen += _validation_actors(sorted({c.actor for c in mine}), seed)
+            continue
+        rng = np.random.default_rng(seed)
+        speakers = sorted({c.actor for c in mine})
+        per_gender = 1 + max(0, len(speakers) - 30) // 30
+        for gender in ("male", "female"):
+            pool = sorted({c.actor for c in mine if c.gender == gender})
+            if pool:
+                chosen += [int(a) for a in rng.choice(pool, size=min(per_gender, len(pool)), replace=False)]
+    return sorted(chosen)
+
+
+def training_extras(wset: WindowSet, windows: npt.NDArray[np.intp]) -> dict[str, Any]:
+    """What :func:`fit` needs beside inputs and labels for ``windows``: label masks, corpora and speakers."""
+    clips = wset.clip_index[windows]
+    return {
+        "label_mask": wset.label_masks[clips],
+        "groups": wset.corpora[clips],
+        "speakers": wset.actors[clips],
+    }
 
 
 def speaker_normalise(wset: WindowSet) -> npt.NDArray[np.float32]:
@@ -115,7 +150,16 @@ def run_split(
     va = wset.windows_of(val_clips, copies=False)
     va = va[speech[va]]
     y_win = wset.window_labels
-    fitted = fit(x_all[tr], y_win[tr], N_LABELS, cfg, validation=(x_all[va], y_win[va]), on_epoch=on_epoch)
+    fitted = fit(
+        x_all[tr],
+        y_win[tr],
+        N_LABELS,
+        cfg,
+        validation=(x_all[va], y_win[va]),
+        on_epoch=on_epoch,
+        validation_mask=wset.label_masks[wset.clip_index[va]],
+        **training_extras(wset, tr),
+    )
     te = wset.windows_of(test_clips, copies=False)
     test_idx = np.flatnonzero(test_clips)
     rep = representative_sample(x_all[tr], 500, cfg.seed)
@@ -223,7 +267,17 @@ def run_calibrated_split(
     train_idx, val_idx, test_idx = (np.flatnonzero(m) for m in (train_clips, val_clips, test_clips))
     z_tr, i_tr = make_calibrated(pool, train_idx, calib, rng, pop=pop, copies=copies)
     z_va, i_va = make_calibrated(pool, val_idx, calib, rng, pop=pop, reps=1, seconds=calib.eval_seconds, mode="random")
-    fitted = fit(z_tr, y_win[i_tr], N_LABELS, cfg, validation=(z_va, y_win[i_va]), on_epoch=on_epoch, population=pop)
+    fitted = fit(
+        z_tr,
+        y_win[i_tr],
+        N_LABELS,
+        cfg,
+        validation=(z_va, y_win[i_va]),
+        on_epoch=on_epoch,
+        population=pop,
+        validation_mask=wset.label_masks[wset.clip_index[i_va]],
+        **training_extras(wset, i_tr),
+    )
     int8 = to_tflite(fitted.model, representative_sample(z_tr, 500, cfg.seed))
     # uncertainty thresholds on the validation actors' speech windows (int8, calibrated as in the headline)
     n_pop = population_columns(feature_cfg, wset.features.shape[1])
@@ -285,7 +339,13 @@ def run_calibrated_split(
         mean_abs_dp=scored.mean_abs_dp,
         epochs=fitted.epochs_run,
         best_epoch=fitted.best_epoch,
-        extra={"arousal": arousal, "uncertain": scored.uncertain, "training_windows": len(z_tr)},
+        extra={
+            "arousal": arousal,
+            "uncertain": scored.uncertain,
+            "training_windows": len(z_tr),
+            "probs": scored.probs,
+            "validation_actors": sorted({int(a) for a in wset.actors[val_idx]}),
+        },
     )
 
 
@@ -451,9 +511,25 @@ def emobox_split(wset: WindowSet, test_actors: tuple[int, ...], seed: int) -> tu
     actors = wset.actors
     speech = speech_clips(wset)
     test = np.isin(actors, test_actors)
-    train_actors = sorted({int(a) for a in actors[~test & speech]})
-    val = np.isin(actors, _validation_actors(train_actors, seed))
+    val = np.isin(actors, validation_speakers(wset, ~test & speech, seed))
     return ~test & ~val, val & speech, test & speech
+
+
+def loco_split(wset: WindowSet, test_corpus: str, seed: int) -> tuple[Bool, Bool, Bool]:
+    """Leave one corpus out: test on every speech clip of ``test_corpus``, train on the other corpora.
+
+    RAVDESS song clips belong to RAVDESS's actors, so they leave with RAVDESS. Validation
+    speakers (:func:`validation_speakers`) come from the training corpora.
+    """
+    corpus = np.array([c.corpus for c in wset.clips])
+    speech = speech_clips(wset)
+    test = corpus == test_corpus
+    if not test.any():
+        raise DatasetError(f"leave-one-corpus-out: no clip of {test_corpus!r} among the corpora given")
+    if test.all():
+        raise DatasetError(f"leave-one-corpus-out: only {test_corpus!r} given; add the other corpora (--corpus)")
+    val = np.isin(wset.actors, validation_speakers(wset, ~test & speech, seed))
+    return ~test & ~val, val & speech & ~test, test & speech
 
 
 def summarise(results: list[SplitResult], variant: str) -> dict[str, Any]:

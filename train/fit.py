@@ -27,6 +27,10 @@ I32 = npt.NDArray[np.int32]
 class TrainConfig:
     """Optimisation settings. ``select_k`` keeps the k best summary columns (f_classif); 0 = all.
 
+    ``class_weights`` weights each training window by ``balance``: ``"corpus_class"`` gives
+    every (corpus, class) group the same total weight (with one corpus: the classic balanced
+    class weights), ``"corpus_class_speaker"`` also every speaker within a group.
+
     With a validation set, training stops when ``monitor`` (``val_accuracy`` or ``val_loss``)
     has not improved for ``patience`` epochs, and the best epoch's weights are kept.
     """
@@ -41,12 +45,20 @@ class TrainConfig:
     select_k: int = 0
     class_weights: bool = True
     mixup_alpha: float = 0.0
+    balance: str = "corpus_class"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.balance not in BALANCES:
+            raise ConfigError(f"--balance is {self.balance!r}; expected one of {', '.join(BALANCES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
         return dataclasses.asdict(self)
+
+
+BALANCES: tuple[str, ...] = ("corpus_class", "corpus_class_speaker")
 
 
 @dataclass
@@ -97,10 +109,69 @@ def select_columns(x: F32, y: I32, k: int) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.flatnonzero(selector.get_support()))
 
 
-def _class_weights(y: I32, n_labels: int) -> dict[int, float]:
-    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
-    weights = len(y) / (n_labels * np.maximum(counts, 1.0))
-    return {i: float(w) for i, w in enumerate(weights)}
+def balanced_weights(
+    y: I32, groups: npt.NDArray[Any] | None = None, speakers: npt.NDArray[Any] | None = None
+) -> npt.NDArray[np.float32]:
+    """Per-window weights giving every (group, class) the same total weight; mean weight 1.
+
+    ``y`` (n,) class indices; ``groups`` (n,) corpus of each window (None = one corpus);
+    ``speakers`` (n,) speaker of each window: when given, every speaker within a (group,
+    class) also gets the same share. With one group this is the classic balanced class weight
+    ``n / (n_classes_present * count(class))``.
+    """
+    n = len(y)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    g = np.zeros(n, dtype=np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
+    key = g * 1000 + y.astype(np.int64)
+    _, cell, counts = np.unique(key, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[cell].astype(np.float64)
+    if speakers is not None:
+        skey = np.unique(speakers, return_inverse=True)[1].astype(np.int64) * 1_000_000 + key
+        _, scell, scounts = np.unique(skey, return_inverse=True, return_counts=True)
+        per_cell_speakers = np.zeros(counts.size)
+        np.add.at(per_cell_speakers, cell[np.unique(scell, return_index=True)[1]], 1.0)
+        weights = 1.0 / (scounts[scell].astype(np.float64) * per_cell_speakers[cell])
+    weights *= n / weights.sum()
+    return weights.astype(np.float32)
+
+
+def masked_cross_entropy(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
+    """Cross-entropy over only the labels a window's corpus has (Keras ops; per-window loss, shape (n,)).
+
+    ``y_true`` (n, 2 * L): the one-hot class (first L columns) then the corpus's label mask
+    (1 = the corpus has the label); ``y_pred`` (n, L) softmax probabilities. The probabilities
+    are renormalised over the masked labels, and label smoothing spreads over those labels
+    only, so a corpus without calm or disgust neither rewards nor punishes them.
+    """
+    from keras import ops  # noqa: PLC0415
+
+    n_labels = y_pred.shape[-1]
+    onehot, mask = y_true[:, :n_labels], y_true[:, n_labels:]
+    target = onehot * (1.0 - label_smoothing) + label_smoothing * mask / ops.sum(mask, axis=-1, keepdims=True)
+    p = y_pred * mask
+    p = p / (ops.sum(p, axis=-1, keepdims=True) + 1e-7)
+    return -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0)), axis=-1)
+
+
+def masked_accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Accuracy of the most probable label among those the window's corpus has (``y_true`` as above)."""
+    from keras import ops  # noqa: PLC0415
+
+    n_labels = y_pred.shape[-1]
+    onehot, mask = y_true[:, :n_labels], y_true[:, n_labels:]
+    hit = ops.argmax(y_pred * mask, axis=-1) == ops.argmax(onehot, axis=-1)
+    return ops.cast(hit, "float32")
+
+
+def masked_targets(y: I32, n_labels: int, mask: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32]:
+    """The (n, 2 * n_labels) targets of :func:`masked_cross_entropy`: one-hot, then the label mask (all 1 if None)."""
+    onehot = np.eye(n_labels, dtype=np.float32)[y]
+    m = np.ones_like(onehot) if mask is None else mask.astype(np.float32)
+    missing = onehot.astype(bool) & (m == 0)
+    if missing.any():
+        raise ConfigError(f"{int(missing.any(axis=1).sum())} training windows have a label their corpus mask lacks")
+    return np.concatenate([onehot, m], axis=1)
 
 
 def fit(
@@ -112,8 +183,17 @@ def fit(
     validation: tuple[F32, I32] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     population: tuple[F32, F32] | None = None,
+    label_mask: npt.NDArray[np.float32] | None = None,
+    validation_mask: npt.NDArray[np.float32] | None = None,
+    groups: npt.NDArray[Any] | None = None,
+    speakers: npt.NDArray[Any] | None = None,
 ) -> Fitted:
     """Train ``cfg.family`` on raw window features; with ``validation`` stop early on its loss and keep the best.
+
+    ``label_mask`` (n, n_labels): per training window, the labels its corpus has (None = all);
+    the loss (:func:`masked_cross_entropy`) scores only those. ``validation_mask`` the same for
+    the validation windows. ``groups`` / ``speakers`` (n,): corpus and speaker of each training
+    window, for the class weights (``cfg.balance``, :func:`balanced_weights`).
 
     ``population``: ``x_train`` and the validation inputs are already normalised (speaker
     calibrated, :mod:`emostream.train.calibration`) and are used as given; this (mean, std)
@@ -148,18 +228,24 @@ def fit(
         fitted = Fitted(None, mean, std, selected, 0, 0, {})
         prepare = fitted.prepare
     model = build_model(cfg.family, tuple(xs.shape[1:]), n_labels, cfg.model)
+    smoothing = cfg.label_smoothing
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        return masked_cross_entropy(y_true, y_pred, smoothing)
+
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
+        loss=loss,
+        metrics=[masked_accuracy],
     )
+    monitor = cfg.monitor.replace("accuracy", "masked_accuracy")
     callbacks: list[Any] = []
     val_data = None
     if validation is not None:
-        val_data = (prepare(validation[0]), keras.utils.to_categorical(validation[1], n_labels))
+        val_data = (prepare(validation[0]), masked_targets(validation[1], n_labels, validation_mask))
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=cfg.monitor,
+                monitor=monitor,
                 mode="min" if cfg.monitor.endswith("loss") else "max",
                 patience=cfg.patience,
                 restore_best_weights=True,
@@ -167,16 +253,20 @@ def fit(
         )
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
+    weights = (
+        balanced_weights(y_train, groups, speakers if cfg.balance == "corpus_class_speaker" else None)
+        if cfg.class_weights
+        else np.ones(len(y_train), dtype=np.float32)
+    )
     history = model.fit(
-        _mixup(prepare(x_train), keras.utils.to_categorical(y_train, n_labels), cfg),
+        _mixup(prepare(x_train), masked_targets(y_train, n_labels, label_mask), weights, cfg),
         epochs=cfg.epochs,
         shuffle=False,  # the tf.data pipeline shuffles (seeded) itself
         validation_data=val_data,
-        class_weight=_class_weights(y_train, n_labels) if cfg.class_weights else None,
         callbacks=callbacks,
         verbose=0,
     )
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    hist = {k.replace("masked_accuracy", "accuracy"): [float(v) for v in vals] for k, vals in history.history.items()}
     fitted.model = model
     fitted.history = hist
     fitted.epochs_run = len(hist.get("loss", []))
@@ -188,24 +278,34 @@ def fit(
     return fitted
 
 
-def _mixup(x: F32, y: F32, cfg: TrainConfig) -> Any:
-    """A tf.data pipeline of shuffled batches, with mixup when ``cfg.mixup_alpha`` > 0."""
+def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig) -> Any:
+    """A tf.data pipeline of shuffled (input, target, weight) batches, with mixup when ``cfg.mixup_alpha`` > 0.
+
+    Mixup mixes inputs, one-hot targets and weights; the label masks of a mixed pair are
+    combined by their element-wise maximum (either corpus's labels count).
+    """
     import tensorflow as tf  # noqa: PLC0415
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)))
+    n_labels = y.shape[1] // 2
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32), w.astype(np.float32)))
     ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
     if cfg.mixup_alpha > 0:
         alpha = cfg.mixup_alpha
 
-        def mix(xb: Any, yb: Any) -> Any:
+        def mix(xb: Any, yb: Any, wb: Any) -> Any:
             n = tf.shape(xb)[0]
             g1 = tf.random.gamma([n], alpha, seed=cfg.seed)
             g2 = tf.random.gamma([n], alpha, seed=cfg.seed + 1)
             lam = g1 / (g1 + g2)
             perm = tf.random.shuffle(tf.range(n), seed=cfg.seed)
             lx = tf.reshape(lam, [-1] + [1] * (len(xb.shape) - 1))
-            return lx * xb + (1 - lx) * tf.gather(xb, perm), lam[:, None] * yb + (1 - lam[:, None]) * tf.gather(
-                yb, perm
+            onehot, mask = yb[:, :n_labels], yb[:, n_labels:]
+            mixed = lam[:, None] * onehot + (1 - lam[:, None]) * tf.gather(onehot, perm)
+            masks = tf.maximum(mask, tf.gather(mask, perm))
+            return (
+                lx * xb + (1 - lx) * tf.gather(xb, perm),
+                tf.concat([mixed, masks], axis=1),
+                lam * wb + (1 - lam) * tf.gather(wb, perm),
             )
 
         ds = ds.map(mix)

@@ -67,6 +67,16 @@ class Clip:
         """ "male" for odd actors, "female" for even ones."""
         return "male" if self.actor % 2 else "female"
 
+    @property
+    def corpus(self) -> str:
+        """The corpus name (:mod:`emostream.train.corpora`): always "ravdess" (song clips have vocal channel 2)."""
+        return "ravdess"
+
+    @property
+    def speaker(self) -> str:
+        """The actor as a two-digit id ("01" .. "24")."""
+        return f"{self.actor:02d}"
+
 
 def parse_filename(path: str | Path) -> Clip:
     """Parse a RAVDESS file name; :class:`DatasetError` names the file and the expected pattern."""

@@ -18,13 +18,17 @@ from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
+from emostream.train import loco
 from emostream.train.augment import AugmentConfig, g711_available
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
+from emostream.train.corpora import LOCO_CORPORA, Clip, corpus_of, describe_clips
+from emostream.train.corpora import get as get_corpus
 from emostream.train.dataset import WindowSet, build_windows, concat_windows
 from emostream.train.evaluate import (
     SplitResult,
     confusion,
     emobox_split,
+    loco_split,
     random_split,
     reading_config,
     run_calibrated_split,
@@ -36,13 +40,13 @@ from emostream.train.evaluate import (
 from emostream.train.export import representative_sample, run_tflite, write_model
 from emostream.train.fit import TrainConfig, fit
 from emostream.train.models import SUMMARY_FAMILIES
-from emostream.train.ravdess import describe, folds_file, list_clips, list_song_clips, load_folds
+from emostream.train.ravdess import folds_file, list_clips, list_song_clips, load_folds
 from emostream.train.reading import AROUSAL_NOTE, UNCERTAIN_RULE
 from emostream.train.report import write_class_table, write_confusion_png, write_metrics
 
 PROTOCOLS: tuple[str, ...] = ("random", "emobox", "emobox_speaker_adaptive")
-"""What ``--protocol all`` runs (``emobox_calibrated`` and ``random_speech_song`` are asked for by name)."""
-ALL_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, "emobox_calibrated", "random_speech_song")
+"""What ``--protocol all`` runs (``emobox_calibrated``, ``random_speech_song`` and ``loco`` are asked for by name)."""
+ALL_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, "emobox_calibrated", "random_speech_song", "loco")
 
 
 def feature_config_for(
@@ -100,12 +104,14 @@ class RunSpec:
     max_folds: int = 0
     song: Path | None = None  # RAVDESS song folder added to the training data (None = speech only)
     calibration: CalibrationSpec | None = None  # speaker-calibrated training (None = off)
+    corpora: dict[str, Path] = field(default_factory=dict)  # further corpora (name -> folder), e.g. nemo, ased
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, stamped into reports and metadata."""
         return {
             "data": str(self.data),
             "song": None if self.song is None else str(self.song),
+            "corpora": {name: str(path) for name, path in self.corpora.items()},
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "train": self.train.to_dict(),
             "features": self.features.to_dict(),
@@ -125,13 +131,15 @@ def _progress() -> Progress:
 def load_windows(spec: RunSpec, progress: Progress, channel: str = "wideband") -> WindowSet:
     """Windows of every clip (augmented copies unless ``channel="g711"``), from the cache when possible.
 
-    Speech clips first, then the song clips when ``spec.song`` is set; each set is extracted
-    and cached on its own (its file list is part of the cache key), so speech-only and
-    speech + song runs share the speech cache.
+    RAVDESS speech clips first, then the song clips when ``spec.song`` is set, then each of
+    ``spec.corpora``; each set is extracted and cached on its own (its file list is part of
+    the cache key), so runs on different combinations of corpora share their caches.
     """
-    parts = [("speech", list_clips(spec.data))]
+    parts: list[tuple[str, list[Clip]]] = [("ravdess speech", list(list_clips(spec.data)))]
     if spec.song is not None:
-        parts.append(("song", list_song_clips(spec.song)))
+        parts.append(("ravdess song", list(list_song_clips(spec.song))))
+    for name, folder in spec.corpora.items():
+        parts.append((name, get_corpus(name).list_clips(folder)))
     aug = spec.augment if channel == "wideband" else AugmentConfig()
     sets = []
     for what, clips in parts:
@@ -175,13 +183,23 @@ def evaluate(
             "--protocol random_speech_song needs the song clips: add --song DIR (e.g. ../shared/datasets/"
             "ravdess-song-16k) or set EMOSTREAM_RAVDESS_SONG"
         )
+    if "loco" in chosen and spec.calibration is None:
+        raise ConfigError(
+            "--protocol loco needs a calibrated model (its figures are raw and calibrated): add "
+            "--calibration-prior N0 (e.g. 20)"
+        )
+    if "loco" in chosen and not spec.corpora:
+        raise ConfigError(
+            "--protocol loco needs the other corpora: add --corpus nemo=DIR --corpus ased=DIR "
+            "(e.g. ../shared/datasets/nemo-16k, ../shared/datasets/ased-16k)"
+        )
     if spec.calibration is not None and "emobox_speaker_adaptive" in chosen:
         raise ConfigError("emobox_speaker_adaptive is for uncalibrated models; drop --calibration-prior for it")
     results: dict[str, dict[str, Any]] = {}
     with _progress() as progress:
         wset = load_windows(spec, progress)
-        progress.console.print(describe(wset.clips))
-        uses_g711 = spec.g711 and any(p in ("emobox", "emobox_calibrated") for p in chosen)
+        progress.console.print(describe_clips(wset.clips))
+        uses_g711 = spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen)
         g711 = load_windows(spec, progress, "g711") if uses_g711 else None
         for proto in chosen:
             results.update(
@@ -203,6 +221,9 @@ def _splits(spec: RunSpec, proto: str, wset: WindowSet) -> list[tuple[str, tuple
         return [("random", random_split(wset, seed=42, subset=speech_clips(wset)))]
     if proto == "random_speech_song":
         return [("random", random_split(wset, seed=42))]
+    if proto == "loco":
+        present = {c.corpus for c in wset.clips}
+        return [(name, loco_split(wset, name, spec.train.seed)) for name in LOCO_CORPORA if name in present]
     folds = load_folds(folds_file(spec.data))
     chosen = list(folds.items())[: spec.max_folds or None]
     return [(str(k), emobox_split(wset, actors, spec.train.seed + k)) for k, actors in chosen]
@@ -238,7 +259,7 @@ def _run_protocol(
                 fold=name,
                 g711=g711 if proto != "random_speech_song" else None,
                 on_epoch=lambda e, logs: progress.update(epoch_task, completed=e + 1),
-                export_dir=save_fold_models if proto == "emobox_calibrated" else None,
+                export_dir=save_fold_models if proto in ("emobox_calibrated", "loco") else None,
                 feature_cfg=spec.features,
                 vad_cfg=spec.vad,
             )
@@ -267,9 +288,74 @@ def _run_protocol(
             f"{res.best_epoch}; validation-actor UA {res.figures['validation']['ua']:.3f}; {res.seconds:.0f} s"
         )
         progress.advance(task)
+    if proto == "loco":
+        return _write_loco(spec, wset, split_results, out)
     if spec.calibration is not None:
         return _write_calibrated(spec, proto, wset, split_results, out)
     return _write_protocol(spec, proto, wset, split_results, out)
+
+
+LOCO_NOTE = (
+    "leave one corpus out: for each corpus, a speaker-calibrated model trained on the other corpora (validation "
+    "speakers from those) is tested on every speech clip of it. ua4: angry, happy, sad, neutral (calm counts as "
+    "neutral), prediction = the most probable of neutral+calm, happy, sad, angry; arousal_ua: high (angry, happy, "
+    "fearful, surprised) vs low (neutral, calm, sad); corpus_ua: UA over the labels the corpus has, prediction "
+    "restricted to them. No suffix: raw (no speech of the test speaker heard); _calibrated: after {seconds:g} s of "
+    "the speaker's other speech (random order); _g711: the test clips through a G.711 mu-law round trip"
+)
+
+
+def _write_loco(
+    spec: RunSpec, wset: WindowSet, split_results: list[SplitResult], out: Path
+) -> dict[str, dict[str, Any]]:
+    """``metrics_loco.json`` (``mean`` over the held-out corpora, ``corpora`` per corpus) and a markdown table."""
+    calib = spec.calibration
+    assert calib is not None
+    per: dict[str, dict[str, Any]] = {}
+    for r in split_results:
+        y = wset.labels[r.test_clips]
+        mask = corpus_of(wset.clips[int(r.test_clips[0])]).label_mask
+        per[r.fold] = {
+            **loco.corpus_figures(r.extra["probs"], y, mask),
+            "clips": len(r.test_clips),
+            "speakers": len(r.test_actors),
+            "validation_speakers": r.extra.get("validation_actors"),
+            "training_windows": r.extra.get("training_windows"),
+            "best_epoch": r.best_epoch,
+            "seconds": round(r.seconds, 1),
+        }
+    mean = loco.mean_figures([{k: v for k, v in f.items() if isinstance(v, float)} for f in per.values()])
+    extra = {
+        "corpora": per,
+        "note": LOCO_NOTE.format(seconds=calib.eval_seconds),
+        "arousal_note": AROUSAL_NOTE,
+        "model": "int8 TFLite",
+        "family": spec.train.family,
+    }
+    write_metrics(out, "loco", {"mean": mean, "folds": []}, extra, spec.to_dict())
+    lines = [
+        "# Leave one corpus out (`loco`)",
+        "",
+        "| held-out corpus | ua4 raw | ua4 calibrated | arousal raw | arousal calibrated | ua4 G.711 raw | "
+        "ua4 G.711 calibrated | corpus UA raw | corpus UA calibrated |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = (
+        "ua4",
+        "ua4_calibrated",
+        "arousal_ua",
+        "arousal_ua_calibrated",
+        "ua4_g711",
+        "ua4_g711_calibrated",
+        "corpus_ua",
+        "corpus_ua_calibrated",
+    )
+    for name, figs in [*per.items(), ("**mean**", mean)]:
+        cells = " | ".join(f"{figs[k]:.3f}" if k in figs else "-" for k in keys)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", LOCO_NOTE.format(seconds=calib.eval_seconds), ""]
+    (out / "loco.md").write_text("\n".join(lines), encoding="utf-8")
+    return {"loco": {"protocol": "loco", "mean": mean, "folds": [], **extra}}
 
 
 def _write_protocol(

@@ -1,0 +1,127 @@
+"""Multi-corpus training: corpora as one shape, the loss that scores only a corpus's labels, loco figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emostream.errors import ConfigError, DatasetError
+from emostream.inference.metadata import EMOTIONS
+from emostream.train import loco
+from emostream.train.corpora import CORPORA, get
+from emostream.train.fit import balanced_weights, masked_targets
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def _probs(**mass: float) -> np.ndarray:
+    p = np.full(len(EMOTIONS), 1e-3, dtype=np.float32)
+    for name, value in mass.items():
+        p[EMOTIONS.index(name)] = value
+    return p / p.sum()
+
+
+def test_corpora_label_sets() -> None:
+    assert get("ravdess").labels == EMOTIONS
+    assert set(get("nemo").labels) == {"neutral", "happy", "sad", "angry", "fearful", "surprised"}
+    assert set(get("ased").labels) == {"neutral", "happy", "sad", "angry", "fearful"}
+    assert get("ased").redistributable is False
+    assert get("nemo").label_mask == (True, False, True, True, True, True, False, True)
+    offsets = {c.speaker_offset for c in CORPORA.values() if c.name != "ravdess_song"}
+    assert len(offsets) == 3
+    with pytest.raises(ConfigError, match="unknown corpus 'iemocap'"):
+        get("iemocap")
+
+
+def test_masked_loss_ignores_labels_the_corpus_lacks() -> None:
+    keras = pytest.importorskip("keras")
+    from emostream.train.fit import masked_cross_entropy  # noqa: PLC0415
+
+    # a nEMO window (no calm, no disgust) labelled neutral; the model puts 0.5 on calm
+    p = _probs(neutral=0.3, calm=0.5, happy=0.1)
+    mask = np.array(get("nemo").label_mask, dtype=np.float32)
+    y = masked_targets(np.array([EMOTIONS.index("neutral")], dtype=np.int32), 8, mask[None, :])
+    loss = float(keras.ops.convert_to_numpy(masked_cross_entropy(y, p[None, :], 0.0))[0])
+    kept = p[mask.astype(bool)].sum()
+    assert loss == pytest.approx(-math.log(p[0] / kept), rel=1e-4)
+    # the same window with calm's mass moved to disgust (also absent) costs the same ...
+    q = _probs(neutral=0.3, disgust=0.5, happy=0.1)
+    loss_q = float(keras.ops.convert_to_numpy(masked_cross_entropy(y, q[None, :], 0.0))[0])
+    assert loss_q == pytest.approx(loss, rel=1e-4)
+    # ... but moved to happy (present in nEMO) it costs more
+    r = _probs(neutral=0.3, happy=0.6)
+    loss_r = float(keras.ops.convert_to_numpy(masked_cross_entropy(y, r[None, :], 0.0))[0])
+    assert loss_r > loss + 0.5
+    # with every label present it is plain cross-entropy, label smoothing as Keras's
+    full = masked_targets(np.array([0], dtype=np.int32), 8, None)
+    plain = float(keras.ops.convert_to_numpy(masked_cross_entropy(full, p[None, :], 0.1))[0])
+    ref = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(8, dtype=np.float32)[:1], p[None, :])
+    assert plain == pytest.approx(float(keras.ops.convert_to_numpy(ref)), rel=1e-4)
+
+
+def test_masked_targets_refuse_a_label_outside_the_mask() -> None:
+    mask = np.array([get("ased").label_mask], dtype=np.float32)
+    with pytest.raises(ConfigError, match="label their corpus mask lacks"):
+        masked_targets(np.array([EMOTIONS.index("calm")], dtype=np.int32), 8, mask)
+
+
+def test_balanced_weights_equalise_corpus_and_class() -> None:
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1, 1, 1], dtype=np.int32)
+    groups = np.array(["a"] * 4 + ["b"] * 6)
+    w = balanced_weights(y, groups)
+    totals = {(g, c): w[(groups == g) & (y == c)].sum() for g in "ab" for c in (0, 1)}
+    assert np.allclose(list(totals.values()), w.sum() / 4)
+    assert w.mean() == pytest.approx(1.0)
+    # one corpus: the classic n / (classes * count)
+    w1 = balanced_weights(y)
+    assert w1[0] == pytest.approx(len(y) / (2 * np.sum(y == 0)))
+    # speakers within a (corpus, class) cell share it equally
+    speakers = np.array([1, 1, 2, 3, 4, 4, 4, 5, 5, 6])
+    ws = balanced_weights(y, groups, speakers)
+    cell = (groups == "a") & (y == 0)
+    assert ws[cell & (speakers == 1)].sum() == pytest.approx(ws[cell & (speakers == 2)].sum())
+
+
+def test_four_class_ua_merges_calm_into_neutral_and_skips_other_labels() -> None:
+    y = np.array([EMOTIONS.index(e) for e in ("calm", "neutral", "angry", "fearful", "sad", "happy")], dtype=np.int32)
+    probs = np.stack(
+        [
+            _probs(calm=0.9),  # calm read as calm: counts as neutral, right
+            _probs(calm=0.5, neutral=0.2, angry=0.6),  # neutral + calm 0.7 > angry 0.6: right
+            _probs(angry=0.9),
+            _probs(fearful=0.9),  # fearful: not one of the four, ignored
+            _probs(happy=0.9),  # sad read as happy: wrong
+            _probs(happy=0.9),
+        ]
+    )
+    truth, pred = loco.four_class(probs, y)
+    assert truth.tolist() == [0, 0, 3, 2, 1]
+    assert pred.tolist() == [0, 0, 3, 1, 1]
+    assert loco.ua4(probs, y) == pytest.approx((1.0 + 1.0 + 0.0 + 1.0) / 4)
+
+
+def test_corpus_ua_restricts_the_prediction_to_the_corpus_labels() -> None:
+    y = np.array([EMOTIONS.index("neutral")], dtype=np.int32)
+    probs = _probs(calm=0.8, neutral=0.15)[None, :]
+    assert loco.corpus_ua(probs, y, get("nemo").label_mask) == 1.0
+    assert loco.corpus_ua(probs, y, get("ravdess").label_mask) == 0.0
+
+
+def test_corpus_folder_errors_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="fetch-nemo"):
+        get("nemo").list_clips(tmp_path / "missing")
+    (tmp_path / "data.tsv").write_text("file\temotion\nx.flac\tanger\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="speaker_id"):
+        get("nemo").list_clips(tmp_path)
+
+
+@pytest.mark.skipif(not (SHARED / "nemo-16k").is_dir(), reason="nEMO not available")
+def test_full_corpora_list() -> None:
+    nemo = get("nemo").list_clips(SHARED / "nemo-16k")
+    assert len(nemo) == 1148 and len({c.actor for c in nemo}) == 9
+    ased = get("ased").list_clips(SHARED / "ased-16k")
+    assert len(ased) == 2474 and len({c.actor for c in ased}) == 65
+    assert {c.label for c in ased} <= {i for i, m in enumerate(get("ased").label_mask) if m}
