@@ -13,9 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ import soundfile as sf
 
 from emostream.audio.files import load_mono
 from emostream.errors import DatasetError
+from emostream.train import fetch_common
+from emostream.train.fetch_common import Progress
 from emostream.train.ravdess import describe, list_clips, parse_filename
 
 RAVDESS_URL = "https://zenodo.org/record/1188976/files/Audio_Speech_Actors_01-24.zip"
@@ -41,8 +41,6 @@ EMOBOX_FOLDS: dict[int, tuple[int, ...]] = {
 }
 _CHUNK = 1 << 20
 
-Progress = Callable[[int, int | None], None]
-
 
 def md5_of(path: Path) -> str:
     """Hex MD5 of a file, read in 1 MiB chunks."""
@@ -55,23 +53,8 @@ def md5_of(path: Path) -> str:
 
 def download(url: str, target: Path, progress: Progress | None = None, timeout_s: float = 60.0) -> None:
     """Stream ``url`` to ``target`` via ``target.part``; the final name appears only when complete."""
-    part = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response, part.open("wb") as out:
-            total = int(response.headers.get("Content-Length", 0)) or None
-            done = 0
-            while block := response.read(_CHUNK):
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise DatasetError(
-            f"downloading {url} failed ({exc}); check the network, or download the zip by hand and run "
-            f"`emostream fetch-ravdess DEST --zip FILE`"
-        ) from exc
-    part.replace(target)
+    hint = "check the network, or download the zip by hand and run `emostream fetch-ravdess DEST --zip FILE`"
+    fetch_common.download(url, target, progress, hint=hint, timeout_s=timeout_s)
 
 
 def verify_md5(path: Path, expected: str) -> None:
