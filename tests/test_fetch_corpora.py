@@ -321,3 +321,24 @@ def test_fetch_commands_are_runtime_only_entry_points():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert proc.stdout.strip() == "[]"
+
+
+def test_training_reads_what_the_fetch_commands_write(tmp_path):
+    from emostream.train.corpora import ased, nemo
+
+    archive, sums, tsv_sha = nemo_zip(tmp_path)
+    run_nemo(tmp_path / "nemo", zip_file=archive, checksums=sums, data_tsv_sha256=tsv_sha)
+    clips = nemo.list_clips(tmp_path / "nemo")
+    assert [(c.speaker, c.emotion, c.gender, c.sentence) for c in clips] == [
+        ("EB0", "angry", "female", "1"),
+        ("KD0", "neutral", "female", "2"),
+        ("MP0", "sad", "male", "45"),
+    ]
+    archive, sums, _ = ased_zip(tmp_path)
+    run_ased(tmp_path / "ased", zip_file=archive, checksums=sums)
+    assert [(c.speaker, c.emotion) for c in ased.list_clips(tmp_path / "ased")] == [
+        ("03", "neutral"),
+        ("29", "sad"),
+        ("07", "sad"),
+        ("50", "angry"),
+    ]
