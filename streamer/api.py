@@ -39,7 +39,7 @@ PCM16_SCALE = 32768.0
 
 
 def load_model(name_or_path: str | Path | None = None, *, num_threads: int = 1) -> EmotionModel:
-    """A shipped model by name (default ``resnet_mlp``; ``cnn``) or a model by the path of its .json/.tflite.
+    """A shipped model by name (default ``accurate``; ``fast``, ``cnn``, ...) or a model by its .json/.tflite path.
 
     Raises :class:`~emostream.errors.ModelError` (exit code 5 on the command line) for a
     missing, corrupt or mismatched model.
@@ -61,6 +61,19 @@ def _plan(model: EmotionModel | str | Path | None, config: Config | str | Path |
     return make_plan(cfg, model)
 
 
+def _conversion_hint(dtype: np.dtype[np.generic]) -> str:
+    """How to turn samples of ``dtype`` into float32 in [-1, 1] (or what to do when they are not PCM)."""
+    bits = 8 * dtype.itemsize
+    half = str(2 ** (bits - 1)) if bits <= 16 else f"2**{bits - 1}"
+    if dtype.kind == "i":
+        return f"Convert it first: block.astype(np.float32) / {half} for {dtype} PCM"
+    if dtype.kind == "u":  # unsigned PCM (8-bit WAV) is centred on half its range
+        return f"Convert it first: (block.astype(np.float32) - {half}) / {half} for {dtype} PCM"
+    if dtype.kind == "f":
+        return "Convert it first: block.astype(np.float32)"
+    return "Give the samples as a numeric array (int16 PCM or float32)"
+
+
 def as_float_block(block: npt.ArrayLike, channels: int) -> npt.NDArray[np.float32]:
     """``block`` as float32 (frames, channels) in [-1, 1]: int16 is scaled by 1/32768, floats pass as they are.
 
@@ -74,7 +87,7 @@ def as_float_block(block: npt.ArrayLike, channels: int) -> npt.NDArray[np.float3
     else:
         raise AudioInputError(
             f"an audio block of dtype {x.dtype} was given; expected int16 PCM or float32 samples in [-1, 1]. "
-            "Convert it first, e.g. block.astype(np.float32) / 2**31 for int32 PCM"
+            f"{_conversion_hint(x.dtype)}"
         )
     if x.ndim == 1 and channels == 1:
         return x.reshape(-1, 1)

@@ -8,7 +8,8 @@ types against the annotations first, so that every problem comes out as one
 :class:`~emostream.errors.ConfigError` naming where, section and key:
 
 * unknown keys are refused with the list of known ones;
-* a TOML integer is accepted for a float setting (``2`` for ``2.0``);
+* a TOML integer is accepted for a float setting (``2`` for ``2.0``); NaN and infinities
+  are refused for every float setting (TOML ``nan``/``inf``, ``--min-dwell nan``);
 * a list is accepted for a ``tuple[X, ...]`` setting (each item checked), and so is a
   single item (``emotions = "angry"``);
 * ``Literal[...]`` settings take one of their values.
@@ -17,6 +18,7 @@ types against the annotations first, so that every problem comes out as one
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -56,7 +58,7 @@ def convert(value: Any, annotation: Any) -> Any:
     if annotation is type(None):
         return None if value is None else _NO
     if annotation is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         return float(value) if ok else _NO
     if annotation is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _NO
@@ -100,7 +102,10 @@ def check_values(cls: type[Any], data: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} {key} is not a known key; known keys: {', '.join(sorted(fields))}")
         converted = convert(value, fields[key])
         if converted is _NO:
-            raise ConfigError(f"{where} {key} is {value!r} ({type(value).__name__}); expected {type_name(fields[key])}")
+            expected = type_name(fields[key])
+            if isinstance(value, float) and not math.isfinite(value):
+                expected = f"a finite value ({expected})"
+            raise ConfigError(f"{where} {key} is {value!r} ({type(value).__name__}); expected {expected}")
         values[key] = converted
     return values
 

@@ -63,7 +63,7 @@ def test_stdin_ending_mid_frame_warns_and_exits_3(model_arg: str) -> None:
     pcm = to_pcm16(load_mono(fixture_clip(1, 3), 16000)) + b"\x07"
     proc = run_cli("--stdin", "--rate", "16000", *RUN, "--model", model_arg, input_bytes=pcm)
     assert proc.returncode == 3
-    assert b"emostream: warning: stdin ended in the middle of a frame: the last 1 byte(s)" in proc.stderr
+    assert b"emostream: error: stdin ended in the middle of a frame: the last 1 byte(s)" in proc.stderr
     recs = records(proc.stdout)
     assert recs[-1]["type"] == "end" and recs[-1]["hops"] > 0
 

@@ -328,10 +328,6 @@ def _error(message: str) -> None:
     print(f"emostream: error: {message}", file=sys.stderr, flush=True)
 
 
-def _warn(message: str) -> None:
-    print(f"emostream: warning: {message}", file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- devices
 
 
@@ -370,8 +366,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for r in results:
         if r.error is not None:
             _error(r.error)
-        if r.warning is not None:
-            _warn(r.warning)
+        if r.warning is not None:  # a truncated file: analysed as far as it goes, but the command exits 3
+            _error(r.warning)
     if args.analyze_jsonl:
         for r in results:
             print(json.dumps(r.to_dict(), separators=(",", ":")), flush=True)
@@ -439,10 +435,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--duration is {args.duration}; expected a positive number of seconds (e.g. --duration 60), "
             "or leave it out to run until the input ends"
         )
-    if args.fast and not (args.file or args.demo):
-        _warn("--fast applies to --file and --demo only; ignored")
+    _refuse_unused_source_options(args, chosen[0] if chosen else None)
     install_sigterm_handler()
     return run_monitor(args, config_from_args(args))
+
+
+# the source options: where they apply (None = the microphone) and why they do not elsewhere
+_SOURCE_OPTIONS: tuple[tuple[str, str, tuple[str | None, ...], str], ...] = (
+    ("--rate", "rate", ("--stdin", None), "a recording's rate comes from its header"),
+    ("--channels", "channels", ("--stdin", None), "a recording's channels come from its header"),
+    ("--format", "pcm_format", ("--stdin",), "it names the sample format of raw PCM on standard input"),
+    ("--device", "device", (None,), "it picks a microphone"),
+    # None: the demo played when there is no microphone (with a microphone, make_source refuses --fast)
+    ("--fast", "fast", ("--file", "--demo", None), "standard input is read as it arrives"),
+)
+
+
+def _refuse_unused_source_options(args: argparse.Namespace, source: str | None) -> None:
+    """ConfigError for a source option the chosen source would ignore (``--rate`` with ``--file``, ...)."""
+    chosen = source or "the microphone (the default source)"
+    for flag, dest, sources, why in _SOURCE_OPTIONS:
+        value = getattr(args, dest)
+        if value in (None, False) or source in sources:
+            continue
+        where = " and ".join(s or "the microphone" for s in sources) if flag != "--fast" else "--file and --demo"
+        shown = flag if value is True else f"{flag} {value}"
+        raise ConfigError(
+            f"{shown} was given with {chosen}, which does not use it ({why}); {flag} applies to {where} only: remove it"
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -44,6 +45,11 @@ def make_source(args: argparse.Namespace, cfg: Config) -> Source:
         source = FileSource(demo_path(), audio.block_ms, fast=args.fast)
         source.name = "demo (Actor 21, RAVDESS, CC BY-NC-SA 4.0)"
         return source
+    if args.fast:
+        raise ConfigError(
+            "--fast was given with the microphone (the default source), which runs at its own pace; --fast applies "
+            "to --file and --demo: remove it, or add --demo to stream the demo recording as fast as possible"
+        )
     return MicSource(audio.device, audio.sample_rate_hz, audio.channels, audio.block_ms, audio.ring_seconds)
 
 
@@ -112,11 +118,19 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     try:
         result = engine.finish()  # observers close here: settled alert deliveries, the end record
     except EmoStreamError:
-        # the session ended with an error (bad audio, the --jsonl disk full): still show what it did
-        _print_summary(engine.final_summary or engine.summary(), jsonl_stdout, cfg.output.dashboard)
+        # the session ended with an error (bad audio, the --jsonl disk full): still show what it did, if anything;
+        # the error itself is printed once, after the summary
+        done = engine.final_summary or engine.summary()
+        if done.hops:
+            shown = dataclasses.replace(done, exit_reason="error (see the message below)")
+            _print_summary(shown, jsonl_stdout, cfg.output.dashboard)
         raise
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
-    for warning in source.warnings + session.warnings:
+    # what the source noticed (a truncated file, a stream cut mid-frame, a wrong --format) makes the run exit 3:
+    # said as errors; what the input check noticed (a constant signal, white noise) only warns (exit 0)
+    for problem in source.warnings:
+        print(f"emostream: error: {problem}", file=sys.stderr, flush=True)
+    for warning in session.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)
     failed = [o.failed for o in observers if isinstance(o, JsonlSink) and o.failed]
     if failed:

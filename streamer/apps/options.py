@@ -6,11 +6,14 @@ import argparse
 from typing import Any
 
 from emostream.config import Config, apply_overrides, load_config
+from emostream.inference.metadata import DEFAULT_MODEL
 
 
 def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--model, --threads and --config."""
-    parser.add_argument("--model", help="shipped model name or path to a model .json/.tflite (default: resnet_mlp)")
+    parser.add_argument(
+        "--model", help=f"shipped model name or path to a model .json/.tflite (default: {DEFAULT_MODEL})"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default 1)")
     parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
 

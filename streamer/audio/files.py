@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from emostream.audio.resample import StreamResampler
+from emostream.engine.checks import MAX_PEAK
 from emostream.errors import AudioInputError
 
 FloatArray = npt.NDArray[np.float32]
@@ -28,7 +29,8 @@ AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".ai
 # Shortest recording analysed, live (--file) and in `analyze` alike: less gives no reading worth showing.
 MIN_DURATION_S = 0.5
 STREAM_BLOCK_S = 5.0
-CONVERT_HINT = "Convert it, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
+# any rate and channel count is read as it is: the hint only changes the container (a call's channels stay apart)
+CONVERT_HINT = "Convert it to WAV, e.g. `ffmpeg -i IN OUT.wav`"
 _DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
@@ -42,8 +44,9 @@ def open_audio(path: str | Path) -> sf.SoundFile:
     try:
         handle = sf.SoundFile(str(file))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)  # without the path again
         raise AudioInputError(
-            f"{file}: cannot be decoded as audio ({exc}); expected a WAV, FLAC or OGG file. {CONVERT_HINT}"
+            f"{file}: cannot be decoded as audio ({reason}); expected a WAV, FLAC or OGG file. {CONVERT_HINT}"
         ) from exc
     if handle.frames <= 0 or handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
@@ -67,10 +70,41 @@ def truncation_warning(handle: sf.SoundFile, path: str | Path) -> str | None:
     )
 
 
+def check_samples(block: FloatArray, first_frame: int, rate_hz: int, path: str | Path) -> None:
+    """AudioInputError naming ``path`` and the first bad sample when a decoded block is not float audio in [-1, 1].
+
+    ``block``: (n, channels) float32 as read, whose first frame is frame ``first_frame`` of
+    the file. Refused: NaN or infinite samples (a damaged float file) and peaks above
+    :data:`~emostream.engine.checks.MAX_PEAK` (samples stored at the wrong scale); the same
+    rule the live input check applies, with a message about the file rather than ``--format``.
+    """
+    if block.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        lo, hi = float(block.min()), float(block.max())  # NaN propagates through min/max
+        if np.isfinite(lo) and np.isfinite(hi) and max(-lo, hi) <= MAX_PEAK:
+            return
+        row, col = (int(v) for v in np.argwhere(~(np.abs(block) <= MAX_PEAK))[0])
+    value = float(block[row, col])
+    frame = first_frame + row
+    where = f"sample {frame} ({frame / rate_hz:.3f} s), channel {col}"
+    if not np.isfinite(value):
+        raise AudioInputError(
+            f"{path}: holds a non-finite sample ({value}) at {where}; expected audio samples in [-1, 1]. "
+            "The file is damaged (a float WAV/FLAC with NaN or infinite values): export it again from its source"
+        )
+    raise AudioInputError(
+        f"{path}: holds an implausible sample value ({value:.3g}) at {where}; expected float audio in [-1, 1] "
+        f"(peaks up to {MAX_PEAK:g} are accepted). The samples were stored at the wrong scale (integer PCM values "
+        "in a float file?): export it again as 16-bit PCM"
+    )
+
+
 def read_audio(path: str | Path) -> tuple[FloatArray, int]:
     """Read a WAV/FLAC/OGG file as float32 in [-1, 1], shape (n_samples, n_channels), and its rate in Hz.
 
-    Raises :class:`AudioInputError` for a missing, unreadable, corrupt or empty file.
+    Raises :class:`AudioInputError` for a missing, unreadable, corrupt or empty file, and
+    for samples that are not audio (:func:`check_samples`).
     """
     with open_audio(path) as handle:
         try:
@@ -80,6 +114,7 @@ def read_audio(path: str | Path) -> tuple[FloatArray, int]:
         rate = int(handle.samplerate)
     if data.shape[0] == 0:
         raise AudioInputError(f"{path}: contains no samples; record or pick a file with audio in it")
+    check_samples(data, 0, rate, path)
     return np.ascontiguousarray(data), rate
 
 
@@ -108,8 +143,8 @@ class MonoStream:
 
     Iterating yields 1-D blocks (the last one carries the resampler's tail); afterwards
     ``frames_read`` (input frames), ``duration_s`` and ``warning`` (a truncated header) are
-    known. Opening raises AudioInputError like :func:`read_audio`; so does a decoding error
-    part-way (naming the position).
+    known. Opening raises AudioInputError like :func:`read_audio`; so do a decoding error
+    part-way (naming the position) and a block that is not audio (:func:`check_samples`).
     """
 
     def __init__(self, path: str | Path, rate_hz: int, block_s: float | None = None) -> None:
@@ -157,6 +192,7 @@ class MonoStream:
                     ) from exc
                 if block.shape[0] == 0:
                     break
+                check_samples(block, self.frames_read, self.rate_in, self.path)
                 self.frames_read += block.shape[0]
                 out = resampler.process(to_mono(block))
                 if out.size:

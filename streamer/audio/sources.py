@@ -20,7 +20,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from emostream.audio.codecs import raw_format
-from emostream.audio.files import MIN_DURATION_S, check_duration, open_audio, truncation_warning
+from emostream.audio.files import MIN_DURATION_S, check_duration, check_samples, open_audio, truncation_warning
 from emostream.audio.ringbuffer import RingBuffer
 from emostream.errors import AudioInputError, ConfigError, DeviceError
 
@@ -207,6 +207,7 @@ class FileSource(Source):
             ) from exc
         if block.shape[0] == 0:
             return None
+        check_samples(block, self._sent, self.rate_hz, self.path)
         self._sent += block.shape[0]
         return np.ascontiguousarray(block, dtype=np.float32)
 

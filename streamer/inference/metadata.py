@@ -220,6 +220,11 @@ def resolve_model(name_or_path: str | Path) -> Path:
     path = bundled_models_dir() / f"{name_or_path}.json"
     if not path.is_file():
         shipped = sorted(p.stem for p in bundled_models_dir().glob("*.json"))
+        if len(candidate.parts) > 1 or candidate.exists():  # a path was given, not a name
+            raise ModelError(
+                f"model {candidate}: not a model file (its suffix is {candidate.suffix or 'none'}); expected the "
+                f"path of a model's .json (or .tflite) file, or a shipped model name: {shipped}"
+            )
         raise ModelError(f"no shipped model named {name_or_path!r}; shipped models: {shipped}, or pass a path")
     return path
 

@@ -63,10 +63,10 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def _fmt_rtf(value: float | None) -> str:
+    """The real-time factor as the processing time it stands for (not a playback speed)."""
     if value is None:
         return "RTF –"
-    speed = f" ({1.0 / value:,.0f}× real time)" if value > 0 else ""
-    return f"RTF {value:.4f}{speed}"
+    return f"RTF {value:.4f} (processing took {value * 100:.1f} % of the audio's duration)"
 
 
 def _bar(fraction: float, width: int) -> str:

@@ -16,10 +16,12 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
+from urllib.parse import urlsplit
 
 from emostream import __version__
 from emostream.engine.events import Event, SessionSummary
@@ -32,10 +34,47 @@ class JsonlWriteError(EmoStreamError):
     exit_code = 3
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+HIDDEN = "***"
+
+
+def _hide_url(match: re.Match[str]) -> str:
+    """A URL cut down to its scheme and host: credentials, path and query often hold secrets (webhook keys)."""
+    url = match.group(0)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a parsable URL: hide all of it after the scheme
+        return url.split("://", 1)[0] + "://" + HIDDEN
+    user = f"{HIDDEN}@" if "@" in parts.netloc else ""
+    rest = f"/{HIDDEN}" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return f"{parts.scheme}://{user}{host}{port}{rest}"
+
+
+def redact(value: Any) -> Any:
+    """``value`` (plain JSON data) with every URL inside its strings cut down to scheme and host.
+
+    ``https://user:pass@hooks.example.com/x?key=k`` becomes ``https://***@hooks.example.com/***``:
+    records and logs name where alerts go without carrying the credentials.
+    """
+    if isinstance(value, str):
+        return _URL.sub(_hide_url, value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
 def start_record(
     *, model_name: str, labels: tuple[str, ...], source: str, rate_hz: int, channels: int, config: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ``start`` record: what is analysed, with which model and settings, since when (UTC)."""
+    """The ``start`` record: what is analysed, with which model and settings, since when (UTC).
+
+    URLs in ``config`` (the alert webhook, a URL in the alert command) keep only their
+    scheme and host (:func:`redact`): a start record never carries credentials.
+    """
     return {
         "type": "start",
         "version": __version__,
@@ -44,7 +83,7 @@ def start_record(
         "source": source,
         "rate_hz": rate_hz,
         "channels": channels,
-        "config": config,
+        "config": redact(config),
         "started_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
 

@@ -307,8 +307,10 @@ def run_batch(
                 if summary is not None:
                     summaries[job.key] = summary
                 else:
-                    failed.append((str(job.path), error or "unknown error"))
-                    print(f"emostream: error: {job.path}: skipped ({error})", file=sys.stderr, flush=True)
+                    message = error or "unknown error"
+                    failed.append((str(job.path), message))
+                    named = message if message.startswith(f"{job.path}:") else f"{job.path}: {message}"
+                    print(f"emostream: error: {named} (call skipped)", file=sys.stderr, flush=True)
                 advance()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI's handler: workers stopped, partial reports
         interrupted = True
