@@ -342,3 +342,18 @@ def test_training_reads_what_the_fetch_commands_write(tmp_path):
         ("07", "sad"),
         ("50", "angry"),
     ]
+
+
+def test_failed_or_interrupted_download_leaves_nothing(tmp_path):
+    archive, sums, tsv_sha = nemo_zip(tmp_path)
+    dest = tmp_path / "nemo"
+    with pytest.raises(DatasetError, match=r"downloading .*nothing\.zip failed .*--zip FILE"):
+        run_nemo(dest, url=(tmp_path / "nothing.zip").as_uri(), checksums=sums, data_tsv_sha256=tsv_sha)
+    assert not dest.exists()
+
+    def interrupt(stage: str, done: int, total: int | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_nemo(dest, url=archive.as_uri(), checksums=sums, data_tsv_sha256=tsv_sha, steps=interrupt)
+    assert not dest.exists()  # no .part, no archive, no staging folder
