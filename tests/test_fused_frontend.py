@@ -15,7 +15,7 @@ import pytest
 from emostream.audio.files import load_mono
 from emostream.errors import ConfigError
 from emostream.frontend.embedding import EMBEDDING_DIM, EmbeddingConfig, pool_embeddings, pooled_feature_names
-from emostream.frontend.features import FeatureConfig, model_input, summary_feature_names
+from emostream.frontend.features import FRONTEND_VERSION, FeatureConfig, model_input, summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import Window, WindowExtractor, extract_windows
 
@@ -23,6 +23,7 @@ SR = 16000
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess" / "Actor_01"
 PLAIN = FeatureConfig(pitch=True, deltas=True)
 FUSED = FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig())
+FUSED_V1 = FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig(), frontend_version=1)
 N_PLAIN = len(summary_feature_names(PLAIN))  # 115
 N_POOLED = 3 * EMBEDDING_DIM
 
@@ -120,10 +121,33 @@ def test_streamed_fused_windows_equal_whole_signal_windows(signal: np.ndarray, f
     stream = WindowExtractor(FUSED, VadConfig(), first_window_ms=first_window_ms)
     assert_same_windows(expected, streamed(stream, signal, seed=7))
     assert stream.embeddings_computed == whole.embeddings_computed > 0
-    # The handcrafted part is the plain front-end's, untouched.
+    # Front-end version 1: the handcrafted part is the plain front-end's, untouched.
+    v1 = WindowExtractor(FUSED_V1, VadConfig(), first_window_ms=first_window_ms)
     plain = WindowExtractor(PLAIN, VadConfig(), first_window_ms=first_window_ms)
-    for a, b in zip(plain.process(signal) + plain.flush(), expected, strict=True):
+    for a, b in zip(plain.process(signal) + plain.flush(), v1.process(signal) + v1.flush(), strict=True):
         np.testing.assert_array_equal(a.features, b.features[:N_PLAIN])
+
+
+def test_version_2_mel_frames_are_the_embedders_own(signal: np.ndarray) -> None:
+    """Version 2 makes the log-mel from the STFT frames' spectra: the frames agree with the embedder's own
+    float64 mel front-end (version 1) to float32 rounding, so one spectrum per frame serves both."""
+    v2 = WindowExtractor(FUSED, VadConfig())
+    v1 = WindowExtractor(FUSED_V1, VadConfig())
+    assert v2.process(signal[: 3 * SR]) and v1.process(signal[: 3 * SR])
+    e2, e1 = v2.embedder, v1.embedder
+    assert e2 is not None and e1 is not None
+    start, stop = max(e2.mel_first, e1.mel_first), min(e2.mel_end, e1.mel_end)
+    assert stop - start > 200
+    np.testing.assert_allclose(e2.mel(start, stop), e1.mel(start, stop), rtol=0, atol=1e-4)
+
+
+def test_front_end_versions_are_recorded_and_unknown_ones_refused() -> None:
+    assert FeatureConfig().to_dict()["frontend_version"] == FRONTEND_VERSION == 2
+    old = {k: v for k, v in FUSED.to_dict().items() if k != "frontend_version"}
+    assert FeatureConfig.from_dict(old).frontend_version == 1  # made before the key existed
+    assert FUSED.frame_offset_samples == 56 and FUSED_V1.frame_offset_samples == PLAIN.frame_offset_samples == 0
+    with pytest.raises(ConfigError, match="frontend_version is 3; this runtime implements front-end versions 1, 2"):
+        FeatureConfig.from_dict({**FUSED.to_dict(), "frontend_version": 3})
 
 
 def test_stride_25_and_a_short_history_stay_equal(signal: np.ndarray) -> None:

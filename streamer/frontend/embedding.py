@@ -83,8 +83,15 @@ EMBEDDING_MODEL_INT8_FILE = "embedding_model.int8.tflite"
 MEL_MODEL_SHA256 = "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8"
 EMBEDDING_MODEL_SHA256 = "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8"
 EMBEDDING_MODEL_INT8_SHA256 = "445748b1f3de3bd6e3c510143dbbd1c74e31e5405c2a444554c3f7e1762ea3ab"
+MEL_WINDOW_SAMPLES = 400
+"""Samples under the Hann window of one mel frame."""
+MEL_FRAME_OFFSET_SAMPLES = (MEL_SPAN_SAMPLES - MEL_WINDOW_SAMPLES) // 2
+"""Where the window starts inside a mel frame's span (56).
+
+Mel frame ``j`` windows samples ``[160 j + 56, 160 j + 456)``.
+"""
 _FFT_BINS = MEL_SPAN_SAMPLES // 2 + 1
-_WINDOW_SAMPLES = 400
+_WINDOW_SAMPLES = MEL_WINDOW_SAMPLES
 _KERNEL_TOLERANCE = 1e-5
 
 
@@ -309,6 +316,16 @@ class _MelTables:
                 "(periodic Hann 400 in a 512-point DFT, top_db 80); restore the vendored file"
             )
         self.filterbank = filterbank
+        self.filterbank_pcm32 = (filterbank * PCM_SCALE**2).astype(np.float32)
+
+    def log_mel_from_power(self, power: FloatArray) -> FloatArray:
+        """Transformed log-mel, shape (n, 32), float32, from power spectra of float (not int16-scaled) samples.
+
+        ``power``: (n, 257) float32, the 512-point power of each mel frame's 400 Hann-windowed samples
+        (a DFT's power does not depend on where in the 512 points the windowed samples sit).
+        """
+        mel = np.maximum(power @ self.filterbank_pcm32, np.float32(AMIN))
+        return np.log10(mel) + np.float32(2.0)
 
     def log_mel(self, frames: npt.NDArray[np.float64]) -> FloatArray:
         """Transformed log-mel (``dB / 10 + 2``), shape (n, 32), from int16-scaled frames of shape (n, 512)."""
@@ -404,6 +421,20 @@ class SpeechEmbedder:
         used = n_new * MEL_HOP_SAMPLES
         self._audio[: needed - used] = self._audio[used:needed]
         self._audio_len = needed - used
+        return self.mel_end
+
+    def append_power(self, power: npt.ArrayLike, *, keep_from_frame: int | None = None) -> int:
+        """Append mel frames made from their power spectra instead of from audio; return :attr:`mel_end`.
+
+        ``power``: (n, 257) float32, the 512-point power spectra of the next n mel frames' 400
+        Hann-windowed float samples (frame ``j`` windows samples ``[160 j + 56, 160 j + 456)``), as
+        :meth:`emostream.frontend.features.FrameFeaturizer.process_with_power` gives them with an
+        embedding config: one spectrum serves the handcrafted features and the embedding. Do not mix
+        with :meth:`process` in one stream. ``keep_from_frame`` as in :meth:`process`.
+        """
+        rows = np.asarray(power, dtype=np.float32).reshape(-1, _FFT_BINS)
+        if rows.shape[0]:
+            self._append_mel(self._tables.log_mel_from_power(rows), keep_from_frame)
         return self.mel_end
 
     def _append_mel(self, rows: FloatArray, keep_from_frame: int | None) -> None:

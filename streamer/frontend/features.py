@@ -2,8 +2,11 @@
 
 Audio (float32 mono at ``FeatureConfig.sample_rate_hz``, values in [-1, 1]) is cut
 into short STFT frames (``frame_ms`` long every ``frame_hop_ms``, no centring, so
-frame ``j`` covers samples ``[j * hop_samples, j * hop_samples + frame_samples)``).
-Each frame is turned once into a row of per-frame features (see
+frame ``j`` covers samples ``[o + j * hop_samples, o + j * hop_samples + frame_samples)`` with
+``o = frame_offset_samples``, 0 unless the config has a speech embedding and front-end version 2). Each frame gets one
+float32 power spectrum (with pitch, one ``2 * n_fft``-point FFT serves the pitch tracker, the
+features and, with an embedding and front-end version 2, the embedding's log-mel). Each frame
+is turned once into a row of per-frame features (see
 :func:`frame_feature_names`); models then see either
 
 * ``feature_set="summary"``: the speech-masked mean and standard deviation of every
@@ -32,7 +35,15 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError
-from emostream.frontend.embedding import MEL_HOP_SAMPLES, SAMPLE_RATE_HZ, EmbeddingConfig, pooled_feature_names
+from emostream.frontend.embedding import (
+    MEL_FRAME_OFFSET_SAMPLES,
+    MEL_HOP_SAMPLES,
+    MEL_SPAN_SAMPLES,
+    MEL_WINDOW_SAMPLES,
+    SAMPLE_RATE_HZ,
+    EmbeddingConfig,
+    pooled_feature_names,
+)
 from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_power
 from emostream.schema import refuse_unknown_keys
 
@@ -45,6 +56,18 @@ CHROMA_FMIN_HZ = 65.0
 ROLLOFF_FRACTION = 0.85
 CONTRAST_QUANTILE = 0.02
 _EPS = 1e-10
+FRONTEND_VERSION = 2
+"""The front-end arithmetic of new configs (``FeatureConfig.frontend_version``); see :data:`FRONTEND_VERSIONS`.
+
+Both versions use one float32 spectrum per STFT frame for the handcrafted features and the pitch
+tracker (the same values as the float64 arithmetic of earlier releases to float32 rounding).
+They differ only with a speech embedding. 1 (model JSONs without the key): the embedding's log-mel
+comes from its own float64 512-point DFT of its own frames (openWakeWord's grid, 56 samples after
+the STFT frames). 2: the STFT frames start ``MEL_FRAME_OFFSET_SAMPLES`` (56) later, so they are the
+embedding's mel frames, and the log-mel is made from their float32 spectrum: one spectrum per frame
+for everything. The two give different model inputs, so a model runs with the version it was trained on.
+"""
+FRONTEND_VERSIONS: tuple[int, ...] = (1, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +78,11 @@ class FeatureConfig:
     the analysis window and its hop must be whole numbers of STFT hops.
 
     ``embedding``: the pretrained speech-embedding part of a fused summary input (None =
-    off). It needs the summary feature set, 16 kHz and a 10 ms frame hop, so that the
-    embedder's mel frame ``j`` and STFT frame ``j`` both start at sample ``160 j``.
+    off). It needs the summary feature set, 16 kHz and a 10 ms frame hop; with front-end version 2
+    also 25 ms frames and ``n_fft = 512``: STFT frame ``j`` then starts at sample ``56 + 160 j`` (see
+    :attr:`frame_offset_samples`) and is the embedder's mel frame ``j``, so one spectrum serves both.
+    ``frontend_version``: the front-end arithmetic (see :data:`FRONTEND_VERSION`); a model records it
+    and this runtime refuses versions it does not implement (:data:`FRONTEND_VERSIONS`).
     """
 
     sample_rate_hz: int = 16000
@@ -73,11 +99,18 @@ class FeatureConfig:
     pitch: bool = False
     deltas: bool = False
     embedding: EmbeddingConfig | None = None
+    frontend_version: int = FRONTEND_VERSION
 
     def __post_init__(self) -> None:
         self._check()
 
     def _check(self) -> None:
+        if self.frontend_version not in FRONTEND_VERSIONS:
+            raise ConfigError(
+                f"frontend_version is {self.frontend_version!r}; this runtime implements front-end versions "
+                f"{', '.join(map(str, FRONTEND_VERSIONS))}: retrain the model with this version of emostream "
+                "(`emostream train`), or run it with the release it was made with"
+            )
         if self.sample_rate_hz <= 0:
             raise ConfigError(f"sample_rate_hz is {self.sample_rate_hz}; expected a positive rate such as 16000")
         if self.feature_set not in FEATURE_SETS:
@@ -99,7 +132,7 @@ class FeatureConfig:
                     f"{name} ({total} samples) is not a multiple of frame_hop_ms ({self.hop_samples} samples); "
                     "pick sizes that divide evenly"
                 )
-        if self.window_samples < self.frame_samples:
+        if self.window_samples < self.frame_samples + self.frame_offset_samples:
             raise ConfigError(f"window_ms = {self.window_ms} is shorter than one frame ({self.frame_ms} ms)")
         if not 0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
             raise ConfigError(
@@ -124,11 +157,28 @@ class FeatureConfig:
                 f"{MEL_HOP_SAMPLES}-sample (10 ms) hop so its mel frames line up with the STFT frames: "
                 "use those or drop the embedding"
             )
+        if self.shared_mel and (self.frame_samples != MEL_WINDOW_SAMPLES or self.n_fft != MEL_SPAN_SAMPLES):
+            raise ConfigError(
+                f"the speech embedding is set with frame_ms = {self.frame_ms:g} ({self.frame_samples} samples) and "
+                f"n_fft = {self.n_fft}; its log-mel comes from the same spectrum, which needs "
+                f"{MEL_WINDOW_SAMPLES}-sample (25 ms) frames and n_fft = {MEL_SPAN_SAMPLES}: use those, "
+                "frontend_version 1, or drop the embedding"
+            )
 
     @property
     def frame_samples(self) -> int:
         """STFT frame length in samples."""
         return round(self.frame_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def shared_mel(self) -> bool:
+        """The embedding's log-mel comes from the STFT frames' spectra (an embedding and front-end version 2)."""
+        return self.embedding is not None and self.frontend_version >= 2
+
+    @property
+    def frame_offset_samples(self) -> int:
+        """Samples before STFT frame 0: 56 with :attr:`shared_mel` (frame ``j`` is then mel frame ``j``), else 0."""
+        return MEL_FRAME_OFFSET_SAMPLES if self.shared_mel else 0
 
     @property
     def hop_samples(self) -> int:
@@ -148,7 +198,7 @@ class FeatureConfig:
     @property
     def frames_per_window(self) -> int:
         """Number of STFT frames that fit entirely inside one analysis window."""
-        return 1 + (self.window_samples - self.frame_samples) // self.hop_samples
+        return 1 + (self.window_samples - self.frame_samples - self.frame_offset_samples) // self.hop_samples
 
     @property
     def frames_per_window_hop(self) -> int:
@@ -159,8 +209,8 @@ class FeatureConfig:
         """Plain-JSON form, as stored in model metadata.
 
         ``embedding`` is a nested dict (:meth:`EmbeddingConfig.to_dict`); without an embedding
-        the key is left out, so plain configs serialise as before (same model JSONs, same
-        training-cache keys).
+        the key is left out. ``frontend_version`` is always written, so the training cache keys on it
+        and a model records the front-end it was trained with.
         """
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "embedding"}
         if self.embedding is not None:
@@ -172,10 +222,12 @@ class FeatureConfig:
         """Build from metadata; unknown or missing keys raise :class:`ConfigError`.
 
         ``embedding`` may be absent or null (no embedding, as in models made before it existed)
-        or a dict for :meth:`EmbeddingConfig.from_dict`.
+        or a dict for :meth:`EmbeddingConfig.from_dict`. Without ``frontend_version`` the dict is
+        version 1 (made before the key existed).
         """
         refuse_unknown_keys(cls, data, "feature config")
         values = dict(data)
+        values.setdefault("frontend_version", 1)
         embedding = values.pop("embedding", None)
         if embedding is not None and not isinstance(embedding, dict):
             raise ConfigError(
@@ -233,8 +285,13 @@ class _Tables:
 
     def __init__(self, cfg: FeatureConfig) -> None:
         freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
-        self.window = np.hanning(cfg.frame_samples + 1)[:-1]  # float64: numpy's float64 FFT is the faster one
-        self.pitch = PitchTables(self.window, cfg.sample_rate_hz) if cfg.pitch else None
+        window = np.hanning(cfg.frame_samples + 1)[:-1]  # periodic Hann
+        self.window = window.astype(np.float32)
+        self.pitch = PitchTables(window, cfg.sample_rate_hz) if cfg.pitch else None
+        # One spectrum per frame: with pitch, its 2 * n_fft-point FFT also gives the n_fft-point
+        # spectrum at every other bin (a frame no longer than n_fft is zero-padded either way).
+        self.shared = self.pitch is not None and self.pitch.n_fft == 2 * cfg.n_fft
+        self.fft_size = self.pitch.n_fft if self.pitch is not None and self.shared else cfg.n_fft
         self.freqs_hz = freqs_hz.astype(np.float32)
         self.freqs_sq = (freqs_hz**2).astype(np.float32)
         self.mel_fb_t = np.ascontiguousarray(_mel_filterbank(cfg, freqs_hz).T, dtype=np.float32)
@@ -358,8 +415,10 @@ class FrameFeaturizer:
 
     ``process(chunk)`` takes float32 mono samples at ``cfg.sample_rate_hz`` and returns
     the rows, shape (n_new_frames, n_frame_features), float32, of every frame that the
-    chunk completed; frame ``j`` starts at sample ``j * hop_samples`` of the stream.
-    The result equals :func:`frame_features` of the concatenated stream.
+    chunk completed; frame ``j`` starts at sample ``cfg.frame_offset_samples + j * hop_samples``
+    of the stream. The result equals :func:`frame_features` of the concatenated stream.
+    :meth:`process_with_power` also returns the frames' ``n_fft``-point power spectra (what the
+    speech embedding's log-mel is made from).
     """
 
     def __init__(self, cfg: FeatureConfig) -> None:
@@ -367,19 +426,36 @@ class FrameFeaturizer:
         self.n_features = len(frame_feature_names(cfg))
         self._tables = _Tables(cfg)
         self._carry = np.zeros(cfg.frame_samples + cfg.hop_samples, dtype=np.float32)
-        self._carry_len = 0
+        self.reset()
 
     @cached_property
     def _empty(self) -> FloatArray:
         return np.zeros((0, self.n_features), dtype=np.float32)
 
+    @cached_property
+    def _empty_power(self) -> FloatArray:
+        return np.zeros((0, self.cfg.n_fft // 2 + 1), dtype=np.float32)
+
     def reset(self) -> None:
-        """Forget buffered samples; the next chunk starts frame 0 again."""
+        """Forget buffered samples; the next chunk starts the stream (and frame 0) again."""
         self._carry_len = 0
+        self._skip = self.cfg.frame_offset_samples
 
     def process(self, chunk: npt.ArrayLike) -> FloatArray:
         """Feed samples; return the feature rows of the frames they complete."""
+        return self.process_with_power(chunk)[0]
+
+    def process_with_power(self, chunk: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Feed samples; return the feature rows and the ``n_fft``-point power spectra of the frames they complete.
+
+        Shapes (n_new_frames, n_frame_features) and (n_new_frames, n_fft // 2 + 1), float32; the power is
+        that of the Hann-windowed float samples (not scaled to int16).
+        """
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if self._skip:
+            dropped = min(self._skip, samples.size)
+            samples = samples[dropped:]
+            self._skip -= dropped
         if self._carry_len:
             samples = np.concatenate([self._carry[: self._carry_len], samples])
         cfg = self.cfg
@@ -391,35 +467,26 @@ class FrameFeaturizer:
         self._carry[: rest.size] = rest
         self._carry_len = rest.size
         if n_frames == 0:
-            return self._empty
+            return self._empty, self._empty_power
         return self._compute(np.ascontiguousarray(samples[: consumed - cfg.hop_samples + cfg.frame_samples]), n_frames)
 
-    def _compute(self, samples: FloatArray, n_frames: int) -> FloatArray:
+    def _compute(self, samples: FloatArray, n_frames: int) -> tuple[FloatArray, FloatArray]:
         cfg, tables = self.cfg, self._tables
         frames = _frames_view(samples, cfg, n_frames)
         windowed = frames * tables.window
-        pitch_power = None
-        if tables.pitch is not None and tables.pitch.n_fft == 2 * cfg.n_fft:
-            # one FFT serves both: a frame no longer than n_fft has its n_fft-point spectrum
-            # at every other bin of the 2 * n_fft-point one
-            spectrum = np.fft.rfft(windowed, n=tables.pitch.n_fft, axis=1)
-            pitch_power = spectrum.real**2 + spectrum.imag**2
-            power = pitch_power[:, ::2].astype(np.float32)
-        else:
-            spectrum = np.fft.rfft(windowed, n=cfg.n_fft, axis=1)
-            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-        log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + _EPS)
+        spectrum = np.fft.rfft(windowed, n=tables.fft_size, axis=1)  # float32 in, complex64 out (NumPy >= 2)
+        full_power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)
+        power = np.ascontiguousarray(full_power[:, ::2]) if tables.shared else full_power
+        log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + np.float32(_EPS))
         parts = [log_mel @ tables.dct_t]
         if cfg.feature_set == "summary":
             parts.append(_spectral_features(frames, power, tables))
         if tables.pitch is not None:
             f0_voicing = (
-                frame_pitch(windowed, tables.pitch)
-                if pitch_power is None
-                else pitch_from_power(pitch_power, tables.pitch)
+                pitch_from_power(full_power, tables.pitch) if tables.shared else frame_pitch(windowed, tables.pitch)
             )
             parts.extend(col[:, None] for col in f0_voicing)
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False), power
 
 
 def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:

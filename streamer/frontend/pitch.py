@@ -36,10 +36,10 @@ class PitchTables:
         self.max_lag = min(frame_samples - 2, math.ceil(sample_rate_hz / F0_MIN_HZ))
         self.sample_rate_hz = sample_rate_hz
         window_ac = np.fft.irfft(np.abs(np.fft.rfft(window, self.n_fft)) ** 2, self.n_fft)[: self.max_lag + 2]
-        self.window_ac = window_ac / window_ac[0]
+        self.window_ac = (window_ac / window_ac[0]).astype(np.float32)
 
 
-def _first_strong_peak(r: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+def _first_strong_peak(r: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.intp]:
     """Index (into ``r[:, 1:-1]``) of the first local maximum within OCTAVE_RATIO of the highest, per row."""
     core = r[:, 1:-1]
     is_peak = (core >= r[:, :-2]) & (core > r[:, 2:])
@@ -48,10 +48,10 @@ def _first_strong_peak(r: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
     return np.where(strong.any(axis=1), np.argmax(strong, axis=1), np.argmax(core, axis=1))
 
 
-def frame_pitch(windowed: npt.NDArray[np.float64], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
+def frame_pitch(windowed: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
     """F0 in semitones above 100 Hz (0 where unvoiced) and voicing strength (0..1) per frame.
 
-    ``windowed``: Hann-windowed frames, shape (n_frames, frame_samples), float64.
+    ``windowed``: Hann-windowed frames, shape (n_frames, frame_samples), float32 (float64 works too).
     Returns two float32 arrays of shape (n_frames,).
     """
     spectrum = np.fft.rfft(windowed, tables.n_fft, axis=1)
@@ -61,7 +61,7 @@ def frame_pitch(windowed: npt.NDArray[np.float64], tables: PitchTables) -> tuple
 def pitch_from_power(power: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
     """:func:`frame_pitch` from the frames' power spectra of size ``tables.n_fft`` (n_frames, n_fft // 2 + 1)."""
     ac = np.fft.irfft(power, tables.n_fft, axis=1)[:, : tables.max_lag + 2]
-    r = ac / (ac[:, :1] + _EPS) / tables.window_ac
+    r = ac / (ac[:, :1] + ac.dtype.type(_EPS)) / tables.window_ac
     rows = np.arange(r.shape[0])
     lag = _first_strong_peak(r[:, tables.min_lag - 1 : tables.max_lag + 2]) + tables.min_lag
     voicing = np.clip(r[rows, lag], 0.0, 1.0)

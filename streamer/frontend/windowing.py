@@ -8,11 +8,13 @@ whole clips; the streaming engine on live chunks; both get the same windows.
 
 With ``FeatureConfig.embedding`` the extractor also owns a
 :class:`~emostream.frontend.embedding.SpeechEmbedder`, fed the very samples the VAD and
-the featurizer get (lead-in included: mel frame ``j`` and STFT frame ``j`` both start at
-sample ``160 j``). A speech window appends the pooled embeddings of its speech (the
-window's VAD flags gate them; embeddings on the stride grid are computed once and shared
-by the overlapping windows); a window that is not speech computes none and appends the
-pooled value of no embeddings (zeros), so every window has the same shape.
+the featurizer get (lead-in included). With front-end version 2 its mel frames are made from the
+featurizer's own spectra (STFT frame ``j`` windows samples ``[160 j + 56, 160 j + 456)``, exactly
+what the embedding's mel frame ``j`` windows); with version 1 it computes them itself. A
+speech window appends the pooled embeddings of its speech (the window's VAD flags gate them;
+embeddings on the stride grid are computed once and shared by the overlapping windows); a
+window that is not speech computes none and appends the pooled value of no embeddings
+(zeros), so every window has the same shape.
 """
 
 from __future__ import annotations
@@ -184,9 +186,12 @@ class WindowExtractor:
         self._pending_len = 0
         next_start = self._next_index * cfg.window_hop_samples
         if self._compute_features:
-            self._frames.extend(self._featurizer.process(samples), next_start // cfg.hop_samples)
-        if self._embedder is not None:
-            self._embedder.process(samples, keep_from_frame=next_start // MEL_HOP_SAMPLES)
+            rows, power = self._featurizer.process_with_power(samples)
+            self._frames.extend(rows, next_start // cfg.hop_samples)
+            if self._embedder is not None and cfg.shared_mel:  # the same spectra: STFT frame j is mel frame j
+                self._embedder.append_power(power, keep_from_frame=next_start // MEL_HOP_SAMPLES)
+            elif self._embedder is not None:  # front-end version 1: the embedder's own mel front-end
+                self._embedder.process(samples, keep_from_frame=next_start // MEL_HOP_SAMPLES)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
         return self._emit_ready()
 
@@ -245,7 +250,7 @@ class WindowExtractor:
     ) -> FloatArray:
         cfg = self.feature_cfg
         frames = self._frames.take(first_frame, cfg.frames_per_window)
-        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
+        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_offset_samples + cfg.frame_samples // 2
         mask = flags[centres // self._vad_frame]
         return model_input(
             np.asarray(frames, dtype=np.float32), mask, cfg, pooled_embedding=self._pooled(start, flags, is_speech)
