@@ -141,7 +141,8 @@ def _instrument(pipeline: ChannelPipeline) -> dict[str, list[float]]:
     sinks: dict[str, list[float]] = {stage: [] for stage in ("vad", "features", "extract", "model", "smoothing")}
     extractor = pipeline._extractor
     extractor._vad.process = _timed(extractor._vad.process, sinks["vad"])  # type: ignore[method-assign]
-    extractor._featurizer.process = _timed(extractor._featurizer.process, sinks["features"])  # type: ignore[method-assign]
+    extractor._featurizer.compute = _timed(extractor._featurizer.compute, sinks["features"])  # type: ignore[method-assign]
+    extractor._featurizer.power = _timed(extractor._featurizer.power, sinks["features"])  # type: ignore[method-assign]
     extractor.process = _timed(extractor.process, sinks["extract"])  # type: ignore[method-assign]
     pipeline.model.predict = _timed(pipeline.model.predict, sinks["model"])  # type: ignore[method-assign]
     pipeline._smoother.process = _timed(pipeline._smoother.process, sinks["smoothing"])  # type: ignore[method-assign]

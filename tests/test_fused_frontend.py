@@ -137,8 +137,10 @@ def test_version_2_mel_frames_are_the_embedders_own(signal: np.ndarray) -> None:
     e2, e1 = v2.embedder, v1.embedder
     assert e2 is not None and e1 is not None
     start, stop = max(e2.mel_first, e1.mel_first), min(e2.mel_end, e1.mel_end)
-    assert stop - start > 200
-    np.testing.assert_allclose(e2.mel(start, stop), e1.mel(start, stop), rtol=0, atol=1e-4)
+    # mel frames are computed only where an embedding reads them: compare those version 1 computed
+    computed = np.any(e1.mel(start, stop) != 0, axis=1)
+    assert int(np.count_nonzero(computed)) >= 76
+    np.testing.assert_allclose(e2.mel(start, stop)[computed], e1.mel(start, stop)[computed], rtol=0, atol=1e-4)
 
 
 def test_front_end_versions_are_recorded_and_unknown_ones_refused() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from emostream.audio.files import load_mono
 from emostream.errors import ConfigError
-from emostream.frontend.features import FeatureConfig
+from emostream.frontend.features import FeatureConfig, frame_features, model_input
 from emostream.frontend.vad import VadConfig, VadGate, speech_flags
 from emostream.frontend.windowing import WindowExtractor, extract_windows
 
@@ -203,3 +203,42 @@ def test_noise_floor_gate_follows_the_pauses_and_needs_the_margin() -> None:
     assert rising[1] and rising[-1]  # 2 s later the floor has risen 2 dB: -50 is still 28 dB above it
     with pytest.raises(ConfigError, match="noise_floor_margin_db"):
         VadConfig(noise_floor_margin_db=-1.0)
+
+
+def test_only_the_frames_a_window_reads_are_computed_and_inputs_do_not_change() -> None:
+    """Each window computes just its speech frames (each frame once); its input is that of every frame."""
+    cfg = FeatureConfig(pitch=True, deltas=True)
+    signal = np.concatenate([np.zeros(3 * SR, dtype=np.float32), speech_clip(), np.zeros(3 * SR, dtype=np.float32)])
+    extractor = WindowExtractor(cfg, VadConfig())
+    windows = extractor.process(signal) + extractor.flush()
+    rows = frame_features(np.concatenate([signal, np.zeros(cfg.window_samples, dtype=np.float32)]), cfg)
+    flags = speech_flags(np.concatenate([signal, np.zeros(cfg.window_samples, dtype=np.float32)]), VadConfig(), SR)
+    vad_frame = VadConfig().frame_samples(SR)
+    centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_samples // 2
+    for w in windows:
+        start = w.index * cfg.window_hop_samples
+        frames = rows[start // cfg.hop_samples : start // cfg.hop_samples + cfg.frames_per_window]
+        mask = flags[(start + centres) // vad_frame]
+        np.testing.assert_allclose(w.features, model_input(frames, mask, cfg), rtol=1e-5, atol=1e-4)
+    # the runtime (speech windows only) never frames the silence; overlapping windows share their frames
+    lazy = WindowExtractor(cfg, VadConfig(), speech_only=True)
+    assert len(lazy.process(signal) + lazy.flush()) == len(windows)
+    total = (signal.size - cfg.frame_samples) // cfg.hop_samples + 1
+    speech_frames = int(np.count_nonzero(flags)) * vad_frame // cfg.hop_samples
+    assert 0 < lazy.frames_computed <= speech_frames + 10 < total // 2
+    assert extractor.frames_computed > lazy.frames_computed  # every window's input, silence included
+
+
+def test_speech_only_windows_skip_the_rest() -> None:
+    cfg = FeatureConfig(pitch=True, deltas=True)
+    signal = np.concatenate([np.zeros(3 * SR, dtype=np.float32), speech_clip()])
+    full = extract_windows(signal, cfg, VadConfig())
+    lazy = WindowExtractor(cfg, VadConfig(), speech_only=True)
+    got = lazy.process(signal) + lazy.flush()
+    assert [w.is_speech for w in got] == [w.is_speech for w in full]
+    assert any(w.is_speech for w in got) and not all(w.is_speech for w in got)
+    for a, b in zip(full, got, strict=True):
+        if a.is_speech:
+            np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-4)
+        else:
+            assert b.features.size == 0

@@ -69,7 +69,7 @@ class ChannelPipeline:
         self.role = role
         self.analysed = analysed
         self._extractor = WindowExtractor(
-            self.feature_cfg, vad_cfg, first_window_ms=first_window_ms, compute_features=analysed
+            self.feature_cfg, vad_cfg, first_window_ms=first_window_ms, compute_features=analysed, speech_only=True
         )
         self.timing = self._extractor.timing
         self.hop_s = self.timing.hop_s

@@ -437,6 +437,50 @@ class SpeechEmbedder:
             self._append_mel(self._tables.log_mel_from_power(rows), keep_from_frame)
         return self.mel_end
 
+    def reserve(self, stop_frame: int, *, keep_from_frame: int | None = None) -> None:
+        """Make mel frames up to ``stop_frame`` (exclusive) addressable without computing them.
+
+        The new frames hold zeros until :meth:`set_mel_from_audio` or :meth:`set_mel_from_power` fills
+        them; the caller (:class:`emostream.frontend.windowing.WindowExtractor`) fills every frame an
+        embedding will read before asking for it, and so computes mel frames only where embeddings are
+        wanted. Do not mix with :meth:`process` or :meth:`append_power` in one stream.
+        ``keep_from_frame`` as in :meth:`process`.
+        """
+        if stop_frame > self.mel_end:
+            self._append_mel(np.zeros((stop_frame - self.mel_end, MEL_BINS), dtype=np.float32), keep_from_frame)
+
+    def set_mel_from_audio(self, frames: npt.ArrayLike, spans: npt.ArrayLike) -> None:
+        """Compute mel frames ``frames`` (global indices, reserved) from their samples, openWakeWord's way.
+
+        ``spans``: (n, 512) float samples in [-1, 1], frame ``j``'s being samples ``[160 j, 160 j + 512)``;
+        the float64 arithmetic of :meth:`process` (front-end version 1).
+        """
+        index = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if index.size:
+            data = np.asarray(spans, dtype=np.float64).reshape(-1, MEL_SPAN_SAMPLES) * PCM_SCALE
+            self._write_mel(index, self._tables.log_mel(data))
+
+    def set_mel_from_power(self, frames: npt.ArrayLike, power: npt.ArrayLike) -> None:
+        """Compute mel frames ``frames`` (global indices, reserved) from power spectra as in :meth:`append_power`."""
+        index = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if index.size:
+            rows = np.asarray(power, dtype=np.float32).reshape(-1, _FFT_BINS)
+            self._write_mel(index, self._tables.log_mel_from_power(rows))
+
+    def _write_mel(self, index: IntArray, rows: FloatArray) -> None:
+        if int(index.min()) < self._mel_first or int(index.max()) >= self.mel_end:
+            raise ValueError(
+                f"mel frames {int(index.min())}..{int(index.max())} set; "
+                f"reserved are [{self._mel_first}, {self.mel_end})"
+            )
+        self._mel[index - self._mel_first] = rows
+
+    def uncached(self, ends: npt.ArrayLike) -> IntArray:
+        """The end frames among ``ends`` whose embedding is not cached (those :meth:`embeddings` would compute)."""
+        wanted = np.asarray(ends, dtype=np.int64).reshape(-1)
+        keep: IntArray = wanted[[int(t) not in self._cache for t in wanted.tolist()]] if wanted.size else wanted
+        return keep
+
     def _append_mel(self, rows: FloatArray, keep_from_frame: int | None) -> None:
         keep_from = self.mel_end - self.config.history_frames
         if keep_from_frame is not None:

@@ -468,11 +468,41 @@ class FrameFeaturizer:
         self._carry_len = rest.size
         if n_frames == 0:
             return self._empty, self._empty_power
-        return self._compute(np.ascontiguousarray(samples[: consumed - cfg.hop_samples + cfg.frame_samples]), n_frames)
+        samples = np.ascontiguousarray(samples[: consumed - cfg.hop_samples + cfg.frame_samples])
+        return self.compute(_frames_view(samples, cfg, n_frames))
 
-    def _compute(self, samples: FloatArray, n_frames: int) -> tuple[FloatArray, FloatArray]:
+    def frames_at(self, audio: FloatArray, audio_first: int, frames: npt.NDArray[np.intp]) -> FloatArray:
+        """The samples of the given frames, shape (len(frames), frame_samples), float32.
+
+        ``audio`` holds the stream's samples from global sample ``audio_first`` on (the stream counted
+        from the last :meth:`reset`, the frame offset included); ``frames`` are global frame indices
+        (frame ``j`` starts at sample ``frame_offset_samples + j * hop_samples``), all inside ``audio``.
+        """
+        cfg = self.cfg
+        starts = cfg.frame_offset_samples + frames * cfg.hop_samples - audio_first
+        if frames.size and (starts[0] < 0 or starts[-1] + cfg.frame_samples > audio.size):
+            raise ValueError(f"frames {frames[0]}..{frames[-1]} are not all inside the audio held")
+        if frames.size and int(frames[-1] - frames[0]) == frames.size - 1:  # one run: a strided view, no gather
+            return _frames_view(np.ascontiguousarray(audio[starts[0] :]), cfg, frames.size)
+        gathered: FloatArray = audio[starts[:, None] + np.arange(cfg.frame_samples)]
+        return gathered
+
+    def power(self, frames: FloatArray) -> FloatArray:
+        """The ``n_fft``-point power spectra of frames (n, frame_samples), float32 (n, n_fft // 2 + 1).
+
+        The same values :meth:`compute` returns for them (the same FFT size), so a frame's spectrum
+        does not depend on which of the two made it.
+        """
+        tables = self._tables
+        spectrum = np.fft.rfft(frames * tables.window, n=tables.fft_size, axis=1)
+        full_power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)
+        return np.ascontiguousarray(full_power[:, ::2]) if tables.shared else full_power
+
+    def compute(self, frames: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Feature rows and ``n_fft``-point power spectra of frames (n, frame_samples): as from process_with_power."""
         cfg, tables = self.cfg, self._tables
-        frames = _frames_view(samples, cfg, n_frames)
+        if frames.shape[0] == 0:
+            return self._empty, self._empty_power
         windowed = frames * tables.window
         spectrum = np.fft.rfft(windowed, n=tables.fft_size, axis=1)  # float32 in, complex64 out (NumPy >= 2)
         full_power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from emostream.frontend.embedding import EMBEDDING_DIM, MEL_HOP_SAMPLES, SpeechEmbedder, pool_embeddings
+from emostream.frontend.embedding import (
+    EMBEDDING_DIM,
+    EMBEDDING_FRAMES,
+    MEL_HOP_SAMPLES,
+    MEL_SPAN_SAMPLES,
+    SpeechEmbedder,
+    pool_embeddings,
+)
 from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
 from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig, VadGate
@@ -75,6 +82,11 @@ class _Rows:
         self.data[self.count : needed] = rows
         self.count = needed
 
+    def grow_to(self, stop: int, keep_from: int) -> None:
+        """Append zero rows up to global index ``stop`` (exclusive), dropping rows below ``keep_from``."""
+        if stop > self.end:
+            self.extend(np.zeros((stop - self.end, *self.data.shape[1:]), dtype=self.data.dtype), keep_from)
+
     def take(self, start: int, length: int) -> npt.NDArray[np.generic]:
         """Rows with global indices ``start .. start + length - 1`` (a view)."""
         offset = start - self.first
@@ -101,6 +113,14 @@ class WindowExtractor:
     With ``compute_features=False`` only the VAD runs (for channels that are metered but
     not classified); windows then carry an empty ``features`` array, and no speech
     embedder is created even when the config has an embedding.
+
+    Work is done only where it counts, without changing any window's model input: the VAD
+    runs on every sample, but a window computes only the STFT frames its input reads (its
+    speech frames, unless it has too few of them and the summary falls back to every frame, or
+    the frames feature set), the mel frames of the embeddings it asks for, and each frame once
+    (overlapping windows share them). With ``speech_only=True`` (the runtime, which classifies
+    speech windows only) a window that is not speech computes nothing and carries an empty
+    ``features`` array; training keeps the default and gets every window's input.
     """
 
     def __init__(
@@ -110,6 +130,7 @@ class WindowExtractor:
         *,
         first_window_ms: float | None = None,
         compute_features: bool = True,
+        speech_only: bool = False,
     ) -> None:
         self.timing = WindowTiming.of(feature_cfg, vad_cfg, first_window_ms)
         self.feature_cfg = feature_cfg
@@ -117,10 +138,17 @@ class WindowExtractor:
         self._vad_frame = self.timing.vad_frame_samples
         self._lead_in = self.timing.lead_in_samples
         self._compute_features = compute_features
+        self._speech_only = speech_only
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
         capacity = 2 * feature_cfg.frames_per_window
-        self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)
+        self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)  # rows, computed where _done
+        self._done = _Rows(None, capacity, np.bool_)
+        self._mel_done = _Rows(None, capacity, np.bool_)  # mel frames of the embedder computed
+        self._audio = _Rows(None, 2 * feature_cfg.window_samples, np.float32)  # stream samples, global index
+        self._window_frames = np.arange(feature_cfg.frames_per_window)
+        centres = self._window_frames * feature_cfg.hop_samples + feature_cfg.frame_offset_samples
+        self._centre_flags = (centres + feature_cfg.frame_samples // 2) // self._vad_frame
         self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
         self._embedder: SpeechEmbedder | None = None
         if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
@@ -132,6 +160,7 @@ class WindowExtractor:
         )
         self._samples_seen = 0
         self._next_index = 0
+        self._frames_computed = 0
         # Samples not yet run through the VAD and the front-end: they are analysed in one go
         # when the next window is due (both stages are chunk-size invariant, so the windows are
         # the same), which saves their per-call overhead on small chunks.
@@ -146,6 +175,9 @@ class WindowExtractor:
         if self._embedder is not None:
             self._embedder.reset()
         self._frames.reset()
+        self._done.reset()
+        self._mel_done.reset()
+        self._audio.reset()
         self._flags.reset()
         self._samples_seen = 0
         self._next_index = 0
@@ -167,6 +199,11 @@ class WindowExtractor:
         return 0 if self._embedder is None else self._embedder.embeddings_computed
 
     @property
+    def frames_computed(self) -> int:
+        """STFT frames whose feature rows were computed since construction (for cost accounting)."""
+        return self._frames_computed
+
+    @property
     def samples_seen(self) -> int:
         """Samples of the real stream fed since the last reset (the lead-in excluded)."""
         return self._samples_seen - self._lead_in
@@ -185,13 +222,8 @@ class WindowExtractor:
             samples = self._pending[: self._pending_len]
         self._pending_len = 0
         next_start = self._next_index * cfg.window_hop_samples
-        if self._compute_features:
-            rows, power = self._featurizer.process_with_power(samples)
-            self._frames.extend(rows, next_start // cfg.hop_samples)
-            if self._embedder is not None and cfg.shared_mel:  # the same spectra: STFT frame j is mel frame j
-                self._embedder.append_power(power, keep_from_frame=next_start // MEL_HOP_SAMPLES)
-            elif self._embedder is not None:  # front-end version 1: the embedder's own mel front-end
-                self._embedder.process(samples, keep_from_frame=next_start // MEL_HOP_SAMPLES)
+        if self._compute_features:  # frames are computed when a window asks for them
+            self._audio.extend(samples, next_start)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
         return self._emit_ready()
 
@@ -222,8 +254,7 @@ class WindowExtractor:
             start = self._next_index * cfg.window_hop_samples
             first_frame = start // cfg.hop_samples
             first_flag = start // self._vad_frame
-            frames_missing = self._compute_features and self._frames.end < first_frame + cfg.frames_per_window
-            if frames_missing or self._flags.end < first_flag + vad_per_window:
+            if self._flags.end < first_flag + vad_per_window:  # the audio is in once its VAD frames are
                 return windows
             windows.append(self._make_window(start, first_frame, first_flag, vad_per_window))
             self._next_index += 1
@@ -234,27 +265,96 @@ class WindowExtractor:
         ratio = float(np.mean(real_flags))
         is_speech = ratio >= self.vad_cfg.min_speech_ratio
         start_s, end_s = self.timing.window_times_s(self._next_index)
+        wanted = self._compute_features and (is_speech or not self._speech_only)
         return Window(
             index=self._next_index,
             start_s=start_s,
             end_s=end_s,
             speech_ratio=ratio,
             is_speech=is_speech,
-            features=self._window_features(start, first_frame, flags, is_speech)
-            if self._compute_features
-            else _NO_FEATURES,
+            features=self._window_features(start, first_frame, flags, is_speech) if wanted else _NO_FEATURES,
         )
 
     def _window_features(
         self, start: int, first_frame: int, flags: npt.NDArray[np.bool_], is_speech: bool
     ) -> FloatArray:
         cfg = self.feature_cfg
+        mask = flags[self._centre_flags]
+        self._compute_frames(first_frame + self._window_frames[self._frames_read(mask)], first_frame)
         frames = self._frames.take(first_frame, cfg.frames_per_window)
-        centres = np.arange(cfg.frames_per_window) * cfg.hop_samples + cfg.frame_offset_samples + cfg.frame_samples // 2
-        mask = flags[centres // self._vad_frame]
         return model_input(
             np.asarray(frames, dtype=np.float32), mask, cfg, pooled_embedding=self._pooled(start, flags, is_speech)
         )
+
+    def _frames_read(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """The window's frames its model input reads: the speech frames, or all where it falls back to all.
+
+        :func:`model_input` takes the summary over the speech frames when there are at least two (the
+        deltas over pairs of consecutive speech frames when there are at least two pairs), else over
+        every frame; the frames feature set reads every frame.
+        """
+        cfg = self.feature_cfg
+        if cfg.feature_set != "summary" or int(np.count_nonzero(mask)) < 2:
+            return np.ones_like(mask)
+        if cfg.deltas and int(np.count_nonzero(mask[1:] & mask[:-1])) < 2:
+            return np.ones_like(mask)
+        return mask
+
+    def _compute_frames(self, frames: npt.NDArray[np.intp], keep_from: int) -> None:
+        """Compute the feature rows of the global STFT frames ``frames`` not computed yet (ascending)."""
+        stop = keep_from + self.feature_cfg.frames_per_window
+        self._frames.grow_to(stop, keep_from)
+        self._done.grow_to(stop, keep_from)
+        done = self._done.data[frames - self._done.first]
+        todo = frames[~done.astype(bool)]
+        if todo.size == 0:
+            return
+        samples = self._featurizer.frames_at(self._held_audio(), self._audio.first, todo)
+        rows, power = self._featurizer.compute(samples)
+        self._frames_computed += todo.size
+        self._frames.data[todo - self._frames.first] = rows
+        self._done.data[todo - self._done.first] = True
+        if self._embedder is not None and self.feature_cfg.shared_mel:  # the same spectra: mel frame j = STFT frame j
+            self._set_mel(todo, power, keep_from)
+
+    def _held_audio(self) -> FloatArray:
+        held: FloatArray = self._audio.data[: self._audio.count].astype(np.float32, copy=False)
+        return held
+
+    def _set_mel(self, frames: npt.NDArray[np.intp], power: FloatArray, keep_from: int) -> None:
+        embedder = self._embedder
+        if embedder is None:
+            return
+        stop = keep_from + self.feature_cfg.window_samples // MEL_HOP_SAMPLES
+        embedder.reserve(stop, keep_from_frame=keep_from)
+        self._mel_done.grow_to(stop, keep_from)
+        fresh = frames[~self._mel_done.data[frames - self._mel_done.first].astype(bool)]
+        if fresh.size:
+            embedder.set_mel_from_power(fresh, power[np.searchsorted(frames, fresh)])
+            self._mel_done.data[fresh - self._mel_done.first] = True
+
+    def _compute_mel(self, ends: npt.NDArray[np.int64], first: int) -> None:
+        """Compute the mel frames that the embeddings ending at ``ends`` read and that are not computed yet."""
+        embedder = self._embedder
+        if embedder is None or ends.size == 0:
+            return
+        stop = first + self.feature_cfg.window_samples // MEL_HOP_SAMPLES
+        embedder.reserve(stop, keep_from_frame=first)
+        self._mel_done.grow_to(stop, first)
+        read = np.zeros(stop - first, dtype=bool)
+        for t in ends.tolist():
+            read[t - EMBEDDING_FRAMES - first : t - first] = True
+        frames = first + np.flatnonzero(read & ~self._mel_done.take(first, stop - first).astype(bool))
+        if frames.size == 0:
+            return
+        audio = self._held_audio()
+        if self.feature_cfg.shared_mel:
+            power = self._featurizer.power(self._featurizer.frames_at(audio, self._audio.first, frames))
+            embedder.set_mel_from_power(frames, power)
+        else:  # version 1: mel frame j reads samples [160 j, 160 j + 512)
+            offsets = frames * MEL_HOP_SAMPLES - self._audio.first
+            embedder.set_mel_from_audio(frames, audio[offsets[:, None] + np.arange(MEL_SPAN_SAMPLES)])
+        self._mel_done.data[frames - self._mel_done.first] = True
 
     def _pooled(self, start: int, flags: npt.NDArray[np.bool_], is_speech: bool) -> FloatArray | None:
         """Pooled speech embeddings of the window starting at sample ``start`` (None without an embedding).
@@ -266,10 +366,10 @@ class WindowExtractor:
         if not is_speech:
             return self._no_embedding
         first = start // MEL_HOP_SAMPLES
-        _, emb = self._embedder.window_embeddings(
-            first, first + self.feature_cfg.window_samples // MEL_HOP_SAMPLES, flags
-        )
-        return pool_embeddings(emb, self._embedder.config.pooling)
+        stop = first + self.feature_cfg.window_samples // MEL_HOP_SAMPLES
+        ends = self._embedder.speech_ends(first, stop, flags)
+        self._compute_mel(self._embedder.uncached(ends), first)
+        return pool_embeddings(self._embedder.embeddings(ends), self._embedder.config.pooling)
 
 
 _NO_FEATURES: FloatArray = np.zeros(0, dtype=np.float32)
