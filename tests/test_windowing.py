@@ -126,14 +126,21 @@ def test_first_window_closes_after_the_lead_in() -> None:
     assert extractor.samples_seen == int(3.5 * SR)
 
 
-def test_lead_in_speech_ratio_counts_only_real_audio() -> None:
-    clip = speech_clip()[:SR]
-    full_ratio = float(speech_flags(clip, VadConfig(), SR).mean())
+def test_lead_in_speech_ratio_counts_only_real_audio_but_classifying_needs_a_full_windows_speech() -> None:
+    # the clip's first second holds 0.44 s of speech: its ratio over the real audio is 0.44, but a
+    # full 2 s window needs 0.6 s of speech (min_speech_ratio 0.3), so the lead-in window is not read
+    # (issue 19, item 3: readings from so little speech leaned to one emotion)
+    clip = speech_clip()
+    head_ratio = float(speech_flags(clip[:SR], VadConfig(), SR).mean())
+    assert 0.15 < head_ratio < 0.6
     extractor = WindowExtractor(FeatureConfig(), VadConfig(), first_window_ms=1000.0)
-    first = extractor.process(clip)[0]
+    first, second, third = extractor.process(clip[: 2 * SR])
     assert first.end_s == 1.0
-    assert first.speech_ratio == pytest.approx(full_ratio, abs=0.05)
-    assert first.is_speech
+    assert first.speech_ratio == pytest.approx(head_ratio, abs=0.05)
+    assert not first.is_speech
+    speech_s = [w.speech_ratio * (w.end_s - w.start_s) for w in (second, third)]
+    assert [w.is_speech for w in (second, third)] == [s >= 0.6 for s in speech_s]
+    assert third.is_speech
 
 
 def test_lead_in_windows_stream_like_the_whole_signal() -> None:

@@ -108,7 +108,9 @@ class WindowExtractor:
     silence preceded it, so the first window closes after ``first_window_ms`` of audio
     and holds that audio plus silence (which the VAD masks out of the summary
     statistics). Window times are those of the real stream (a lead-in window starts at
-    0); a window's speech ratio counts only VAD frames of real audio.
+    0); a window's speech ratio counts only VAD frames of real audio, but whether it is
+    classified counts the assumed silence as no speech, so a first reading rests on as much
+    speech as any other (``min_speech_ratio`` of the full window).
 
     With ``compute_features=False`` only the VAD runs (for channels that are metered but
     not classified); windows then carry an empty ``features`` array, and no speech
@@ -263,7 +265,10 @@ class WindowExtractor:
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
         ratio = float(np.mean(real_flags))
-        is_speech = ratio >= self.vad_cfg.min_speech_ratio
+        # Classified only with as much speech as any full window needs: the silence assumed before the
+        # stream counts as no speech. Counted over the real audio alone, a first window with 0.3 s of
+        # speech was classified, and such readings lean to one emotion (issue 19, item 3).
+        is_speech = float(np.sum(real_flags)) / flags.size >= self.vad_cfg.min_speech_ratio
         start_s, end_s = self.timing.window_times_s(self._next_index)
         wanted = self._compute_features and (is_speech or not self._speech_only)
         return Window(
