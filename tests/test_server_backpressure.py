@@ -45,7 +45,7 @@ def _stuck_subscriber(port: int, path: str) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     )
     sock.sendall(request.encode())
     response = b""
@@ -65,7 +65,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_call(fast_plan: SessionPl
     """
     audio = mulaw_clip(ANGRY) * 20  # about 75 s of call audio
     with running_server(fast_plan, events_queue_size=50) as server:
-        stuck = [_stuck_subscriber(server.port, f"/events?token={TOKEN}") for _ in range(3)]
+        stuck = [_stuck_subscriber(server.port, "/events") for _ in range(3)]
         try:
             with open_ws(server, "/events?call=MZbusy") as events, open_ws(server, "/twilio", token=None) as ws:
                 events.recv(timeout=10)

@@ -22,6 +22,8 @@ from test_server_support import (
     wait_for,
 )
 
+from websockets.sync.client import connect
+
 from emostream.audio.codecs import encode_raw
 from emostream.engine.plan import SessionPlan
 from emostream.server.twilio import stream_messages
@@ -63,9 +65,17 @@ def test_http_endpoints_refuse_a_missing_or_wrong_token(server: RunningServer, p
     assert _rejected(server, "bad_token") == before + 1
 
 
-def test_http_token_as_query_parameter(server: RunningServer) -> None:
+def test_query_token_only_where_needed(server: RunningServer) -> None:
+    """?token= lands in proxies' access logs: taken on /ingest (FreeSWITCH cannot send a header), not elsewhere."""
     status, body = server.get(f"/api/calls?token={TOKEN}", token=None)
-    assert status == 200 and json.loads(body) == {"calls": []}
+    assert status == 401 and b"Authorization" in body
+    with open_ws(server, f"/events?token={TOKEN}", token=None) as ws:
+        code, reason = close_of(ws)
+    assert code == 1008 and "query_token_paths" in reason
+    with connect(server.url("/ingest"), open_timeout=10) as ws:  # ?token= on /ingest
+        ws.send(json.dumps(HEADER))
+        assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+        ws.send(json.dumps({"type": "stop"}))
 
 
 @pytest.mark.parametrize("path", ["/events", "/ingest", "/twilio"])

@@ -155,8 +155,13 @@ def send_twilio(
 
 
 def open_ws(server: RunningServer, path: str, *, token: str | None = TOKEN, **kwargs: Any) -> ClientConnection:
-    """A client connection (use it in a ``with`` block)."""
-    return connect(server.url(path, token=token), open_timeout=10, max_size=None, **kwargs)
+    """A client connection with ``token`` in the Authorization header (use it in a ``with`` block)."""
+    headers = dict(kwargs.pop("additional_headers", None) or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return connect(
+        server.url(path, token=None), open_timeout=10, max_size=None, additional_headers=headers or None, **kwargs
+    )
 
 
 def read_records(ws: ClientConnection, until: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:

@@ -18,20 +18,23 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
-from emostream.server.auth import token_from_request
+from emostream.server.auth import READ, Grant, token_from_request
 from emostream.server.connection import Connection
 from emostream.server.context import ServerContext
 from emostream.server.events import EventHub
-from emostream.server.streams import accept_with_token, ingest_endpoint, twilio_endpoint
+from emostream.server.streams import accept_with_token, ingest_endpoint, internal_error, twilio_endpoint
+from emostream.server.web import RequestGuard
 
 log = logging.getLogger("emostream.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "supervisor.html", "/try": "try.html"}
+NO_STORE = {"Cache-Control": "no-store"}
 
 
-def create_app(ctx: ServerContext) -> Starlette:
+def create_app(ctx: ServerContext) -> ASGIApp:
     """The ASGI app serving ``ctx``; its lifespan starts the call registry and drains at shutdown."""
 
     @contextlib.asynccontextmanager
@@ -41,31 +44,47 @@ def create_app(ctx: ServerContext) -> Starlette:
         await ctx.drain()
 
     async def healthz(request: Request) -> Response:
-        calls = len(ctx.registry.calls) if ctx.registry is not None else 0
-        return JSONResponse({"status": "ok" if not ctx.drained else "shutting down", "calls": calls})
+        # no call count here: /healthz needs no token (the count is on /api/calls and /metrics)
+        return JSONResponse({"status": "ok" if not ctx.drained else "shutting down"}, headers=NO_STORE)
 
-    def authorised(request: Request) -> Response | None:
-        if ctx.token.matches(token_from_request(request.headers, request.query_params)):
-            return None
-        ctx.metrics.rejected.labels("bad_token").inc()
-        log.warning("%s %s: 401 missing or wrong token", request.url.path, _peer(request))
+    def authorised(request: Request, scope: str | None) -> Grant | Response:
+        """The request's grant (``scope`` required unless None), else the 401/403 response (counted, logged)."""
+        grant = ctx.tokens.grant(token_from_request(request.headers, request.query_params, query_ok=False))
+        if grant is not None and (scope is None or grant.allows(scope)):
+            return grant
+        peer = f"{request.url.path} {_peer(request)}"
+        if grant is None:
+            ctx.refuse("bad_token", peer, "401 missing or wrong token")
+            return JSONResponse(
+                {"error": "missing or wrong token; send the header Authorization: Bearer <token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="emostream"', **NO_STORE},
+            )
+        ctx.refuse("wrong_scope", peer, f"403 the {grant.name} token has no {scope} access")
         return JSONResponse(
-            {"error": "missing or wrong token; send Authorization: Bearer <token> or ?token=<token>"},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="emostream"'},
+            {"error": f"the {grant.name} token cannot use {request.url.path}; give a token with {scope} access"},
+            status_code=403,
+            headers=NO_STORE,
         )
 
     async def metrics(request: Request) -> Response:
-        refused = authorised(request)
-        if refused is not None:
-            return refused
-        return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type)
+        grant = authorised(request, READ)
+        if isinstance(grant, Response):
+            return grant
+        return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type, headers=NO_STORE)
 
     async def api_calls(request: Request) -> Response:
-        refused = authorised(request)
-        if refused is not None:
-            return refused
-        return JSONResponse({"calls": ctx.calls.infos()})
+        grant = authorised(request, READ)
+        if isinstance(grant, Response):
+            return grant
+        return JSONResponse({"calls": ctx.calls.infos()}, headers=NO_STORE)
+
+    async def whoami(request: Request) -> Response:
+        """What the request's token allows (the pages check a token with it): ``{"name", "scopes"}``."""
+        grant = authorised(request, None)
+        if isinstance(grant, Response):
+            return grant
+        return JSONResponse({"name": grant.name, "scopes": sorted(grant.scopes)}, headers=NO_STORE)
 
     def page(name: str) -> Response:
         path = STATIC_DIR / name
@@ -92,6 +111,7 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/api/calls", api_calls),
+        Route("/api/whoami", whoami),
         Route("/", supervisor),
         Route("/try", try_page),
         WebSocketRoute("/events", events),
@@ -99,7 +119,15 @@ def create_app(ctx: ServerContext) -> Starlette:
         WebSocketRoute("/ingest", ingest),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    server = ctx.server
+    return RequestGuard(
+        app,
+        listen_host=server.host,
+        allowed_hosts=server.allowed_hosts,
+        allowed_origins=server.allowed_origins,
+        refuse=ctx.refuse,
+    )
 
 
 def _peer(request: Request) -> str:
@@ -108,16 +136,23 @@ def _peer(request: Request) -> str:
 
 async def events_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     """``WS /events[?call=ID]``: a snapshot of the open calls, then every record as it happens."""
-    accepted = await accept_with_token(ws, ctx, "/events")
+    accepted = await accept_with_token(ws, ctx, "/events", READ)
     if accepted is None:
         return
     conn = accepted[0]
+    try:
+        await _events(conn, ws, ctx)
+    except Exception as exc:  # a bug: one line, 1011
+        await internal_error(conn, ctx, exc)
+
+
+async def _events(conn: Connection, ws: WebSocket, ctx: ServerContext) -> None:
     call_filter = ws.query_params.get("call") or None
     sub = ctx.hub.subscribe(call_filter)
     ctx.subscribers.add(conn)
     ctx.metrics.subscribers.inc()
     try:
-        infos = [i for i in ctx.calls.infos() if call_filter is None or i["call_id"] == call_filter]
+        infos = [i for i in ctx.calls.infos(history=True) if call_filter is None or i["call_id"] == call_filter]
         snapshot = {"type": "snapshot", "labels": list(ctx.plan.labels), "model": ctx.plan.model_name, "calls": infos}
         if not await conn.send_text(EventHub.encode(snapshot)):
             return

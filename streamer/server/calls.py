@@ -25,7 +25,6 @@ import asyncio
 import bisect
 import collections
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from typing import Any
 
 from emostream.alerts.delivery import AlertDelivery
 from emostream.alerts.rules import AlertEvent
-from emostream.apps.calls.reports import write_json_atomic
 from emostream.engine.events import Event, HopResult
 from emostream.engine.plan import SessionPlan
 from emostream.server.analysis import CallSpec, Chunk
@@ -50,28 +48,28 @@ from emostream.server.closing import (
 )
 from emostream.server.config import ServerConfig
 from emostream.server.events import EventHub
-from emostream.server.metrics import ServerMetrics
+from emostream.server.fields import check_id
+from emostream.server.gate import warn_if_out_of_files
+from emostream.server.logs import LogLimiter
+from emostream.server.metrics import ServerMetrics, end_reason_label
 from emostream.server.pool import AnalysisError, AnalysisPool, NoWorkerError, WorkerLostError
+from emostream.server.summaries import write_summary
 
 log = logging.getLogger("emostream.server")
 
-CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 WATCH_INTERVAL_S = 0.5
 MAX_BATCH_S = 1.0  # audio analysed at the latest after this much has waited, hop or not
 MAX_IN_FLIGHT = 8  # analysis requests of one call under way at once (worker processes keep their order)
+FD_CHECK_ROUNDS = 4  # file descriptors checked (and held-back log lines reported) every 4 watchdog rounds (2 s)
+HISTORY_S = 180.0  # the recent timeline of each channel sent in the /events snapshot (the supervisor page's window)
+MAX_ALERT_HISTORY = 100
 
 StopFn = Callable[[int, str], None]
 
 
 def check_call_id(call_id: str) -> str:
-    """``call_id`` if it is usable as a file name (letters, digits, ``.``, ``_``, ``-``; 1 to 128), else 1007."""
-    if not CALL_ID.match(call_id):
-        raise RejectError(
-            INVALID_DATA,
-            "malformed_message",
-            f"call_id {call_id[:40]!r}: expected 1-128 letters, digits, '.', '_' or '-'",
-        )
-    return call_id
+    """``call_id`` if it is usable as a file name (:data:`~emostream.server.fields.ID_PATTERN`), else 1007."""
+    return check_id(call_id, "call_id")
 
 
 def now_iso() -> str:
@@ -102,7 +100,14 @@ class Call:
         self.last: dict[str, dict[str, Any] | None] = {str(c["channel"]): None for c in channels}
         self.active_alerts: dict[tuple[int, str], dict[str, Any]] = {}
         self.dropped_frames = 0
+        self.answered_frames = 0  # frames whose analysis came back (what a summary without the worker can claim)
         self.hops = 0
+        keep = int(HISTORY_S / max(registry.plan.timing.hop_s, 0.01)) + 2
+        # per channel: [t_end, emotion, uncertain, is_speech] of the last HISTORY_S s of hops (the page's timeline)
+        self.history: dict[str, collections.deque[list[Any]]] = {
+            str(c["channel"]): collections.deque(maxlen=keep) for c in channels
+        }
+        self.alert_history: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_ALERT_HISTORY)
         self.error: str | None = None
         self._chunks: list[Chunk] = []
         self._arrivals: list[tuple[int, float]] = []  # (input frames once this chunk is in, arrival time)
@@ -150,13 +155,13 @@ class Call:
         if self._unanalysed_frames and self._unanalysed_frames + n > self._max_waiting:
             self.dropped_frames += n
             self._registry.metrics.dropped_audio.inc(n / rate)
-            if self.dropped_frames == n or self.dropped_frames // rate != (self.dropped_frames - n) // rate:  # 1/s
-                log.warning(
-                    "call %s: analysis %.1f s behind; %.2f s of audio dropped so far",
-                    self.call_id,
-                    self._unanalysed_frames / rate,
-                    self.dropped_frames / rate,
-                )
+            self._registry.logs.limited(  # at most a few lines per call and 10 s of wall-clock time
+                f"dropped:{self.call_id}",
+                "call %s: analysis %.1f s behind; %.2f s of audio dropped so far",
+                self.call_id,
+                self._unanalysed_frames / rate,
+                self.dropped_frames / rate,
+            )
             return False
         self._chunks.append(chunk)
         self._queued_frames += n
@@ -219,6 +224,7 @@ class Call:
                 return
             self._inflight.popleft()
             self._unanalysed_frames -= request.frames
+            self.answered_frames += request.frames
             self._publish(events, request.arrivals)
             ends = [e.t_end for e in events if isinstance(e, HopResult)]
             if ends:  # the next hop closes one hop later; until then, audio is only collected
@@ -234,7 +240,7 @@ class Call:
             log.error("call %s: ended: %s", self.call_id, message)
             self.end_connection(INTERNAL_ERROR, message)
             return
-        log.warning("call %s: audio refused: %s", self.call_id, message)
+        self._registry.logs.limited("audio_refused", "call %s: audio refused: %s", self.call_id, message)
         self._registry.metrics.rejected.labels("bad_audio").inc()
         self.end_connection(INVALID_DATA, message)
 
@@ -249,6 +255,9 @@ class Call:
                 record = event.to_dict()
                 record["call_id"] = self.call_id
                 self.last[str(event.channel)] = record
+                history = self.history.get(str(event.channel))
+                if history is not None:
+                    history.append([record["t_end"], event.emotion, event.uncertain, event.is_speech])
                 self.hops += 1
                 registry.hop_counter(self._analysed.get(event.channel, False)).inc()
                 if arrivals:
@@ -264,6 +273,7 @@ class Call:
                     self.active_alerts[key] = record
                 else:
                     self.active_alerts.pop(key, None)
+                self.alert_history.append(record)
                 metrics.alerts.labels(event.state).inc()
                 if registry.delivery is not None:
                     registry.delivery.on_event(event)
@@ -271,9 +281,14 @@ class Call:
 
     # ------------------------------------------------------------ records
 
-    def info(self) -> dict[str, Any]:
-        """The call's ``<call info>`` (docs/server.md): ids, channels, last hop per channel, active alerts."""
-        return {
+    def info(self, *, history: bool = False) -> dict[str, Any]:
+        """The call's ``<call info>`` (docs/server.md): ids, channels, last hop per channel, active alerts.
+
+        ``history``: also the recent timeline (the ``/events`` snapshot): ``history`` = per
+        channel the last ``HISTORY_S`` s of hops as ``[t_end, emotion, uncertain, is_speech]``,
+        ``alert_history`` = the alert records (fired and cleared) of that time.
+        """
+        info: dict[str, Any] = {
             "call_id": self.call_id,
             "source": self.spec.source,
             "started_at": self.started_at,
@@ -281,6 +296,11 @@ class Call:
             "last": dict(self.last),
             "alerts": list(self.active_alerts.values()),
         }
+        if history:
+            info["history"] = {channel: list(points) for channel, points in self.history.items()}
+            newest = max((points[-1][0] for points in self.history.values() if points), default=0.0)
+            info["alert_history"] = [a for a in self.alert_history if (a.get("t_end") or newest) >= newest - HISTORY_S]
+        return info
 
     async def finish(self, reason: str) -> dict[str, Any]:
         """End the call: analyse what waits, flush, summarise; returns the summary (the ``call_end`` payload)."""
@@ -300,7 +320,14 @@ class Call:
         except AnalysisError as exc:  # the worker is gone: what is known without it
             log.error("call %s: no summary from the analysis (%s)", self.call_id, exc)
             extra["end_reason"] = f"error: {exc}"
-            return {"call": self.call_id, "input": self.spec.identity, "duration_s": 0.0, "channels": [], **extra}
+            duration_s = round(self.answered_frames / self.spec.rate_hz, 3)  # what was analysed before the loss
+            return {
+                "call": self.call_id,
+                "input": self.spec.identity,
+                "duration_s": duration_s,
+                "channels": [],
+                **extra,
+            }
         self._publish(events)
         return summary
 
@@ -317,8 +344,10 @@ class CallRegistry:
         metrics: ServerMetrics,
         pool: AnalysisPool,
         delivery: AlertDelivery | None = None,
+        logs: LogLimiter | None = None,
     ) -> None:
         self.plan = plan
+        self.logs = logs if logs is not None else LogLimiter(log)
         self.server = server
         self.hub = hub
         self.metrics = metrics
@@ -399,15 +428,27 @@ class CallRegistry:
         finally:
             self.calls.pop(call.call_id, None)
             self.metrics.active_calls.set(len(self.calls))
-            self.metrics.calls_ended.labels(reason.split(":", maxsplit=1)[0]).inc()
+            self.metrics.calls_ended.labels(end_reason_label(reason)).inc()
         self.metrics.audio.inc(summary["duration_s"])
         if self._summary_dir is not None:
-            path = self._summary_dir / f"{call.call_id}.json"
+            folder = self._summary_dir
             try:
-                await asyncio.get_running_loop().run_in_executor(None, write_json_atomic, path, summary)
+                path = await asyncio.get_running_loop().run_in_executor(
+                    None, write_summary, folder, call.call_id, summary
+                )
                 self.metrics.summaries.inc()
+                if path.name != f"{call.call_id}.json":
+                    log.info("call %s: an earlier call had this id; summary written to %s", call.call_id, path.name)
             except OSError as exc:
-                log.error("call %s: summary not written to %s: %s", call.call_id, path, exc)
+                self.metrics.summary_failures.inc()
+                self.logs.log(
+                    "summary_failed",
+                    logging.ERROR,
+                    "call %s: summary not written to %s: %s",
+                    call.call_id,
+                    folder,
+                    exc.strerror or exc,
+                )
         self.hub.publish(call.call_id, {"type": "call_end", "call_id": call.call_id, "summary": summary})
         log.info(
             "call %s ended (%s): %.1f s of audio, %d hops, %.2f s dropped",
@@ -419,18 +460,23 @@ class CallRegistry:
         )
         return summary
 
-    def infos(self) -> list[dict[str, Any]]:
-        """``<call info>`` of every open call."""
-        return [c.info() for c in self.calls.values()]
+    def infos(self, *, history: bool = False) -> list[dict[str, Any]]:
+        """``<call info>`` of every open call (with its recent ``history``: the ``/events`` snapshot)."""
+        return [c.info(history=history) for c in self.calls.values()]
 
     async def _watch(self) -> None:
         timeout = self.server.idle_timeout_s
+        rounds = 0
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             now = time.monotonic()
+            rounds += 1
+            if rounds % FD_CHECK_ROUNDS == 0:
+                warn_if_out_of_files(self.logs)
+                self.logs.flush()
             for call in list(self.calls.values()):
                 if now - call.last_message > timeout and not call.closing:
-                    log.warning("call %s: no message for %g s; ending it", call.call_id, timeout)
+                    self.logs.limited("idle_timeout", "call %s: no message for %g s; ending it", call.call_id, timeout)
                     self.metrics.rejected.labels("idle_timeout").inc()
                     call.end_connection(IDLE_TIMEOUT, f"idle timeout: no message for {timeout:g} s")
 

@@ -30,18 +30,22 @@ from emostream.config import apply_overrides
 from emostream.engine.plan import make_plan
 from emostream.errors import ConfigError
 from emostream.server.app import create_app
-from emostream.server.auth import Token, resolve_token
+from emostream.server.auth import Token, default_token_file, resolve_token, resolve_tokens, write_token_file
 from emostream.server.config import TOKEN_ENV, ServerConfig
 from emostream.server.context import ServerContext, make_context
+from emostream.server.gate import guarded_http_protocol, raise_file_limit
+from emostream.server.logs import SafeFormatter
 
 EXIT_INTERRUPTED = 130
+MAX_HEADER_BYTES = 16384  # an HTTP request's headers (h11 answers 400 beyond it)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 DESCRIPTION = (
     "Analyse live calls arriving over WebSockets (Twilio Media Streams on /twilio, a generic protocol on /ingest), "
     "publish their readings on /events, serve the supervisor page (/) and the browser app (/try). One pipeline "
     "per channel; the agent channel is metered, not analysed, unless [privacy] allow_agent_analysis. Token: "
-    f"${TOKEN_ENV}, else [server] token, else a random one printed at start-up. See docs/server.md."
+    f"${TOKEN_ENV}, else [server] token, else a random one written to a file only you can read (its path is "
+    "printed at start-up); read-only and per-integration ingest tokens in [server]. See docs/server.md."
 )
 
 
@@ -82,12 +86,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     cfg = apply_overrides(cfg, {"server": given})
     token = resolve_token(cfg.server)
+    tokens = resolve_tokens(cfg.server, token)
     prepare_summary_dir(cfg.server)
     sock = bind_socket(cfg.server.host, cfg.server.port)
     try:
+        if token.origin == "generated":
+            token = write_token_file(token, default_token_file())
+            tokens.admin = token
         plan = make_plan(cfg)
         setup_logging()
-        ctx = make_context(cfg, plan, token)
+        before, after = raise_file_limit()
+        if after > before:
+            logging.getLogger("emostream.server").info("file descriptor limit raised from %d to %d", before, after)
+        ctx = make_context(cfg, plan, token, tokens)
         server = EmoServer(ctx, uvicorn_config(ctx), on_ready=lambda: print_banner(ctx, sock.getsockname()[1]))
         server.run(sockets=[sock])
     finally:
@@ -96,9 +107,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def uvicorn_config(ctx: ServerContext) -> uvicorn.Config:
-    """uvicorn's settings: the app, the message size limit (larger messages close with 1009), quiet logs."""
+    """uvicorn's settings: the app, h11 with a header deadline (:mod:`emostream.server.gate`), the message size
+    limit (larger messages close with 1009), quiet logs."""
     return uvicorn.Config(
         create_app(ctx),
+        http=guarded_http_protocol(ctx.gate, ctx.server.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         ws="websockets-sansio",
         ws_max_size=ctx.server.max_message_bytes,
         lifespan="on",
@@ -200,7 +214,7 @@ def setup_logging() -> None:
     logger = logging.getLogger("emostream")
     if not any(getattr(h, "_emostream_serve", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(SafeFormatter(LOG_FORMAT))  # control characters escaped: no forged log lines
         handler._emostream_serve = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -208,14 +222,16 @@ def setup_logging() -> None:
 
 
 def print_banner(ctx: ServerContext, port: int) -> None:
-    """The start-up lines: address, model, token origin and the page URLs."""
+    """The start-up lines: address, model, where each token came from (never a token itself), the page URLs."""
     host = ctx.server.host
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
-    fragment = _token_fragment(ctx.token)
+    token = ctx.tokens.admin
+    fragment = _token_placeholder(token)
     lines = [
-        f"emostream serve: listening on {base} (model {ctx.plan.model_name}, token {_token_origin(ctx.token)}, "
+        f"emostream serve: listening on {base} (model {ctx.plan.model_name}, admin token {_token_origin(token)}, "
         f"at most {ctx.server.max_calls} calls)",
+        f"  tokens:          {', '.join(ctx.tokens.names)}",
         f"  supervisor page: {base}/#token={fragment}",
         f"  browser app:     {base}/try#token={fragment}",
         f"  WebSockets:      ws://{shown}:{port}/twilio  /ingest  /events   (SIGTERM or Ctrl-C stops)",
@@ -223,23 +239,21 @@ def print_banner(ctx: ServerContext, port: int) -> None:
     if not _is_loopback(host):
         lines.append(
             f"  warning: {host} is reachable from other machines; put a TLS-terminating reverse proxy in front "
-            "(Twilio needs wss://) and keep the token secret"
+            "(Twilio needs wss://) and keep the tokens secret"
         )
     print("\n".join(lines), flush=True)
 
 
-def _token_fragment(token: Token) -> str:
-    return (
-        token.value
-        if token.origin == "generated"
-        else f"<${TOKEN_ENV}>"
-        if token.origin == "environment"
-        else "<[server] token>"
-    )
+def _token_placeholder(token: Token) -> str:
+    if token.origin == "generated":
+        return f"<the token in {token.file}>"
+    return f"<${TOKEN_ENV}>" if token.origin == "environment" else "<[server] token>"
 
 
 def _token_origin(token: Token) -> str:
-    return {"environment": f"from ${TOKEN_ENV}", "config": "from [server] token"}.get(token.origin, "generated")
+    if token.origin == "generated":
+        return f"generated, in {token.file} (mode 0600)"
+    return {"environment": f"from ${TOKEN_ENV}", "config": "from [server] token"}.get(token.origin, token.origin)
 
 
 def _is_loopback(host: str) -> bool:

@@ -6,12 +6,19 @@ Stdlib only, so that the config loader can build it without the ``[server]`` ext
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from emostream.errors import InvalidSettingError
 
 TOKEN_ENV = "EMOSTREAM_TOKEN"
+READ_TOKEN_ENV = "EMOSTREAM_READ_TOKEN"
+INGEST_TOKEN_ENV = "EMOSTREAM_INGEST_TOKEN"
 MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 512
+WS_PATHS = ("/twilio", "/ingest", "/events")
+INTEGRATION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +40,21 @@ class ServerConfig:
     of ``emostream calls``); not set: summaries only go to ``/events``. ``bin_s``: seconds
     per timeline bin in the summaries. ``shutdown_timeout_s``: how long SIGTERM waits for
     open calls to be summarised.
+
+    Security (``docs/server.md``, "Security"): ``read_token`` reads (``/events``,
+    ``/api/calls``, ``/metrics``) and cannot send audio; ``ingest_tokens`` (name -> token,
+    one per integration: Twilio, FreeSWITCH, the /try page...) send audio (``/twilio``,
+    ``/ingest``) and cannot read other calls; ``token`` does both. ``query_token_paths``:
+    the endpoints that take ``?token=`` (clients that can set neither a header nor a
+    subprotocol, e.g. FreeSWITCH ``mod_audio_fork``). ``header_timeout_s``: an HTTP request's
+    headers (a WebSocket upgrade's too) must be complete this long after the connection
+    opened (or after the previous response). ``auth_timeout_s``: a WebSocket must bring its
+    token this long after it opened (``/twilio``: with ``start``), else close 1008.
+    ``max_unauthenticated``: connections open at once that have not shown a token yet;
+    beyond it the oldest of them is closed. ``allowed_origins``: ``Origin`` values taken on
+    WebSockets and requests besides the server's own origin (the ``Host`` it was reached
+    at). ``allowed_hosts``: ``Host`` names taken; empty = loopback names only when
+    listening on a loopback address (against DNS rebinding), any otherwise.
     """
 
     host: str = "127.0.0.1"
@@ -47,17 +69,66 @@ class ServerConfig:
     summary_dir: str | None = None
     bin_s: float = 10.0
     shutdown_timeout_s: float = 5.0
+    read_token: str | None = None
+    ingest_tokens: dict[str, str] = field(default_factory=dict)
+    query_token_paths: tuple[str, ...] = ("/ingest",)
+    header_timeout_s: float = 5.0
+    auth_timeout_s: float = 5.0
+    max_unauthenticated: int = 256
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        tokens = [("token", self.token), ("read_token", self.read_token)]
+        tokens += [(f"ingest_tokens.{name}", value) for name, value in self.ingest_tokens.items()]
         checks: list[tuple[bool, str, str]] = [
+            *(_token_check(key, value) for key, value in tokens),
+            *(
+                (
+                    bool(INTEGRATION_NAME.match(str(name))),
+                    "ingest_tokens",
+                    f"has the name {str(name)[:40]!r}; expected 1-32 letters, digits, '_', '-' from a letter",
+                )
+                for name in self.ingest_tokens
+            ),
+            (
+                len({v for _, v in tokens if v is not None}) == sum(v is not None for _, v in tokens),
+                "read_token",
+                "is the same as another token; give each scope its own token",
+            ),
+            (
+                all(p in WS_PATHS for p in self.query_token_paths),
+                "query_token_paths",
+                f"is {list(self.query_token_paths)}; expected some of {', '.join(WS_PATHS)}",
+            ),
+            (
+                0 < self.header_timeout_s <= 600,
+                "header_timeout_s",
+                f"is {self.header_timeout_s}; expected more than 0 and at most 600 s",
+            ),
+            (
+                0 < self.auth_timeout_s <= 600,
+                "auth_timeout_s",
+                f"is {self.auth_timeout_s}; expected more than 0 and at most 600 s",
+            ),
+            (
+                1 <= self.max_unauthenticated <= 100000,
+                "max_unauthenticated",
+                f"is {self.max_unauthenticated}; expected 1 to 100000",
+            ),
+            (
+                all(_is_origin(o) for o in self.allowed_origins),
+                "allowed_origins",
+                f"is {list(self.allowed_origins)}; expected origins such as https://emostream.example.com "
+                "(scheme and host, no path)",
+            ),
+            (
+                all(h == "*" or _is_host(h) for h in self.allowed_hosts),
+                "allowed_hosts",
+                f'is {list(self.allowed_hosts)}; expected host names such as emostream.example.com, or "*" for any',
+            ),
             (_is_host(self.host), "host", f"is {self.host!r}; expected an IP address or host name such as 127.0.0.1"),
             (0 <= self.port <= 65535, "port", f"is {self.port}; expected 0 to 65535 (0 = any free port)"),
-            (
-                self.token is None or len(self.token) >= MIN_TOKEN_CHARS,
-                "token",
-                f"has {len(self.token or '')} characters; expected at least {MIN_TOKEN_CHARS} "
-                "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
-            ),
             (1 <= self.max_calls <= 10000, "max_calls", f"is {self.max_calls}; expected 1 to 10000"),
             (
                 1024 <= self.max_message_bytes <= 16 * 1024 * 1024,
@@ -83,6 +154,27 @@ class ServerConfig:
         for ok, key, message in checks:
             if not ok:
                 raise InvalidSettingError(key, message)
+
+
+def _token_check(key: str, value: str | None) -> tuple[bool, str, str]:
+    ok = value is None or (
+        MIN_TOKEN_CHARS <= len(value) <= MAX_TOKEN_CHARS and value.isprintable() and value.strip() == value
+    )
+    return (
+        ok,
+        key,
+        f"has {len(value or '')} characters; expected {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable characters "
+        "without spaces at the ends (e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
+    )
+
+
+def _is_origin(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path == "" and not parts.query
 
 
 def _is_host(host: str) -> bool:

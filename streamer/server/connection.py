@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -26,10 +27,17 @@ _DISCONNECT_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 class Connection:
     """An accepted WebSocket of ``endpoint`` (``/twilio``, ``/ingest``, ``/events``)."""
 
-    def __init__(self, ws: WebSocket, endpoint: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        endpoint: str,
+        metrics: ServerMetrics,
+        refuse: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.ws = ws
         self.endpoint = endpoint
         self.metrics = metrics
+        self._refuse = refuse  # (label, peer, message): count and log a refusal, rate-limited
         client = ws.client
         self.peer = f"{client.host}:{client.port}" if client is not None else "unknown peer"
         self.closed_with: tuple[int, str] | None = None  # (code, reason) of the close this side sent
@@ -50,10 +58,7 @@ class Connection:
             and not self.closed_with
         ):
             # the protocol layer refused a message over [server] max_message_bytes and closed with 1009
-            log.warning(
-                "%s %s: closed %d (oversize): %s", self.endpoint, self.peer, MESSAGE_TOO_BIG, message.get("reason")
-            )
-            self.metrics.rejected.labels("oversize").inc()
+            self.refused("oversize", f"closed {MESSAGE_TOO_BIG} (oversize): {message.get('reason')}")
             self.closed_with = (MESSAGE_TOO_BIG, "message too big")
         return message
 
@@ -81,10 +86,15 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def refused(self, label: str, message: str) -> None:
+        """Count a refusal under ``label`` and log it with the endpoint and peer (rate-limited)."""
+        if self._refuse is not None:
+            self._refuse(label, f"{self.endpoint} {self.peer}", message)
+            return
+        log.warning("%s %s: %s", self.endpoint, self.peer, message)
+        self.metrics.rejected.labels(label).inc()
+
     async def reject(self, rejection: RejectError) -> None:
         """Log one line, count it under its reason and close with its code."""
-        log.warning(
-            "%s %s: closed %d (%s): %s", self.endpoint, self.peer, rejection.code, rejection.label, rejection.reason
-        )
-        self.metrics.rejected.labels(rejection.label).inc()
+        self.refused(rejection.label, f"closed {rejection.code} ({rejection.label}): {rejection.reason}")
         await self.close(rejection.code, rejection.reason)

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from emostream.alerts.delivery import AlertDelivery
 from emostream.config import Config
 from emostream.engine.plan import SessionPlan
-from emostream.server.auth import Token
+from emostream.server.auth import Token, TokenSet
 from emostream.server.calls import CallRegistry
 from emostream.server.closing import GOING_AWAY
 from emostream.server.config import ServerConfig
 from emostream.server.connection import Connection
 from emostream.server.events import EventHub
+from emostream.server.gate import ConnectionGate
+from emostream.server.logs import LogLimiter
 from emostream.server.metrics import ServerMetrics
 from emostream.server.pool import AnalysisPool, ProcessPool, ThreadPool
 
@@ -32,6 +34,9 @@ class ServerContext:
     metrics: ServerMetrics
     hub: EventHub
     delivery: AlertDelivery | None
+    tokens: TokenSet
+    gate: ConnectionGate
+    logs: LogLimiter
     pool: AnalysisPool | None = None
     registry: CallRegistry | None = None
     subscribers: set[Connection] = field(default_factory=set)
@@ -59,7 +64,13 @@ class ServerContext:
         else:
             self.pool = ThreadPool(self.plan, self.server.bin_s)
         self.registry = CallRegistry(
-            self.plan, self.server, hub=self.hub, metrics=self.metrics, pool=self.pool, delivery=self.delivery
+            self.plan,
+            self.server,
+            hub=self.hub,
+            metrics=self.metrics,
+            pool=self.pool,
+            delivery=self.delivery,
+            logs=self.logs,
         )
         self.registry.start()
 
@@ -81,16 +92,35 @@ class ServerContext:
         if self.pool is not None:
             await loop.run_in_executor(None, self.pool.close)
 
+    def refuse(self, label: str, peer: str, message: str) -> None:
+        """Count one refused connection under ``label`` and log it (rate-limited per label)."""
+        self.metrics.rejected.labels(label).inc()
+        self.logs.limited(f"refused:{label}", "%s: %s", peer, message)
 
-def make_context(cfg: Config, plan: SessionPlan, token: Token) -> ServerContext:
-    """A server's shared state from the resolved config, plan and token (alert delivery if configured)."""
+
+def make_context(cfg: Config, plan: SessionPlan, token: Token, tokens: TokenSet | None = None) -> ServerContext:
+    """A server's shared state from the resolved config, plan and admin token (alert delivery if configured).
+
+    ``tokens``: every token taken (:func:`~emostream.server.auth.resolve_tokens`); by default the
+    admin token and the read and ingest tokens of ``[server]``.
+    """
     metrics = ServerMetrics()
     delivery = AlertDelivery(cfg.alerts_output) if cfg.alerts_output.enabled else None
-    return ServerContext(
+    if tokens is None:
+        tokens = TokenSet(token, cfg.server.read_token, cfg.server.ingest_tokens)
+    logs = LogLimiter(log)
+    gate = ConnectionGate(cfg.server.max_unauthenticated)
+    ctx = ServerContext(
         config=cfg,
         plan=plan,
         token=token,
         metrics=metrics,
         hub=EventHub(cfg.server.events_queue_size, on_drop=metrics.events_dropped.inc),
         delivery=delivery,
+        tokens=tokens,
+        gate=gate,
+        logs=logs,
     )
+    gate.on_reject = ctx.refuse
+    metrics.watch(gate=gate, delivery=delivery)
+    return ctx

@@ -14,6 +14,7 @@ from typing import Any
 
 from emostream.audio.codecs import RAW_FORMATS
 from emostream.server.closing import INVALID_DATA, UNSUPPORTED_DATA, RejectError
+from emostream.server.fields import check_id, check_role
 
 MIN_RATE_HZ = 4000
 MAX_RATE_HZ = 192000
@@ -46,7 +47,7 @@ def parse_header(text: str) -> IngestHeader:
     """The first ``/ingest`` message; 1007 for bad JSON or fields, 1003 for an unknown encoding."""
     try:
         data: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise RejectError(INVALID_DATA, "malformed_json", f"first message is not JSON: {text[:40]!r}") from None
     if not isinstance(data, dict):
         raise _bad("first message must be a JSON object (call_id, sample_rate_hz, encoding, channels, roles, events)")
@@ -64,14 +65,16 @@ def parse_header(text: str) -> IngestHeader:
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= MAX_CHANNELS:
         raise _bad(f"channels is {channels!r}; expected an integer from 1 to {MAX_CHANNELS}")
     roles = data.get("roles", [])
-    if not isinstance(roles, list) or len(roles) > channels or not all(isinstance(r, str) and r for r in roles):
-        raise _bad(f"roles is {roles!r}; expected a list of at most {channels} role names such as customer, agent")
+    if not isinstance(roles, list) or len(roles) > channels:
+        shown = repr(roles)[:60]
+        raise _bad(f"roles is {shown}; expected a list of at most {channels} role names such as customer, agent")
+    roles = [check_role(r, f"roles[{i}]") for i, r in enumerate(roles)]
     events = data.get("events", False)
     if not isinstance(events, bool):
         raise _bad(f"events is {events!r}; expected true or false")
     call_id = data.get("call_id")
-    if call_id is not None and not isinstance(call_id, str):
-        raise _bad(f"call_id is {call_id!r}; expected a string")
+    if call_id is not None:
+        call_id = check_id(call_id, "call_id")
     return IngestHeader(
         call_id=call_id,
         sample_rate_hz=rate,

@@ -6,9 +6,28 @@ one process (tests) count apart. Names and labels are listed in ``docs/server.md
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from emostream.alerts.delivery import AlertDelivery
+    from emostream.server.gate import ConnectionGate
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+# emostream_calls_ended_total{reason}: a fixed set (a client's close code never becomes a label value)
+END_REASONS = ("stop", "disconnected", "idle timeout", "server shutting down", "rejected", "error", "other")
+
+
+def end_reason_label(reason: str) -> str:
+    """The ``reason`` label of a call's end reason (``disconnected (code 4321)`` -> ``disconnected``)."""
+    head = reason.split(":", maxsplit=1)[0].strip()
+    if head.startswith("disconnected"):
+        return "disconnected"
+    return head if head in END_REASONS else "other"
 
 
 class ServerMetrics:
@@ -58,7 +77,45 @@ class ServerMetrics:
         self.worker_restarts = Counter(
             "emostream_worker_restarts", "Analysis worker processes started again after one stopped", registry=r
         )
+        self.summary_failures = Counter(
+            "emostream_summary_write_failures",
+            "Call summaries that could not be written to [server] summary_dir (disk full, permissions)",
+            registry=r,
+        )
+        self._live = _LiveCollector()
+        r.register(self._live)
+
+    def watch(self, *, gate: ConnectionGate | None = None, delivery: AlertDelivery | None = None) -> None:
+        """Read these at every scrape: the unauthenticated connections, the alert delivery counts."""
+        self._live.gate = gate
+        self._live.delivery = delivery
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    """Figures read when /metrics is scraped: unauthenticated connections, alert deliveries by outcome."""
+
+    def __init__(self) -> None:
+        self.gate: ConnectionGate | None = None
+        self.delivery: AlertDelivery | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        unauthenticated = GaugeMetricFamily(
+            "emostream_unauthenticated_connections",
+            "Connections open now that have not shown a token yet ([server] max_unauthenticated at most)",
+        )
+        unauthenticated.add_metric([], len(self.gate) if self.gate is not None else 0)
+        yield unauthenticated
+        deliveries = CounterMetricFamily(
+            "emostream_alert_deliveries",
+            "Alert events handed to [alerts_output], by outcome (delivered, failed after its retries, dropped "
+            "because the queue was full)",
+            labels=["outcome"],
+        )
+        stats = self.delivery.dispatcher.stats if self.delivery is not None else None
+        for outcome in ("delivered", "failed", "dropped"):
+            deliveries.add_metric([outcome], getattr(stats, outcome) if stats is not None else 0)
+        yield deliveries

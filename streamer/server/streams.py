@@ -8,6 +8,7 @@ started, still ends with its summary. Nothing a connection does reaches another 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -15,11 +16,13 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from emostream.server.analysis import CallSpec
-from emostream.server.auth import token_from_request
+from emostream.server.auth import INGEST, SUBPROTOCOL, Grant, token_from_request
 from emostream.server.calls import Call, check_call_id
 from emostream.server.closing import (
     IDLE_TIMEOUT,
+    INTERNAL_ERROR,
     INVALID_DATA,
+    MESSAGE_TOO_BIG,
     NORMAL,
     POLICY_VIOLATION,
     PROTOCOL_ERROR,
@@ -33,30 +36,68 @@ from emostream.server.twilio import RATE_HZ, TrackAligner, TwilioStart, parse_me
 
 STEREO_ROLES = ("customer", "agent")  # /ingest with two channels and no roles, as `emostream calls`
 BRIDGE_SUBPROTOCOLS = ("audio.drachtio.org", "audiostream.drachtio.org")  # FreeSWITCH mod_audio_fork asks for one
+MAX_MESSAGE_BEFORE_START_BYTES = 16384  # /twilio before start (not authenticated yet): connected, start are small
+log = logging.getLogger("emostream.server")
 
 
 def bad_token(where: str) -> RejectError:
     return RejectError(POLICY_VIOLATION, "bad_token", f"missing or wrong token ({where})")
 
 
-async def accept_with_token(
-    ws: WebSocket, ctx: ServerContext, endpoint: str, *, required: bool = True
-) -> tuple[Connection, bool] | None:
-    """Accept ``ws`` and check a token given as header or query (``required``: refuse without one).
+def check_grant(grant: Grant | None, scope: str, endpoint: str, where: str) -> Grant:
+    """``grant`` if it allows ``scope``; 1008 for no token (``bad_token``) or one of another scope (``wrong_scope``)."""
+    if grant is None:
+        raise bad_token(where)
+    if not grant.allows(scope):
+        raise RejectError(
+            POLICY_VIOLATION,
+            "wrong_scope",
+            f"the {grant.name} token cannot use {endpoint}; give a token with {scope} access",
+        )
+    return grant
 
-    Returns the connection and whether it is authorised yet (``/twilio`` may still bring
-    the token in its start message), or None when a wrong or missing token closed it (1008).
+
+async def accept_with_token(
+    ws: WebSocket, ctx: ServerContext, endpoint: str, scope: str, *, required: bool = True
+) -> tuple[Connection, Grant | None] | None:
+    """Accept ``ws`` and check the token of its header, subprotocol or (``query_token_paths``) query.
+
+    Returns the connection and the token's grant, None for no token when not ``required``
+    (``/twilio`` may still bring it in its start message), or None after closing with 1008
+    for a wrong or missing token or one without ``scope``.
     """
-    conn = Connection(ws, endpoint, ctx.metrics)
-    offered = ws.scope.get("subprotocols") or []
-    await ws.accept(subprotocol=next((p for p in offered if p in BRIDGE_SUBPROTOCOLS), None))
-    given = token_from_request(ws.headers, ws.query_params)
-    if given is None and not required:
-        return conn, False
-    if not ctx.token.matches(given):
-        await conn.reject(bad_token("Authorization: Bearer header or ?token="))
+    conn = Connection(ws, endpoint, ctx.metrics, ctx.refuse)
+    offered = [str(p) for p in ws.scope.get("subprotocols") or []]
+    chosen = SUBPROTOCOL if SUBPROTOCOL in offered else next((p for p in offered if p in BRIDGE_SUBPROTOCOLS), None)
+    await ws.accept(subprotocol=chosen)
+    query_ok = endpoint in ctx.server.query_token_paths
+    given = token_from_request(ws.headers, ws.query_params, subprotocols=offered, query_ok=query_ok)
+    if given is None and not required and "token" not in ws.query_params:
+        return conn, None
+    where = "Authorization: Bearer header or emostream.bearer subprotocol" + (" or ?token=" if query_ok else "")
+    if given is None and "token" in ws.query_params:
+        where = f"?token= is not taken on {endpoint} ([server] query_token_paths); use the Authorization header"
+    try:
+        return conn, check_grant(ctx.tokens.grant(given), scope, endpoint, where)
+    except RejectError as rejection:
+        await conn.reject(rejection)
         return None
-    return conn, True
+
+
+async def internal_error(conn: Connection, ctx: ServerContext, exc: Exception) -> None:
+    """An unexpected error while handling ``conn``: one log line (rate-limited, no traceback), counted, close 1011."""
+    ctx.metrics.rejected.labels("internal_error").inc()
+    ctx.logs.log(
+        "internal_error",
+        logging.ERROR,
+        "%s %s: closed 1011: internal error %s: %s",
+        conn.endpoint,
+        conn.peer,
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+    log.debug("internal error on %s %s", conn.endpoint, conn.peer, exc_info=exc)
+    await conn.close(INTERNAL_ERROR, "internal error")
 
 
 async def first_message(conn: Connection, ctx: ServerContext) -> dict[str, Any] | None:
@@ -87,23 +128,32 @@ async def _finish(ctx: ServerContext, conn: Connection, call: Call | None, reaso
 
 async def twilio_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     """``WS /twilio``: one Twilio Media Stream = one call, channels in track order (inbound, outbound)."""
-    accepted = await accept_with_token(ws, ctx, "/twilio", required=False)
+    accepted = await accept_with_token(ws, ctx, "/twilio", INGEST, required=False)
     if accepted is None:
         return
-    conn, authorised = accepted
+    conn, grant = accepted
     call: Call | None = None
     aligner: TrackAligner | None = None
     reason = "stop"
     try:
-        start = await _twilio_start(conn, ctx, authorised)
-        if start is None:
+        if grant is None:  # until start brings the token: held to the gate's cap and auth_timeout_s
+            ctx.gate.enter(conn, f"/twilio {conn.peer}", lambda: conn.close_soon(POLICY_VIOLATION, EVICTED))
+        try:
+            started = await _twilio_start(conn, ctx, grant)
+        finally:
+            ctx.gate.leave(conn)
+        if started is None:
             return
-        call = await ctx.calls.open(_twilio_spec(start), conn.close_soon)
+        start, grant = started
+        call = await ctx.calls.open(_twilio_spec(start, grant), conn.close_soon)
         aligner = TrackAligner(start.tracks)
         reason = await _twilio_media(conn, call, aligner)
     except RejectError as rejection:
         reason = f"rejected: {rejection.label}"
         await conn.reject(rejection)
+    except Exception as exc:  # a bug, not the client's input: one line, 1011, the call still ends with its summary
+        reason = "error: internal error"
+        await internal_error(conn, ctx, exc)
     finally:
         if call is not None and aligner is not None and not conn.closed:
             tail = aligner.take(final=True)
@@ -112,13 +162,48 @@ async def twilio_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
         await _finish(ctx, conn, call, reason)
 
 
-async def _twilio_start(conn: Connection, ctx: ServerContext, authorised: bool) -> TwilioStart | None:
-    """Messages up to ``start`` (``connected`` and others are skipped); None when the stream ended first."""
+EVICTED = "too many connections without a token; send the token at once"
+
+
+async def _twilio_start(conn: Connection, ctx: ServerContext, grant: Grant | None) -> tuple[TwilioStart, Grant] | None:
+    """Messages up to ``start`` (``connected`` and others are skipped); None when the stream ended first.
+
+    Without a token yet, ``start`` (with the token) must come within ``auth_timeout_s`` of the
+    connection, whatever else arrives meanwhile (1008 ``auth_timeout``).
+    """
+    loop = asyncio.get_running_loop()
+    auth_s = ctx.server.auth_timeout_s
+    deadline = None if grant is not None else loop.time() + auth_s
     while True:
-        message = await first_message(conn, ctx)
+        if deadline is None:
+            message = await first_message(conn, ctx)
+        else:
+            idle_s = ctx.server.idle_timeout_s
+            left = deadline - loop.time()
+            try:
+                message = await asyncio.wait_for(conn.receive(), max(0.0, min(left, idle_s)))
+            except TimeoutError:
+                if left > idle_s:
+                    raise RejectError(
+                        IDLE_TIMEOUT, "idle_timeout", f"idle timeout: no message for {idle_s:g} s"
+                    ) from None
+                raise RejectError(
+                    POLICY_VIOLATION,
+                    "auth_timeout",
+                    f"no start with a token within {auth_s:g} s of connecting ([server] auth_timeout_s)",
+                ) from None
+            if message["type"] == "websocket.disconnect":
+                return None
         if message is None:
             return None
-        event, body = parse_message(_text(message, "/twilio"))
+        text = _text(message, "/twilio")
+        if len(text) > MAX_MESSAGE_BEFORE_START_BYTES:
+            raise RejectError(
+                MESSAGE_TOO_BIG,
+                "oversize",
+                f"message of {len(text)} characters before start; expected at most {MAX_MESSAGE_BEFORE_START_BYTES}",
+            )
+        event, body = parse_message(text)
         if event == "media":
             raise RejectError(
                 PROTOCOL_ERROR, "media_before_start", "media before start; expected connected, then start"
@@ -127,12 +212,13 @@ async def _twilio_start(conn: Connection, ctx: ServerContext, authorised: bool) 
             return None
         if event == "start":
             start = parse_start(body)
-            if not authorised and not ctx.token.matches(start.custom_parameters.get("token")):
-                raise bad_token('<Parameter name="token"> in the stream, Authorization header or ?token=')
-            return start
+            if grant is None:
+                given = ctx.tokens.grant(start.custom_parameters.get("token"))
+                grant = check_grant(given, INGEST, "/twilio", '<Parameter name="token"> in the stream')
+            return start, grant
 
 
-def _twilio_spec(start: TwilioStart) -> CallSpec:
+def _twilio_spec(start: TwilioStart, grant: Grant) -> CallSpec:
     return CallSpec(
         call_id=check_call_id(start.stream_sid),
         source="twilio",
@@ -147,6 +233,7 @@ def _twilio_spec(start: TwilioStart) -> CallSpec:
             "call_sid": start.call_sid,
             "tracks": list(start.tracks),
             "encoding": "audio/x-mulaw",
+            "token": grant.name,
         },
     )
 
@@ -167,6 +254,8 @@ async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> 
                     call.push(chunk, len(chunk[0]))
         elif event == "stop":
             return "stop"
+        elif event == "start":
+            raise RejectError(INVALID_DATA, "malformed_message", "a second start message; a stream has one")
 
 
 def _text(message: dict[str, Any], endpoint: str) -> str:
@@ -183,10 +272,10 @@ def _text(message: dict[str, Any], endpoint: str) -> str:
 
 async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     """``WS /ingest``: a JSON header, then binary frames of interleaved samples; ``{"type":"stop"}`` or close ends."""
-    accepted = await accept_with_token(ws, ctx, "/ingest")
-    if accepted is None:
+    accepted = await accept_with_token(ws, ctx, "/ingest", INGEST)
+    if accepted is None or accepted[1] is None:
         return
-    conn = accepted[0]
+    conn, grant = accepted
     call: Call | None = None
     echo: _Echo | None = None
     reason = "stop"
@@ -199,7 +288,7 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
         call_id = check_call_id(header.call_id) if header.call_id is not None else uuid.uuid4().hex
         if header.events:
             echo = _Echo(conn, ctx.hub, call_id)
-        call = await ctx.calls.open(_ingest_spec(header, call_id, conn.peer), ending.request)
+        call = await ctx.calls.open(_ingest_spec(header, call_id, conn.peer, grant), ending.request)
         reply = {
             "type": "accepted",
             "call_id": call_id,
@@ -217,6 +306,10 @@ async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     except RejectError as rejection:
         reason = f"rejected: {rejection.label}"
         await conn.reject(rejection)
+    except Exception as exc:  # a bug, not the client's input: one line, 1011, the call still ends with its summary
+        reason = "error: internal error"
+        ending.requested = None
+        await internal_error(conn, ctx, exc)
     finally:
         if call is not None:
             await ctx.calls.end(call, reason)
@@ -234,7 +327,7 @@ def _first_text(message: dict[str, Any]) -> str:
     return str(text)
 
 
-def _ingest_spec(header: IngestHeader, call_id: str, peer: str) -> CallSpec:
+def _ingest_spec(header: IngestHeader, call_id: str, peer: str, grant: Grant) -> CallSpec:
     roles = header.roles or (STEREO_ROLES if header.channels == 2 else ())
     return CallSpec(
         call_id=call_id,
@@ -250,6 +343,7 @@ def _ingest_spec(header: IngestHeader, call_id: str, peer: str) -> CallSpec:
             "sample_rate_hz": header.sample_rate_hz,
             "channels": header.channels,
             "peer": peer,
+            "token": grant.name,
         },
     )
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emostream.server.closing import INVALID_DATA, UNSUPPORTED_DATA, RejectError
+from emostream.server.fields import check_id, check_optional_id
 
 RATE_HZ = 8000
 ENCODING = "audio/x-mulaw"
@@ -32,6 +33,7 @@ TRACK_ROLES = {"inbound": "customer", "outbound": "agent"}  # without [[channels
 MULAW_SILENCE = 0xFF  # decodes to 0
 GAP_TOLERANCE_MS = 40  # timestamp jitter below this is not a gap
 MAX_GAP_S = 5.0  # a larger jump is filled with at most this much silence
+MAX_TIMESTAMP_MS = 2**31 - 1  # about 24 days: a larger (or non-finite) media.timestamp is refused
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def parse_message(text: str) -> tuple[str, dict[str, Any]]:
     """A Twilio message's ``event`` and body; :class:`RejectError` (1007) if it is not a JSON object with one."""
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack ("[[[[...")
         raise RejectError(
             INVALID_DATA, "malformed_json", f"not JSON: {text[:40]!r}; expected a Twilio message"
         ) from None
@@ -71,8 +73,9 @@ def parse_start(msg: dict[str, Any]) -> TwilioStart:
     if not isinstance(start, dict):
         raise RejectError(INVALID_DATA, "malformed_message", 'start message without a "start" object')
     stream_sid = start.get("streamSid", msg.get("streamSid"))
-    if not isinstance(stream_sid, str) or not stream_sid:
+    if stream_sid is None or stream_sid == "":
         raise RejectError(INVALID_DATA, "malformed_message", "start message without start.streamSid")
+    stream_sid = check_id(stream_sid, "start.streamSid")
     fmt = start.get("mediaFormat", {})
     if not isinstance(fmt, dict):
         raise RejectError(INVALID_DATA, "malformed_message", "start.mediaFormat is not an object")
@@ -93,8 +96,8 @@ def parse_start(msg: dict[str, Any]) -> TwilioStart:
         raise RejectError(INVALID_DATA, "malformed_message", "start.customParameters is not an object")
     return TwilioStart(
         stream_sid=stream_sid,
-        call_sid=str(start.get("callSid") or ""),
-        account_sid=str(start.get("accountSid") or ""),
+        call_sid=check_optional_id(start.get("callSid"), "start.callSid"),
+        account_sid=check_optional_id(start.get("accountSid"), "start.accountSid"),
         tracks=tuple(t for t in TRACK_ORDER if t in tracks),
         custom_parameters={str(k): str(v) for k, v in custom.items()},
     )
@@ -107,10 +110,16 @@ def parse_media(msg: dict[str, Any]) -> tuple[str, int, bytes]:
         track = media.get("track", "inbound")
         timestamp = int(media.get("timestamp", -1))
         payload = binascii.a2b_base64(media["payload"], strict_mode=True)
-    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, binascii.Error):
         raise RejectError(
             INVALID_DATA, "malformed_message", "media message without media.payload (base64), track and timestamp"
         ) from None
+    if timestamp > MAX_TIMESTAMP_MS:
+        raise RejectError(
+            INVALID_DATA,
+            "malformed_message",
+            f"media.timestamp {timestamp} ms; expected the milliseconds since the stream started (at most 2**31-1)",
+        )
     return track, timestamp, payload
 
 
