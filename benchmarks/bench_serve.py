@@ -118,7 +118,7 @@ async def open_ws(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.S
     writer.write(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
         ).encode()
     )
     status = await reader.readuntil(b"\r\n\r\n")
@@ -332,7 +332,7 @@ async def measure(
     proc, port = start_server(model, folder)
     results: list[StepResult] = []
     try:
-        reader, writer = await open_ws(port, f"/events?token={TOKEN}")
+        reader, writer = await open_ws(port, "/events")
         received = [0]
         drainer = asyncio.get_running_loop().create_task(drain(reader, received))
         dropped_before = 0.0

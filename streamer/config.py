@@ -168,6 +168,8 @@ def summary(cfg: Config) -> dict[str, Any]:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         out[f.name] = value.to_plain() if isinstance(value, Overrides) else schema.to_plain(value)
-    if cfg.server.token is not None:
-        out["server"]["token"] = "(set, not shown)"  # a secret never goes into records
+    for key in ("token", "read_token"):  # a secret never goes into records
+        if getattr(cfg.server, key) is not None:
+            out["server"][key] = "(set, not shown)"
+    out["server"]["ingest_tokens"] = {name: "(set, not shown)" for name in cfg.server.ingest_tokens}
     return out

@@ -21,7 +21,6 @@ from test_server_support import (
     send_twilio,
     wait_for,
 )
-
 from websockets.sync.client import connect
 
 from emostream.audio.codecs import encode_raw

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 from emostream.audio.codecs import encode_raw
 
 ENV = {**os.environ, "EMOSTREAM_TOKEN": TOKEN}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -50,7 +51,7 @@ def test_sigterm_ends_open_calls_with_their_summaries_and_exits_0(tmp_path: Path
         port = _port(proc)
         base = f"ws://127.0.0.1:{port}"
         with (
-            connect(f"{base}/events?token={TOKEN}", open_timeout=20) as events,
+            connect(f"{base}/events", additional_headers=AUTH, open_timeout=20) as events,
             connect(f"{base}/ingest?token={TOKEN}", open_timeout=20) as ws,
         ):
             events.recv(timeout=10)
@@ -132,17 +133,21 @@ def test_missing_server_extras_exit_2_with_the_install_hint() -> None:
 
 
 @pytest.mark.slow
-def test_generated_token_is_printed_in_the_page_urls() -> None:
+def test_a_generated_token_is_written_to_a_private_file_not_printed(tmp_path: Path) -> None:
     env = {k: v for k, v in ENV.items() if k not in ("EMOSTREAM_TOKEN", "EMOSTREAM_CONFIG")}
-    proc = _serve(env=env)
+    proc = _serve(env={**env, "XDG_RUNTIME_DIR": str(tmp_path)})
     try:
         port = _port(proc)
         assert proc.stdout is not None
-        page = proc.stdout.readline()
-        found = re.search(rf"http://127\.0\.0\.1:{port}/#token=(\S+)", page)
-        assert found, page
-        token = found.group(1)
-        with connect(f"ws://127.0.0.1:{port}/events?token={token}", open_timeout=20) as events:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        token_file = tmp_path / "emostream" / "serve-token"
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert not any(token in line for line in lines)
+        assert f"/#token=<the token in {token_file}>" in lines[1], lines
+        with connect(
+            f"ws://127.0.0.1:{port}/events", additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=20
+        ) as events:
             assert json.loads(events.recv(timeout=10))["type"] == "snapshot"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -174,10 +179,10 @@ def _send_then_stop(ws: Any, audio: bytes) -> tuple[int | None, str]:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_started_again_and_counted() -> None:
+def test_a_killed_worker_is_started_again_and_counted(tmp_path: Path) -> None:
     """SIGKILL one of the two workers: its call closes 1011, the other call carries on, a new worker
     takes the dead one's place (counted in /metrics) and new calls are analysed."""
-    proc = _serve()
+    proc = _serve("--summary-dir", str(tmp_path))
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32)
     second = encode_raw(tone, "s16le")
     base = ""
@@ -223,3 +228,7 @@ def test_a_killed_worker_is_started_again_and_counted() -> None:
     stopped = re.search(r"analysis worker (\d) stopped \(exit code -9\)", log)
     assert stopped and f"analysis worker {stopped.group(1)} started again" in log
     assert "Traceback" not in log
+    # the lost call's summary claims the audio analysed before the loss (its hops were published), not 0 s
+    lost = [json.loads(p.read_text()) for p in tmp_path.glob("before-*.json")]
+    (summary,) = [s for s in lost if s["end_reason"].startswith("error")]
+    assert summary["duration_s"] >= 1.0

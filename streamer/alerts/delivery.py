@@ -13,15 +13,18 @@ the session summary (the ``end`` record and the printed summary).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import http.client
 import json
 import logging
 import queue
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -192,11 +195,58 @@ class AlertDispatcher:
         subprocess.run(argv, input=body, timeout=self.output.timeout_s, check=True, capture_output=True)
 
     def _post(self, url: str, body: bytes) -> None:
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "emostream"}
-        )
-        with urllib.request.urlopen(request, timeout=self.output.timeout_s) as response:
-            response.read()
+        post_json(url, body, self.output.timeout_s)
+
+
+MAX_ANSWER_BYTES = 65536  # a webhook's answer body is read (and ignored) up to this much
+
+
+def post_json(url: str, body: bytes, timeout_s: float) -> None:
+    """POST ``body`` (JSON) to ``url``; the whole exchange must end within ``timeout_s`` (else TimeoutError).
+
+    ``timeout_s`` bounds the request as a whole, not each socket operation: a server that
+    answers one byte every few seconds cannot hold the delivery thread. An answer of 300 or
+    more raises :class:`http.client.HTTPException` (retried like any failure).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout_s)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout_s)
+    expired = threading.Event()
+
+    def cut() -> None:  # wakes a blocked send or receive at once
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout_s, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        headers = {"Content-Type": "application/json", "User-Agent": "emostream"}
+        if parts.username is not None:
+            credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+        conn.request("POST", target, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read(MAX_ANSWER_BYTES)
+        if response.status >= 300:
+            raise http.client.HTTPException(f"HTTP Error {response.status}: {response.reason}")
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError(f"timed out: no complete answer within {timeout_s:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
 
 
 class AlertDelivery:

@@ -361,6 +361,7 @@ class CallRegistry:
         self._hops = {True: metrics.hops.labels("true"), False: metrics.hops.labels("false")}
         self._summary_dir = None if server.summary_dir is None else Path(server.summary_dir)
         self._watchdog: asyncio.Task[None] | None = None
+        self._alerts_lost = 0
 
     def hop_counter(self, analysed: bool) -> Any:
         """The hops counter of analysed (or metered-only) channels."""
@@ -464,6 +465,24 @@ class CallRegistry:
         """``<call info>`` of every open call (with its recent ``history``: the ``/events`` snapshot)."""
         return [c.info(history=history) for c in self.calls.values()]
 
+    def _check_alert_delivery(self) -> None:
+        """A warning (rate-limited) when alerts failed or were dropped since the last check."""
+        if self.delivery is None:
+            return
+        stats = self.delivery.dispatcher.stats
+        lost = stats.failed + stats.dropped
+        if lost > self._alerts_lost:
+            self._alerts_lost = lost
+            last = stats.errors[-1] if stats.errors else "queue full"
+            self.logs.limited(
+                "alert_delivery",
+                "alert delivery: %d failed, %d dropped, %d delivered so far; last problem: %s",
+                stats.failed,
+                stats.dropped,
+                stats.delivered,
+                last,
+            )
+
     async def _watch(self) -> None:
         timeout = self.server.idle_timeout_s
         rounds = 0
@@ -473,6 +492,7 @@ class CallRegistry:
             rounds += 1
             if rounds % FD_CHECK_ROUNDS == 0:
                 warn_if_out_of_files(self.logs)
+                self._check_alert_delivery()
                 self.logs.flush()
             for call in list(self.calls.values()):
                 if now - call.last_message > timeout and not call.closing:

@@ -21,6 +21,7 @@ from emostream.server.metrics import ServerMetrics
 from emostream.server.pool import AnalysisPool, ProcessPool, ThreadPool
 
 log = logging.getLogger("emostream.server")
+ALERT_FLUSH_S = 2.0  # at shutdown, queued alerts get this long to be delivered
 SUBSCRIBER_FLUSH_S = 0.5  # at shutdown, subscribers get this long to receive the last call_end records
 
 
@@ -88,7 +89,17 @@ class ServerContext:
         for conn in list(self.subscribers):
             await conn.close(GOING_AWAY, "server shutting down")
         if self.delivery is not None:
-            await loop.run_in_executor(None, self.delivery.close, 2.0)
+            stats = await loop.run_in_executor(None, self.delivery.close, ALERT_FLUSH_S)
+            if stats.pending:
+                log.warning(
+                    "shutdown: %d alert(s) not delivered within %.0f s (still queued or being tried); "
+                    "%d delivered, %d failed, %d dropped in all",
+                    stats.pending,
+                    ALERT_FLUSH_S,
+                    stats.delivered,
+                    stats.failed,
+                    stats.dropped,
+                )
         if self.pool is not None:
             await loop.run_in_executor(None, self.pool.close)
 

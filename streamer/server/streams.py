@@ -273,9 +273,9 @@ def _text(message: dict[str, Any], endpoint: str) -> str:
 async def ingest_endpoint(ws: WebSocket, ctx: ServerContext) -> None:
     """``WS /ingest``: a JSON header, then binary frames of interleaved samples; ``{"type":"stop"}`` or close ends."""
     accepted = await accept_with_token(ws, ctx, "/ingest", INGEST)
-    if accepted is None or accepted[1] is None:
+    if accepted is None or accepted[1] is None:  # required=True: no grant means it was closed 1008
         return
-    conn, grant = accepted
+    conn, grant = accepted[0], accepted[1]
     call: Call | None = None
     echo: _Echo | None = None
     reason = "stop"

@@ -3,20 +3,25 @@
 
 const TOKEN_KEY = "emostream.token";
 
-/** The token: from location.hash "#token=..." (then kept in sessionStorage), else sessionStorage, else null. */
+/**
+ * The token: from location.hash "#token=..." (kept in sessionStorage and removed from the address
+ * bar and history at once), else sessionStorage, else null.
+ */
 export function readToken() {
   const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
   const fromHash = hash.get("token");
-  if (fromHash) {
-    sessionStorage.setItem(TOKEN_KEY, fromHash);
-    return fromHash;
+  if (fromHash !== null) {
+    history.replaceState(null, "", location.pathname + location.search);
+    if (fromHash) {
+      sessionStorage.setItem(TOKEN_KEY, fromHash);
+      return fromHash;
+    }
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
 export function saveToken(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
-  // A token in the address bar that no longer matches would win at the next reload: drop it.
   if (location.hash.includes("token=")) history.replaceState(null, "", location.pathname + location.search);
 }
 
@@ -24,15 +29,29 @@ export function forgetToken() {
   sessionStorage.removeItem(TOKEN_KEY);
 }
 
-/** ws(s):// URL of an endpoint beside this page ("events", "ingest"), with the token and extra query parameters. */
-export function wsUrl(path, token, params = {}) {
+/** ws(s):// URL of an endpoint beside this page ("events", "ingest") with extra query parameters (never the token). */
+export function wsUrl(path, params = {}) {
   const url = new URL(path, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.hash = "";
   url.search = "";
-  url.searchParams.set("token", token);
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
   return url.toString();
+}
+
+/** The subprotocol that carries the token: "emostream.bearer." + the token's UTF-8 as unpadded base64url. */
+export function bearerProtocol(token) {
+  let bin = "";
+  for (const b of new TextEncoder().encode(token)) bin += String.fromCharCode(b);
+  return "emostream.bearer." + btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/**
+ * A WebSocket to an endpoint beside this page, the token in a subprotocol: browsers cannot set an
+ * Authorization header on a WebSocket, and a ?token= query would land in proxies' access logs.
+ */
+export function openSocket(path, token, params = {}) {
+  return new WebSocket(wsUrl(path, params), ["emostream", bearerProtocol(token)]);
 }
 
 /**
@@ -58,15 +77,21 @@ export function describeClose(event) {
   }
 }
 
-/** "ok", "bad" (401/403: the token is refused) or "unreachable", by asking GET /api/calls. */
-export async function checkToken(token) {
+/**
+ * "ok", "bad" (the token is refused), "scope" (the token is valid but cannot do `scope`: "read"
+ * for the supervisor page, "ingest" for the browser app) or "unreachable", by asking GET /api/whoami
+ * with the token in the Authorization header.
+ */
+export async function checkToken(token, scope) {
   try {
-    const url = new URL("api/calls", location.href);
+    const url = new URL("api/whoami", location.href);
     url.hash = "";
-    url.searchParams.set("token", token);
-    const r = await fetch(url, { cache: "no-store" });
+    url.search = "";
+    const r = await fetch(url, { cache: "no-store", headers: { Authorization: `Bearer ${token}` } });
     if (r.status === 401 || r.status === 403) return "bad";
-    return r.ok ? "ok" : "unreachable";
+    if (!r.ok) return "unreachable";
+    const who = await r.json();
+    return !scope || (who.scopes ?? []).includes(scope) ? "ok" : "scope";
   } catch {
     return "unreachable";
   }
@@ -120,6 +145,7 @@ export function el(tag, attrs = {}, ...children) {
     if (v == null) continue;
     if (k === "text") node.textContent = v;
     else if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v; // CSSOM, not an inline style attribute (the CSP allows no inline style)
     else node.setAttribute(k, v);
   }
   for (const c of children) if (c != null) node.append(c);

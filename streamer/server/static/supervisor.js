@@ -2,7 +2,7 @@
 // fed by WS /events; calls with an active alert sort first; ended calls move down, greyed.
 import {
   Timeline, checkToken, clock, describeClose, describeReading, el, emotionColour, forgetToken,
-  inkOn, legend, pct, readToken, saveToken, wsUrl,
+  inkOn, legend, openSocket, pct, readToken, saveToken,
 } from "./common.js";
 
 const TIMELINE_S = 180; // the last three minutes of each call
@@ -54,6 +54,15 @@ class Call {
       // a [[channels]] name given in the config, not the default "role (ch i)"
       const custom = ch.name && !/^\S+ \(ch \d+\)$/.test(ch.name) ? ch.name : null;
       if (custom !== c.name) { c.name = custom; this.built = false; }
+    }
+    if (info.history) { // the snapshot of a call under way: its recent timeline, so the page starts filled
+      for (const [key, points] of Object.entries(info.history)) {
+        const ch = this.channel(Number(key), undefined, undefined);
+        ch.timeline.points = [];
+        ch.timeline.alerts = [];
+        for (const [t_end, emotion, uncertain, is_speech] of points) ch.timeline.push({ t_end, emotion, uncertain, is_speech });
+      }
+      for (const a of info.alert_history ?? []) this.channel(a.channel ?? 0, a.role, undefined).timeline.alert(a);
     }
     for (const [key, hop] of Object.entries(info.last ?? {})) {
       if (hop) this.hop({ ...hop, channel: hop.channel ?? Number(key) }, false);
@@ -412,7 +421,7 @@ function connect() {
   if (!token) { askToken(""); return; }
   setConn("connecting", attempt ? "reconnecting…" : "connecting…");
   let opened = false;
-  const ws = new WebSocket(wsUrl("events", token));
+  const ws = openSocket("events", token);
   socket = ws;
   ws.onopen = () => { opened = true; };
   ws.onmessage = (ev) => {
@@ -429,7 +438,7 @@ function connect() {
   ws.onclose = async (ev) => {
     if (socket !== ws) return;
     socket = null;
-    if (ev.code === 1008 || (!opened && (await checkToken(token)) === "bad")) {
+    if (ev.code === 1008 || (!opened && ["bad", "scope"].includes(await checkToken(token, "read")))) {
       forgetToken();
       token = null;
       askToken(`The server refused this token (${ev.reason || "bad token"}). Enter the token printed by \`emostream serve\` or set in EMOSTREAM_TOKEN.`);

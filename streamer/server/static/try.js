@@ -3,7 +3,7 @@
 // back on the same socket: label, score bars, arousal, speech state, a one-minute timeline, alerts.
 import {
   Timeline, checkToken, clock, describeClose, describeReading, el, emotionColour, forgetToken,
-  inkOn, legend, pct, readToken, saveToken, wsUrl,
+  inkOn, legend, openSocket, pct, readToken, saveToken,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -153,7 +153,7 @@ function showSummary(summary) {
 function openIngest(rateHz, what) {
   return new Promise((resolve, reject) => {
     let accepted = false;
-    const ws = new WebSocket(wsUrl("ingest", token));
+    const ws = openSocket("ingest", token);
     ws.binaryType = "arraybuffer";
     let opened = false;
     let ended = null; // set by call_end: {stopping} (whether the page had asked to stop)
@@ -187,7 +187,7 @@ function openIngest(rateHz, what) {
     ws.onclose = async (ev) => {
       const mine = run && run.ws === ws;
       if (!accepted) {
-        if (ev.code === 1008 || (!opened && (await checkToken(token)) === "bad")) {
+        if (ev.code === 1008 || (!opened && ["bad", "scope"].includes(await checkToken(token, "ingest")))) {
           badToken(ev.reason);
           reject(new Error(""));
         } else {
@@ -432,8 +432,9 @@ $("token-form").addEventListener("submit", async (ev) => {
   const value = $("token-input").value.trim();
   if (!value) return;
   $("token-input").value = "";
-  const verdict = await checkToken(value);
+  const verdict = await checkToken(value, "ingest");
   if (verdict === "bad") { showMessage("The server refused this token too. Check it and try again."); return; }
+  if (verdict === "scope") { showMessage("This token cannot send audio (a read-only token?). Enter an ingest or admin token."); return; }
   token = value;
   saveToken(value);
   $("token-form").hidden = true;
@@ -444,4 +445,7 @@ window.addEventListener("resize", () => timeline.draw());
 setLabels(DEFAULT_LABELS);
 resetReading();
 if (!token) askToken("");
-else checkToken(token).then((verdict) => { if (verdict === "bad") badToken(""); });
+else checkToken(token, "ingest").then((verdict) => {
+  if (verdict === "bad") badToken("");
+  else if (verdict === "scope") badToken("this token cannot send audio; use an ingest or admin token");
+});
