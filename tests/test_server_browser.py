@@ -380,6 +380,33 @@ def test_supervisor_page_shows_live_calls(server: Server, page: Any, tmp_path: P
     assert page.locator("#no-calls").is_visible()
 
 
+def test_supervisor_page_opened_mid_call_shows_the_timeline_so_far_and_keeps_the_token_out_of_urls(
+    server: Server, page: Any
+) -> None:
+    """Issue 19 item 14 and issue 18 (the token leaks): the snapshot fills the timeline; no URL carries the token."""
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    call = IngestCall(
+        server, f"CA-{secrets.token_hex(3)}-midcall", _clips((1, 5), (2, 5), (1, 6))[:, None], ["customer"]
+    )
+    call.start()
+    deadline = time.monotonic() + 30
+    while sum(r.get("type") == "hop" for r in call.records) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = sum(r.get("type") == "hop" for r in call.records)
+    assert before >= 10, "the call gave too few readings before the page was opened"
+    page.goto(f"{server.url}/#token={server.token}")
+    card = f"article.call[data-call-id='{call.call_id}'] canvas.timeline"
+    page.wait_for_selector(card, timeout=15000)
+    points = int(page.get_attribute(card, "data-points") or 0)
+    assert points >= before - 1, f"{points} timeline points for a call that had {before} readings when opened"
+    assert "token" not in page.url  # the fragment is removed from the address bar (and history) at once
+    assert page.evaluate("() => sessionStorage.getItem('emostream.token')") == server.token
+    call.join(60)
+    assert urls and not [u for u in urls if "token=" in u], urls
+
+
 def test_supervisor_page_highlights_an_alerting_call(server: Server, page: Any) -> None:
     page.goto(f"{server.url}/#token={server.token}")
     page.wait_for_selector("#conn[data-state='live']", timeout=15000)
