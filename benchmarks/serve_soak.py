@@ -19,8 +19,9 @@ and p99 (the server's ``emostream_hop_latency_seconds`` histogram), audio droppe
 time (user + sys) of the server with its workers and of this client; for the attack phase,
 each idle kind's lifetime (connect to the server's close: median and max) against its
 deadline, and the most unauthenticated connections seen on ``/metrics``. The soak holds
-when no call failed, no audio was dropped, the attack phase's p99 is at most 100 ms and
-every idle socket was closed within its deadline plus 1 s.
+when no call failed, no audio was dropped, every idle socket was closed within its
+deadline plus 1 s, and the attack phase's p99 is at most 100 ms or, on a machine busy with
+other work, at most the baseline's (the histogram's bucket bounds: 75, 100, 150, 250, 500 ms).
 
 ``python -m benchmarks.serve_soak [--seconds 120] [--idle 200] [--calls 20]``; the slow test
 ``tests/test_server_soak.py`` runs a short version.
@@ -315,8 +316,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log = (folder / "serve.log").read_text(encoding="utf-8")
     figures = [p.as_dict(args.deadline) for p in phases]
     attack = figures[-1]
-    held = all(not f["calls_failed"] and f["dropped_audio_s"] == 0 and f["calls_completed"] > 0 for f in figures) and (
-        (attack["hop_latency_p99_ms"] or 0) <= P99_TARGET_MS
+    baseline_p99 = figures[0]["hop_latency_p99_ms"] if len(figures) > 1 else None
+    allowed_p99 = max(P99_TARGET_MS, baseline_p99 or 0.0)  # unaffected: no worse than the target or the baseline
+    held = (
+        all(not f["calls_failed"] and f["dropped_audio_s"] == 0 and f["calls_completed"] > 0 for f in figures)
+        and (attack["hop_latency_p99_ms"] or 0.0) <= allowed_p99
         and all(k["within_deadline"] for k in attack["idle_lifetimes"].values())
     )
     return {

@@ -232,3 +232,47 @@ def test_a_killed_worker_is_started_again_and_counted(tmp_path: Path) -> None:
     lost = [json.loads(p.read_text()) for p in tmp_path.glob("before-*.json")]
     (summary,) = [s for s in lost if s["end_reason"].startswith("error")]
     assert summary["duration_s"] >= 1.0
+
+
+@pytest.mark.slow
+def test_idle_sockets_cannot_take_the_last_file_descriptors() -> None:
+    """With 256 file descriptors (soft = hard), 231 idle sockets once made a real call fail and /healthz go silent."""
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", "fast"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=low_limit,  # noqa: PLW1509 (no threads in this test process before it)
+    )
+    idle: list[socket.socket] = []
+    try:
+        port = _port(proc)
+        for _ in range(231):
+            with contextlib.suppress(OSError):
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        with connect(f"ws://127.0.0.1:{port}/ingest", additional_headers=AUTH, open_timeout=20) as ws:
+            ws.send(json.dumps({"call_id": "crowded", "sample_rate_hz": 16000, "encoding": "s16le", "channels": 1}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+            ws.send(json.dumps({"type": "stop"}))
+            assert close_of(ws)[0] == 1000
+        assert metric_value(port, "emostream_unauthenticated_connections") <= 48
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        for sock in idle:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert "file descriptor limit 256 is low: at most 48 unauthenticated connections" in log
+    assert "Traceback" not in log

@@ -95,15 +95,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tokens.admin = token
         plan = make_plan(cfg)
         setup_logging()
-        before, after = raise_file_limit()
-        if after > before:
-            logging.getLogger("emostream.server").info("file descriptor limit raised from %d to %d", before, after)
         ctx = make_context(cfg, plan, token, tokens)
+        fit_to_file_limit(ctx)
         server = EmoServer(ctx, uvicorn_config(ctx), on_ready=lambda: print_banner(ctx, sock.getsockname()[1]))
         server.run(sockets=[sock])
     finally:
         sock.close()
     return EXIT_INTERRUPTED if signal.SIGINT in server.signals else 0
+
+
+FD_RESERVE = 64  # file descriptors kept for the listening socket, workers' pipes, logs, summaries
+
+
+def fit_to_file_limit(ctx: ServerContext) -> None:
+    """Raise the file descriptor limit to the hard limit; if it is still low, fewer unauthenticated connections.
+
+    Unauthenticated connections may take at most a quarter of what the limit leaves, so that
+    a flood of idle sockets closes its own oldest before the process runs out of descriptors.
+    """
+    logger = logging.getLogger("emostream.server")
+    before, limit = raise_file_limit()
+    if limit > before:
+        logger.info("file descriptor limit raised from %d to %d", before, limit)
+    room = max(8, (limit - FD_RESERVE) // 4)
+    if ctx.gate.max_open > room:
+        logger.warning(
+            "file descriptor limit %d is low: at most %d unauthenticated connections (not [server] "
+            "max_unauthenticated = %d); raise the limit (systemd LimitNOFILE=, ulimit -n)",
+            limit,
+            room,
+            ctx.gate.max_open,
+        )
+        ctx.gate.max_open = room
 
 
 def uvicorn_config(ctx: ServerContext) -> uvicorn.Config:
