@@ -467,9 +467,22 @@ def test_pages_send_security_headers(server: RunningServer, path: str) -> None:
     assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_healthz_tells_no_call_count(server: RunningServer) -> None:
+def test_healthz_tells_the_call_count_only_to_a_read_token(server: RunningServer) -> None:
     status, body = server.get("/healthz", token=None)
     assert status == 200 and json.loads(body) == {"status": "ok"}
+    assert json.loads(server.get("/healthz", token=INGEST_TOKEN)[1]) == {"status": "ok"}
+    assert json.loads(server.get("/healthz", token=READ_TOKEN)[1]) == {"status": "ok", "calls": 0}
+
+
+def test_healthz_says_full_at_max_calls(fast_plan: SessionPlan) -> None:
+    """A balancer takes a full replica out of rotation without a token (one bit, not the count)."""
+    with running_server(fast_plan, max_calls=1) as server, open_ws(server, "/ingest") as ws:
+        ws.send(json.dumps({**HEADER, "call_id": "fills-it"}))
+        ws.recv(timeout=10)
+        assert json.loads(server.get("/healthz", token=None)[1]) == {"status": "full"}
+        ws.send(json.dumps({"type": "stop"}))
+        close_of(ws)
+        assert wait_for(lambda: json.loads(server.get("/healthz", token=None)[1]) == {"status": "ok"})
 
 
 def test_a_generated_token_goes_to_a_private_file_not_to_stdout(tmp_path: Path, capsys: Any) -> None:

@@ -44,8 +44,14 @@ def create_app(ctx: ServerContext) -> ASGIApp:
         await ctx.drain()
 
     async def healthz(request: Request) -> Response:
-        # no call count here: /healthz needs no token (the count is on /api/calls and /metrics)
-        return JSONResponse({"status": "ok" if not ctx.drained else "shutting down"}, headers=NO_STORE)
+        """``{"status": "ok" | "full" | "shutting down"}``; the call count only for a read token."""
+        calls = len(ctx.registry) if ctx.registry is not None else 0
+        status = "shutting down" if ctx.drained else "full" if calls >= ctx.server.max_calls else "ok"
+        body: dict[str, object] = {"status": status}
+        grant = ctx.tokens.grant(token_from_request(request.headers, request.query_params, query_ok=False))
+        if grant is not None and grant.allows(READ):
+            body["calls"] = calls
+        return JSONResponse(body, headers=NO_STORE)
 
     def authorised(request: Request, scope: str | None) -> Grant | Response:
         """The request's grant (``scope`` required unless None), else the 401/403 response (counted, logged)."""
