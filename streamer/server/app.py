@@ -181,7 +181,13 @@ async def _events(conn: Connection, ws: WebSocket, ctx: ServerContext) -> None:
         ctx.subscribers.discard(conn)
         ctx.metrics.subscribers.dec()
         if sub.dropped_total:
-            log.info("/events %s: %d record(s) dropped (slow subscriber)", conn.peer, sub.dropped_total)
+            ctx.logs.log(
+                "events_dropped",
+                logging.INFO,
+                "/events %s: %d record(s) dropped (slow subscriber)",
+                conn.peer,
+                sub.dropped_total,
+            )
 
 
 async def _until_disconnect(conn: Connection) -> None:
