@@ -661,3 +661,23 @@ def test_the_snapshot_carries_each_calls_recent_timeline(server: RunningServer) 
     assert len(times) >= 5 and times == sorted(times)
     assert all(len(point) == 4 and isinstance(point[2], bool) and isinstance(point[3], bool) for point in history["0"])
     assert info["last"]["0"]["t_end"] == times[-1]
+
+
+def test_tokens_from_the_environment_and_config() -> None:
+    from emostream.errors import ConfigError
+    from emostream.server.auth import resolve_tokens
+    from emostream.server.config import ServerConfig
+
+    server = ServerConfig(read_token=READ_TOKEN, ingest_tokens={"twilio": INGEST_TOKEN})
+    admin = Token(TOKEN, "config")
+    tokens = resolve_tokens(server, admin, {"EMOSTREAM_INGEST_TOKEN": "from-env-ingest-0123456789"})
+    assert tokens.names == ["admin", "read", "ingest:twilio", "ingest:env"]
+    grant = tokens.grant("from-env-ingest-0123456789")
+    assert grant is not None and grant.name == "ingest:env" and not grant.allows("read")
+    env_read = resolve_tokens(server, admin, {"EMOSTREAM_READ_TOKEN": "from-env-read-0123456789"})
+    assert env_read.grant("from-env-read-0123456789") is not None and env_read.grant(READ_TOKEN) is None
+    with pytest.raises(ConfigError, match="same value"):
+        resolve_tokens(server, admin, {"EMOSTREAM_READ_TOKEN": TOKEN})
+    with pytest.raises(ConfigError, match="EMOSTREAM_INGEST_TOKEN has 5 characters"):
+        resolve_tokens(server, admin, {"EMOSTREAM_INGEST_TOKEN": "short"})
+    assert tokens.grant("\ud800") is None and tokens.grant("x" * 100000) is None
