@@ -45,7 +45,8 @@ def _held(**kw: object):
 
 def test_held_label_says_what_leads_and_why_it_is_held() -> None:
     text = _text(_state((_held(),)))
-    assert "FEARFUL" in text and "6% smoothed" in text
+    # issue 19, item 8: a held label is not shown as the reading with its collapsed score
+    assert "fearful" in text and "held" in text and "FEARFUL" not in text and "6% smoothed" not in text
     assert "neutral leads 57%; held: dwell 1.2/3 s" in text
     after_dwell = _held(shown_for_s=4.0, leader_score=0.20, smoothed={lab: 0.1 for lab in LABELS})
     assert hold_reason(after_dwell) == "neutral leads 20%; held: margin 14% ≤ hysteresis 20%"
@@ -54,7 +55,7 @@ def test_held_label_says_what_leads_and_why_it_is_held() -> None:
 
 def test_reading_delay_is_shown_beside_the_processing_latency() -> None:
     text = " ".join(_text(_state((_held(),))).split())
-    assert "latency p50 1.23 ms · p99 4.57 ms · label shown 1.2 s · change delay p50 1.5 s" in text
+    assert "latency p50 1.23 ms · p99 4.57 ms · label shown 1.2 s · smoother delay p50 1.5 s" in text
 
 
 def test_level_line_names_its_span() -> None:
@@ -67,12 +68,12 @@ def test_a_12_row_terminal_keeps_label_arousal_level_and_speech(width: int) -> N
     text = _text(_state((_held(),)), width=width, height=12)
     flat = " ".join(text.split())
     assert len(text.splitlines()) <= 12
-    assert "FEARFUL" in flat and "arousal 0.41" in flat and "dBFS" in flat and "● speech" in flat
+    assert "fearful held" in flat and "arousal 0.41" in flat and "dBFS" in flat and "● speech" in flat
 
 
 def test_two_channels_on_12_rows_keep_both_labels() -> None:
     text = _text(_state((_held(), _held(channel=1, role="agent", emotion="angry", leader="angry"))), height=12)
-    assert len(text.splitlines()) <= 12 and "FEARFUL" in text and "ANGRY" in text
+    assert len(text.splitlines()) <= 12 and "fearful" in text and "ANGRY" in text
 
 
 def test_level_meter_measures_a_span_not_the_last_chunk() -> None:

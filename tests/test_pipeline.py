@@ -85,8 +85,8 @@ def test_statistics_view_summary_timeline_and_reset(model: EmotionModel) -> None
     assert view.timeline[-1].t_end == hops[-1].t_end
     assert view.level_db < 0
     summary = stats.summary()
-    labelled_speech = sum(1 for h in hops if h.emotion is not None and h.is_speech)
-    assert sum(summary.emotion_seconds.values()) == pytest.approx(0.5 * labelled_speech)
+    labelled_speech = sum(h.speech_ratio for h in hops if h.emotion is not None and h.is_speech)
+    assert sum(summary.emotion_seconds.values()) == pytest.approx(0.5 * labelled_speech)  # speech share per hop
     assert summary.speech_seconds == pytest.approx(0.5 * sum(h.speech_ratio for h in hops))
     peak = max((h for h in hops if h.is_speech and h.smoothed), key=lambda h: h.smoothed["angry"])
     assert stats.peaks["angry"].t_s == peak.t_end

@@ -103,9 +103,10 @@ class ChannelView:
     leader: str | None = None  # the label with the highest smoothed probability
     leader_score: float | None = None
     shown_for_s: float | None = None  # audio seconds since the shown label last changed
-    median_delay_s: float | None = None  # median time from the windows' evidence to a shown label change
+    median_delay_s: float | None = None  # median time the smoother adds to a label change (see ChannelStats.view)
     min_dwell_s: float = 0.0  # smoothing settings, to say why a label is held
     hysteresis: float = 0.0
+    silent_for_s: float | None = None  # seconds since the last speech while the latest window has none
 
 
 @dataclass(frozen=True)

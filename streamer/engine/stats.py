@@ -5,8 +5,9 @@ record) and the call summaries report: speech time, time per shown emotion, the 
 timeline, the peak smoothed score per emotion and the alerts. Times are counted in hops
 and turned into seconds by multiplying with the hop length, never accumulated.
 
-Emotion time counts *speech* hops that show a label: a label held through a pause is not
-time spent in that emotion.
+Emotion time counts *speech* hops that show a label, each with its window's speech share
+of one hop (as speech time does), so the emotion times add up to at most the speech time:
+a label held through a pause is not time spent in that emotion.
 """
 
 from __future__ import annotations
@@ -124,12 +125,13 @@ class ChannelStats:
         """Forget everything (a new stream)."""
         self.hops = 0
         self._speech_ratio_sum = 0.0
-        self._emotion_hops: dict[str, int] = {}
+        self._emotion_speech: dict[str, float] = {}  # label -> sum of the speech shares of the hops showing it
         self._peaks: dict[str, Peak] = {}
         self._timeline.clear()
         self._active: dict[str, None] = {}
         self.alerts_fired = 0
         self.last: HopResult | None = None
+        self._last_speech_t: float | None = None  # end of the latest speech hop, s
         self._shown: str | None = None
         self._shown_since: float | None = None
         self._raw_top: str | None = None
@@ -140,8 +142,10 @@ class ChannelStats:
         """Count one hop of this channel."""
         self.hops += 1
         self._speech_ratio_sum += hop.speech_ratio
+        if hop.is_speech:
+            self._last_speech_t = hop.t_end
         if hop.is_speech and hop.emotion is not None:
-            self._emotion_hops[hop.emotion] = self._emotion_hops.get(hop.emotion, 0) + 1
+            self._emotion_speech[hop.emotion] = self._emotion_speech.get(hop.emotion, 0.0) + hop.speech_ratio
         if hop.is_speech and hop.smoothed is not None:
             for label, score in hop.smoothed.items():
                 best = self._peaks.get(label)
@@ -185,8 +189,8 @@ class ChannelStats:
 
     @property
     def emotion_seconds(self) -> dict[str, float]:
-        """Seconds of speech per shown emotion."""
-        return {label: n * self.hop_s for label, n in self._emotion_hops.items()}
+        """Seconds of speech per shown emotion (each speech hop: its speech share of one hop); sum <= speech_seconds."""
+        return {label: share * self.hop_s for label, share in self._emotion_speech.items()}
 
     @property
     def peaks(self) -> dict[str, Peak]:
@@ -203,8 +207,10 @@ class ChannelStats:
 
         ``shown_for_s`` is the audio time since the shown label last changed;
         ``median_delay_s`` the median, over the label changes, of the time from the start
-        of the changed-to label's latest run as the windows' top label to its being shown
-        (what the smoother's averaging, hysteresis and dwell cost).
+        of the changed-to label's latest run as the windows' top label to its being shown:
+        what the smoother's averaging, hysteresis and dwell add, not the whole delay from a
+        change in the voice (each window also spans the last 2 s). ``silent_for_s``: audio
+        seconds since the last speech hop while the latest hop has no speech (None otherwise).
         """
         last = self.last
         leader = leader_score = None
@@ -214,6 +220,9 @@ class ChannelStats:
         shown_for = None
         if last is not None and self._shown_since is not None:
             shown_for = max(0.0, last.t_end - self._shown_since)
+        silent_for = None
+        if last is not None and not last.is_speech and self._last_speech_t is not None:
+            silent_for = max(0.0, last.t_end - self._last_speech_t)
         return ChannelView(
             channel=self.plan.index,
             role=self.plan.role,
@@ -236,6 +245,7 @@ class ChannelStats:
             median_delay_s=self.median_delay_s,
             min_dwell_s=self.min_dwell_s,
             hysteresis=self.hysteresis,
+            silent_for_s=silent_for,
         )
 
     def summary(self) -> ChannelSummary:

@@ -132,15 +132,39 @@ def hold_reason(view: ChannelView) -> str | None:
     return f"{lead}; changes at the next speech window"
 
 
+def _in_pause(view: ChannelView) -> bool:
+    """The latest window had no speech after some speech: the label on screen is the last reading, not a current one."""
+    return not view.speech_active and view.silent_for_s is not None
+
+
+def _is_held(view: ChannelView) -> bool:
+    """The shown label is held by hysteresis or dwell while another label leads the smoothed scores."""
+    return view.leader is not None and view.emotion is not None and view.leader != view.emotion
+
+
 def _emotion_line(view: ChannelView, with_reason: bool = False) -> Text:
+    """The reading: a leading label in capitals with its smoothed score; a held one, a pause or weak evidence said so.
+
+    A label held while another leads is not shown with its (collapsed) score as if it were the
+    reading; in a pause the last reading is shown dim, as the last one, with how long the pause lasts.
+    """
     if view.emotion is None:
         return Text("listening… (no emotion yet)", style="dim italic")
     colour = emotion_colour(view.emotion)
     text = Text()
+    if _in_pause(view):
+        text.append(f"  pause {view.silent_for_s or 0.0:.1f} s", style="bold")
+        text.append(f"  ·  last reading {view.emotion}", style=f"{colour} dim")
+        if view.confidence is not None and not view.uncertain and not _is_held(view):
+            text.append(f" {view.confidence:.0%}", style="dim")
+        return text
     if view.uncertain:
         text.append(f"  {view.emotion.lower()}?  ", style=f"{colour} dim")
         text.append("  uncertain", style="bold yellow")
         text.append(" (weak evidence; no alerts)", style="dim")
+    elif _is_held(view):
+        text.append(f"  {view.emotion.lower()}  ", style=colour)
+        text.append("  held", style="yellow")
     else:
         text.append(f"  {view.emotion.upper()}  ", style=f"bold reverse {colour}")
         if view.confidence is not None:
@@ -156,7 +180,7 @@ def _emotion_line(view: ChannelView, with_reason: bool = False) -> Text:
 
 
 def _reason_line(view: ChannelView) -> Text | None:
-    reason = hold_reason(view)
+    reason = None if _in_pause(view) else hold_reason(view)
     return None if reason is None else Text(f"  {reason}", style="yellow")
 
 
@@ -283,7 +307,7 @@ class ChannelPanel:
         """Terminal rows the full panel takes."""
         if not self.view.analysed:
             return 2 + len(self.view.active_alerts) + 2
-        reason = hold_reason(self.view) is not None
+        reason = _reason_line(self.view) is not None
         return 2 + len(self.view.active_alerts) + 3 + reason + len(self.labels)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -305,7 +329,12 @@ class ChannelPanel:
 
 
 def _reading_delay(state: DashboardState) -> list[Text]:
-    """Per analysed channel: how long the shown label has been shown, and the median change delay."""
+    """Per analysed channel: how long the shown label has been shown, and the median delay the smoother adds.
+
+    That delay runs from the windows' evidence turning to a label to the label being shown; a
+    change in the voice takes longer to show, as each window also spans the last 2 s of audio
+    (docs/usage.md, "The dashboard").
+    """
     out = []
     several = len(state.channels) > 1
     for view in state.channels:
@@ -315,7 +344,10 @@ def _reading_delay(state: DashboardState) -> list[Text]:
         prefix = f"ch{view.channel} " if several else ""
         out.append(
             Text.assemble(
-                (f"{prefix}label shown ", "dim"), f"{view.shown_for_s:.1f} s", (" · change delay p50 ", "dim"), delay
+                (f"{prefix}label shown ", "dim"),
+                f"{view.shown_for_s:.1f} s",
+                (" · smoother delay p50 ", "dim"),
+                delay,
             )
         )
     return out
