@@ -42,8 +42,9 @@ def corpus_name(root: Path) -> str:
         if (root / "05Angry").is_dir() or (root / "01Neutral").is_dir():
             return "ased"
     raise DatasetError(
-        f"--data {root}: neither Actor_NN/ folders (RAVDESS) nor a data.tsv with samples/ (nEMO) or the emotion "
-        "folders 01Neutral/ ... 05Angry/ (ASED); see /work/shared/datasets/*/README.md for the layouts"
+        f"--data {root} holds neither Actor_NN/ folders (RAVDESS) nor a data.tsv with samples/ (nEMO) or with the "
+        "emotion folders 01Neutral/ ... 05Angry/ (ASED); expected a corpus folder in RAVDESS, nEMO or ASED layout "
+        "(the layouts: benchmarks/corpus.py)"
     )
 
 
