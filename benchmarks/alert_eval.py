@@ -18,13 +18,16 @@ with the config's alert rules), and for every rule it reports:
 * ``delay_median_s`` / ``delay_p90_s``: from the start of the angry stretch to the firing, over
   the angry stretches where it fired.
 
-The rules are the ``[[alerts]]`` of ``--config`` (its other settings apply too), else a grid of
-angry, angry-or-disgust and arousal rules (:func:`default_rules`). ``--data`` is a corpus folder in
+The rules are the ``[[alerts]]`` of ``--config`` (its other settings apply too), else the
+README's rule (:data:`README_RULE`) and a grid of angry, angry-or-disgust and arousal rules
+(:func:`default_rules`). ``--data`` is a corpus folder in
 RAVDESS, nEMO or ASED layout (:mod:`benchmarks.corpus`); ``--speakers`` picks speakers by id
 (``corpus:id`` when several corpora share ids), default up to ``--max-speakers`` per corpus
 that have both calm and angry clips. ``--out`` writes the figures as JSON: ``protocol``
-(``alerts`` or ``phone_alerts``), ``rules`` (per rule, with per-speaker outcomes) and ``mean``,
-the first rule's figures. The command the README's rule was chosen with is in docs/alerts.md.
+(``alerts`` or ``phone_alerts``), ``rules`` (per rule, overall and per corpus), ``calls`` (per
+speaker outcomes) and ``mean``: the first rule's figures (the README's rule by default) with the
+share of customer speech hops read uncertain and the share of the angry stretches' speech hops
+that showed angry. The command the README's rule was chosen with is in docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -60,9 +63,20 @@ TRIM_BELOW_PEAK_DB = 35.0
 TRIM_MARGIN_S = 0.1
 
 
+README_RULE = AlertRule(
+    name="customer_angry",
+    emotions=("angry",),
+    threshold=0.7,
+    min_duration_s=4.0,
+    clear_threshold=0.4,
+    roles=("customer",),
+)
+"""The README's example rule (and config.toml's commented one): first, so the report's ``mean`` is its figures."""
+
+
 def default_rules() -> tuple[AlertRule, ...]:
-    """The candidate grid: angry alone, angry + disgust (sum) and arousal, at several thresholds and durations."""
-    rules: list[AlertRule] = []
+    """The README's rule, then a grid of angry, angry + disgust (sum) and arousal rules."""
+    rules: list[AlertRule] = [README_RULE]
     for threshold in (0.4, 0.5, 0.6, 0.7):
         for duration in (2.0, 3.0, 4.0, 5.0):
             rules.append(_rule(f"angry>={threshold}/{duration:g}s", ("angry",), threshold, duration))

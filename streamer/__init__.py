@@ -36,3 +36,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'emostream' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and the lazily imported API names (``dir(emostream)`` lists ``Monitor``)."""
+    return sorted({*globals(), *__all__})
