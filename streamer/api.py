@@ -14,7 +14,10 @@ A :class:`Monitor` runs the same session as the live command line (the plan from
 config, the stateful resampler, the per-channel pipelines, smoothing, alert rules and
 statistics), so the same audio gives the same readings in any block size. Audio at any
 rate is resampled inside. Nothing is written anywhere: what to do with the events is
-the caller's business.
+the caller's business. While a call into the API works, the math libraries (OpenBLAS)
+use one thread, as in the command line (:mod:`emostream.apps.threads`); the program's own
+setting is back when the call returns (unless it set ``OPENBLAS_NUM_THREADS`` or the like:
+then that is used throughout).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy.typing as npt
 
 from emostream.apps.analyze import FileResult
 from emostream.apps.analyze import analyze_file as _analyze_file
+from emostream.apps.threads import math_threads_limited
 from emostream.config import Config, load_config
 from emostream.engine.events import Event, HopResult, SessionSummary
 from emostream.engine.plan import SessionPlan, make_plan
@@ -146,14 +150,16 @@ class Monitor:
         """
         if self._closed:
             raise AudioInputError("this Monitor was closed; call reset() to start a new stream, or make a new Monitor")
-        return self._count(self._session.feed(as_float_block(block, self.channels)))
+        with math_threads_limited():
+            return self._count(self._session.feed(as_float_block(block, self.channels)))
 
     def close(self) -> list[Event]:
         """End of stream: the events of the audio still held (a last, silence-padded window)."""
         if self._closed:
             return []
         self._closed = True
-        return self._count(self._session.flush())
+        with math_threads_limited():
+            return self._count(self._session.flush())
 
     def reset(self) -> None:
         """Start a new stream (a new call) with the same settings."""
@@ -183,4 +189,6 @@ def analyze_file(
 
     Raises :class:`~emostream.errors.AudioInputError` for an unreadable, empty or too short file.
     """
-    return _analyze_file(path, _plan(model, config))
+    plan = _plan(model, config)
+    with math_threads_limited():
+        return _analyze_file(path, plan)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from emostream.apps.cli import build_parser, config_from_args
+from emostream.apps.cli import build_parser
+from emostream.apps.options import config_from_args
 from emostream.config import MODEL_OVERRIDES, SECTIONS, Config, apply_overrides, config_from_dict, load_config
 from emostream.errors import ConfigError
 from emostream.frontend.features import FeatureConfig

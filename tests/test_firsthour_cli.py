@@ -7,7 +7,11 @@ user did (the CLI in-process or as a subprocess, files written with soundfile).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +250,190 @@ def test_fast_without_a_file_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 def test_non_finite_smoothing_settings_are_refused(capsys: pytest.CaptureFixture[str], flag: str, value: str) -> None:
     code, _, err = run_main(capsys, "--file", str(CLIP), "--fast", "--no-dashboard", flag, value)
     assert code == 2 and value in err, err
+
+
+# ---------------------------------------------------------------- 10: a closed standard output
+
+
+def pcm16_of_clip() -> bytes:
+    samples, _ = speech()
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("output", [["--jsonl", "-"], []])
+def test_the_run_ends_when_the_reader_of_stdout_goes_away(output: list[str]) -> None:
+    """``emostream --stdin ... | head -1`` with endless input: the run ends (exit 0, quietly) instead of running on."""
+    clip = pcm16_of_clip()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emostream", "--stdin", "--rate", "16000", "--no-dashboard", *output],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+
+    def feed() -> None:  # endless input, until emostream stops reading
+        try:
+            while True:
+                proc.stdin.write(clip)  # type: ignore[union-attr]
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    first = proc.stdout.readline()
+    assert first, proc.stderr.read().decode()
+    proc.stdout.close()  # what `head -1` does after its line
+    try:
+        code = proc.wait(timeout=120)  # a hang guard, not a timing: on the old code it never ended
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    assert code == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err, err
+
+
+def test_analyze_jsonl_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    paths = [str(CLIP), str(fixture_clip(1, 3)), str(fixture_clip(2, 4))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emostream", "analyze", "--jsonl", *paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first record
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    assert code == 0 and "internal error" not in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- 11: Ctrl-C or SIGTERM during start-up
+
+SIGNAL_AT_IMPORT = """
+import os, signal, sys
+def hook(event, args):
+    if event == "import" and args[0] == {module!r} and not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.{sig})
+sent = []
+sys.addaudithook(hook)
+sys.argv = ["emostream", *{argv!r}]
+from emostream.apps.cli import main  # as the console script does
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize("module", ["numpy", "emostream.engine.plan", "emostream.engine.runner"])
+def test_a_signal_during_start_up_ends_the_run_cleanly_with_its_records(
+    tmp_path: Path, sig: str, code: int, module: str
+) -> None:
+    """The signal arrives while a module loads (start-up: ~0.4 s of imports and the model): no traceback,
+    the --jsonl file holds its start and end records, the exit code is the signal's."""
+    jsonl = tmp_path / "out.jsonl"
+    argv = ["--file", str(CLIP), "--no-dashboard", "--jsonl", str(jsonl)]
+    script = SIGNAL_AT_IMPORT.format(module=module, sig=sig, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [r["type"] for r in records] == ["start", "end"], records
+    assert records[-1]["exit_reason"] == "interrupted"
+
+
+def test_a_signal_during_start_up_of_analyze_exits_130_without_a_traceback() -> None:
+    script = SIGNAL_AT_IMPORT.format(module="numpy", sig="SIGINT", argv=["analyze", str(CLIP)])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+def test_the_console_script_module_loads_no_numpy() -> None:
+    """What runs before main() installs its handlers is small: no numpy, no model code."""
+    code = "import sys, emostream.apps.cli; print(sorted(m for m in sys.modules if m.startswith(('numpy', 'soundfile'))))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- 5: math-library threads
+
+THREADS_PROBE = """
+import json, os, sys
+import numpy  # loaded first, as an embedding program does
+from threadpoolctl import threadpool_info
+import emostream
+def blas() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+before = blas()
+seen = []
+mon = emostream.Monitor(sample_rate_hz=8000)
+import emostream.engine.session as session_module
+feed = session_module.Session.feed
+def spy(self, block):
+    seen.append(blas())
+    return feed(self, block)
+session_module.Session.feed = spy
+mon.feed(numpy.zeros(8000, numpy.float32))
+print(json.dumps({"before": before, "inside": seen[0], "after": blas()}))
+"""
+
+
+def test_the_api_runs_with_one_blas_thread_and_gives_the_host_its_setting_back() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_NUM_THREADS", "_MAXIMUM_THREADS"))}
+    env["OPENBLAS_CORETYPE"] = env.get("OPENBLAS_CORETYPE", "Haswell")
+    proc = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["inside"] == [1] * len(found["inside"]) and found["inside"], found
+    assert found["after"] == found["before"], found
+
+
+CLI_THREADS_PROBE = """
+import json, multiprocessing, os, sys
+from emostream.apps import cli
+def child(queue):
+    import numpy  # loads OpenBLAS, which reads its thread count from the inherited environment
+    from threadpoolctl import threadpool_info
+    queue.put([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+def probe(args):
+    from threadpoolctl import threadpool_info
+    ctx = multiprocessing.get_context("spawn")  # as the server starts its workers
+    queue = ctx.Queue()
+    worker = ctx.Process(target=child, args=(queue,))
+    worker.start()
+    worker_threads = queue.get(timeout=60)
+    worker.join()
+    own = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    print(json.dumps({"own": own, "worker": worker_threads}))
+    return 0
+cli.cmd_analyze = probe  # `emostream analyze` runs the probe, after main() set up the process
+if __name__ == "__main__":
+    sys.exit(cli.main(["analyze", sys.argv[1]]))
+"""
+
+
+def test_the_cli_and_the_processes_it_starts_use_one_blas_thread(tmp_path: Path) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(CLI_THREADS_PROBE, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_NUM_THREADS", "_MAXIMUM_THREADS"))}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(CLIP)], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["own"] == [1] and found["worker"] == [1], found
+
+
+def test_a_thread_count_the_user_set_is_kept(tmp_path: Path) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(CLI_THREADS_PROBE, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_NUM_THREADS", "_MAXIMUM_THREADS"))}
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(CLIP)], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"own": [2], "worker": [2]}

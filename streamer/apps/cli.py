@@ -9,11 +9,12 @@ and adds parsers that ``set_defaults(func=f)`` with ``f(args) -> int | None``.
 
 from __future__ import annotations
 
+# Light imports only: numpy, the model and the rest load inside main(), after its signal handlers and the
+# math-library thread limit are in place (a Ctrl-C during start-up gave a traceback; BLAS threads spun idle)
 import argparse
 import json
 import math
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from emostream import __version__
-from emostream.apps.options import add_calibration_options, add_model_options, config_from_args
-from emostream.audio.codecs import RAW_FORMATS
+from emostream.apps import signals
+from emostream.apps.signals import EXIT_INTERRUPTED, install_sigterm_handler, interrupted_exit_code
+from emostream.apps.threads import bound_math_threads
 from emostream.errors import AudioInputError, ConfigError, EmoStreamError
 
 PLUGIN_GROUP = "emostream.commands"
@@ -34,7 +36,7 @@ TRAIN_COMMANDS = ("train", "evaluate")  # need the [train] extra (fetch-ravdess 
 TRAIN_HINT = "install them with `pip install 'emostream[train]'`"
 SERVER_MODULES = ("starlette", "uvicorn", "websockets", "prometheus_client", "anyio", "h11")
 SERVER_HINT = "install them with `pip install 'emostream[server]'`"
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM exits 128 + 15 = 143
+__all__ = ["EXIT_INTERRUPTED", "build_parser", "install_sigterm_handler", "interrupted_exit_code", "main"]
 DEBUG_ENV = "EMOSTREAM_DEBUG"
 
 
@@ -42,6 +44,9 @@ DEBUG_ENV = "EMOSTREAM_DEBUG"
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    from emostream.apps.options import add_calibration_options, add_model_options  # noqa: PLC0415
+    from emostream.audio.codecs import RAW_FORMATS  # noqa: PLC0415
+
     src = parser.add_argument_group("source (default: the default microphone)")
     src.add_argument("--device", help="input device index or part of its name (see `emostream devices`)")
     src.add_argument("--file", metavar="PATH", help="stream a WAV/FLAC/OGG file (at real-time pace)")
@@ -70,6 +75,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
     """The full parser; ``plugins`` also loads the ``emostream.commands`` entry points."""
+    from emostream.apps.options import add_calibration_options, add_model_options  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(
         prog="emostream",
         description="Real-time speech-emotion monitor. Without a command: run the live monitor.",
@@ -238,31 +245,23 @@ def hoist_global_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -
 
 # ---------------------------------------------------------------- main
 
-_signal_received: list[int] = []
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emostream`` console script; returns the exit code.
 
     Exit codes: 0 done, 2 bad configuration or flags, 3 unusable audio, 4 audio device,
     5 model, 6 data set, 130 Ctrl-C, 143 SIGTERM, 1 an internal error (a bug: the
-    traceback is printed with ``EMOSTREAM_DEBUG=1``).
+    traceback is printed with ``EMOSTREAM_DEBUG=1``). Ctrl-C or SIGTERM during start-up is
+    held until the command runs (:mod:`emostream.apps.signals`); the math libraries use one
+    thread (:mod:`emostream.apps.threads`).
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    _signal_received.clear()
-    previous = signal.getsignal(signal.SIGTERM)
-    previous_int = signal.getsignal(signal.SIGINT)
-    if previous_int == signal.SIG_IGN:
-        # started as a background job by a shell without job control, which ignores SIGINT for it:
-        # a Ctrl-C or `kill -INT` must still end the run cleanly (summary, end record, exit 130)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return _main(args_list)
-    finally:
-        if previous is not None and signal.getsignal(signal.SIGTERM) is not previous:
-            signal.signal(signal.SIGTERM, previous)  # in-process callers (tests, embedding) get theirs back
-        if previous_int == signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    bound_math_threads()
+    with signals.handled():
+        try:
+            return _main(args_list)
+        except KeyboardInterrupt:  # a second signal while an error was being reported
+            return interrupted_exit_code()
 
 
 def _main(args_list: list[str]) -> int:
@@ -271,6 +270,8 @@ def _main(args_list: list[str]) -> int:
         parser = build_parser(plugins=_wants_plugins(args_list))
         args = parser.parse_args(hoist_global_options(parser, args_list))
         func: Callable[[argparse.Namespace], int | None] = args.func
+        if not args.live:  # the live monitor releases a held signal once its engine runs (records written)
+            signals.raise_if_held()
         code = func(args) or 0
     except EmoStreamError as exc:
         if _debug():
@@ -285,6 +286,9 @@ def _main(args_list: list[str]) -> int:
         return ConfigError.exit_code
     except KeyboardInterrupt:
         return interrupted_exit_code()
+    except BrokenPipeError:  # the reader of our standard output went away (`| head -1`): a normal end
+        _discard_stdout()
+        return 0
     except Exception as exc:
         return _internal_error(exc)
     if code == EXIT_INTERRUPTED:
@@ -292,18 +296,18 @@ def _main(args_list: list[str]) -> int:
     return code
 
 
-def interrupted_exit_code() -> int:
-    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)."""
-    return 128 + _signal_received[-1] if _signal_received else EXIT_INTERRUPTED
-
-
-def install_sigterm_handler() -> None:
-    """``kill``/``docker stop`` end a run as cleanly as Ctrl-C (KeyboardInterrupt), recorded for the exit code."""
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
 def _is_training_command(command: str) -> bool:
     return command in TRAIN_COMMANDS
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (an embedding program's stream): leave it
+        pass
 
 
 def _debug() -> bool:
@@ -355,6 +359,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """``emostream analyze PATH...``: one emotion per file; exit 3 if any file failed."""
     from emostream.apps.analyze import analyze_files, expand_paths  # noqa: PLC0415
     from emostream.apps.calibrate import check_readable, pooled_normalisation, profile_normalisation  # noqa: PLC0415
+    from emostream.apps.options import config_from_args  # noqa: PLC0415
     from emostream.engine.plan import make_plan  # noqa: PLC0415
 
     plan = make_plan(config_from_args(args))
@@ -405,6 +410,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """``emostream calibrate FILE... --out PROFILE``: a saved speaker profile."""
     from emostream.apps.analyze import expand_paths  # noqa: PLC0415
     from emostream.apps.calibrate import check_readable, make_profile  # noqa: PLC0415
+    from emostream.apps.options import config_from_args  # noqa: PLC0415
     from emostream.engine.plan import make_plan  # noqa: PLC0415
 
     paths = expand_paths(args.paths)
@@ -426,6 +432,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The live monitor (see :mod:`emostream.apps.live`)."""
     from emostream.apps.live import run_monitor  # noqa: PLC0415
+    from emostream.apps.options import config_from_args  # noqa: PLC0415
 
     chosen = [flag for flag, on in (("--file", args.file), ("--stdin", args.stdin), ("--demo", args.demo)) if on]
     if len(chosen) > 1:
@@ -436,7 +443,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             "or leave it out to run until the input ends"
         )
     _refuse_unused_source_options(args, chosen[0] if chosen else None)
-    install_sigterm_handler()
     return run_monitor(args, config_from_args(args))
 
 
@@ -463,11 +469,6 @@ def _refuse_unused_source_options(args: argparse.Namespace, source: str | None) 
         raise ConfigError(
             f"{shown} was given with {chosen}, which does not use it ({why}); {flag} applies to {where} only: remove it"
         )
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    _signal_received.append(signum)
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

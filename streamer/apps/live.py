@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from emostream.alerts.delivery import AlertDelivery
+from emostream.apps import signals
 from emostream.audio.sources import FileSource, MicSource, Source, StdinSource, input_devices
 from emostream.config import Config, summary
 from emostream.engine.events import Event, HopResult, Observer, SessionSummary
@@ -160,9 +161,15 @@ def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool, session_id
 
 
 def _drive(engine: Engine, dashboard: bool, to_stderr: bool) -> bool:
-    """Start the engine and wait for its end, updating the dashboard; True if Ctrl-C stopped it."""
+    """Start the engine and wait for its end, updating the dashboard; True if Ctrl-C or SIGTERM stopped it.
+
+    A signal that came during start-up (held by :mod:`emostream.apps.signals`) stops the
+    engine as soon as it runs: the ``start`` and ``end`` records are written, the summary shown.
+    """
     engine.start()
     try:
+        if signals.release():
+            raise KeyboardInterrupt
         with _dashboard(dashboard, to_stderr) as live:
             while not engine.wait(0.05):
                 if live is not None:

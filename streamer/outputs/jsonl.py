@@ -8,6 +8,8 @@ A file target is written with one ``write`` system call per line; when one fails
 full, quota, I/O error) the file is cut back to the end of the last complete record, so
 it never holds half a line, and :class:`JsonlWriteError` (exit 3) ends the session: the
 engine still gives every observer the summary and the live monitor still prints it.
+When the reader of standard output goes away (``--jsonl - | head -1``), the
+``BrokenPipeError`` ends the session too; the command exits 0 without further output.
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ class JsonlSink:
                 self._out.write(line)
                 self._out.flush()
         except BrokenPipeError:
-            self._out = open_devnull()  # the reader went away; stop writing quietly
+            # the reader went away (`| head -1`): nothing more can be delivered; the run ends (exit 0, see cli.main)
+            self.failed = f"the reader of --jsonl {self.target} went away (closed pipe)"
+            raise
         except OSError as exc:
             self._fail(exc)
         self.records += 1
@@ -166,8 +170,3 @@ class JsonlSink:
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
             self._file.close()
-
-
-def open_devnull() -> TextIO:
-    """A text sink that discards everything (after a closed pipe)."""
-    return open(os.devnull, "w", encoding="utf-8")
