@@ -173,8 +173,9 @@ def test_level_gate_keeps_noise_after_speech_out_of_speech() -> None:
     noise = np.random.default_rng(6).normal(0, 10 ** (-55 / 20), int(1.5 * SR)).astype(np.float32)  # -55 dBFS
     signal = np.concatenate([speech_clip(), noise])
     tail = slice(-int(1.0 * SR) // 320, None)  # the last second: noise only, past the hang-over
-    assert speech_flags(signal, VadConfig(), SR)[tail].mean() > 0.5  # webrtcvad alone calls it speech
-    gated = speech_flags(signal, VadConfig(min_level_dbfs=-50.0), SR)
+    alone = VadConfig(speech_level_margin_db=None)
+    assert speech_flags(signal, alone, SR)[tail].mean() > 0.5  # webrtcvad alone calls it speech
+    gated = speech_flags(signal, VadConfig(min_level_dbfs=-50.0, speech_level_margin_db=None), SR)
     assert not gated[tail].any()
     assert gated[: speech_clip().size // 320].mean() > 0.3  # the speech itself still passes
 

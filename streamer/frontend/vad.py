@@ -3,8 +3,11 @@
 :class:`VadGate` cuts a stream into VAD frames of ``frame_ms`` (10, 20 or 30 ms) and
 returns one decision per frame. The detector is webrtcvad (``engine = "webrtc"``, the
 default: cheap, and robust to steady noise from about 10 dB SNR) or Silero VAD
-(``engine = "silero"``, :mod:`emostream.frontend.silero`: also rejects noise that comes and
-goes with the pauses, at 2.5 times the fast model's CPU budget). A hang-over keeps a decision "speech" for
+(``engine = "silero"``, :mod:`emostream.frontend.silero`: also rejects noise as loud as the
+speech, at more than the fast model's whole CPU budget). By default a speech-level gate
+(``speech_level_margin_db``) also drops heard frames far below the speech around them, such
+as noise in the pauses after a quiet tail, which webrtcvad alone takes for speech (docs/vad.md).
+A hang-over keeps a decision "speech" for
 ``hangover_ms`` after the detector last heard speech, so short pauses inside a
 sentence are not cut out. Decisions depend only on the past, so a stream cut into
 any chunks gives the same decisions as the whole signal.
@@ -27,6 +30,8 @@ from emostream.frontend import silero
 VAD_RATES_HZ: tuple[int, ...] = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS: tuple[int, ...] = (10, 20, 30)
 NOISE_FLOOR_RISE_DB_PER_S = 1.0
+SPEECH_LEVEL_FALL_DB_PER_S = 0.5
+"""How fast the speech-level reference of ``speech_level_margin_db`` falls when nothing louder is heard."""
 VadEngine = Literal["webrtc", "silero"]
 VAD_ENGINES: tuple[str, ...] = ("webrtc", "silero")
 
@@ -44,6 +49,12 @@ class VadConfig:
     counts only if its level is at least that many dB above the running noise floor
     (the floor follows a quieter frame at once and rises by ``NOISE_FLOOR_RISE_DB_PER_S``
     otherwise, so it settles on the level of the pauses whatever the room).
+    ``speech_level_margin_db`` (None = off; default 25) drops heard frames more than that many
+    dB below the speech level: the level of the loudest frame the detector heard, falling by
+    ``SPEECH_LEVEL_FALL_DB_PER_S`` (0.5 dB/s) while nothing louder comes. Noise in the pauses of
+    a conversation is far below the speech around it (webrtcvad hears pink noise 35 dB below
+    the speech as speech; docs/vad.md has the measurements), so this rejects it at the cost of a
+    few array operations per block, while the hang-over keeps the quiet frames inside speech.
     ``engine`` picks the detector: ``"webrtc"`` (``aggressiveness`` applies) or ``"silero"``
     (a frame is heard when Silero's speech probability reaches ``silero_threshold``; 16 kHz
     models only, needs the ``[silero]`` extra).
@@ -57,6 +68,7 @@ class VadConfig:
     noise_floor_margin_db: float | None = None
     engine: VadEngine = "webrtc"
     silero_threshold: float = 0.5
+    speech_level_margin_db: float | None = 22.0
 
     def __post_init__(self) -> None:
         if self.engine not in VAD_ENGINES:
@@ -73,6 +85,11 @@ class VadConfig:
             raise InvalidSettingError("min_speech_ratio", f"is {self.min_speech_ratio}; expected 0.0 to 1.0")
         if self.min_level_dbfs is not None and not -120.0 <= self.min_level_dbfs <= 0.0:
             raise InvalidSettingError("min_level_dbfs", f"is {self.min_level_dbfs}; expected -120 to 0 dBFS (or unset)")
+        if self.speech_level_margin_db is not None and not 0.0 < self.speech_level_margin_db <= 120.0:
+            raise InvalidSettingError(
+                "speech_level_margin_db",
+                f"is {self.speech_level_margin_db}; expected more than 0 and up to 120 dB below the speech (or unset)",
+            )
         if self.noise_floor_margin_db is not None and not 0.0 <= self.noise_floor_margin_db <= 60.0:
             raise InvalidSettingError(
                 "noise_floor_margin_db",
@@ -123,7 +140,9 @@ class VadGate:
         self._pending_len = 0
         self._frames_since_speech = self._hangover_frames + 1
         self._rise_db = NOISE_FLOOR_RISE_DB_PER_S * cfg.frame_ms / 1000.0
+        self._fall_db = SPEECH_LEVEL_FALL_DB_PER_S * cfg.frame_ms / 1000.0
         self._floor_db: float | None = None
+        self._speech_db: float | None = None  # the speech-level reference after the last frame
 
     def reset(self) -> None:
         """Forget buffered samples, the hang-over state and the noise floor."""
@@ -134,12 +153,12 @@ class VadGate:
         self._pending_len = 0
         self._frames_since_speech = self._hangover_frames + 1
         self._floor_db = None
+        self._speech_db = None
 
-    def _loud_enough(self, samples: npt.NDArray[np.float32], n_frames: int) -> npt.NDArray[np.bool_]:
+    def _loud_enough(self, levels: npt.NDArray[np.float64] | None, n_frames: int) -> npt.NDArray[np.bool_]:
         cfg = self.cfg
-        if cfg.min_level_dbfs is None and cfg.noise_floor_margin_db is None:
+        if levels is None or (cfg.min_level_dbfs is None and cfg.noise_floor_margin_db is None):
             return np.ones(n_frames, dtype=bool)
-        levels = frame_levels_dbfs(samples, n_frames, self.frame_samples)
         loud = np.ones(n_frames, dtype=bool) if cfg.min_level_dbfs is None else levels >= cfg.min_level_dbfs
         if cfg.noise_floor_margin_db is not None:
             loud &= self._above_floor(levels, cfg.noise_floor_margin_db)
@@ -157,6 +176,27 @@ class VadGate:
         self._floor_db = floor
         return out
 
+    def _near_speech_level(
+        self, levels: npt.NDArray[np.float64], heard: npt.NDArray[np.bool_], margin_db: float
+    ) -> npt.NDArray[np.bool_]:
+        """Per frame: heard and within ``margin_db`` of the speech level (causal, vectorised).
+
+        The reference after frame ``i`` is the highest ``level[j] - fall * (i - j)`` over heard
+        frames ``j <= i`` (and the carried reference), i.e. a running maximum of
+        ``level[j] + fall * j`` minus ``fall * i``.
+        """
+        n = levels.size
+        if n == 0:
+            return heard
+        steps = np.arange(1, n + 1, dtype=np.float64) * self._fall_db
+        lifted = np.where(heard, levels + steps, -np.inf)
+        if self._speech_db is not None:
+            lifted[0] = max(lifted[0], self._speech_db)  # the carried reference, one frame older at frame 0
+        reference = np.maximum.accumulate(lifted) - steps
+        self._speech_db = None if not np.isfinite(reference[-1]) else float(reference[-1])
+        out: npt.NDArray[np.bool_] = heard & (levels >= reference - margin_db)
+        return out
+
     def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Feed samples; return the decisions of the VAD frames they complete."""
         new = np.asarray(chunk, dtype=np.float32).reshape(-1)
@@ -165,13 +205,27 @@ class VadGate:
         used = n_frames * self.frame_samples
         self._pending_len = samples.size - used
         self._pending[: self._pending_len] = samples[used:]
-        heard = self._heard(new, samples[:used], self._loud_enough(samples[:used], n_frames))
+        cfg = self.cfg
+        needs_levels = any(
+            v is not None for v in (cfg.min_level_dbfs, cfg.noise_floor_margin_db, cfg.speech_level_margin_db)
+        )
+        levels = frame_levels_dbfs(samples, n_frames, self.frame_samples) if needs_levels else None
+        heard = self._heard(new, samples[:used], self._loud_enough(levels, n_frames))
+        if levels is not None and cfg.speech_level_margin_db is not None:
+            heard = self._near_speech_level(levels, heard, cfg.speech_level_margin_db)
         self._frames_done += n_frames
-        decisions = np.zeros(n_frames, dtype=bool)
-        for i in range(n_frames):
-            self._frames_since_speech = 0 if heard[i] else self._frames_since_speech + 1
-            decisions[i] = self._frames_since_speech <= self._hangover_frames
-        return decisions
+        return self._hang_over(heard)
+
+    def _hang_over(self, heard: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Speech decisions: a frame is speech up to ``hangover_frames`` after the last heard frame (vectorised)."""
+        n = heard.size
+        index = np.arange(n)
+        last = np.maximum.accumulate(np.where(heard, index, -1))  # last heard frame at or before each, -1 if none
+        since = np.where(last >= 0, index - last, self._frames_since_speech + index + 1)
+        if n:
+            self._frames_since_speech = int(since[-1])
+        out: npt.NDArray[np.bool_] = since <= self._hangover_frames
+        return out
 
     def _heard(
         self, new: npt.NDArray[np.float32], framed: npt.NDArray[np.float32], loud: npt.NDArray[np.bool_]
