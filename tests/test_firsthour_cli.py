@@ -351,7 +351,9 @@ def test_a_signal_during_start_up_of_analyze_exits_130_without_a_traceback() -> 
 
 def test_the_console_script_module_loads_no_numpy() -> None:
     """What runs before main() installs its handlers is small: no numpy, no model code."""
-    code = "import sys, emostream.apps.cli; print(sorted(m for m in sys.modules if m.startswith(('numpy', 'soundfile'))))"
+    code = (
+        "import sys, emostream.apps.cli; print(sorted(m for m in sys.modules if m.startswith(('numpy', 'soundfile'))))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[]"
 
@@ -437,3 +439,56 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"own": [2], "worker": [2]}
+
+
+# ---------------------------------------------------------------- 15: calls stream their recordings
+
+
+def test_calls_read_a_recording_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call is decoded a block at a time (memory bounded by the block, not the call's length)."""
+    from emostream.apps.calls.analysis import CHUNK_S, CallAnalyzer, CallJob
+    from emostream.config import Config
+
+    samples, _ = speech()
+    rate = 8000
+    mono = np.resize(samples[::2], 35 * rate)  # 35 s at 8 kHz (decimated is fine for this test)
+    path = tmp_path / "call.wav"
+    sf.write(path, np.stack([mono, mono[::-1]], axis=1), rate, subtype="PCM_16")
+    requested: list[int] = []
+    read = sf.SoundFile.read
+
+    def spy(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> object:
+        requested.append(frames)
+        return read(self, frames, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    summary, runs = CallAnalyzer(Config()).analyze(CallJob(path=path, key="call"))
+    assert requested and all(0 < n <= CHUNK_S * rate for n in requested), requested
+    assert len(requested) >= 4  # 35 s in blocks of at most 10 s
+    assert summary["duration_s"] == 35.0 and len(summary["channels"]) == 2
+    assert runs[0].hops and runs[0].hops[-1].t_end >= 34.0
+
+
+def test_calls_refuse_a_call_with_nan_samples_naming_the_file(tmp_path: Path) -> None:
+    from emostream.apps.calls.analysis import CallAnalyzer, CallJob
+    from emostream.config import Config
+    from emostream.errors import AudioInputError
+
+    samples, rate = speech()
+    stereo = np.stack([samples, samples], axis=1)
+    stereo[rate + 3, 1] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match=r"nan\.wav: holds a non-finite sample \(nan\) at sample 16003"):
+        CallAnalyzer(Config()).analyze(CallJob(path=path, key="nan"))
+
+
+def test_calls_loads_only_its_own_plugin(tmp_path: Path) -> None:
+    """`emostream calls` builds its parser without importing the training commands (70 MB of scipy and more)."""
+    code = (
+        "import sys; from emostream.apps.cli import main; "
+        f"code = main(['calls', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'out')!r}]); "
+        "print(code, sorted(m for m in sys.modules if m.startswith(('emostream.train', 'scipy', 'starlette'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr

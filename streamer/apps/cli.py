@@ -73,8 +73,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     ana.add_argument("--vad-aggressiveness", type=int, choices=(0, 1, 2, 3), help="VAD strictness")
 
 
-def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
-    """The full parser; ``plugins`` also loads the ``emostream.commands`` entry points."""
+def build_parser(plugins: bool = False, command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; ``plugins`` also loads the ``emostream.commands`` entry points.
+
+    ``command``: load only the entry point of that name when there is one (``emostream calls``
+    need not import the training code: 70 MB); all of them otherwise.
+    """
     from emostream.apps.options import add_calibration_options, add_model_options  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
@@ -109,12 +113,14 @@ def build_parser(plugins: bool = False) -> argparse.ArgumentParser:
     add_model_options(calibrate)
     calibrate.set_defaults(func=cmd_calibrate, live=False, calibration=None, no_calibration=False)
     if plugins:
-        _load_plugins(sub)
+        _load_plugins(sub, command)
     return parser
 
 
-def _load_plugins(sub: Any) -> None:
-    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+def _load_plugins(sub: Any, command: str | None = None) -> None:
+    entry_points = list(metadata.entry_points(group=PLUGIN_GROUP))
+    wanted = [ep for ep in entry_points if ep.name == command]
+    for ep in wanted or entry_points:
         try:
             register = ep.load()
         except ImportError as exc:
@@ -169,6 +175,14 @@ def _wants_plugins(argv: Sequence[str]) -> bool:
     if split is None:
         return any(a in ("-h", "--help") for a in argv)
     return argv[split] not in BUILTIN_COMMANDS or any(a in ("-h", "--help") for a in argv[:split])
+
+
+def _plugin_command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when only its plugin is needed (not for help on every command)."""
+    split = _find_command(build_parser(), argv)
+    if split is None or any(a in ("-h", "--help") for a in argv[:split]):
+        return None
+    return argv[split]
 
 
 def _top_level_action(parser: argparse.ArgumentParser, token: str) -> argparse.Action | None:
@@ -267,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args_list: list[str]) -> int:
     args: argparse.Namespace | None = None
     try:
-        parser = build_parser(plugins=_wants_plugins(args_list))
+        parser = build_parser(plugins=_wants_plugins(args_list), command=_plugin_command(args_list))
         args = parser.parse_args(hoist_global_options(parser, args_list))
         func: Callable[[argparse.Namespace], int | None] = args.func
         if not args.live:  # the live monitor releases a held signal once its engine runs (records written)

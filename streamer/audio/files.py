@@ -1,8 +1,9 @@
 """Reading audio files: whole signals, bounded-memory mono streams, folders of recordings.
 
 Whole-signal reads (:func:`read_audio`, :func:`load_mono`) are for short clips (training,
-tests). Recordings of any length go through :class:`MonoStream`, which reads a file in
-blocks, mixes each block to mono and resamples it with the stateful
+tests). Recordings of any length go through :class:`AudioBlocks` (blocks with their
+channels, as ``emostream calls`` wants them) or :class:`MonoStream`, which mixes each
+block to mono and resamples it with the stateful
 :class:`~emostream.audio.resample.StreamResampler`, so memory stays bounded whatever the
 length and the samples equal the whole-signal path's (within float tolerance).
 """
@@ -138,25 +139,25 @@ def load_mono(path: str | Path, rate_hz: int) -> FloatArray:
     return resample(to_mono(samples), rate, rate_hz)
 
 
-class MonoStream:
-    """A file as mono float32 blocks at ``rate_hz``, read ``block_s`` seconds at a time (bounded memory).
+class AudioBlocks:
+    """A file as (n, channels) float32 blocks at its own rate, read ``block_s`` seconds at a time (bounded memory).
 
-    Iterating yields 1-D blocks (the last one carries the resampler's tail); afterwards
-    ``frames_read`` (input frames), ``duration_s`` and ``warning`` (a truncated header) are
-    known. Opening raises AudioInputError like :func:`read_audio`; so do a decoding error
-    part-way (naming the position) and a block that is not audio (:func:`check_samples`).
+    Iterating yields the blocks as decoded (each checked by :func:`check_samples`);
+    ``frames_read``, ``duration_s`` and ``warning`` (a truncated header) follow the reading.
+    Opening raises AudioInputError like :func:`read_audio`; so do a decoding error part-way
+    (naming the position) and a block that is not audio. The file is closed at the end of
+    iteration or by :meth:`close` (also a context manager).
     """
 
-    def __init__(self, path: str | Path, rate_hz: int, block_s: float | None = None) -> None:
+    def __init__(self, path: str | Path, block_s: float | None = None) -> None:
         self.path = Path(path)
         self._handle = open_audio(path)
         self.rate_in = int(self._handle.samplerate)
         self.channels = int(self._handle.channels)
-        self.rate_hz = rate_hz
         self.header_frames = int(self._handle.frames)
         self.warning = truncation_warning(self._handle, path)
         self.frames_read = 0
-        self._block = max(1, int((STREAM_BLOCK_S if block_s is None else block_s) * self.rate_in))
+        self.block_frames = max(1, int((STREAM_BLOCK_S if block_s is None else block_s) * self.rate_in))
 
     @property
     def header_duration_s(self) -> float:
@@ -173,18 +174,17 @@ class MonoStream:
         if not self._handle.closed:
             self._handle.close()
 
-    def __enter__(self) -> MonoStream:
+    def __enter__(self) -> AudioBlocks:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __iter__(self) -> Iterator[FloatArray]:
-        resampler = StreamResampler(self.rate_in, self.rate_hz, 1)
         try:
             while True:
                 try:
-                    block = self._handle.read(self._block, dtype="float32", always_2d=True)
+                    block = self._handle.read(self.block_frames, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
                     raise AudioInputError(
                         f"{self.path}: decoding failed after {self.duration_s:.2f} s of audio ({exc}); "
@@ -194,14 +194,31 @@ class MonoStream:
                     break
                 check_samples(block, self.frames_read, self.rate_in, self.path)
                 self.frames_read += block.shape[0]
-                out = resampler.process(to_mono(block))
-                if out.size:
-                    yield out[:, 0]
-            tail = resampler.flush()
-            if tail.size:
-                yield tail[:, 0]
+                yield block
         finally:
             self.close()
+
+
+class MonoStream(AudioBlocks):
+    """A file as mono float32 blocks at ``rate_hz``, read ``block_s`` seconds at a time (bounded memory).
+
+    :class:`AudioBlocks` mixed to mono and resampled with the stateful resampler:
+    iterating yields 1-D blocks (the last one carries the resampler's tail).
+    """
+
+    def __init__(self, path: str | Path, rate_hz: int, block_s: float | None = None) -> None:
+        super().__init__(path, block_s)
+        self.rate_hz = rate_hz
+
+    def __iter__(self) -> Iterator[FloatArray]:
+        resampler = StreamResampler(self.rate_in, self.rate_hz, 1)
+        for block in super().__iter__():
+            out = resampler.process(to_mono(block))
+            if out.size:
+                yield out[:, 0]
+        tail = resampler.flush()
+        if tail.size:
+            yield tail[:, 0]
 
 
 def check_duration(path: str | Path, duration_s: float) -> None:

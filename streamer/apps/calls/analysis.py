@@ -1,8 +1,8 @@
 """Analysis of one recorded call: a file in, its summary (JSON-ready dict) and channel runs out.
 
-The call is read whole, fed to a :class:`~emostream.engine.session.Session` (the same
-resampling, pipelines, alert rules and statistics as a live run) in blocks of
-``CHUNK_S`` seconds, and summarised per channel from the session's statistics:
+The call is read in blocks of ``CHUNK_S`` seconds (memory does not grow with its length)
+and fed to a :class:`~emostream.engine.session.Session` (the same resampling, pipelines,
+alert rules and statistics as a live run), and summarised per channel from the session's statistics:
 speech time, time and share per shown emotion, peaks, alerts and a coarse timeline.
 Roles come from ``[[channels]]``; without them a stereo call is channel 0 =
 ``customer``, channel 1 = ``agent`` and a mono call is ``mixed``.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from emostream.alerts.rules import AlertEvent
-from emostream.audio.files import read_audio
+from emostream.audio.files import AudioBlocks
 from emostream.config import Config
 from emostream.engine.channels import ChannelPlan
 from emostream.engine.events import HopResult
@@ -67,25 +67,24 @@ class CallAnalyzer:
 
     def analyze(self, job: CallJob) -> tuple[dict[str, Any], list[ChannelRun]]:
         """Summary dict of one call (see :func:`summarize`) and its channel runs; AudioInputError if unreadable."""
-        samples, rate = read_audio(job.path)
-        n_channels = samples.shape[1]
-        defaults = STEREO_ROLES if n_channels == 2 else MONO_ROLES
-        session = Session(
-            self.plan,
-            input_rate_hz=rate,
-            channels=n_channels,
-            default_roles=defaults,
-            strict=False,
-            source=f"file {job.path.name}",
-            session_id=job.key,
-        )
-        pairs = zip(session.channel_plans, session.stats, strict=True)
-        runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
-        step = max(1, int(CHUNK_S * rate))
-        for start in range(0, samples.shape[0], step):
-            collect_events(session.feed(samples[start : start + step]), runs)
-        collect_events(session.flush(), runs)
-        summary = summarize(job, rate, samples.shape[0] / rate, runs, labels=self.labels, bin_s=self.bin_s)
+        with AudioBlocks(job.path, CHUNK_S) as blocks:
+            rate, n_channels = blocks.rate_in, blocks.channels
+            defaults = STEREO_ROLES if n_channels == 2 else MONO_ROLES
+            session = Session(
+                self.plan,
+                input_rate_hz=rate,
+                channels=n_channels,
+                default_roles=defaults,
+                strict=False,
+                source=f"file {job.path.name}",
+                session_id=job.key,
+            )
+            pairs = zip(session.channel_plans, session.stats, strict=True)
+            runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
+            for block in blocks:
+                collect_events(session.feed(block), runs)
+            collect_events(session.flush(), runs)
+        summary = summarize(job, rate, blocks.duration_s, runs, labels=self.labels, bin_s=self.bin_s)
         summary["model"] = self.plan.model_name
         summary["settings"] = self.fingerprint
         return summary, runs
