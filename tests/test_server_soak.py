@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_real_calls_go_on_while_idle_sockets_are_closed_at_their_deadline() -> None:
-    argv = "--seconds 20 --baseline-seconds 0 --idle 60 --calls 4 --call-seconds 6 --deadline 2"
+    argv = "--seconds 20 --baseline-seconds 0 --after-seconds 0 --idle 60 --calls 4 --call-seconds 6 --deadline 2"
     args = parser().parse_args(argv.split())
     out = run(args)
     (attack,) = out["phases"]
