@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -174,7 +175,7 @@ class AudioBlocks:
         if not self._handle.closed:
             self._handle.close()
 
-    def __enter__(self) -> AudioBlocks:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
