@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -44,7 +45,7 @@ from emostream.frontend.embedding import (
     EmbeddingConfig,
     pooled_feature_names,
 )
-from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_power
+from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autocorrelation
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -68,6 +69,7 @@ embedding's mel frames, and the log-mel is made from their float32 spectrum: one
 for everything. The two give different model inputs, so a model runs with the version it was trained on.
 """
 FRONTEND_VERSIONS: tuple[int, ...] = (1, 2)
+_BATCH_FRAMES = 128  # frames per FFT call (the buffers' rows)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +289,7 @@ class _Tables:
         freqs_hz = np.asarray(np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate_hz), dtype=np.float64)
         window = np.hanning(cfg.frame_samples + 1)[:-1]  # periodic Hann
         self.window = window.astype(np.float32)
+        self.window64 = window
         self.pitch = PitchTables(window, cfg.sample_rate_hz) if cfg.pitch else None
         # One spectrum per frame: with pitch, its 2 * n_fft-point FFT also gives the n_fft-point
         # spectrum at every other bin (a frame no longer than n_fft is zero-padded either way).
@@ -490,33 +493,89 @@ class FrameFeaturizer:
     def power(self, frames: FloatArray) -> FloatArray:
         """The ``n_fft``-point power spectra of frames (n, frame_samples), float32 (n, n_fft // 2 + 1).
 
-        The same values :meth:`compute` returns for them (the same FFT size), so a frame's spectrum
+        The same values :meth:`compute` returns for them (the same FFT), so a frame's spectrum
         does not depend on which of the two made it.
         """
-        tables = self._tables
-        spectrum = np.fft.rfft(frames * tables.window, n=tables.fft_size, axis=1)
-        full_power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)
-        return np.ascontiguousarray(full_power[:, ::2]) if tables.shared else full_power
+        out = np.empty((frames.shape[0], self.cfg.n_fft // 2 + 1), dtype=np.float32)
+        for start in range(0, frames.shape[0], _BATCH_FRAMES):
+            block = frames[start : start + _BATCH_FRAMES]
+            full = self._power64(block)
+            out[start : start + block.shape[0]] = full[:, ::2] if self._tables.shared else full
+        return out
+
+    def _power64(self, frames: FloatArray) -> npt.NDArray[np.float64]:
+        """Power spectra of at most ``_BATCH_FRAMES`` frames, float64 (n, fft_size // 2 + 1), a view of a buffer.
+
+        float64 FFTs into preallocated buffers: NumPy's float32 FFT and its FFTs into fresh arrays
+        go through large temporaries, which cost more than the transform (page faults on every call).
+        The spectrum's own input and the power are kept in the buffers until the next call.
+        """
+        n = frames.shape[0]
+        buffers = _buffers(self._tables.fft_size)
+        padded, spectrum, power = buffers.padded[:n], buffers.spectrum[:n], buffers.power[:n]
+        np.multiply(frames, self._tables.window64, out=padded[:, : self.cfg.frame_samples])
+        padded[:, self.cfg.frame_samples :] = 0.0
+        np.fft.rfft(padded, axis=1, out=spectrum)
+        np.square(spectrum.real, out=power)
+        power += np.square(spectrum.imag, out=buffers.scratch[:n])
+        return power
 
     def compute(self, frames: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Feature rows and ``n_fft``-point power spectra of frames (n, frame_samples): as from process_with_power."""
-        cfg, tables = self.cfg, self._tables
         if frames.shape[0] == 0:
             return self._empty, self._empty_power
-        windowed = frames * tables.window
-        spectrum = np.fft.rfft(windowed, n=tables.fft_size, axis=1)  # float32 in, complex64 out (NumPy >= 2)
-        full_power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)
-        power = np.ascontiguousarray(full_power[:, ::2]) if tables.shared else full_power
+        parts = [self._compute_block(frames[i : i + _BATCH_FRAMES]) for i in range(0, frames.shape[0], _BATCH_FRAMES)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _compute_block(self, frames: FloatArray) -> tuple[FloatArray, FloatArray]:
+        cfg, tables = self.cfg, self._tables
+        full64 = self._power64(frames)
+        power = np.ascontiguousarray(full64[:, ::2] if tables.shared else full64, dtype=np.float32)
         log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + np.float32(_EPS))
         parts = [log_mel @ tables.dct_t]
         if cfg.feature_set == "summary":
             parts.append(_spectral_features(frames, power, tables))
         if tables.pitch is not None:
-            f0_voicing = (
-                pitch_from_power(full_power, tables.pitch) if tables.shared else frame_pitch(windowed, tables.pitch)
-            )
+            if tables.shared:  # the autocorrelation: an inverse FFT of the power, with a complex input (see pitch)
+                n = frames.shape[0]
+                buffers = _buffers(tables.fft_size)
+                complex_power = buffers.complex_power[:n]
+                complex_power.real = full64
+                complex_power.imag = 0.0
+                ac = np.fft.irfft(complex_power, tables.pitch.n_fft, axis=1, out=buffers.autocorrelation[:n])
+                f0_voicing = pitch_from_autocorrelation(ac, tables.pitch)
+            else:
+                f0_voicing = frame_pitch(frames * tables.window, tables.pitch)
             parts.extend(col[:, None] for col in f0_voicing)
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False), power
+
+
+class _Buffers:
+    """Preallocated FFT buffers (``_BATCH_FRAMES`` rows), shared by the featurizers of one thread."""
+
+    def __init__(self, fft_size: int) -> None:
+        bins = fft_size // 2 + 1
+        self.padded = np.zeros((_BATCH_FRAMES, fft_size))
+        self.spectrum = np.zeros((_BATCH_FRAMES, bins), dtype=np.complex128)
+        self.power = np.zeros((_BATCH_FRAMES, bins))
+        self.scratch = np.zeros((_BATCH_FRAMES, bins))
+        self.complex_power = np.zeros((_BATCH_FRAMES, bins), dtype=np.complex128)
+        self.autocorrelation = np.zeros((_BATCH_FRAMES, fft_size))
+
+
+_THREAD_BUFFERS = threading.local()
+
+
+def _buffers(fft_size: int) -> _Buffers:
+    """This thread's buffers for ``fft_size`` (about 5 MB for 1024 points; used within one call only)."""
+    held: dict[int, _Buffers] | None = getattr(_THREAD_BUFFERS, "by_size", None)
+    if held is None:
+        held = _THREAD_BUFFERS.by_size = {}
+    if fft_size not in held:
+        held[fft_size] = _Buffers(fft_size)
+    return held[fft_size]
 
 
 def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:

@@ -54,14 +54,22 @@ def frame_pitch(windowed: npt.NDArray[np.floating[Any]], tables: PitchTables) ->
     ``windowed``: Hann-windowed frames, shape (n_frames, frame_samples), float32 (float64 works too).
     Returns two float32 arrays of shape (n_frames,).
     """
-    spectrum = np.fft.rfft(windowed, tables.n_fft, axis=1)
+    spectrum = np.fft.rfft(np.asarray(windowed, dtype=np.float64), tables.n_fft, axis=1)
     return pitch_from_power(spectrum.real**2 + spectrum.imag**2, tables)
 
 
 def pitch_from_power(power: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
     """:func:`frame_pitch` from the frames' power spectra of size ``tables.n_fft`` (n_frames, n_fft // 2 + 1)."""
-    ac = np.fft.irfft(power, tables.n_fft, axis=1)[:, : tables.max_lag + 2]
-    r = ac / (ac[:, :1] + ac.dtype.type(_EPS)) / tables.window_ac
+    # a complex input: NumPy's irfft converts a real one through a large temporary (4x slower)
+    return pitch_from_autocorrelation(np.fft.irfft(power.astype(np.complex128), tables.n_fft, axis=1), tables)
+
+
+def pitch_from_autocorrelation(
+    autocorrelation: npt.NDArray[np.floating[Any]], tables: PitchTables
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`frame_pitch` from the frames' autocorrelations (inverse FFT of the power), (n_frames, >= max_lag + 2)."""
+    ac = np.asarray(autocorrelation[:, : tables.max_lag + 2], dtype=np.float32)
+    r = ac / (ac[:, :1] + np.float32(_EPS)) / tables.window_ac
     rows = np.arange(r.shape[0])
     lag = _first_strong_peak(r[:, tables.min_lag - 1 : tables.max_lag + 2]) + tables.min_lag
     voicing = np.clip(r[rows, lag], 0.0, 1.0)
