@@ -163,7 +163,7 @@ def test_a_command_needing_tensorflow_at_run_time_says_how_to_install_it(
 
     original = cli.build_parser
 
-    def parser_with_plugin(plugins: bool = False) -> argparse.ArgumentParser:
+    def parser_with_plugin(plugins: bool = False, command: str | None = None) -> argparse.ArgumentParser:
         parser = original()
         register(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)))
         return parser

@@ -492,3 +492,41 @@ def test_calls_loads_only_its_own_plugin(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- 9: a --format that does not fit
+
+
+@pytest.mark.parametrize("declared", ["s32le", "mulaw", "alaw"])
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_16_bit_pcm_piped_with_another_format_is_warned_about(declared: str, rate: int) -> None:
+    import soxr
+
+    samples, clip_rate = speech()
+    audio = np.tile(soxr.resample(samples, clip_rate, rate).astype(np.float32), 2)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    proc = run_cli("--stdin", "--rate", str(rate), "--format", declared, "--no-dashboard", input_bytes=pcm)
+    err = proc.stderr.decode()
+    assert f"stdin does not look like --format {declared}" in err and "like s16le" in err, err
+    assert proc.returncode == 0  # analysed, warned about (as white noise is)
+
+
+@pytest.mark.parametrize("fmt", ["s16le", "s32le", "f32le", "mulaw", "alaw"])
+def test_the_format_check_passes_every_format_read_as_itself(fmt: str) -> None:
+    import soxr
+
+    from emostream.audio.codecs import encode_raw
+    from emostream.audio.format_probe import format_mismatch
+
+    decided_any = False
+    for actor in (1, 2):
+        for emotion in range(1, 9):
+            samples, clip_rate = sf.read(fixture_clip(actor, emotion), dtype="float32")
+            for rate in (8000, 16000):
+                data = encode_raw(soxr.resample(samples, clip_rate, rate), fmt)
+                stretch = 2 * rate * {"mulaw": 1, "alaw": 1, "s16le": 2}.get(fmt, 4)
+                for start in range(0, max(1, len(data) - stretch + 1), stretch):
+                    decided, message = format_mismatch(data[start : start + stretch], fmt)
+                    assert message is None, (actor, emotion, rate, message)
+                    decided_any = decided_any or decided
+    assert decided_any

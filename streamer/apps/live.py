@@ -127,18 +127,18 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
             _print_summary(shown, jsonl_stdout, cfg.output.dashboard)
         raise
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
-    # what the source noticed (a truncated file, a stream cut mid-frame, a wrong --format) makes the run exit 3:
-    # said as errors; what the input check noticed (a constant signal, white noise) only warns (exit 0)
-    for problem in source.warnings:
+    # audio the source lost (a truncated file, a stream cut mid-frame) makes the run exit 3: said as errors;
+    # what looks wrong but was analysed (a --format that does not fit, a constant signal, white noise) only warns
+    for problem in source.errors:
         print(f"emostream: error: {problem}", file=sys.stderr, flush=True)
-    for warning in session.warnings:
+    for warning in [w for w in source.warnings if w not in source.errors] + session.warnings:
         print(f"emostream: warning: {warning}", file=sys.stderr, flush=True)
     failed = [o.failed for o in observers if isinstance(o, JsonlSink) and o.failed]
     if failed:
         raise JsonlWriteError(failed[0])  # the end record itself did not fit
     if interrupted:
         return EXIT_INTERRUPTED
-    return AudioInputError.exit_code if source.warnings else 0
+    return AudioInputError.exit_code if source.errors else 0
 
 
 def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool, session_id: str) -> list[Observer]:

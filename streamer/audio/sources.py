@@ -21,6 +21,7 @@ import soundfile as sf
 
 from emostream.audio.codecs import raw_format
 from emostream.audio.files import MIN_DURATION_S, check_duration, check_samples, open_audio, truncation_warning
+from emostream.audio.format_probe import format_mismatch
 from emostream.audio.ringbuffer import RingBuffer
 from emostream.errors import AudioInputError, ConfigError, DeviceError
 
@@ -56,11 +57,19 @@ class Source:
 
     @property
     def warnings(self) -> list[str]:
-        """Problems noticed while reading that did not stop the stream."""
+        """Problems noticed while reading that did not stop the stream (shown live; :attr:`errors` among them)."""
+        return self.errors
+
+    @property
+    def errors(self) -> list[str]:
+        """The :attr:`warnings` that make a run exit 3 (audio lost: a truncated file, a stream cut mid-frame)."""
         return []
 
 
 # ---------------------------------------------------------------- stdin
+
+PROBE_S = 2.0  # seconds of stdin per look of the format check
+PROBE_MAX_S = 30.0  # the format check gives up after this much input (silence throughout)
 
 
 def _pollable_fd(stream: BinaryIO) -> int | None:
@@ -97,6 +106,12 @@ class StdinSource(Source):
         self.truncated_bytes = 0
         self.frames_read = 0
         self._fd = _pollable_fd(stream)
+        # the format check (emostream.audio.format_probe) looks at PROBE_S-second stretches of the first
+        # PROBE_MAX_S seconds until one is audible enough to tell
+        self._probe = bytearray()
+        self._probe_bytes = max(1, int(rate_hz * PROBE_S)) * self._frame_bytes
+        self._probe_left = max(1, int(PROBE_MAX_S / PROBE_S))
+        self.format_warning: str | None = None
 
     def _read_bytes(self, timeout: float) -> bytes | None:
         """Up to one block of bytes; None if nothing arrived within ``timeout`` (b"" at the end)."""
@@ -122,7 +137,24 @@ class StdinSource(Source):
         whole = len(data) - len(data) % self._frame_bytes
         self._pending = data[whole:]
         self.frames_read += whole // self._frame_bytes
+        self._check_format(data[:whole])
         return self.format.decode(data[:whole]).reshape(-1, self.channels)
+
+    def _check_format(self, data: bytes) -> None:
+        """Feed the format check until it decides (at most :data:`PROBE_MAX_S` seconds of input)."""
+        if self._probe_left <= 0:
+            return
+        self._probe += data
+        while len(self._probe) >= self._probe_bytes and self._probe_left > 0:
+            stretch = bytes(self._probe[: self._probe_bytes])
+            del self._probe[: self._probe_bytes]
+            self._probe_left -= 1
+            decided, message = format_mismatch(stretch, self.format.name, self.channels)
+            if decided:
+                self.format_warning = message
+                self._probe_left = 0
+        if self._probe_left <= 0:
+            self._probe = bytearray()
 
     def _check_length(self) -> None:
         """At the end of input: AudioInputError when no audio came at all, or less than a file needs
@@ -142,11 +174,13 @@ class StdinSource(Source):
 
     @property
     def warnings(self) -> list[str]:
-        found: list[str] = []
+        return self.errors + ([] if self.format_warning is None else [self.format_warning])
+
+    @property
+    def errors(self) -> list[str]:
         if not self.truncated_bytes:
-            return found
+            return []
         return [
-            *found,
             f"stdin ended in the middle of a frame: the last {self.truncated_bytes} byte(s) were ignored "
             f"(a frame is {self._frame_bytes} bytes: {self.channels} channel(s) x {self.format.bytes_per_sample}); "
             "check --format and --channels",
@@ -216,7 +250,7 @@ class FileSource(Source):
             self._file.close()
 
     @property
-    def warnings(self) -> list[str]:
+    def errors(self) -> list[str]:
         return [] if self._truncated is None else [self._truncated]
 
 
