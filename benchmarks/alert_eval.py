@@ -18,6 +18,10 @@ with the config's alert rules), and for every rule it reports:
 * ``delay_median_s`` / ``delay_p90_s``: from the start of the angry stretch to the firing, over
   the angry stretches where it fired.
 
+and, whatever the rules, how long the shown label took to turn from another label to a confident
+"angry" after the anger began (``label_delay_median_s``, ``label_delay_p90_s``: the delay a user
+watching the dashboard experiences; calls whose calm stretch already ended on "angry" left out).
+
 The rules are the ``[[alerts]]`` of ``--config`` (its other settings apply too), else the
 README's rule (:data:`README_RULE`) and a grid of angry, angry-or-disgust and arousal rules
 (:func:`default_rules`). ``--data`` is a corpus folder in
@@ -260,6 +264,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             speech = [h for h in runs[0].hops if h.is_speech and h.smoothed is not None]
             uncertain = sum(h.uncertain for h in speech) / len(speech) if speech else None
             angry_shown = [h for h in speech if h.t_end >= call.angry_start_s]
+            before = [h for h in speech if h.t_end < call.angry_start_s]
+            was_angry = bool(before) and before[-1].emotion == "angry" and not before[-1].uncertain
+            first_angry = next((h.t_end for h in angry_shown if h.emotion == "angry" and not h.uncertain), None)
             calls.append(
                 {
                     "speaker": key,
@@ -268,6 +275,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     "angry_shown_share": round(sum(h.emotion == "angry" for h in angry_shown) / len(angry_shown), 3)
                     if angry_shown
                     else None,
+                    # None also when the calm stretch already ended on a confident "angry" (no change to see)
+                    "label_delay_s": None
+                    if first_angry is None or was_angry
+                    else round(first_angry - call.angry_start_s, 2),
+                    "calm_ended_angry": was_angry,
                     "rules": per_rule,
                 }
             )
@@ -311,6 +323,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             **{k: v for k, v in first.items() if k not in ("rule", "per_corpus")},
             "uncertain_share": _mean(c["uncertain_share"] for c in calls),
             "angry_shown_share": _mean(c["angry_shown_share"] for c in calls),
+            "label_delay_median_s": _median(c["label_delay_s"] for c in calls),
+            "label_delay_p90_s": _percentile(c["label_delay_s"] for c in calls),
+            "label_shown_share": round(sum(c["label_delay_s"] is not None for c in calls) / len(calls), 3),
         },
         "rules": report_rules,
         "calls": calls,
@@ -322,6 +337,16 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return round(sum(known) / len(known), 3) if known else None
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 2) if known else None
+
+
+def _percentile(values: Iterable[float | None], q: float = 90.0) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(float(np.percentile(known, q)), 2) if known else None
+
+
 def print_table(report: dict[str, Any]) -> None:
     """One line per rule."""
     print(
@@ -331,7 +356,9 @@ def print_table(report: dict[str, Any]) -> None:
     mean = report["mean"]
     print(
         f"customer speech hops read uncertain (alerts never fire on them): {mean['uncertain_share']}; "
-        f"angry shown on {mean['angry_shown_share']} of the angry stretches' speech hops"
+        f"angry shown on {mean['angry_shown_share']} of the angry stretches' speech hops; the shown label "
+        f"turned from another label to a confident angry in {mean['label_shown_share']} of the calls, "
+        f"{mean['label_delay_median_s']} s (median; p90 {mean['label_delay_p90_s']} s) after the anger began"
     )
     corpora = list(next(iter(report["rules"].values()))["per_corpus"])
     head = "".join(f" {c[:10]:>13s}" for c in corpora)

@@ -98,7 +98,9 @@ def test_virtual_alsa_microphone_through_portaudio(home: Path, model_arg: str) -
     assert end["type"] == "end" and end["exit_reason"] == "duration reached" and end["duration_s"] == 6.0
     # 6 s of audio: the first reading after 1 s (config.toml's first_window_ms), then one every 0.5 s
     assert [h["t_end"] for h in hops] == [1.0 + 0.5 * i for i in range(11)]
-    assert sum(h["scores"] is not None for h in hops) >= 5  # the fixture speech came through the device
+    # the fixture speech came through the device (windows with under 0.6 s of speech are not read, the
+    # first second's among them: issue 19, item 3)
+    assert sum(h["scores"] is not None for h in hops) >= 4
     assert any(h["emotion"] is not None for h in hops)
 
 
