@@ -72,3 +72,21 @@ def test_the_wheel_check_names_a_missing_file(tmp_path: Path) -> None:
     lost = check.missing(wheel, ROOT)
     assert "streamer/api.py" in lost and "streamer/__init__.py" not in lost
     assert not any(p.endswith("README.md") for p in lost)
+
+
+def test_the_readmes_alert_rule_is_the_one_alert_eval_measures() -> None:
+    import tomllib
+
+    from benchmarks.alert_eval import README_RULE
+    from emostream.config import config_from_dict
+
+    (block,) = re.findall(r"```toml\n(.*?)```", README, re.DOTALL)
+    (rule,) = config_from_dict(tomllib.loads(block), "README.md").alerts
+    assert rule == README_RULE
+    commented = re.search(
+        r"^# \[\[alerts\]\]\n((?:# \w.*\n)+)", (ROOT / "config.toml").read_text(encoding="utf-8"), re.M
+    )
+    assert commented is not None
+    lines = [line[2:].split("#")[0] for line in commented.group(1).splitlines()]
+    (example,) = config_from_dict(tomllib.loads("[[alerts]]\n" + "\n".join(lines)), "config.toml").alerts
+    assert example == README_RULE
