@@ -118,40 +118,58 @@ class ThreadPool:
 
 
 def worker_main(requests: Connection, conn: Connection, cfg: Config) -> None:
-    """A worker process: load the plan, then serve ``requests`` ``(id, kind, call_id, arg)`` until told to
-    stop, answering each on ``conn``."""
+    """A worker process: load the plan, then serve ``requests`` until told to stop, answering on ``conn``.
+
+    Both directions carry lists (one pipe message per batch): the server sends the requests
+    ``(id, kind, call_id, arg)`` that queued up while the previous batch was being written, and
+    the worker answers a batch with one list of replies ``(id, ok, result)``. Fewer, larger
+    messages: each one costs a pickle, a pipe write and a wake-up on both sides.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         plan = make_plan(cfg)
     except EmoStreamError as exc:
-        conn.send((0, False, str(exc)))
+        conn.send([(0, False, str(exc))])
         return
-    conn.send((0, True, None))
+    conn.send([(0, True, None)])
     calls: dict[str, CallAnalysis] = {}
     bin_s = cfg.server.bin_s
     while True:
         try:
-            req_id, kind, call_id, arg = requests.recv()
+            batch = requests.recv()
         except (EOFError, OSError):
             return
-        if kind == "stop":
-            return
-        try:
-            if kind == "open":
-                calls[call_id] = CallAnalysis(plan, arg, bin_s)
-                result: Any = calls[call_id].channels
-            elif kind == "feed":
-                result = calls[call_id].feed(arg)
-            else:  # finish
-                extra, flush = arg
-                result = calls.pop(call_id).finish(extra, flush=flush)
-            conn.send((req_id, True, result))
-        except EmoStreamError as exc:
-            conn.send((req_id, False, str(exc)))
-        except Exception as exc:  # a bug: the call ends with the message, the worker goes on
-            traceback.print_exc()
-            conn.send((req_id, False, f"internal error in the analysis: {type(exc).__name__}: {exc}"))
+        replies: list[tuple[int, bool, Any]] = []
+        for request in batch:
+            if request[1] == "stop":
+                if replies:
+                    conn.send(replies)
+                return
+            replies.append(_answer(calls, plan, bin_s, request))
+        conn.send(replies)
+
+
+def _answer(
+    calls: dict[str, CallAnalysis], plan: SessionPlan, bin_s: float, request: tuple[int, str, str, Any]
+) -> tuple[int, bool, Any]:
+    """One request's reply ``(id, ok, result or message)``."""
+    req_id, kind, call_id, arg = request
+    try:
+        if kind == "open":
+            calls[call_id] = CallAnalysis(plan, arg, bin_s)
+            result: Any = calls[call_id].channels
+        elif kind == "feed":
+            result = calls[call_id].feed(arg)
+        else:  # finish
+            extra, flush = arg
+            result = calls.pop(call_id).finish(extra, flush=flush)
+        return req_id, True, result
+    except EmoStreamError as exc:
+        return req_id, False, str(exc)
+    except Exception as exc:  # a bug: the call ends with the message, the worker goes on
+        traceback.print_exc()
+        return req_id, False, f"internal error in the analysis: {type(exc).__name__}: {exc}"
 
 
 class _Worker:
@@ -189,13 +207,25 @@ class _Worker:
         os.set_blocking(self.conn.fileno(), True)  # read only when ready, but a reply is read whole
 
     def _send_loop(self) -> None:
-        while (item := self._out.get()) is not None:
-            try:
-                self._requests.send(item)
-            except (OSError, ValueError) as exc:  # the worker is gone: its calls end with an error
-                if item[1] != "stop":
-                    log.error("analysis worker %d: cannot send a request (%s)", self.index, exc)
-                    self._loop.call_soon_threadsafe(self._on_lost)
+        """Send the queued requests, all that are waiting in one message; stop at ``None``."""
+        while True:
+            batch: list[tuple[Any, ...]] = []
+            item = self._out.get()
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self._out.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._requests.send(batch)
+                except (OSError, ValueError) as exc:  # the worker is gone: its calls end with an error
+                    if any(request[1] != "stop" for request in batch):
+                        log.error("analysis worker %d: cannot send a request (%s)", self.index, exc)
+                        self._loop.call_soon_threadsafe(self._on_lost)
+                    return
+            if item is None:
                 return
 
     def _on_lost(self) -> None:
@@ -210,12 +240,12 @@ class _Worker:
     def _on_readable(self) -> None:
         try:
             while self.conn.poll():
-                req_id, ok, result = self.conn.recv()
-                if req_id == 0:
-                    self.start_error = None if ok else str(result)
-                    self.ready.set()
-                else:
-                    self._resolve(req_id, ok, result)
+                for req_id, ok, result in self.conn.recv():  # one batch of replies
+                    if req_id == 0:
+                        self.start_error = None if ok else str(result)
+                        self.ready.set()
+                    else:
+                        self._resolve(req_id, ok, result)
         except (EOFError, OSError):
             self._on_lost()
 
