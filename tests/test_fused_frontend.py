@@ -7,17 +7,19 @@ handcrafted columns keep the tolerance of the plain front-end (rtol 1e-5, atol 1
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emostream.audio.files import load_mono
-from emostream.errors import ConfigError
+from emostream.errors import ConfigError, ModelError
 from emostream.frontend.embedding import EMBEDDING_DIM, EmbeddingConfig, pool_embeddings, pooled_feature_names
 from emostream.frontend.features import FRONTEND_VERSION, FeatureConfig, model_input, summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import Window, WindowExtractor, extract_windows
+from emostream.inference.metadata import ModelMetadata, bundled_models_dir
 
 SR = 16000
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess" / "Actor_01"
@@ -194,3 +196,18 @@ def test_reset_starts_the_embedder_afresh(signal: np.ndarray) -> None:
     extractor.process(np.random.default_rng(4).uniform(-0.3, 0.3, SR).astype(np.float32))
     extractor.reset()
     assert_same_windows(first, extractor.process(signal) + extractor.flush())
+
+
+def test_a_model_made_for_another_front_end_version_is_refused_with_exit_5(tmp_path: Path) -> None:
+    data = json.loads((bundled_models_dir() / "fast.json").read_text(encoding="utf-8"))
+    data["feature_config"]["frontend_version"] = 3
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(
+        ModelError, match="frontend_version is 3; this runtime implements front-end versions 1, 2"
+    ) as err:
+        ModelMetadata.load(path)
+    assert err.value.exit_code == 5
+    del data["feature_config"]["frontend_version"]  # made before the key existed: version 1, still run
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert ModelMetadata.load(path).feature_config.frontend_version == 1
