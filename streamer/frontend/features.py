@@ -511,10 +511,9 @@ class FrameFeaturizer:
         The spectrum's own input and the power are kept in the buffers until the next call.
         """
         n = frames.shape[0]
-        buffers = _buffers(self._tables.fft_size)
+        buffers = _buffers(self._tables.fft_size, self.cfg.frame_samples)
         padded, spectrum, power = buffers.padded[:n], buffers.spectrum[:n], buffers.power[:n]
-        np.multiply(frames, self._tables.window64, out=padded[:, : self.cfg.frame_samples])
-        padded[:, self.cfg.frame_samples :] = 0.0
+        np.multiply(frames, self._tables.window64, out=padded[:, : self.cfg.frame_samples])  # the rest stays 0
         np.fft.rfft(padded, axis=1, out=spectrum)
         np.square(spectrum.real, out=power)
         power += np.square(spectrum.imag, out=buffers.scratch[:n])
@@ -540,7 +539,7 @@ class FrameFeaturizer:
         if tables.pitch is not None:
             if tables.shared:  # the autocorrelation: an inverse FFT of the power, with a complex input (see pitch)
                 n = frames.shape[0]
-                buffers = _buffers(tables.fft_size)
+                buffers = _buffers(tables.fft_size, cfg.frame_samples)
                 complex_power = buffers.complex_power[:n]
                 complex_power.real = full64
                 complex_power.imag = 0.0
@@ -568,14 +567,19 @@ class _Buffers:
 _THREAD_BUFFERS = threading.local()
 
 
-def _buffers(fft_size: int) -> _Buffers:
-    """This thread's buffers for ``fft_size`` (about 5 MB for 1024 points; used within one call only)."""
-    held: dict[int, _Buffers] | None = getattr(_THREAD_BUFFERS, "by_size", None)
+def _buffers(fft_size: int, frame_samples: int) -> _Buffers:
+    """This thread's buffers for ``fft_size``-point FFTs of ``frame_samples``-sample frames.
+
+    About 5 MB for 1024 points; used within one call only. One set per frame length, so the
+    zero padding after the frames is never written.
+    """
+    held: dict[tuple[int, int], _Buffers] | None = getattr(_THREAD_BUFFERS, "by_size", None)
     if held is None:
         held = _THREAD_BUFFERS.by_size = {}
-    if fft_size not in held:
-        held[fft_size] = _Buffers(fft_size)
-    return held[fft_size]
+    key = (fft_size, frame_samples)
+    if key not in held:
+        held[key] = _Buffers(fft_size)
+    return held[key]
 
 
 def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:
