@@ -90,3 +90,15 @@ def test_the_readmes_alert_rule_is_the_one_alert_eval_measures() -> None:
     lines = [line[2:].split("#")[0] for line in commented.group(1).splitlines()]
     (example,) = config_from_dict(tomllib.loads("[[alerts]]\n" + "\n".join(lines)), "config.toml").alerts
     assert example == README_RULE
+
+
+def test_every_relative_link_of_the_readme_and_docs_points_to_a_file() -> None:
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken
