@@ -163,6 +163,7 @@ class WindowExtractor:
         self._samples_seen = 0
         self._next_index = 0
         self._frames_computed = 0
+        self._frames_scanned = 0  # STFT frames up to here were computed at once if their centre is speech
         # Samples not yet run through the VAD and the front-end: they are analysed in one go
         # when the next window is due (both stages are chunk-size invariant, so the windows are
         # the same), which saves their per-call overhead on small chunks.
@@ -183,6 +184,7 @@ class WindowExtractor:
         self._flags.reset()
         self._samples_seen = 0
         self._next_index = 0
+        self._frames_scanned = 0
         self._pending_len = 0
         self._feed_lead_in()
 
@@ -227,7 +229,28 @@ class WindowExtractor:
         if self._compute_features:  # frames are computed when a window asks for them
             self._audio.extend(samples, next_start)
         self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
+        if self._compute_features:
+            self._compute_speech_frames(next_start // cfg.hop_samples)
         return self._emit_ready()
+
+    def _compute_speech_frames(self, keep_from: int) -> None:
+        """Compute the new STFT frames whose centre the VAD calls speech, as their audio comes in.
+
+        Those are the frames speech windows read; computing them hop by hop, rather than when a
+        window first needs them (the first speech window after a pause needs nearly all of its
+        frames), keeps every hop's cost alike.
+        """
+        cfg = self.feature_cfg
+        centre = cfg.frame_offset_samples + cfg.frame_samples // 2
+        by_audio = (self._audio.end - cfg.frame_offset_samples - cfg.frame_samples) // cfg.hop_samples + 1
+        by_flags = -(-(self._flags.end * self._vad_frame - centre) // cfg.hop_samples)
+        stop = min(by_audio, by_flags)
+        if stop <= self._frames_scanned:
+            return
+        frames = np.arange(max(self._frames_scanned, keep_from), stop)
+        self._frames_scanned = stop
+        speech = self._flags.data[(frames * cfg.hop_samples + centre) // self._vad_frame - self._flags.first]
+        self._compute_frames(frames[speech.astype(bool)], keep_from)
 
     def _hold(self, samples: FloatArray) -> None:
         """Append ``samples`` to the not-yet-analysed buffer (grown by doubling when full)."""
@@ -308,6 +331,8 @@ class WindowExtractor:
     def _compute_frames(self, frames: npt.NDArray[np.intp], keep_from: int) -> None:
         """Compute the feature rows of the global STFT frames ``frames`` not computed yet (ascending)."""
         stop = keep_from + self.feature_cfg.frames_per_window
+        if frames.size:
+            stop = max(stop, int(frames[-1]) + 1)
         self._frames.grow_to(stop, keep_from)
         self._done.grow_to(stop, keep_from)
         done = self._done.data[frames - self._done.first]
@@ -331,6 +356,8 @@ class WindowExtractor:
         if embedder is None:
             return
         stop = keep_from + self.feature_cfg.window_samples // MEL_HOP_SAMPLES
+        if frames.size:
+            stop = max(stop, int(frames[-1]) + 1)
         embedder.reserve(stop, keep_from_frame=keep_from)
         self._mel_done.grow_to(stop, keep_from)
         fresh = frames[~self._mel_done.data[frames - self._mel_done.first].astype(bool)]
