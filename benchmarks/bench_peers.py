@@ -14,8 +14,8 @@ Figures: each entry's CPU and wall real-time factor (seconds per second of audio
 emostream model's ratio to each peer (how many times less CPU time emostream takes; the
 floor's is below 1: emostream costs more than decoding). Targets (issue 16): whole CLI
 ``fast`` <= 0.0015, ``accurate`` <= 0.0025; ratio to openSMILE >= 12 (fast) and >= 8 (accurate).
-openSMILE and librosa are optional (``pip install opensmile librosa``): a peer that is not
-installed is reported as such.
+openSMILE and librosa are optional (``pip install -e '.[bench]'`` or ``pip install opensmile
+librosa``): a peer that is not installed is reported as such.
 """
 
 from __future__ import annotations
