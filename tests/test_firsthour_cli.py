@@ -260,10 +260,11 @@ def pcm16_of_clip() -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-@pytest.mark.parametrize("output", [["--jsonl", "-"], []])
-def test_the_run_ends_when_the_reader_of_stdout_goes_away(output: list[str]) -> None:
-    """``emostream --stdin ... | head -1`` with endless input: the run ends (exit 0, quietly) instead of running on."""
-    clip = pcm16_of_clip()
+@pytest.mark.parametrize(("output", "silence"), [(["--jsonl", "-"], False), ([], False), ([], True)])
+def test_the_run_ends_when_the_reader_of_stdout_goes_away(output: list[str], silence: bool) -> None:
+    """``emostream --stdin ... | head -1`` with endless input: the run ends (exit 0, quietly) instead of running on;
+    also when nothing is being written (endless silence: the change printer has nothing to say)."""
+    clip = bytes(32000) if silence else pcm16_of_clip()
     proc = subprocess.Popen(
         [sys.executable, "-m", "emostream", "--stdin", "--rate", "16000", "--no-dashboard", *output],
         stdin=subprocess.PIPE,
@@ -281,8 +282,9 @@ def test_the_run_ends_when_the_reader_of_stdout_goes_away(output: list[str]) -> 
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    first = proc.stdout.readline()
-    assert first, proc.stderr.read().decode()
+    if not silence:
+        first = proc.stdout.readline()
+        assert first, proc.stderr.read().decode()
     proc.stdout.close()  # what `head -1` does after its line
     try:
         code = proc.wait(timeout=120)  # a hang guard, not a timing: on the old code it never ended

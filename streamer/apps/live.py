@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import io
+import select
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -115,7 +118,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     except BaseException:
         source.stop()
         raise
-    interrupted = _drive(engine, cfg.output.dashboard, jsonl_stdout)
+    stopped = _drive(engine, cfg.output.dashboard, jsonl_stdout)
     try:
         result = engine.finish()  # observers close here: settled alert deliveries, the end record
     except EmoStreamError:
@@ -126,6 +129,8 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
             shown = dataclasses.replace(done, exit_reason="error (see the message below)")
             _print_summary(shown, jsonl_stdout, cfg.output.dashboard)
         raise
+    if stopped == OUTPUT_CLOSED:
+        raise BrokenPipeError(errno.EPIPE, OUTPUT_CLOSED)  # nothing more to show: a normal end (cli.main: exit 0)
     _print_summary(result, to_stderr=jsonl_stdout, after_dashboard=cfg.output.dashboard)
     # audio the source lost (a truncated file, a stream cut mid-frame) makes the run exit 3: said as errors;
     # what looks wrong but was analysed (a --format that does not fit, a constant signal, white noise) only warns
@@ -136,7 +141,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     failed = [o.failed for o in observers if isinstance(o, JsonlSink) and o.failed]
     if failed:
         raise JsonlWriteError(failed[0])  # the end record itself did not fit
-    if interrupted:
+    if stopped == "interrupted":
         return EXIT_INTERRUPTED
     return AudioInputError.exit_code if source.errors else 0
 
@@ -160,11 +165,16 @@ def _observers(plan: SessionPlan, source: Source, jsonl_stdout: bool, session_id
     return observers
 
 
-def _drive(engine: Engine, dashboard: bool, to_stderr: bool) -> bool:
-    """Start the engine and wait for its end, updating the dashboard; True if Ctrl-C or SIGTERM stopped it.
+OUTPUT_CLOSED = "standard output closed"
 
-    A signal that came during start-up (held by :mod:`emostream.apps.signals`) stops the
-    engine as soon as it runs: the ``start`` and ``end`` records are written, the summary shown.
+
+def _drive(engine: Engine, dashboard: bool, to_stderr: bool) -> str | None:
+    """Start the engine and wait for its end, updating the dashboard; why it was stopped early, else None.
+
+    ``"interrupted"``: Ctrl-C or SIGTERM (a signal that came during start-up, held by
+    :mod:`emostream.apps.signals`, stops the engine as soon as it runs: the ``start`` and
+    ``end`` records are written, the summary shown). :data:`OUTPUT_CLOSED`: the reader of
+    standard output went away (``| head``), seen even while nothing is written to it.
     """
     engine.start()
     try:
@@ -174,10 +184,34 @@ def _drive(engine: Engine, dashboard: bool, to_stderr: bool) -> bool:
             while not engine.wait(0.05):
                 if live is not None:
                     live.update(engine.state)
+                if stdout_closed():
+                    engine.stop(OUTPUT_CLOSED)
+                    engine.wait(5.0)
+                    return OUTPUT_CLOSED
             if live is not None:
                 live.update(engine.state)
     except KeyboardInterrupt:
         engine.stop("interrupted")
         engine.wait(5.0)
-        return True
-    return False
+        return "interrupted"
+    except BrokenPipeError:  # the dashboard's last frame could not be written
+        engine.stop(OUTPUT_CLOSED)
+        engine.wait(5.0)
+        return OUTPUT_CLOSED
+    return None
+
+
+def stdout_closed() -> bool:
+    """True when standard output is a pipe (or terminal) whose reader has gone (poll reports an error or hang-up)."""
+    if not hasattr(select, "poll"):
+        return False
+    stream = sys.__stdout__  # the real one: the dashboard puts a proxy in sys.stdout while it runs
+    try:
+        fd = stream.fileno() if stream is not None else -1
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):  # not a real file (an embedding program)
+        return False
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked for: poll reports only POLLERR, POLLHUP and POLLNVAL
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))

@@ -162,7 +162,7 @@ class JsonlSink:
         """Write the ``end`` record (unless writing already failed) and close a file target."""
         try:
             self.write(summary.to_dict())
-        except JsonlWriteError:
+        except (JsonlWriteError, BrokenPipeError):
             pass  # the session already ends with this error (or ends now); the summary is shown anyway
         finally:
             self.close()
