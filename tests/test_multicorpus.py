@@ -38,7 +38,7 @@ def test_corpora_label_sets() -> None:
 
 def test_masked_loss_ignores_labels_the_corpus_lacks() -> None:
     keras = pytest.importorskip("keras")
-    from emostream.train.fit import masked_cross_entropy  # noqa: PLC0415
+    from emostream.train.fit import masked_cross_entropy
 
     # a nEMO window (no calm, no disgust) labelled neutral; the model puts 0.5 on calm
     p = _probs(neutral=0.3, calm=0.5, happy=0.1)
@@ -125,3 +125,66 @@ def test_full_corpora_list() -> None:
     ased = get("ased").list_clips(SHARED / "ased-16k")
     assert len(ased) == 2474 and len({c.actor for c in ased}) == 65
     assert {c.label for c in ased} <= {i for i, m in enumerate(get("ased").label_mask) if m}
+
+
+def _tiny_wset(corpora: list[tuple[str, int, str]]) -> object:
+    """A WindowSet of fake clips: (corpus, actor, gender) per clip, two windows each."""
+
+    from emostream.train.corpora import CorpusClip
+    from emostream.train.dataset import WindowSet
+
+    clips = []
+    for i, (corpus, actor, gender) in enumerate(corpora):
+        emotion = ("neutral", "angry", "sad", "happy")[i % 4]
+        clips.append(
+            CorpusClip(
+                path=Path(f"/x/{corpus}_{i}.flac"),
+                corpus=corpus,
+                speaker=str(actor),
+                actor=actor,
+                emotion=emotion,
+                gender=gender,
+            )
+        )
+    n = len(clips)
+    return WindowSet(
+        clips,  # type: ignore[arg-type]
+        np.arange(n * 2 * 3, dtype=np.float32).reshape(n * 2, 3),
+        np.ones(n * 2, dtype=bool),
+        np.repeat(np.arange(n, dtype=np.int32), 2),
+        np.zeros(n * 2, dtype=np.int32),
+    )
+
+
+def test_loco_split_holds_out_one_corpus_and_validates_on_the_others() -> None:
+    from emostream.train.evaluate import loco_split
+
+    spec = [("nemo", 101 + k % 4, "male" if k % 2 else "female") for k in range(16)]
+    spec += [("ased", 201 + k % 8, "male" if k % 2 else "female") for k in range(16)]
+    wset = _tiny_wset(spec)
+    train, val, test = loco_split(wset, "nemo", seed=1)  # type: ignore[arg-type]
+    corpora = np.array([c.corpus for c in wset.clips])  # type: ignore[attr-defined]
+    assert test.tolist() == (corpora == "nemo").tolist()
+    assert not (train & test).any() and not (val & test).any() and not (train & val).any()
+    assert set(corpora[val]) == {"ased"} and val.sum() > 0
+    actors = np.array([c.actor for c in wset.clips])  # type: ignore[attr-defined]
+    assert not set(actors[train]) & set(actors[val])
+    with pytest.raises(DatasetError, match="no clip of 'ravdess'"):
+        loco_split(wset, "ravdess", seed=1)  # type: ignore[arg-type]
+
+
+def test_telephone_copy_joins_as_one_more_copy() -> None:
+    from emostream.train.dataset import WindowSet
+    from emostream.train.run import with_copy
+
+    wset = _tiny_wset([("nemo", 101, "male"), ("nemo", 102, "female")])
+    assert isinstance(wset, WindowSet)
+    g711 = WindowSet(wset.clips, wset.features + 100, wset.is_speech, wset.clip_index, wset.copy)
+    both = with_copy(wset, g711)
+    assert both.copy.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert np.array_equal(both.features[both.copy == 1], g711.features)
+    assert np.array_equal(both.windows_of(np.array([True, True]), copies=False), np.arange(4))
+    other = _tiny_wset([("nemo", 101, "male")])
+    assert isinstance(other, WindowSet)
+    with pytest.raises(DatasetError, match="clips differ"):
+        with_copy(wset, other)

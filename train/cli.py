@@ -96,6 +96,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
     p.add_argument("--augment-copies", type=int, default=0, help="augmented copies per training clip")
     p.add_argument("--telephone-prob", type=float, default=0.3, help="share of augmented copies sent through G.711")
+    p.add_argument(
+        "--telephone-copy",
+        action="store_true",
+        help="add each training clip's G.711 mu-law round trip (8 kHz, 300-3400 Hz) as one more training copy",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
@@ -162,6 +167,7 @@ def _spec(args: argparse.Namespace) -> Any:
         song=song,
         calibration=calibration,
         corpora=corpora,
+        telephone_copy=args.telephone_copy,
     )
 
 

@@ -450,9 +450,8 @@ def _export_fold(
 ) -> None:
     """Write one fold's int8 model (``x_train``: raw windows, or calibrated inputs when ``calibration`` is given)."""
     training = {
-        "dataset": "RAVDESS speech",
-        "license": "CC BY-NC-SA 4.0",
-        "protocol": "emobox",
+        "dataset": "see the run's report config (corpora)",
+        "protocol": "emobox or loco",
         "fold": fold,
         "test_actors": test_actors,
         "config": cfg.to_dict(),

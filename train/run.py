@@ -18,6 +18,7 @@ from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
+from emostream.inference.metadata import EMOTIONS
 from emostream.train import loco
 from emostream.train.augment import AugmentConfig, g711_available
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
@@ -36,6 +37,7 @@ from emostream.train.evaluate import (
     speaker_normalise,
     speech_clips,
     summarise,
+    training_extras,
 )
 from emostream.train.export import representative_sample, run_tflite, write_model
 from emostream.train.fit import TrainConfig, fit
@@ -105,6 +107,7 @@ class RunSpec:
     song: Path | None = None  # RAVDESS song folder added to the training data (None = speech only)
     calibration: CalibrationSpec | None = None  # speaker-calibrated training (None = off)
     corpora: dict[str, Path] = field(default_factory=dict)  # further corpora (name -> folder), e.g. nemo, ased
+    telephone_copy: bool = False  # each training clip's G.711 round trip joins the training data as a copy
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, stamped into reports and metadata."""
@@ -119,6 +122,7 @@ class RunSpec:
             "augment": self.augment.to_dict(),
             "g711_available": g711_available(),
             "max_folds": self.max_folds,
+            "telephone_copy": self.telephone_copy,
         }
 
 
@@ -160,6 +164,24 @@ def load_windows(spec: RunSpec, progress: Progress, channel: str = "wideband") -
     return concat_windows(sets)
 
 
+def with_copy(wset: WindowSet, other: WindowSet) -> WindowSet:
+    """``wset`` with ``other``'s windows (the same clips, e.g. their G.711 round trip) as one more augmented copy.
+
+    Training draws every copy (calibrated with the same copy of the speaker's other clips, as
+    the runtime calibrates on what it hears); testing reads copy 0 only, so figures are unchanged.
+    """
+    if [c.path for c in wset.clips] != [c.path for c in other.clips]:
+        raise DatasetError("the telephone copy's clips differ from the training clips; clear the feature cache")
+    first = int(wset.copy.max()) + 1 if len(wset.copy) else 0
+    return WindowSet(
+        wset.clips,
+        np.concatenate([wset.features, other.features]),
+        np.concatenate([wset.is_speech, other.is_speech]),
+        np.concatenate([wset.clip_index, other.clip_index]),
+        np.concatenate([wset.copy, other.copy + first]).astype(np.int32),
+    )
+
+
 def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
     progress.update(task, completed=done, total=total)
 
@@ -199,8 +221,12 @@ def evaluate(
     with _progress() as progress:
         wset = load_windows(spec, progress)
         progress.console.print(describe_clips(wset.clips))
-        uses_g711 = spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen)
+        uses_g711 = spec.telephone_copy or (
+            spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen)
+        )
         g711 = load_windows(spec, progress, "g711") if uses_g711 else None
+        if spec.telephone_copy and g711 is not None:
+            wset = with_copy(wset, g711)
         for proto in chosen:
             results.update(
                 _run_protocol(
@@ -531,35 +557,51 @@ def train_final(
         wset = load_windows(spec, progress)
         if len(wset.clips) < 16:
             raise DatasetError(f"only {len(wset.clips)} clips found in {spec.data}; training needs the full set")
+        if spec.telephone_copy:
+            wset = with_copy(wset, load_windows(spec, progress, "g711"))
         keep = np.flatnonzero(wset.is_speech)
         epoch_task = progress.add_task("training epochs", total=spec.train.epochs)
         on_epoch = lambda e, logs: progress.update(epoch_task, completed=e + 1)  # noqa: E731
         calib = spec.calibration
         if calib is None:
             x_rep = wset.features[keep]
-            fitted = fit(x_rep, wset.window_labels[keep], 8, spec.train, on_epoch=on_epoch)
+            fitted = fit(
+                x_rep, wset.window_labels[keep], 8, spec.train, on_epoch=on_epoch, **training_extras(wset, keep)
+            )
         else:
             pool = SpeakerPool(wset)
             pop = population(wset.features[keep])
             copies = tuple(range(int(wset.copy.max()) + 1))
             rng = np.random.default_rng([spec.train.seed, 1])
             x_rep, idx = make_calibrated(pool, np.arange(len(wset.clips)), calib, rng, pop=pop, copies=copies)
-            fitted = fit(x_rep, wset.window_labels[idx], 8, spec.train, on_epoch=on_epoch, population=pop)
+            fitted = fit(
+                x_rep,
+                wset.window_labels[idx],
+                8,
+                spec.train,
+                on_epoch=on_epoch,
+                population=pop,
+                **training_extras(wset, idx),
+            )
     seconds = time.monotonic() - started
     import tensorflow as tf  # noqa: PLC0415
 
     song = int(sum(c.vocal_channel == 2 for c in wset.clips))
     training = {
-        "dataset": "RAVDESS speech" + (" + song" if song else "") + " (Livingstone & Russo 2018), all clips",
-        "license": "CC BY-NC-SA 4.0",
+        "dataset": "; ".join(f"{get_corpus(n).title} ({get_corpus(n).licence})" for n in dict.fromkeys(wset.corpora)),
+        "corpora": _corpora_summary(wset),
+        "license": "CC BY-NC-SA 4.0"
+        if all(get_corpus(n).licence == "CC BY-NC-SA 4.0" for n in set(wset.corpora))
+        else "CC BY-NC-SA 4.0 (RAVDESS, nEMO); ASED states no licence: see the training corpora",
         "clips": len(wset.clips),
         "clips_speech": len(wset.clips) - song,
         "clips_song": song,
-        "actors": sorted({int(a) for a in wset.actors}),
+        "speakers": len({int(a) for a in wset.actors}),
         "windows": len(keep),
         "training_inputs": len(x_rep),
         "augmentation": spec.augment.to_dict(),
-        "g711_in_augmentation": g711_available(),
+        "telephone_copy": spec.telephone_copy,
+        "g711_in_augmentation": spec.telephone_copy or (spec.augment.copies > 0 and spec.augment.telephone_prob > 0),
         "calibration": None if calib is None else calib.to_dict(),
         "epochs": fitted.epochs_run,
         "seed": spec.train.seed,
@@ -592,6 +634,25 @@ def train_final(
     data["metrics"]["int8_vs_float_training_windows"] = check
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return {"name": name, "seconds": seconds, "size_bytes": len(int8), "float_bytes": len(flt), **check}
+
+
+def _corpora_summary(wset: WindowSet) -> dict[str, dict[str, Any]]:
+    """Per training corpus: licence, source, clips, speakers and clips per label."""
+    out: dict[str, dict[str, Any]] = {}
+    names = wset.corpora
+    for name in dict.fromkeys(names):
+        corpus = get_corpus(name)
+        rows = np.flatnonzero(names == name)
+        labels = wset.labels[rows]
+        out[name] = {
+            "title": corpus.title,
+            "licence": corpus.licence,
+            "source": corpus.source,
+            "clips": len(rows),
+            "speakers": len({int(a) for a in wset.actors[rows]}),
+            "labels": {e: int(np.sum(labels == i)) for i, e in enumerate(EMOTIONS) if np.any(labels == i)},
+        }
+    return out
 
 
 def _reading_from_metrics(metrics_dir: Path | None) -> ReadingConfig:
