@@ -230,6 +230,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(spec, args.protocol, Path(args.out), fold_dir)
     for name, res in results.items():
         m = res["mean"]
+        if name == "loco":
+            per = res.get("corpora", {})
+            for corpus, figs in per.items():
+                print(
+                    f"loco {corpus}: ua4 {figs['ua4']:.4f} (calibrated {figs['ua4_calibrated']:.4f}), arousal "
+                    f"{figs['arousal_ua']:.4f} (calibrated {figs['arousal_ua_calibrated']:.4f})"
+                )
+            print(
+                f"loco mean: ua4 {m['ua4']:.4f}, ua4_calibrated {m['ua4_calibrated']:.4f}, arousal_ua_calibrated "
+                f"{m['arousal_ua_calibrated']:.4f}  (int8, {len(per)} held-out corpora)"
+            )
+            continue
         spread = f" ± {res['std']['ua']:.4f}" if len(res["folds"]) > 1 and "std" in res else ""
         more = "".join(f"  {k} {m[k]:.4f}" for k in ("arousal_ua",) if k in m)
         if "curve" in m:

@@ -353,6 +353,7 @@ def _write_loco(
     mean = loco.mean_figures([{k: v for k, v in f.items() if isinstance(v, float)} for f in per.values()])
     extra = {
         "corpora": per,
+        "uncertain": _uncertain_summary(split_results, ("int8", "int8_0s")),
         "note": LOCO_NOTE.format(seconds=calib.eval_seconds),
         "arousal_note": AROUSAL_NOTE,
         "model": "int8 TFLite",
@@ -656,10 +657,13 @@ def _corpora_summary(wset: WindowSet) -> dict[str, dict[str, Any]]:
 
 
 def _reading_from_metrics(metrics_dir: Path | None) -> ReadingConfig:
-    """Uncertainty thresholds chosen in the evaluation (median over the folds), else the defaults."""
+    """Uncertainty thresholds chosen in the evaluation (median over the splits), else the defaults.
+
+    ``loco`` first: its thresholds were chosen on validation speakers of several corpora.
+    """
     if metrics_dir is None:
         return ReadingConfig()
-    for proto in ("emobox_calibrated", "emobox"):
+    for proto in ("loco", "emobox_calibrated", "emobox"):
         path = metrics_dir / f"metrics_{proto}.json"
         if path.is_file():
             chosen = json.loads(path.read_text(encoding="utf-8")).get("uncertain", {}).get("chosen_median")
