@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from emostream.errors import ConfigError
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated
-from emostream.train.dataset import WindowSet, clip_scores
+from emostream.train.dataset import Channel, WindowSet, clip_scores
 from emostream.train.export import run_tflite
 
 F32 = npt.NDArray[np.float32]
@@ -64,3 +64,64 @@ def score_clips(
         )
     p = run_tflite(model, z)
     return clip_scores(p, wset.is_speech[idx], wset.clip_index[idx], len(wset.clips))[clips]
+
+
+def score_corpus(
+    model_json: Path, name: str, folder: Path, *, cache_dir: Path | None = Path("cache"), workers: int = 2
+) -> dict[str, float]:
+    """The loco figures (raw, calibrated 60 s, both through G.711) of a finished model on every clip of a corpus."""
+    from emostream.frontend.features import FeatureConfig  # noqa: PLC0415
+    from emostream.frontend.vad import VadConfig  # noqa: PLC0415
+    from emostream.train import loco  # noqa: PLC0415
+    from emostream.train.augment import AugmentConfig  # noqa: PLC0415
+    from emostream.train.corpora import get  # noqa: PLC0415
+    from emostream.train.dataset import build_windows  # noqa: PLC0415
+
+    meta, model = load_model(model_json)
+    corpus = get(name)
+    clips = corpus.list_clips(folder)
+    fcfg = FeatureConfig.from_dict(meta["feature_config"])
+    vcfg = VadConfig.from_dict(meta["vad_config"])
+    every = np.arange(len(clips))
+    probs: dict[str, F32] = {}
+    channels: tuple[tuple[Channel, str], ...] = (("wideband", "int8"), ("g711", "g711"))
+    for channel, prefix in channels:
+        wset = build_windows(
+            clips, fcfg, vcfg, aug=AugmentConfig(seed=42), channel=channel, cache_dir=cache_dir, workers=workers
+        )
+        probs[f"{prefix}_0s"] = score_clips(meta, model, wset, every, seconds=0.0)
+        probs[prefix] = score_clips(meta, model, wset, every, seconds=60.0)
+    return loco.corpus_figures(probs, np.array([c.label for c in clips], dtype=np.int32), corpus.label_mask)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emostream.train.score --model M.json --corpus nemo=DIR ... --out FILE`: a model on unseen corpora."""
+    import argparse  # noqa: PLC0415
+
+    from emostream.errors import EmoStreamError  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m emostream.train.score", description=main.__doc__)
+    parser.add_argument("--model", required=True, type=Path, help="a model's JSON (e.g. models/accurate.json)")
+    parser.add_argument("--corpus", action="append", required=True, metavar="NAME=DIR", help="repeatable")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
+    args = parser.parse_args(argv)
+    try:
+        per: dict[str, dict[str, float]] = {}
+        for value in args.corpus:
+            name, _, folder = value.partition("=")
+            per[name] = score_corpus(args.model, name, Path(folder), cache_dir=Path(args.cache) if args.cache else None)
+            print(name, " ".join(f"{k} {v:.3f}" for k, v in per[name].items()))
+    except EmoStreamError as exc:
+        print(f"error: {exc}")
+        return exc.exit_code
+    if args.out:
+        keys = [k for k in next(iter(per.values())) if all(k in f for f in per.values())]
+        mean = {k: float(np.mean([f[k] for f in per.values()])) for k in keys}
+        report = {"protocol": "unseen_corpora", "model": str(args.model), "mean": mean, "corpora": per}
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
