@@ -13,6 +13,8 @@ from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig
 from emostream.train.calibration import CalibrationSpec
 from emostream.train.fetch import register as register_fetch
+from emostream.train.fetch_ased import register as register_fetch_ased
+from emostream.train.fetch_nemo import register as register_fetch_nemo
 from emostream.train.fit import BALANCES, TrainConfig
 from emostream.train.models import FAMILIES, SUMMARY_FAMILIES, ModelConfig
 from emostream.train.ravdess import ENV_VAR, SONG_ENV_VAR, default_data_dir, default_song_dir
@@ -258,7 +260,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add `train`, `evaluate` and `fetch-ravdess` to an argparse subparsers object."""
+    """Add `train`, `evaluate` and the `fetch-*` commands to an argparse subparsers object."""
     p_train = subparsers.add_parser("train", help="train a model on all RAVDESS clips and export it as int8 TFLite")
     _add_common(p_train)
     p_train.add_argument("--out", default="models", help="output folder for NAME.tflite + NAME.json")
@@ -305,6 +307,8 @@ def register(subparsers: Any) -> None:
     p_eval.set_defaults(func=_evaluate, command="evaluate")
 
     register_fetch(subparsers)  # also registered on its own: it needs no training extras
+    register_fetch_nemo(subparsers)
+    register_fetch_ased(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

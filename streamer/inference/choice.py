@@ -10,8 +10,8 @@ from emostream.inference.metadata import DEFAULT_MODEL
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """``name``: a shipped model (``resnet_mlp``, ``cnn``) or a path to a model .json/.tflite;
-    ``num_threads``: CPU threads of the TFLite interpreter."""
+    """``name``: a shipped model (``accurate``, the default, ``fast``, ``resnet_mlp``, ``cnn``) or a path
+    to a model .json/.tflite; ``num_threads``: CPU threads of the TFLite interpreter."""
 
     name: str = DEFAULT_MODEL
     num_threads: int = 1
