@@ -70,9 +70,9 @@ TRIM_MARGIN_S = 0.1
 README_RULE = AlertRule(
     name="customer_angry",
     emotions=("angry",),
-    threshold=0.7,
-    min_duration_s=4.0,
-    clear_threshold=0.4,
+    threshold=0.4,
+    min_duration_s=2.0,
+    clear_threshold=0.25,
     roles=("customer",),
 )
 """The README's example rule (and config.toml's commented one): first, so the report's ``mean`` is its figures."""

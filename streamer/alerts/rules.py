@@ -45,8 +45,8 @@ class AlertRule:
 
     ``roles``/``channels``: the rule applies to hops whose role is in ``roles`` and whose
     channel index is in ``channels``; an empty tuple means any. Times in seconds of audio.
-    The defaults (0.7 for 4 s) are the rule that fired on no calm stretch and on the most angry
-    ones in the alert evaluation (docs/alerts.md).
+    The defaults (0.7 for 4 s) were chosen with the v3 models; with v4 the README's example
+    (0.4 for 2 s) is the measured rule (docs/alerts.md).
     """
 
     name: str = ""
