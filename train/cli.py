@@ -135,7 +135,7 @@ def _spec(args: argparse.Namespace) -> Any:
             prior_windows=args.calibration_prior, reps=args.calibration_reps, hop_s=args.hop_ms / 1000.0
         )
     song = default_song_dir() if args.song is None else (Path(args.song) if args.song else None)
-    corpora = _corpora(args.corpus)
+    corpora = corpus_folders(args.corpus)
     train_cfg = TrainConfig(
         family=args.model,
         epochs=args.epochs or DEFAULT_EPOCHS[args.model] * (2 if args.command == "evaluate" else 1),
@@ -173,7 +173,7 @@ def _spec(args: argparse.Namespace) -> Any:
     )
 
 
-def _corpora(values: list[str]) -> dict[str, Path]:
+def corpus_folders(values: list[str]) -> dict[str, Path]:
     """``--corpus NAME=DIR`` values as {name: folder}; :class:`ConfigError` for a bad or repeated one."""
     from emostream.train.corpora import CORPORA  # noqa: PLC0415
 

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse  # noqa: PLC0415
 
     from emostream.errors import EmoStreamError  # noqa: PLC0415
+    from emostream.train import loco  # noqa: PLC0415
+    from emostream.train.cli import corpus_folders  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m emostream.train.score", description=main.__doc__)
     parser.add_argument("--model", required=True, type=Path, help="a model's JSON (e.g. models/accurate.json)")
@@ -108,16 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         per: dict[str, dict[str, float]] = {}
-        for value in args.corpus:
-            name, _, folder = value.partition("=")
-            per[name] = score_corpus(args.model, name, Path(folder), cache_dir=Path(args.cache) if args.cache else None)
+        for name, folder in corpus_folders(args.corpus).items():
+            per[name] = score_corpus(args.model, name, folder, cache_dir=Path(args.cache) if args.cache else None)
             print(name, " ".join(f"{k} {v:.3f}" for k, v in per[name].items()))
     except EmoStreamError as exc:
         print(f"error: {exc}")
         return exc.exit_code
     if args.out:
-        keys = [k for k in next(iter(per.values())) if all(k in f for f in per.values())]
-        mean = {k: float(np.mean([f[k] for f in per.values()])) for k in keys}
+        mean = loco.mean_figures(list(per.values()))
         report = {"protocol": "unseen_corpora", "model": str(args.model), "mean": mean, "corpora": per}
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
