@@ -12,9 +12,13 @@ from emostream.train.augment import (
     apply_gain,
     augment,
     augment_config_from_dict,
+    babble,
+    babble_picks,
     clip_rng,
     pink_noise,
     pitch_shift,
+    reverberate,
+    rir_bank,
     snr_db,
     telephone,
     time_stretch,
@@ -90,11 +94,71 @@ def test_augment_is_seeded_and_reproducible():
     assert augment_config_from_dict(cfg.to_dict()) == cfg
 
 
+def test_augment_with_rooms_and_babble_is_seeded_and_reproducible():
+    pytest.importorskip("pyroomacoustics")
+    cfg = AugmentConfig(copies=1, seed=3, noise_prob=1.0, babble_share=1.0, reverb_prob=1.0, rir_bank=2)
+    x = _tone(300, seconds=1.0)
+    talkers = [_tone(150, seconds=0.7), _tone(700, seconds=1.3)]
+    a = augment(x, RATE, cfg, clip_rng(cfg, "a.flac", 1), talkers)
+    b = augment(x, RATE, cfg, clip_rng(cfg, "a.flac", 1), talkers)
+    np.testing.assert_array_equal(a, b)
+    spectrum = np.abs(np.fft.rfft(a))
+    # the babble's voices (150 and 700 Hz) are in the copy, around the tone
+    assert spectrum[150] > 20 * np.median(spectrum) and spectrum[700] > 20 * np.median(spectrum)
+
+
+def test_babble_is_unit_rms_and_holds_every_talker():
+    rng = np.random.default_rng(0)
+    mix = babble([_tone(200, seconds=0.5, amp=0.01), _tone(1200, seconds=2.0, amp=0.5)], 3 * RATE, rng)
+    assert mix.size == 3 * RATE and np.sqrt(np.mean(mix**2)) == pytest.approx(1.0, rel=1e-3)
+    spectrum = np.abs(np.fft.rfft(mix))
+    # both talkers at the same level although one was 34 dB quieter
+    assert spectrum[600] == pytest.approx(spectrum[3600], rel=0.1)
+    with pytest.raises(ConfigError):
+        babble([], 10, rng)
+
+
+def test_babble_picks_other_speakers_each_once_and_seeded():
+    speakers = ["a", "a", "b", "c", "c", "d"]
+    cfg = AugmentConfig(copies=2, seed=1, babble_talkers=(2, 3))
+    picks = babble_picks(speakers, cfg)
+    assert picks == babble_picks(speakers, cfg)
+    for i, per_copy in enumerate(picks):
+        assert len(per_copy) == 2
+        for chosen in per_copy:
+            voices = [speakers[j] for j in chosen]
+            assert 2 <= len(chosen) <= 3 and speakers[i] not in voices and len(set(voices)) == len(voices)
+    assert babble_picks(["a", "a"], cfg) == [[[], []], [[], []]]  # nobody else to babble
+
+
+def test_rooms_reverberate_with_their_time_and_keep_the_level():
+    pytest.importorskip("pyroomacoustics")
+    short, long_ = rir_bank(1, 3, (0.2, 0.25), RATE), rir_bank(1, 3, (0.8, 0.9), RATE)
+    assert rir_bank(1, 3, (0.2, 0.25), RATE) is short  # one bank per process and setting
+    for rooms in (short, long_):
+        assert all(r.dtype == np.float32 and np.argmax(np.abs(r)) == 32 for r in rooms)
+
+    def tail_energy(rir: np.ndarray) -> float:  # share of the energy later than 100 ms after the direct path
+        e = rir.astype(np.float64) ** 2
+        return float(e[32 + RATE // 10 :].sum() / e.sum())
+
+    assert min(tail_energy(r) for r in long_) > max(tail_energy(r) for r in short)
+    x = _tone(500, seconds=1.0)
+    wet = reverberate(x, long_[0])
+    assert wet.size == x.size and np.std(wet) == pytest.approx(np.std(x), rel=0.02)
+
+
 def test_augment_config_checks():
     with pytest.raises(ConfigError):
         AugmentConfig(copies=-1)
     with pytest.raises(ConfigError):
         AugmentConfig(noise_prob=1.5)
+    with pytest.raises(ConfigError):
+        AugmentConfig(rt60_s=(0.5, 0.2))
+    with pytest.raises(ConfigError):
+        AugmentConfig(babble_talkers=(0, 3))
+    assert AugmentConfig(seed=1).key_dict() == AugmentConfig(seed=2).key_dict() == {"copies": 0}
+    assert AugmentConfig(copies=1, seed=1).key_dict() != AugmentConfig(copies=1, seed=2).key_dict()
 
 
 def test_clip_scores_use_speech_windows_and_fall_back():

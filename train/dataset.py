@@ -27,11 +27,20 @@ from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import WindowExtractor
 from emostream.inference.metadata import EMOTIONS
-from emostream.train.augment import AugmentConfig, augment, augment_config_from_dict, clip_rng, telephone
+from emostream.train.augment import (
+    AugmentConfig,
+    augment,
+    augment_config_from_dict,
+    babble_picks,
+    clip_rng,
+    telephone,
+)
 from emostream.train.corpora import Clip, corpus_of
 
 Channel = Literal["wideband", "g711"]
 CACHE_VERSION = 1
+Job = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str, list[list[str]]]
+"""One clip's extraction: path, feature / VAD / augmentation dicts, channel, babble paths per copy."""
 IntArray = npt.NDArray[np.int32]
 
 
@@ -96,7 +105,7 @@ def cache_key(
             "version": CACHE_VERSION,
             "features": feature_cfg.to_dict(),
             "vad": vad_cfg.to_dict(),
-            "augment": aug.to_dict(),
+            "augment": aug.key_dict(),
             "channel": channel,
             "files": files,
         },
@@ -105,9 +114,9 @@ def cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
-def _extract_job(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]) -> list[tuple[Any, Any]]:
+def _extract_job(job: Job) -> list[tuple[Any, Any]]:
     """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
-    path, fdict, vdict, adict, channel = job
+    path, fdict, vdict, adict, channel, babble_paths = job
     fcfg = FeatureConfig.from_dict(fdict)
     vcfg = VadConfig.from_dict(vdict)
     aug = augment_config_from_dict(adict)
@@ -115,9 +124,10 @@ def _extract_job(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, Any],
     if channel == "g711":
         audio = telephone(audio, fcfg.sample_rate_hz, law="mulaw")
     key = Path(path).name
-    signals = [audio] + [
-        augment(audio, fcfg.sample_rate_hz, aug, clip_rng(aug, key, k)) for k in range(1, aug.copies + 1)
-    ]
+    signals = [audio]
+    for k in range(1, aug.copies + 1):
+        talkers = [load_mono(p, fcfg.sample_rate_hz) for p in babble_paths[k - 1]] if babble_paths else []
+        signals.append(augment(audio, fcfg.sample_rate_hz, aug, clip_rng(aug, key, k), talkers))
     extractor = _extractor(fcfg, vcfg)
     out = []
     for sig in signals:
@@ -158,7 +168,19 @@ def build_windows(
     if cached is not None and cached.is_file():
         with np.load(cached) as data:
             return WindowSet(clips, data["features"], data["is_speech"], data["clip_index"], data["copy"])
-    jobs = [(str(c.path), feature_cfg.to_dict(), vad_cfg.to_dict(), aug.to_dict(), channel) for c in clips]
+    wants_babble = aug.copies > 0 and aug.noise_prob > 0 and aug.babble_share > 0
+    picks = babble_picks([c.speaker for c in clips], aug) if wants_babble else [[] for _ in clips]
+    jobs: list[Job] = [
+        (
+            str(c.path),
+            feature_cfg.to_dict(),
+            vad_cfg.to_dict(),
+            aug.to_dict(),
+            channel,
+            [[str(clips[j].path) for j in copy] for copy in mine],
+        )
+        for c, mine in zip(clips, picks, strict=True)
+    ]
     results: list[list[tuple[Any, Any]]] = []
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
