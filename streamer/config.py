@@ -35,6 +35,7 @@ from emostream.frontend.timing import WindowingConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.choice import ModelConfig
 from emostream.outputs.config import OutputConfig
+from emostream.server.bus_config import BusConfig
 from emostream.server.config import ServerConfig
 
 CONFIG_ENV = "EMOSTREAM_CONFIG"
@@ -81,6 +82,7 @@ class Config:
     alerts: tuple[AlertRule, ...] = ()
     alerts_output: AlertOutput = field(default_factory=AlertOutput)
     server: ServerConfig = field(default_factory=ServerConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
     source: str = "built-in defaults"
 
 
@@ -95,6 +97,7 @@ SECTIONS: dict[str, type[Any]] = {
     "privacy": PrivacyConfig,
     "alerts_output": AlertOutput,
     "server": ServerConfig,
+    "bus": BusConfig,
 }
 MODEL_OVERRIDES: dict[str, type[Any]] = {"vad": VadConfig}
 ARRAY_SECTIONS: dict[str, type[Any]] = {"channels": ChannelConfig, "alerts": AlertRule}

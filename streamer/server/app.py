@@ -45,9 +45,9 @@ def create_app(ctx: ServerContext) -> ASGIApp:
 
     async def healthz(request: Request) -> Response:
         """``{"status": "ok" | "full" | "shutting down"}``; the call count only for a read token."""
-        calls = len(ctx.registry) if ctx.registry is not None else 0
+        calls = ctx.call_count()
         status = "shutting down" if ctx.drained else "full" if calls >= ctx.server.max_calls else "ok"
-        body: dict[str, object] = {"status": status}
+        body: dict[str, object] = {"status": status, **ctx.health()}
         grant = ctx.tokens.grant(token_from_request(request.headers, request.query_params, query_ok=False))
         if grant is not None and grant.allows(READ):
             body["calls"] = calls
@@ -83,7 +83,7 @@ def create_app(ctx: ServerContext) -> ASGIApp:
         grant = authorised(request, READ)
         if isinstance(grant, Response):
             return grant
-        return JSONResponse({"calls": ctx.calls.infos()}, headers=NO_STORE)
+        return JSONResponse({"calls": ctx.call_infos()}, headers=NO_STORE)
 
     async def whoami(request: Request) -> Response:
         """What the request's token allows (the pages check a token with it): ``{"name", "scopes"}``."""
@@ -119,12 +119,11 @@ def create_app(ctx: ServerContext) -> ASGIApp:
         Route("/api/calls", api_calls),
         Route("/api/whoami", whoami),
         Route("/", supervisor),
-        Route("/try", try_page),
         WebSocketRoute("/events", events),
-        WebSocketRoute("/twilio", twilio),
-        WebSocketRoute("/ingest", ingest),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
+    if ctx.takes_audio:  # not a fleet's supervisor
+        routes += [Route("/try", try_page), WebSocketRoute("/twilio", twilio), WebSocketRoute("/ingest", ingest)]
     app = Starlette(routes=routes, lifespan=lifespan)
     server = ctx.server
     return RequestGuard(
@@ -158,8 +157,8 @@ async def _events(conn: Connection, ws: WebSocket, ctx: ServerContext) -> None:
     ctx.subscribers.add(conn)
     ctx.metrics.subscribers.inc()
     try:
-        infos = [i for i in ctx.calls.infos(history=True) if call_filter is None or i["call_id"] == call_filter]
-        snapshot = {"type": "snapshot", "labels": list(ctx.plan.labels), "model": ctx.plan.model_name, "calls": infos}
+        infos = [i for i in ctx.call_infos(history=True) if call_filter is None or i["call_id"] == call_filter]
+        snapshot = {"type": "snapshot", **ctx.snapshot_head(), "calls": infos}
         if not await conn.send_text(EventHub.encode(snapshot)):
             return
         reader = asyncio.get_running_loop().create_task(_until_disconnect(conn))

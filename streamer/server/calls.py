@@ -53,6 +53,7 @@ from emostream.server.gate import warn_if_out_of_files
 from emostream.server.logs import LogLimiter
 from emostream.server.metrics import ServerMetrics, end_reason_label
 from emostream.server.pool import AnalysisError, AnalysisPool, NoWorkerError, WorkerLostError
+from emostream.server.recent import RecentRecords
 from emostream.server.summaries import write_summary
 
 log = logging.getLogger("emostream.server")
@@ -61,8 +62,6 @@ WATCH_INTERVAL_S = 0.5
 MAX_BATCH_S = 1.0  # audio analysed at the latest after this much has waited, hop or not
 MAX_IN_FLIGHT = 8  # analysis requests of one call under way at once (worker processes keep their order)
 FD_CHECK_ROUNDS = 4  # file descriptors checked (and held-back log lines reported) every 4 watchdog rounds (2 s)
-HISTORY_S = 180.0  # the recent timeline of each channel sent in the /events snapshot (the supervisor page's window)
-MAX_ALERT_HISTORY = 100
 
 StopFn = Callable[[int, str], None]
 
@@ -97,17 +96,11 @@ class Call:
         self.started_at = now_iso()
         self.last_message = time.monotonic()
         self._analysed = {int(c["channel"]): bool(c["analysed"]) for c in channels}
-        self.last: dict[str, dict[str, Any] | None] = {str(c["channel"]): None for c in channels}
-        self.active_alerts: dict[tuple[int, str], dict[str, Any]] = {}
+        # the last hop per channel, active alerts, recent timeline (/api/calls, the /events snapshot)
+        self.recent = RecentRecords((int(c["channel"]) for c in channels), registry.plan.timing.hop_s)
         self.dropped_frames = 0
         self.answered_frames = 0  # frames whose analysis came back (what a summary without the worker can claim)
         self.hops = 0
-        keep = int(HISTORY_S / max(registry.plan.timing.hop_s, 0.01)) + 2
-        # per channel: [t_end, emotion, uncertain, is_speech] of the last HISTORY_S s of hops (the page's timeline)
-        self.history: dict[str, collections.deque[list[Any]]] = {
-            str(c["channel"]): collections.deque(maxlen=keep) for c in channels
-        }
-        self.alert_history: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_ALERT_HISTORY)
         self.error: str | None = None
         self._chunks: list[Chunk] = []
         self._arrivals: list[tuple[int, float]] = []  # (input frames once this chunk is in, arrival time)
@@ -254,10 +247,7 @@ class Call:
             if isinstance(event, HopResult):
                 record = event.to_dict()
                 record["call_id"] = self.call_id
-                self.last[str(event.channel)] = record
-                history = self.history.get(str(event.channel))
-                if history is not None:
-                    history.append([record["t_end"], event.emotion, event.uncertain, event.is_speech])
+                self.recent.hop(record, is_speech=event.is_speech)
                 self.hops += 1
                 registry.hop_counter(self._analysed.get(event.channel, False)).inc()
                 if arrivals:
@@ -268,12 +258,7 @@ class Call:
             elif isinstance(event, AlertEvent):
                 record = event.to_dict()
                 record["call_id"] = self.call_id
-                key = (event.channel, event.rule)
-                if event.state == "fired":
-                    self.active_alerts[key] = record
-                else:
-                    self.active_alerts.pop(key, None)
-                self.alert_history.append(record)
+                self.recent.alert(record)
                 metrics.alerts.labels(event.state).inc()
                 if registry.delivery is not None:
                     registry.delivery.on_event(event)
@@ -284,23 +269,15 @@ class Call:
     def info(self, *, history: bool = False) -> dict[str, Any]:
         """The call's ``<call info>`` (docs/server.md): ids, channels, last hop per channel, active alerts.
 
-        ``history``: also the recent timeline (the ``/events`` snapshot): ``history`` = per
-        channel the last ``HISTORY_S`` s of hops as ``[t_end, emotion, uncertain, is_speech]``,
-        ``alert_history`` = the alert records (fired and cleared) of that time.
+        ``history``: also the recent timeline (the ``/events`` snapshot; :mod:`emostream.server.recent`).
         """
-        info: dict[str, Any] = {
+        return {
             "call_id": self.call_id,
             "source": self.spec.source,
             "started_at": self.started_at,
             "channels": [dict(c) for c in self.channels],
-            "last": dict(self.last),
-            "alerts": list(self.active_alerts.values()),
+            **self.recent.fields(history=history),
         }
-        if history:
-            info["history"] = {channel: list(points) for channel, points in self.history.items()}
-            newest = max((points[-1][0] for points in self.history.values() if points), default=0.0)
-            info["alert_history"] = [a for a in self.alert_history if (a.get("t_end") or newest) >= newest - HISTORY_S]
-        return info
 
     async def finish(self, reason: str) -> dict[str, Any]:
         """End the call: analyse what waits, flush, summarise; returns the summary (the ``call_end`` payload)."""

@@ -31,10 +31,12 @@ from emostream.engine.plan import make_plan
 from emostream.errors import ConfigError
 from emostream.server.app import create_app
 from emostream.server.auth import Token, default_token_file, resolve_token, resolve_tokens, write_token_file
+from emostream.server.bus import safe_url
 from emostream.server.config import TOKEN_ENV, ServerConfig
-from emostream.server.context import ServerContext, make_context
+from emostream.server.context import ServerContext, make_context, replica_name
 from emostream.server.gate import guarded_http_protocol, raise_file_limit
 from emostream.server.logs import SafeFormatter
+from emostream.server.supervisor import make_supervisor_context
 
 EXIT_INTERRUPTED = 130
 MAX_HEADER_BYTES = 16384  # an HTTP request's headers (h11 answers 400 beyond it)
@@ -69,6 +71,19 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--workers", type=int, help="analysis processes shared by the calls (default 2; 0 = threads of the server)"
     )
+    parser.add_argument(
+        "--bus",
+        metavar="URL",
+        help="publish every record (and a heartbeat) on a Redis stream, redis://HOST:PORT/DB ([bus] url; "
+        "docs/scaling.md)",
+    )
+    parser.add_argument("--replica", metavar="NAME", help="this replica's name on the supervisor ([bus] replica)")
+    parser.add_argument(
+        "--supervisor",
+        action="store_true",
+        help="serve one supervisor page, /events, /api/calls and /metrics for every replica of the --bus "
+        "(takes no audio)",
+    )
     add_model_options(parser)
     add_calibration_options(parser)
     parser.set_defaults(func=cmd_serve, live=False)
@@ -84,7 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "max_calls": args.max_calls,
         "workers": args.workers,
     }
-    cfg = apply_overrides(cfg, {"server": given})
+    cfg = apply_overrides(cfg, {"server": given, "bus": {"url": args.bus, "replica": args.replica}})
+    if args.supervisor and cfg.bus.url is None:
+        raise ConfigError(
+            "--supervisor: no bus to read; give --bus redis://HOST:PORT/DB (or [bus] url), the bus the replicas "
+            "publish to"
+        )
     token = resolve_token(cfg.server)
     tokens = resolve_tokens(cfg.server, token)
     prepare_summary_dir(cfg.server)
@@ -95,7 +115,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tokens.admin = token
         plan = make_plan(cfg)
         setup_logging()
-        ctx = make_context(cfg, plan, token, tokens)
+        if cfg.bus.url is not None and cfg.bus.replica is None and not args.supervisor:
+            cfg = apply_overrides(cfg, {"bus": {"replica": replica_name(cfg, sock.getsockname()[1])}})
+        ctx: ServerContext
+        if args.supervisor:
+            ctx = make_supervisor_context(cfg, plan, token, tokens)
+        else:
+            ctx = make_context(cfg, plan, token, tokens)
         fit_to_file_limit(ctx)
         server = EmoServer(ctx, uvicorn_config(ctx), on_ready=lambda: print_banner(ctx, sock.getsockname()[1]))
         server.run(sockets=[sock])
@@ -256,9 +282,20 @@ def print_banner(ctx: ServerContext, port: int) -> None:
         f"at most {ctx.server.max_calls} calls)",
         f"  tokens:          {', '.join(ctx.tokens.names)}",
         f"  supervisor page: {base}/#token={fragment}",
-        f"  browser app:     {base}/try#token={fragment}",
-        f"  WebSockets:      ws://{shown}:{port}/twilio  /ingest  /events   (SIGTERM or Ctrl-C stops)",
     ]
+    bus = ctx.config.bus
+    if ctx.takes_audio:
+        lines += [
+            f"  browser app:     {base}/try#token={fragment}",
+            f"  WebSockets:      ws://{shown}:{port}/twilio  /ingest  /events   (SIGTERM or Ctrl-C stops)",
+        ]
+        if bus.url is not None:
+            lines.append(f"  bus:             {safe_url(bus.url)} stream {bus.stream}, as replica {bus.replica}")
+    else:
+        lines += [
+            f"  fleet:           every replica on {safe_url(bus.url or '')} stream {bus.stream}; no audio taken here",
+            f"  WebSockets:      ws://{shown}:{port}/events   (SIGTERM or Ctrl-C stops)",
+        ]
     if not _is_loopback(host):
         lines.append(
             f"  warning: {host} is reachable from other machines; put a TLS-terminating reverse proxy in front "

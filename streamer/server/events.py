@@ -60,6 +60,11 @@ class EventHub:
         self.queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
         self._on_drop = on_drop
+        self._taps: list[Callable[[str, str], None]] = []
+
+    def tap(self, fn: Callable[[str, str], None]) -> None:
+        """Also hand every record's JSON text to ``fn(call_id, text)``, subscribers or not (the bus); must not wait."""
+        self._taps.append(fn)
 
     def subscribe(self, call_id: str | None = None) -> Subscriber:
         """A new subscriber to every call's records (or ``call_id``'s only)."""
@@ -81,9 +86,11 @@ class EventHub:
 
     def publish(self, call_id: str, record: dict[str, Any]) -> None:
         """Offer ``record`` (already carrying its ``call_id``) to every interested subscriber; never waits."""
-        if not self._subscribers:
+        if not self._subscribers and not self._taps:
             return
         text = _encode(record)
+        for tap in self._taps:
+            tap(call_id, text)
         for sub in self._subscribers:
             if (sub.call_id is None or sub.call_id == call_id) and not sub.offer(text) and self._on_drop is not None:
                 self._on_drop()
