@@ -29,7 +29,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_serve import TOKEN, call_audio, open_ws, parse_metrics, prepare, proc_cpu_s, ws_frame
+from benchmarks.bench_serve import (
+    TOKEN,
+    call_audio,
+    open_ws,
+    parse_metrics,
+    prepare,
+    proc_cpu_s,
+    ws_frame,
+)
 
 FRAME_S = 0.02
 TICK_S = 0.005
@@ -129,7 +137,9 @@ class Fleet:
         self.ports["haproxy"] = free_port()
         cfg = self.folder / "haproxy.cfg"
         cfg.write_text(haproxy_cfg(self.ports["haproxy"], {n: self.ports[n] for n in names}, 200), encoding="utf-8")
-        check = subprocess.run([binary("haproxy"), "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
+        check = subprocess.run(
+            [binary("haproxy"), "-c", "-q", "-f", str(cfg)], check=False, capture_output=True, text=True
+        )
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c refused the config: {check.stderr or check.stdout}")
         self._spawn("haproxy", [binary("haproxy"), "-db", "-f", str(cfg)])
@@ -152,7 +162,9 @@ class Fleet:
         """Start ``cmd`` in its own process group, stderr (and stdout unless ``banner``) to ``name``.log."""
         log = (self.folder / f"{name}.log").open("a", encoding="utf-8")
         out = subprocess.PIPE if banner else log
-        proc = subprocess.Popen(cmd, stdout=out, stderr=log, text=True, env=env, start_new_session=True, cwd=self.folder)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=log, text=True, env=env, start_new_session=True, cwd=self.folder
+        )
         self.procs[name] = proc
         return proc
 
@@ -176,7 +188,8 @@ class Fleet:
         env = {**os.environ, "EMOSTREAM_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
         config = self.folder / f"{name}.toml"
         config.write_text("[server]\nmax_calls = 200\nidle_timeout_s = 60.0\n", encoding="utf-8")
-        cmd = [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", self.model, "--config", str(config)]
+        cmd = [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", self.model]
+        cmd += ["--config", str(config)]
         proc = self._spawn(name, [*cmd, *extra], env, banner=True)
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -225,8 +238,8 @@ class Watcher:
     hops_after: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, replica) of every hop
     snapshot_calls: int = 0
 
-    def take(self, record: dict[str, Any]) -> None:
-        now = time.monotonic()
+    def take(self, record: dict[str, Any], now: float, wall: float) -> None:
+        """One record of ``/events``, received at ``now`` (monotonic) and ``wall`` (wall clock)."""
         kind = record.get("type")
         if kind == "snapshot":
             self.snapshot_calls = len(record.get("calls") or [])
@@ -243,28 +256,43 @@ class Watcher:
                 self.readings[call_id] = self.readings.get(call_id, 0) + 1
             if record.get("time"):
                 made = datetime.fromisoformat(record["time"]).timestamp()
-                self.delays_s.append(time.time() - made)
+                self.delays_s.append(wall - made)
             self.last_hop_at[replica] = now
             self.hops_after.append((now, replica))
         elif kind == "call_end":
             reason = str((record.get("summary") or {}).get("end_reason", ""))
             self.ended[record["call_id"]] = (now, reason)
 
-    async def follow(self, port: int) -> None:
-        import websockets
-
-        url = f"ws://127.0.0.1:{port}/events"
-        async with websockets.connect(
-            url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, max_size=None
-        ) as ws:
-            async for message in ws:
-                self.take(json.loads(message))
+    def read(self, path: Path) -> None:
+        """Take the records :func:`follow` wrote to ``path``."""
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                received = json.loads(line)
+                self.take(received["m"], received["t"], received["w"])
 
     def p99_ms(self, since_s: float = 0.0) -> float | None:
         delays = sorted(self.delays_s)
         if not delays:
             return None
         return round(1000 * delays[min(len(delays) - 1, int(0.99 * len(delays)))], 1)
+
+
+async def follow(port: int, out: Path) -> None:
+    """The supervisor's ``/events`` client: every message, with its arrival times, one JSON line each in ``out``.
+
+    Run in a process of its own (``python -m benchmarks.fleet follow PORT OUT``), so that the
+    load generator's loop does not delay the reading of the records whose delay it measures.
+    """
+    import websockets
+
+    url = f"ws://127.0.0.1:{port}/events"
+    with out.open("w", encoding="utf-8") as sink:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+            async for message in ws:
+                now, wall = time.monotonic(), time.time()
+                sink.write(f'{{"t":{now},"w":{wall},"m":{message}}}\n')
+                sink.flush()
 
 
 @dataclass
@@ -348,6 +376,7 @@ class FleetRun:
     with_readings: int  # of those, calls with at least one reading (a hop with scores)
     p99_ms: float | None
     p50_ms: float | None
+    supervisor_delay_p99_ms: float | None  # emostream_bus_delay_seconds: from a replica's queue to the fan-out
     broker_outage_s: float | None
     audio_dropped_s: float  # on the replicas (emostream_dropped_audio_seconds_total), the killed one's last scrape
     bus_dropped: float  # records the replicas dropped (emostream_bus_dropped_total)
@@ -378,6 +407,26 @@ def _own_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Observed:
+    """The raw observations of one run, before :func:`summarise`."""
+
+    watcher: Watcher
+    streamer: Streamer
+    survivors: list[str]
+    seconds: float
+    t0: float = 0.0
+    started: float = 0.0
+    outage_s: float | None = None
+    restored_at: float | None = None
+    killed_at: float | None = None
+    killed_scrape: dict[str, dict[str, float]] = field(default_factory=dict)
+    end_scrape: dict[str, dict[str, float]] = field(default_factory=dict)
+    cpu_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    supervisor_delay_p99_ms: float | None = None
+
+
 async def run_fleet(
     folder: Path,
     *,
@@ -391,62 +440,67 @@ async def run_fleet(
     """Start a fleet in ``folder``, stream ``calls`` calls of ``seconds`` s through HAProxy, restart the broker
     and SIGKILL replica r2 at the given times (since the first call), and measure what the supervisor shows."""
     fleet = Fleet(folder, model=model, workers=workers)
-    started = time.monotonic()
+    survivors = ["r1"] if kill_at_s is not None else ["r1", "r2"]
+    seen = Observed(Watcher(), Streamer(0, calls, seconds), survivors, seconds, started=time.monotonic())
     fleet.start()
-    notes: list[str] = []
     try:
-        watcher = Watcher()
-        follower = asyncio.get_running_loop().create_task(watcher.follow(fleet.ports["supervisor"]))
-        await asyncio.sleep(0.5)
-        streamer = Streamer(fleet.ports["haproxy"], calls, seconds)
-        survivors = ["r1"] if kill_at_s is not None else ["r1", "r2"]
+        records = fleet.folder / "events.jsonl"
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fleet", "follow", str(fleet.ports["supervisor"]), str(records)],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        await asyncio.sleep(1.0)
+        seen.streamer.port = fleet.ports["haproxy"]
         cpu0 = {n: fleet.cpu_s(n) for n in survivors}
         work0 = {n: children_cpu_s(fleet.procs[n].pid) for n in survivors}
-        t0 = time.monotonic()
-        streaming = asyncio.get_running_loop().create_task(streamer.run())
-        outage: float | None = None
-        restored_at = None
-        killed_at = None
-        last_scrape: dict[str, dict[str, float]] = {}
-        events = sorted(
-            [(t, kind) for t, kind in ((restart_broker_at_s, "restart"), (kill_at_s, "kill")) if t is not None]
-        )
-        for at, kind in events:
-            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        seen.t0 = time.monotonic()
+        streaming = asyncio.get_running_loop().create_task(seen.streamer.run())
+        steps = [(t, kind) for t, kind in ((restart_broker_at_s, "restart"), (kill_at_s, "kill")) if t is not None]
+        for at, kind in sorted(steps):
+            await asyncio.sleep(max(0.0, seen.t0 + at - time.monotonic()))
             if kind == "restart":
-                outage = await asyncio.to_thread(fleet.restart_redis)
-                restored_at = time.monotonic()
+                seen.outage_s = await asyncio.to_thread(fleet.restart_redis)
+                seen.restored_at = time.monotonic()
             else:
-                last_scrape = await asyncio.to_thread(fleet_metrics_totals, fleet, ["r2"])
-                killed_at = time.monotonic()
+                seen.killed_scrape = await asyncio.to_thread(fleet_metrics_totals, fleet, ["r2"])
+                seen.killed_at = time.monotonic()
                 await asyncio.to_thread(fleet.kill, "r2")
         await streaming
         await asyncio.sleep(2.0)  # the last records and call_ends reach the supervisor
-        end = await asyncio.to_thread(fleet_metrics_totals, fleet, [*survivors, "supervisor"])
-        cpu = sum(fleet.cpu_s(n) - cpu0[n] for n in survivors)
-        work = sum(children_cpu_s(fleet.procs[n].pid) - work0[n] for n in survivors)
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await follower
+        seen.end_scrape = await asyncio.to_thread(fleet_metrics_totals, fleet, [*survivors, "supervisor"])
+        seen.cpu_s = sum(fleet.cpu_s(n) - cpu0[n] for n in survivors)
+        seen.worker_cpu_s = sum(children_cpu_s(fleet.procs[n].pid) - work0[n] for n in survivors)
+        seen.supervisor_delay_p99_ms = histogram_quantile({}, seen.end_scrape.get("supervisor", {}), 0.99)
+        follower.terminate()
+        follower.wait(timeout=10)
+        seen.watcher.read(records)
     finally:
         fleet.stop()
-    killed_calls = [c for c, r in watcher.started.items() if r == "r2"] if kill_at_s is not None else []
+    return summarise(seen)
+
+
+def summarise(seen: Observed) -> FleetRun:
+    """The figures of a run from its observations."""
+    watcher, streamer, survivors, seconds = seen.watcher, seen.streamer, seen.survivors, seen.seconds
+    notes: list[str] = []
+    killed_calls = [c for c, r in watcher.started.items() if r == "r2"] if seen.killed_at is not None else []
     survivor_calls = [c for c, r in watcher.started.items() if r in survivors]
     ends = [watcher.ended[c] for c in killed_calls if c in watcher.ended]
     kill_to_ended = (
-        round(max(t for t, _ in ends) - killed_at, 2)
-        if killed_at is not None and ends and len(ends) == len(killed_calls)
+        round(max(t for t, _ in ends) - seen.killed_at, 2)
+        if seen.killed_at is not None and ends and len(ends) == len(killed_calls)
         else None
     )
-    if killed_at is not None and len(ends) < len(killed_calls):
+    if seen.killed_at is not None and len(ends) < len(killed_calls):
         notes.append(f"{len(killed_calls) - len(ends)} call(s) of the killed replica never shown ended")
     sid_index = {sid: i for i, sid in enumerate(streamer.sids)}
     others_cut = sum(1 for c in survivor_calls if sid_index.get(c) in streamer.cut)
-    stops = {sid: t0 + i / streamer.arrivals_per_s + seconds for i, sid in enumerate(streamer.sids)}
+    stops = {sid: seen.t0 + i / streamer.arrivals_per_s + seconds for i, sid in enumerate(streamer.sids)}
     others_early = sum(1 for c in survivor_calls if c in watcher.ended and watcher.ended[c][0] < stops[c] - 1.0)
+    end, last_scrape = seen.end_scrape, seen.killed_scrape
     dropped = sum(dropped_audio_s(v) for n, v in end.items() if n != "supervisor")
     dropped += sum(dropped_audio_s(v) for v in last_scrape.values())
-    bus_dropped = sum(total(v, "emostream_bus_dropped_total") for n, v in {**end, **last_scrape}.items())
+    bus_dropped = sum(total(v, "emostream_bus_dropped_total") for v in {**end, **last_scrape}.values())
     sup = end.get("supervisor", {})
     received_r1 = sum(v for k, v in sup.items() if k.startswith("emostream_bus_received_total") and '"r1"' in k)
     call_s = seconds * sum(
@@ -456,30 +510,54 @@ async def run_fleet(
         1 for i, sid in enumerate(streamer.sids) if watcher.started.get(sid) == "r1" and i not in streamer.cut
     )
     delays = sorted(watcher.delays_s)
+    after = watcher.hops_after
     return FleetRun(
-        calls=calls,
+        calls=streamer.n_calls,
         seen=len([c for c in streamer.sids if c in watcher.started]),
         with_readings=len([c for c in streamer.sids if watcher.readings.get(c, 0) > 0]),
         p99_ms=watcher.p99_ms(),
         p50_ms=round(1000 * delays[len(delays) // 2], 1) if delays else None,
-        broker_outage_s=None if outage is None else round(outage, 2),
+        supervisor_delay_p99_ms=seen.supervisor_delay_p99_ms,
+        broker_outage_s=None if seen.outage_s is None else round(seen.outage_s, 2),
         audio_dropped_s=round(dropped, 3),
         bus_dropped=bus_dropped,
         bus_missing=total(sup, "emostream_bus_missing_total"),
-        hops_after_restart=sum(1 for t, _ in watcher.hops_after if restored_at is not None and t > restored_at),
-        killed="r2" if kill_at_s is not None else None,
+        hops_after_restart=sum(1 for t, _ in after if seen.restored_at is not None and t > seen.restored_at),
+        killed="r2" if seen.killed_at is not None else None,
         killed_calls=len(killed_calls),
         kill_to_ended_s=kill_to_ended,
         kill_reasons=sorted({r for _, r in ends}),
         others_cut=others_cut,
         others_ended_early=others_early,
         others_hops_after_kill=sum(
-            1 for t, r in watcher.hops_after if killed_at is not None and t > killed_at + 1 and r in survivors
+            1 for t, r in after if seen.killed_at is not None and t > seen.killed_at + 1 and r in survivors
         ),
-        replica_cpu_s=round(cpu, 2),
-        worker_cpu_s=round(work, 2),
+        replica_cpu_s=round(seen.cpu_s, 2),
+        worker_cpu_s=round(seen.worker_cpu_s, 2),
         call_seconds=round(call_s, 1),
         records_per_call_s=round(received_r1 / max(r1_call_s, 1e-9), 2),
-        wall_s=round(time.monotonic() - started, 1),
+        wall_s=round(time.monotonic() - seen.started, 1),
         notes=notes,
     )
+
+
+def histogram_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
+    """The q-quantile (ms) of the supervisor's ``emostream_bus_delay_seconds``: the upper bound of its bucket."""
+    pattern = re.compile(r'emostream_bus_delay_seconds_bucket\{le="([^"]+)"\}')
+    buckets = sorted(
+        (float("inf") if m.group(1) == "+Inf" else float(m.group(1)), after[k] - before.get(k, 0.0))
+        for k in after
+        if (m := pattern.fullmatch(k))
+    )
+    count = buckets[-1][1] if buckets else 0.0
+    return next((1000.0 * bound for bound, n in buckets if count > 0 and n >= q * count), None)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "follow":
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            asyncio.run(follow(int(sys.argv[2]), Path(sys.argv[3])))
+    else:
+        print("usage: python -m benchmarks.fleet follow SUPERVISOR_PORT OUT.jsonl", file=sys.stderr)
+        sys.exit(2)

@@ -44,6 +44,7 @@ from test_server_support import (
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from emostream.audio.codecs import encode_raw
+from emostream.config import Config
 from emostream.engine.plan import SessionPlan
 from emostream.server import summaries
 from emostream.server.auth import Token, TokenSet, encode_subprotocol_token, write_token_file
@@ -497,6 +498,8 @@ def test_a_generated_token_goes_to_a_private_file_not_to_stdout(tmp_path: Path, 
         server = type("S", (), {"host": "127.0.0.1", "max_calls": 200})()
         plan = type("P", (), {"model_name": "fast"})()
         tokens = TokenSet(token)
+        config = Config()
+        takes_audio = True
 
     print_banner(Ctx(), 8765)  # type: ignore[arg-type]
     out = capsys.readouterr().out

@@ -225,7 +225,7 @@ class BusPublisher:
             self.published.inc(len(batch))
 
     def _set_connected(self, connected: bool, error: BaseException | None = None) -> None:
-        if connected != self.connected:
+        if connected != self.connected and not self._stopping:
             if connected:
                 log.info(
                     "bus: connected to %s (stream %s, replica %s)", safe_url(self.url), self.cfg.stream, self.replica

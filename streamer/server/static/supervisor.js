@@ -48,6 +48,7 @@ class Call {
 
   update(info) {
     this.source = info.source ?? this.source ?? "";
+    if (info.replica && info.replica !== this.replica) { this.replica = info.replica; this.built = false; } // a fleet's supervisor
     this.startedAt = info.started_at ? Date.parse(info.started_at) : (this.startedAt ?? Date.now());
     for (const ch of info.channels ?? []) {
       const c = this.channel(ch.channel, ch.role, ch.analysed);
@@ -122,6 +123,7 @@ class Call {
     this.head = el("header", {},
       el("span", { class: "call-id", title: this.id, text: this.id }),
       el("span", { class: "source", text: this.source }),
+      this.replica ? el("span", { class: "replica", title: "the replica that runs this call", text: this.replica }) : null,
       (this.elapsed = el("span", { class: "elapsed" })));
     this.banner = el("div", { class: "alert-banner", hidden: "" });
     n.append(this.head, this.banner);
@@ -228,10 +230,14 @@ function renderReading(ch) {
   ch.arousalText.textContent = a == null ? "–" : a.toFixed(2);
 }
 
+const NORMAL_ENDS = new Set(["stop", "server shutting down"]);
+
 function endedText(call) {
   const s = call.summary;
   if (!s) return "ended";
   const parts = [];
+  // why, unless the call simply ended: a replica lost or stopped, an error, an idle timeout
+  if (s.end_reason && !NORMAL_ENDS.has(s.end_reason) && !s.end_reason.startsWith("disconnected")) parts.push(s.end_reason);
   for (const ch of s.channels ?? []) {
     if (ch.analysed === false) continue;
     const dominant = ch.dominant ?? topShare(ch.emotion_seconds ?? ch.emotion_s);

@@ -1,0 +1,209 @@
+"""A fleet on 127.0.0.1: HAProxy in front of 2 replicas, a Redis bus, one supervisor (:mod:`benchmarks.fleet`).
+
+Streams Twilio-format calls (default 40 calls of 40 s, 10 new a second) through HAProxy
+(least connections) to two ``emostream serve --bus`` replicas, while one client of the
+supervisor's ``/events`` reads every record. 12 s after the first call the broker is
+restarted (SIGTERM, started again: its append-only file keeps the stream); 22 s after it
+replica r2 is killed with SIGKILL (with its analysis workers). Figures:
+
+- calls the supervisor showed with readings, and that nothing was dropped (audio on the
+  replicas, records on the bus);
+- the p99 delay of a hop record from its computation on a replica to its arrival at the
+  supervisor's ``/events`` client (wall clocks of one machine);
+- the broker restart: audio dropped on the replicas, records lost (dropped by the replicas
+  plus gaps in the sequence numbers the supervisor saw), hops received after it;
+- the killed replica: seconds from SIGKILL until the last of its calls is shown ended (with
+  the reason), and whether the other replica's calls went on untouched;
+- the bus's CPU per call-second on a replica, against the call's analysis: CPU per record
+  of the replica's bus path (JSON encoding, queueing, pipelined ``XADD`` to a real
+  ``redis-server``), measured in this process on 20,000 hop records, times the records a
+  call-second puts on the bus (counted on the supervisor), divided by the analysis
+  workers' CPU per call-second in the fleet run.
+
+Standalone: ``python -m benchmarks.bench_fleet [--calls 40] [--call-seconds 40]``; inside
+``python -m benchmarks --only fleet``. Needs Debian's ``redis-server`` and ``haproxy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import figure, result
+from benchmarks.fleet import Fleet, FleetRun, free_port, missing_binaries, run_fleet
+
+CALLS_TARGET = 40
+P99_TARGET_MS = 250.0
+KILL_TARGET_S = 5.0
+BUS_SHARE_TARGET = 0.10
+MICRO_RECORDS = 20000
+
+
+def hop_record(i: int) -> dict[str, Any]:
+    """A hop record as a replica publishes it (the labels of the shipped models, rounded scores)."""
+    scores = {"angry": 0.1234, "calm": 0.4321, "happy": 0.2, "neutral": 0.1, "sad": 0.1445}
+    return {
+        "type": "hop",
+        "source": "twilio",
+        "session_id": "MZbench0000",
+        "time": "2026-12-03T07:00:00.000+00:00",
+        "channel": 0,
+        "role": "customer",
+        "t_start": i * 0.5,
+        "t_end": i * 0.5 + 2.0,
+        "speech_ratio": 0.8,
+        "scores": scores,
+        "smoothed": scores,
+        "emotion": "calm",
+        "confidence": 0.4321,
+        "arousal": 0.3,
+        "uncertain": False,
+        "latency_ms": 3.2,
+        "call_id": "MZbench0000",
+    }
+
+
+async def _publish_many(url: str, n: int) -> float:
+    """CPU seconds of this process per record for encoding and publishing ``n`` hop records on the bus."""
+    from prometheus_client import CollectorRegistry
+
+    from emostream.server.bus import BusPublisher
+    from emostream.server.bus_config import BusConfig
+    from emostream.server.events import EventHub
+
+    hub = EventHub(10)
+    bus = BusPublisher(BusConfig(url=url, max_pending=n + 100), "bench", CollectorRegistry(), heartbeat=dict)
+    bus.attach(hub)
+    bus.start()
+    while not bus.connected:
+        await asyncio.sleep(0.01)
+    records = [hop_record(i) for i in range(n)]
+    cpu0 = time.process_time()
+    for i, record in enumerate(records):
+        hub.publish("MZbench0000", record)
+        if i % 20 == 0:  # records arrive a few at a time, as hops come out of the workers
+            await asyncio.sleep(0)
+    while bus.pending:
+        await asyncio.sleep(0.001)
+    cpu = time.process_time() - cpu0
+    await bus.stop()
+    return cpu / n
+
+
+def bus_cpu_per_record(folder: Path) -> float:
+    """:func:`_publish_many` against a redis-server of its own."""
+    fleet = Fleet(folder)
+    fleet.ports["redis"] = free_port()
+    fleet.start_redis()
+    try:
+        return asyncio.run(_publish_many(fleet.bus_url, MICRO_RECORDS))
+    finally:
+        fleet.stop()
+
+
+def figures_of(run: FleetRun, per_record_s: float) -> list[dict[str, Any]]:
+    clean = run.audio_dropped_s == 0 and run.bus_dropped == 0 and run.bus_missing == 0
+    analysis_per_call_s = run.worker_cpu_s / max(run.call_seconds, 1e-9)
+    bus_per_call_s = per_record_s * run.records_per_call_s
+    share = bus_per_call_s / max(analysis_per_call_s, 1e-12)
+    return [
+        figure(
+            "calls through HAProxy to 2 replicas + supervisor, shown with readings, nothing dropped",
+            run.with_readings if clean else 0,
+            "calls",
+            target=CALLS_TARGET,
+            better="higher",
+            note=f"{run.seen} of {run.calls} shown; audio dropped {run.audio_dropped_s} s, bus records dropped "
+            f"{run.bus_dropped:g}, missing {run.bus_missing:g}",
+        ),
+        figure(
+            "hop record, replica to the supervisor's /events, p99",
+            run.p99_ms,
+            "ms",
+            target=P99_TARGET_MS,
+            note=f"p50 {run.p50_ms} ms; from the hop's computation in the replica's worker to the client",
+        ),
+        figure(
+            "broker restart: audio lost",
+            run.audio_dropped_s,
+            "s",
+            target=0.0,
+            note=f"outage {run.broker_outage_s} s (SIGTERM, started again); {run.hops_after_restart} hops after it",
+        ),
+        figure(
+            "broker restart: records lost",
+            run.bus_dropped + run.bus_missing,
+            "records",
+            target=0.0,
+            note="dropped by the replicas + gaps in the sequence seen by the supervisor",
+        ),
+        figure(
+            "replica killed: its calls shown ended on the supervisor after",
+            run.kill_to_ended_s,
+            "s",
+            target=KILL_TARGET_S,
+            note=f"{run.killed_calls} calls; reason {run.kill_reasons}; other replica: {run.others_cut} cut, "
+            f"{run.others_ended_early} ended early, {run.others_hops_after_kill} hops after the kill",
+        ),
+        figure(
+            "bus CPU per call-second on a replica, share of the call's analysis",
+            round(share, 4),
+            "",
+            target=BUS_SHARE_TARGET,
+            note=f"{1e6 * per_record_s:.0f} µs per record × {run.records_per_call_s} records per call-second = "
+            f"{1000 * bus_per_call_s:.3f} ms; analysis {1000 * analysis_per_call_s:.2f} ms CPU per call-second",
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The fleet figures against the targets of issue 20."""
+    missing = missing_binaries()
+    if missing:
+        return result("fleet", [figure("fleet", f"not run: {', '.join(missing)} not installed", target=0.0)])
+    calls = int(getattr(args, "calls", None) or CALLS_TARGET)
+    seconds = float(getattr(args, "call_seconds", None) or 40.0)
+    old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if old is not None:  # the harness pins to one CPU; the fleet gets the machine's two
+        os.sched_setaffinity(0, set(sorted(range(os.cpu_count() or 1))[:2]))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp:
+            load_before = os.getloadavg()[0]
+            folders = Path(tmp) / "fleet", Path(tmp) / "micro"
+            for folder in folders:
+                folder.mkdir()
+            fleet_run = asyncio.run(
+                run_fleet(folders[0], calls=calls, seconds=seconds, restart_broker_at_s=12.0, kill_at_s=22.0)
+            )
+            per_record = bus_cpu_per_record(folders[1])
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
+    details = dataclasses.asdict(fleet_run) | {
+        "bus_cpu_per_record_s": per_record,
+        "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+    return result("fleet", figures_of(fleet_run, per_record), details)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import print_results
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fleet", description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, help=f"calls streamed through HAProxy (default {CALLS_TARGET})")
+    parser.add_argument("--call-seconds", type=float, help="seconds each call streams (default 40)")
+    res = run(parser.parse_args(argv))
+    print_results([res])
+    print(json.dumps(res["details"], indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
