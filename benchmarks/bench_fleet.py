@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_serve import proc_cpu_s
 from benchmarks.common import figure, result
 from benchmarks.fleet import Fleet, FleetRun, free_port, missing_binaries, run_fleet
 
@@ -70,8 +71,9 @@ def hop_record(i: int) -> dict[str, Any]:
     }
 
 
-async def _publish_many(url: str, n: int) -> float:
-    """CPU seconds of this process per record for encoding and publishing ``n`` hop records on the bus."""
+async def _publish_many(url: str, n: int, broker_pid: int) -> tuple[float, float]:
+    """CPU seconds per record for encoding and publishing ``n`` hop records on the bus: of this process (a
+    replica's share), of the broker."""
     from prometheus_client import CollectorRegistry
 
     from emostream.server.bus import BusPublisher
@@ -85,25 +87,25 @@ async def _publish_many(url: str, n: int) -> float:
     while not bus.connected:
         await asyncio.sleep(0.01)
     records = [hop_record(i) for i in range(n)]
-    cpu0 = time.process_time()
+    cpu0, broker0 = time.process_time(), proc_cpu_s(broker_pid)
     for i, record in enumerate(records):
         hub.publish("MZbench0000", record)
         if i % 20 == 0:  # records arrive a few at a time, as hops come out of the workers
             await asyncio.sleep(0)
     while bus.pending:
         await asyncio.sleep(0.001)
-    cpu = time.process_time() - cpu0
+    cpu, broker = time.process_time() - cpu0, proc_cpu_s(broker_pid) - broker0
     await bus.stop()
-    return cpu / n
+    return cpu / n, broker / n
 
 
-def bus_cpu_per_record(folder: Path) -> float:
+def bus_cpu_per_record(folder: Path) -> tuple[float, float]:
     """:func:`_publish_many` against a redis-server of its own."""
     fleet = Fleet(folder)
     fleet.ports["redis"] = free_port()
     fleet.start_redis()
     try:
-        return asyncio.run(_publish_many(fleet.bus_url, MICRO_RECORDS))
+        return asyncio.run(_publish_many(fleet.bus_url, MICRO_RECORDS, fleet.procs["redis"].pid))
     finally:
         fleet.stop()
 
@@ -128,7 +130,10 @@ def figures_of(run: FleetRun, per_record_s: float) -> list[dict[str, Any]]:
             run.p99_ms,
             "ms",
             target=P99_TARGET_MS,
-            note=f"p50 {run.p50_ms} ms; from the hop's computation in the replica's worker to the client",
+            note=f"p50 {run.p50_ms} ms; from the hop's computation in the replica's worker to a client of the "
+            f"supervisor's /events in a process of its own. Peer in the same run: r1's hops via the supervisor "
+            f"p99 {run.p99_r1_ms} ms, from r1's own /events {run.p99_r1_direct_ms} ms; the supervisor's histogram "
+            f"(replica queue to fan-out) p99 <= {run.supervisor_delay_p99_ms} ms",
         ),
         figure(
             "broker restart: audio lost",
@@ -182,12 +187,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fleet_run = asyncio.run(
                 run_fleet(folders[0], calls=calls, seconds=seconds, restart_broker_at_s=12.0, kill_at_s=22.0)
             )
-            per_record = bus_cpu_per_record(folders[1])
+            per_record, broker_per_record = bus_cpu_per_record(folders[1])
     finally:
         if old is not None:
             os.sched_setaffinity(0, old)
     details = dataclasses.asdict(fleet_run) | {
         "bus_cpu_per_record_s": per_record,
+        "broker_cpu_per_record_s": broker_per_record,
         "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     return result("fleet", figures_of(fleet_run, per_record), details)

@@ -233,7 +233,7 @@ class Watcher:
     hops: dict[str, int] = field(default_factory=dict)
     readings: dict[str, int] = field(default_factory=dict)  # hops with an emotion or scores
     ended: dict[str, tuple[float, str]] = field(default_factory=dict)  # call_id -> (monotonic time, reason)
-    delays_s: list[float] = field(default_factory=list)
+    delays_s: list[tuple[str, float]] = field(default_factory=list)  # (replica, delay) of every hop
     last_hop_at: dict[str, float] = field(default_factory=dict)  # replica -> monotonic time of its last hop
     hops_after: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, replica) of every hop
     snapshot_calls: int = 0
@@ -256,7 +256,7 @@ class Watcher:
                 self.readings[call_id] = self.readings.get(call_id, 0) + 1
             if record.get("time"):
                 made = datetime.fromisoformat(record["time"]).timestamp()
-                self.delays_s.append(wall - made)
+                self.delays_s.append((replica, wall - made))
             self.last_hop_at[replica] = now
             self.hops_after.append((now, replica))
         elif kind == "call_end":
@@ -270,11 +270,12 @@ class Watcher:
                 received = json.loads(line)
                 self.take(received["m"], received["t"], received["w"])
 
-    def p99_ms(self, since_s: float = 0.0) -> float | None:
-        delays = sorted(self.delays_s)
+    def quantile_ms(self, q: float, replica: str | None = None) -> float | None:
+        """The q-quantile of the hop delays (of ``replica``'s hops only, if given)."""
+        delays = sorted(d for r, d in self.delays_s if replica is None or r == replica)
         if not delays:
             return None
-        return round(1000 * delays[min(len(delays) - 1, int(0.99 * len(delays)))], 1)
+        return round(1000 * delays[min(len(delays) - 1, int(q * len(delays)))], 1)
 
 
 async def follow(port: int, out: Path) -> None:
@@ -374,8 +375,10 @@ class FleetRun:
     calls: int
     seen: int  # calls the supervisor showed
     with_readings: int  # of those, calls with at least one reading (a hop with scores)
-    p99_ms: float | None
+    p99_ms: float | None  # hop delay, computed on a replica -> a client of the supervisor's /events
     p50_ms: float | None
+    p99_r1_ms: float | None  # the same for r1's hops only (for the peer below)
+    p99_r1_direct_ms: float | None  # r1's hops read from r1's own /events, without the bus: the peer
     supervisor_delay_p99_ms: float | None  # emostream_bus_delay_seconds: from a replica's queue to the fan-out
     broker_outage_s: float | None
     audio_dropped_s: float  # on the replicas (emostream_dropped_audio_seconds_total), the killed one's last scrape
@@ -393,6 +396,7 @@ class FleetRun:
     worker_cpu_s: float  # their analysis workers only
     call_seconds: float  # audio streamed to the surviving replicas
     records_per_call_s: float  # bus records per call-second on a surviving replica
+    supervisor_cpu_per_record_us: float  # the supervisor's CPU per bus record it took (read, parse, fan-out)
     wall_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -425,6 +429,8 @@ class Observed:
     cpu_s: float = 0.0
     worker_cpu_s: float = 0.0
     supervisor_delay_p99_ms: float | None = None
+    direct: Watcher = field(default_factory=Watcher)  # r1's own /events
+    supervisor_cpu_s: float = 0.0
 
 
 async def run_fleet(
@@ -444,14 +450,17 @@ async def run_fleet(
     seen = Observed(Watcher(), Streamer(0, calls, seconds), survivors, seconds, started=time.monotonic())
     fleet.start()
     try:
-        records = fleet.folder / "events.jsonl"
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fleet", "follow", str(fleet.ports["supervisor"]), str(records)],
-            cwd=Path(__file__).resolve().parent.parent,
-        )
+        # the supervisor's /events, and r1's own (the same hops without the bus: the peer of the delay figure)
+        followers = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.fleet", "follow", str(fleet.ports[name]), str(out)],
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            for name, out in (("supervisor", folder / "events.jsonl"), ("r1", folder / "events-r1.jsonl"))
+        }
         await asyncio.sleep(1.0)
         seen.streamer.port = fleet.ports["haproxy"]
-        cpu0 = {n: fleet.cpu_s(n) for n in survivors}
+        cpu0 = {n: fleet.cpu_s(n) for n in [*survivors, "supervisor"]}
         work0 = {n: children_cpu_s(fleet.procs[n].pid) for n in survivors}
         seen.t0 = time.monotonic()
         streaming = asyncio.get_running_loop().create_task(seen.streamer.run())
@@ -469,11 +478,14 @@ async def run_fleet(
         await asyncio.sleep(2.0)  # the last records and call_ends reach the supervisor
         seen.end_scrape = await asyncio.to_thread(fleet_metrics_totals, fleet, [*survivors, "supervisor"])
         seen.cpu_s = sum(fleet.cpu_s(n) - cpu0[n] for n in survivors)
+        seen.supervisor_cpu_s = fleet.cpu_s("supervisor") - cpu0["supervisor"]
         seen.worker_cpu_s = sum(children_cpu_s(fleet.procs[n].pid) - work0[n] for n in survivors)
         seen.supervisor_delay_p99_ms = histogram_quantile({}, seen.end_scrape.get("supervisor", {}), 0.99)
-        follower.terminate()
-        follower.wait(timeout=10)
-        seen.watcher.read(records)
+        for follower in followers.values():
+            follower.terminate()
+            follower.wait(timeout=10)
+        seen.watcher.read(folder / "events.jsonl")
+        seen.direct.read(folder / "events-r1.jsonl")
     finally:
         fleet.stop()
     return summarise(seen)
@@ -503,20 +515,22 @@ def summarise(seen: Observed) -> FleetRun:
     bus_dropped = sum(total(v, "emostream_bus_dropped_total") for v in {**end, **last_scrape}.values())
     sup = end.get("supervisor", {})
     received_r1 = sum(v for k, v in sup.items() if k.startswith("emostream_bus_received_total") and '"r1"' in k)
+    received = total(sup, "emostream_bus_received_total")
     call_s = seconds * sum(
         1 for i, sid in enumerate(streamer.sids) if watcher.started.get(sid) in survivors and i not in streamer.cut
     )
     r1_call_s = seconds * sum(
         1 for i, sid in enumerate(streamer.sids) if watcher.started.get(sid) == "r1" and i not in streamer.cut
     )
-    delays = sorted(watcher.delays_s)
     after = watcher.hops_after
     return FleetRun(
         calls=streamer.n_calls,
         seen=len([c for c in streamer.sids if c in watcher.started]),
         with_readings=len([c for c in streamer.sids if watcher.readings.get(c, 0) > 0]),
-        p99_ms=watcher.p99_ms(),
-        p50_ms=round(1000 * delays[len(delays) // 2], 1) if delays else None,
+        p99_ms=watcher.quantile_ms(0.99),
+        p50_ms=watcher.quantile_ms(0.5),
+        p99_r1_ms=watcher.quantile_ms(0.99, "r1"),
+        p99_r1_direct_ms=seen.direct.quantile_ms(0.99, ""),
         supervisor_delay_p99_ms=seen.supervisor_delay_p99_ms,
         broker_outage_s=None if seen.outage_s is None else round(seen.outage_s, 2),
         audio_dropped_s=round(dropped, 3),
@@ -536,6 +550,7 @@ def summarise(seen: Observed) -> FleetRun:
         worker_cpu_s=round(seen.worker_cpu_s, 2),
         call_seconds=round(call_s, 1),
         records_per_call_s=round(received_r1 / max(r1_call_s, 1e-9), 2),
+        supervisor_cpu_per_record_us=round(1e6 * seen.supervisor_cpu_s / max(received, 1.0), 1),
         wall_s=round(time.monotonic() - seen.started, 1),
         notes=notes,
     )

@@ -33,6 +33,7 @@ from emostream.engine.plan import SessionPlan, make_plan
 from emostream.server.auth import Token
 from emostream.server.command import EmoServer, bind_socket, uvicorn_config
 from emostream.server.context import ServerContext, make_context
+from emostream.server.supervisor import make_supervisor_context
 from emostream.server.twilio import stream_messages
 
 TOKEN = "test-token-0123456789abcdef"
@@ -98,12 +99,19 @@ def fast_plan() -> SessionPlan:
 
 
 @contextlib.contextmanager
-def running_server(plan: SessionPlan, **server: Any) -> Iterator[RunningServer]:
-    """A server with the given ``[server]`` settings (tests: large backlog, audio may come faster than real time)."""
+def running_server(
+    plan: SessionPlan, *, bus: dict[str, Any] | None = None, supervisor: bool = False, **server: Any
+) -> Iterator[RunningServer]:
+    """A server with the given ``[server]`` settings (tests: large backlog, audio may come faster than real time).
+
+    ``bus``: ``[bus]`` settings (a replica of a fleet); ``supervisor``: the fleet's supervisor instead.
+    """
     settings = {"max_backlog_s": 120.0, "workers": 0, **server}
-    cfg = apply_overrides(plan.config, {"server": settings, "model": {"name": plan.config.model.name}})
+    overrides = {"server": settings, "model": {"name": plan.config.model.name}, "bus": bus or {}}
+    cfg = apply_overrides(plan.config, overrides)
     plan = dataclasses.replace(plan, config=cfg)
-    ctx = make_context(cfg, plan, Token(TOKEN, "config"))
+    make = make_supervisor_context if supervisor else make_context
+    ctx = make(cfg, plan, Token(TOKEN, "config"))
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     emo = EmoServer(ctx, uvicorn_config(ctx))

@@ -46,7 +46,8 @@ def create_app(ctx: ServerContext) -> ASGIApp:
     async def healthz(request: Request) -> Response:
         """``{"status": "ok" | "full" | "shutting down"}``; the call count only for a read token."""
         calls = ctx.call_count()
-        status = "shutting down" if ctx.drained else "full" if calls >= ctx.server.max_calls else "ok"
+        full = ctx.takes_audio and calls >= ctx.server.max_calls  # a fleet's supervisor is never full
+        status = "shutting down" if ctx.drained else "full" if full else "ok"
         body: dict[str, object] = {"status": status, **ctx.health()}
         grant = ctx.tokens.grant(token_from_request(request.headers, request.query_params, query_ok=False))
         if grant is not None and grant.allows(READ):
