@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_serve import proc_cpu_s
-from benchmarks.common import figure, result
+from benchmarks.common import available_models, figure, result
 from benchmarks.fleet import Fleet, FleetRun, free_port, missing_binaries, run_fleet
 
 CALLS_TARGET = 40
@@ -71,12 +71,12 @@ def hop_record(i: int) -> dict[str, Any]:
     }
 
 
-async def _publish_many(url: str, n: int, broker_pid: int) -> tuple[float, float]:
-    """CPU seconds per record for encoding and publishing ``n`` hop records on the bus: of this process (a
-    replica's share), of the broker."""
+async def _publish_many(url: str, n: int, broker_pid: int) -> tuple[float, float, float]:
+    """Per record for encoding and publishing ``n`` hop records on the bus: CPU seconds of this process (a
+    replica's share), CPU seconds of the broker, bytes of the broker's memory."""
     from prometheus_client import CollectorRegistry
 
-    from emostream.server.bus import BusPublisher
+    from emostream.server.bus import BusPublisher, redis_client
     from emostream.server.bus_config import BusConfig
     from emostream.server.events import EventHub
 
@@ -96,10 +96,14 @@ async def _publish_many(url: str, n: int, broker_pid: int) -> tuple[float, float
         await asyncio.sleep(0.001)
     cpu, broker = time.process_time() - cpu0, proc_cpu_s(broker_pid) - broker0
     await bus.stop()
-    return cpu / n, broker / n
+    client = redis_client(url, 5.0)
+    stream_bytes = float(await client.memory_usage(bus.cfg.stream, samples=0) or 0)
+    memory = stream_bytes / max(1, await client.xlen(bus.cfg.stream))
+    await client.aclose()
+    return cpu / n, broker / n, memory
 
 
-def bus_cpu_per_record(folder: Path) -> tuple[float, float]:
+def bus_cpu_per_record(folder: Path) -> tuple[float, float, float]:
     """:func:`_publish_many` against a redis-server of its own."""
     fleet = Fleet(folder)
     fleet.ports["redis"] = free_port()
@@ -173,8 +177,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     missing = missing_binaries()
     if missing:
         return result("fleet", [figure("fleet", f"not run: {', '.join(missing)} not installed", target=0.0)])
-    calls = int(getattr(args, "calls", None) or CALLS_TARGET)
-    seconds = float(getattr(args, "call_seconds", None) or 40.0)
+    quick = bool(getattr(args, "quick", False))  # a smoke test: 6 calls of 16 s, the same events earlier
+    calls = int(getattr(args, "calls", None) or (6 if quick else CALLS_TARGET))
+    seconds = float(getattr(args, "call_seconds", None) or (16.0 if quick else 40.0))
+    restart_at, kill_at = (5.0, 9.0) if quick else (12.0, 22.0)
+    models = available_models(getattr(args, "models", None))
+    model = "fast" if not models or "fast" in models else models[0]
     old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if old is not None:  # the harness pins to one CPU; the fleet gets the machine's two
         os.sched_setaffinity(0, set(sorted(range(os.cpu_count() or 1))[:2]))
@@ -185,15 +193,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for folder in folders:
                 folder.mkdir()
             fleet_run = asyncio.run(
-                run_fleet(folders[0], calls=calls, seconds=seconds, restart_broker_at_s=12.0, kill_at_s=22.0)
+                run_fleet(
+                    folders[0],
+                    calls=calls,
+                    seconds=seconds,
+                    model=model,
+                    restart_broker_at_s=restart_at,
+                    kill_at_s=kill_at,
+                )
             )
-            per_record, broker_per_record = bus_cpu_per_record(folders[1])
+            per_record, broker_per_record, bytes_per_record = bus_cpu_per_record(folders[1])
     finally:
         if old is not None:
             os.sched_setaffinity(0, old)
     details = dataclasses.asdict(fleet_run) | {
         "bus_cpu_per_record_s": per_record,
         "broker_cpu_per_record_s": broker_per_record,
+        "broker_bytes_per_record": round(bytes_per_record),
         "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     return result("fleet", figures_of(fleet_run, per_record), details)
@@ -205,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fleet", description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, help=f"calls streamed through HAProxy (default {CALLS_TARGET})")
     parser.add_argument("--call-seconds", type=float, help="seconds each call streams (default 40)")
+    parser.add_argument("--model", dest="models", action="append", help="model name or .json path (default fast)")
+    parser.add_argument("--quick", action="store_true", help="6 calls of 16 s (a smoke test)")
     res = run(parser.parse_args(argv))
     print_results([res])
     print(json.dumps(res["details"], indent=1, default=str))

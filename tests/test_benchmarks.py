@@ -24,7 +24,8 @@ from benchmarks.common import FIGURE_KEYS, RESULT_KEYS, available_models, demo_p
 
 # The shipped models, else $EMOSTREAM_TEST_MODEL (a .json path), as in conftest.py.
 MODELS = available_models() or [m for m in [os.environ.get("EMOSTREAM_TEST_MODEL")] if m]
-SLOW_BENCHMARKS = ("bench_runtime", "bench_calls", "bench_serve", "bench_peers")  # several seconds each: marked slow
+# several seconds each: marked slow
+SLOW_BENCHMARKS = ("bench_runtime", "bench_calls", "bench_serve", "bench_peers", "bench_fleet")
 needs_model = pytest.mark.skipif(not MODELS, reason="no shipped model and no EMOSTREAM_TEST_MODEL")
 
 
