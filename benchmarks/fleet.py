@@ -120,6 +120,7 @@ class Fleet:
     model: str = "fast"
     replicas: int = 2
     workers: int = 1
+    max_backlog_s: float = 2.0  # [server] max_backlog_s of the replicas
     procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -187,7 +188,8 @@ class Fleet:
     def start_serve(self, name: str, extra: list[str]) -> None:
         env = {**os.environ, "EMOSTREAM_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
         config = self.folder / f"{name}.toml"
-        config.write_text("[server]\nmax_calls = 200\nidle_timeout_s = 60.0\n", encoding="utf-8")
+        settings = f"max_calls = 200\nidle_timeout_s = 60.0\nmax_backlog_s = {self.max_backlog_s}\n"
+        config.write_text(f"[server]\n{settings}", encoding="utf-8")
         cmd = [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", self.model]
         cmd += ["--config", str(config)]
         proc = self._spawn(name, [*cmd, *extra], env, banner=True)
@@ -307,6 +309,7 @@ class Streamer:
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
     sids: list[str] = field(default_factory=list)
     cut: set[int] = field(default_factory=set)  # calls whose connection was closed under them
+    max_lag_s: float = 0.0  # the longest this client fell behind the real-time pace (then sent a burst)
 
     async def run(self) -> None:
         head, frames, stop = prepare(call_audio(self.seconds + self.n_calls / self.arrivals_per_s + 2.0))
@@ -334,6 +337,7 @@ class Streamer:
                     self.cut.add(i)
                     continue
                 due = min(n_frames, int((now - t0 - offsets[i]) / FRAME_S) + 1)
+                self.max_lag_s = max(self.max_lag_s, (due - sent[i]) * FRAME_S)
                 while sent[i] < due:
                     writer.write(frames[sent[i]])
                     sent[i] += 1
@@ -397,6 +401,7 @@ class FleetRun:
     call_seconds: float  # audio streamed to the surviving replicas
     records_per_call_s: float  # bus records per call-second on a surviving replica
     supervisor_cpu_per_record_us: float  # the supervisor's CPU per bus record it took (read, parse, fan-out)
+    client_max_lag_s: float  # the load client's longest delay behind real time (a burst the replicas must absorb)
     wall_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -442,10 +447,11 @@ async def run_fleet(
     workers: int = 1,
     restart_broker_at_s: float | None = 10.0,
     kill_at_s: float | None = 18.0,
+    max_backlog_s: float = 2.0,
 ) -> FleetRun:
     """Start a fleet in ``folder``, stream ``calls`` calls of ``seconds`` s through HAProxy, restart the broker
     and SIGKILL replica r2 at the given times (since the first call), and measure what the supervisor shows."""
-    fleet = Fleet(folder, model=model, workers=workers)
+    fleet = Fleet(folder, model=model, workers=workers, max_backlog_s=max_backlog_s)
     survivors = ["r1"] if kill_at_s is not None else ["r1", "r2"]
     seen = Observed(Watcher(), Streamer(0, calls, seconds), survivors, seconds, started=time.monotonic())
     fleet.start()
@@ -550,6 +556,7 @@ def summarise(seen: Observed) -> FleetRun:
         worker_cpu_s=round(seen.worker_cpu_s, 2),
         call_seconds=round(call_s, 1),
         records_per_call_s=round(received_r1 / max(r1_call_s, 1e-9), 2),
+        client_max_lag_s=round(streamer.max_lag_s, 2),
         supervisor_cpu_per_record_us=round(1e6 * seen.supervisor_cpu_s / max(received, 1.0), 1),
         wall_s=round(time.monotonic() - seen.started, 1),
         notes=notes,

@@ -24,7 +24,11 @@ pytestmark = [
 
 
 def test_forty_calls_through_haproxy_survive_a_broker_restart_and_a_killed_replica(tmp_path: Path) -> None:
-    run = asyncio.run(run_fleet(tmp_path, calls=40, seconds=24.0, restart_broker_at_s=8.0, kill_at_s=15.0))
+    # max_backlog_s 10 s: the test asserts the bus loses no audio, not how fast a shared machine analyses
+    # (bench_serve measures that); a CI machine shared with other jobs can stall an analysis for seconds
+    run = asyncio.run(
+        run_fleet(tmp_path, calls=40, seconds=24.0, restart_broker_at_s=8.0, kill_at_s=15.0, max_backlog_s=10.0)
+    )
     detail = f"{run} (logs in {tmp_path})"
     # the supervisor shows every call, each with readings, and with the replica that runs it
     assert run.seen == 40 and run.with_readings == 40, detail

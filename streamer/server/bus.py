@@ -60,6 +60,28 @@ def redis_client(url: str, socket_timeout_s: float) -> Redis:
 BUS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)  # a lost or refused broker
 
 
+Entry = tuple[str, str, int, float, str]  # replica, incarnation, sequence number, time queued (s), the record's JSON
+
+
+def entry_fields(replica: str, incarnation: str, seq: int, sent: float, text: str) -> dict[Any, Any]:
+    """A stream entry's fields (see the module docstring): the inverse of :func:`parse_entry`."""
+    return {"r": replica, "i": incarnation, "s": seq, "t": f"{sent:.4f}", "j": text}
+
+
+def parse_entry(fields: dict[bytes, bytes]) -> Entry | None:
+    """The fields of a stream entry written by :class:`BusPublisher`; None for an entry of another writer."""
+    try:
+        return (
+            fields[b"r"].decode(),
+            fields[b"i"].decode(),
+            int(fields[b"s"]),
+            float(fields[b"t"]),
+            fields[b"j"].decode(),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
 class Backoff:
     """Pauses between attempts to reach the broker: 0.05 s, doubling up to ``max_s``; reset once it answers."""
 
@@ -216,7 +238,7 @@ class BusPublisher:
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             pipe = client.pipeline(transaction=False)
             for seq, sent, text in batch:
-                pipe.xadd(stream, {"r": self.replica, "i": self.incarnation, "s": seq, "t": f"{sent:.4f}", "j": text})
+                pipe.xadd(stream, entry_fields(self.replica, self.incarnation, seq, sent, text))
             min_id = int((time.time() - self.cfg.max_age_s) * 1000)
             pipe.xtrim(stream, minid=min_id, approximate=True)
             await pipe.execute()

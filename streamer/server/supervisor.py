@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from emostream.config import Config
 from emostream.engine.plan import SessionPlan
 from emostream.server.auth import Token, TokenSet
-from emostream.server.bus import BUS_ERRORS, Backoff, BusLinkMetrics, redis_client
+from emostream.server.bus import BUS_ERRORS, Backoff, BusLinkMetrics, parse_entry, redis_client
 from emostream.server.closing import GOING_AWAY
 from emostream.server.context import ServerContext, make_context
 from emostream.server.fleet import FleetCalls
@@ -174,15 +174,11 @@ class SupervisorContext(ServerContext):
 
     def _take(self, fields: dict[bytes, bytes]) -> None:
         metrics = self.fm
-        try:
-            replica = fields[b"r"].decode()
-            incarnation = fields[b"i"].decode()
-            seq = int(fields[b"s"])
-            sent = float(fields[b"t"])
-            text = fields[b"j"].decode()
-        except (KeyError, ValueError, UnicodeDecodeError):
+        entry = parse_entry(fields)
+        if entry is None:
             log.warning("bus: an entry without the fields of an emostream replica; skipped")
             return
+        replica, incarnation, seq, sent, text = entry
         missing_before = self.view.replicas[replica].missing if replica in self.view.replicas else 0
         record = self.view.take(replica, incarnation, seq, text)
         missing = self.view.replicas[replica].missing - missing_before
