@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["resnet_mlp", "cnn"])
+@pytest.mark.parametrize("family", ["resnet_mlp", "linear", "cnn"])
 def test_train_export_load_predict(tmp_path, family):
     fcfg = FeatureConfig(feature_set="frames", n_mfcc=40) if family == "cnn" else FeatureConfig()
     vcfg = VadConfig()
