@@ -9,7 +9,7 @@ import pytest
 import soxr
 
 from emostream.audio.codecs import RAW_FORMATS, decode_raw, encode_raw
-from emostream.audio.resample import StreamResampler
+from emostream.audio.resample import StreamResampler, input_frames_for_output
 from emostream.audio.sources import StdinSource
 from emostream.errors import ConfigError
 
@@ -77,3 +77,29 @@ def test_stdin_reads_every_format_of_the_codec_table(fmt: str) -> None:
 def test_stdin_refuses_an_unknown_format_listing_the_table() -> None:
     with pytest.raises(ConfigError, match=r"raw PCM format 'u8' is not supported; supported formats: s16le"):
         StdinSource(io.BytesIO(b""), 8000, 1, "u8")
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "exact"), [(8000, True), (32000, True), (16000, True), (44100, False), (48000, False)]
+)
+def test_input_needed_tells_when_the_output_reaches_a_total(rate_in: int, exact: bool) -> None:
+    """soxr gives its output in blocks: ``input_needed`` says at which input total a given output total is out,
+    whatever the chunks (exact for integer rate ratios; otherwise at most one block early, never late)."""
+    rng = np.random.default_rng(rate_in)
+    r = StreamResampler(rate_in, 16000, 2)
+    early = 0
+    for _ in range(60):
+        target = r.frames_out + int(rng.integers(1, 12000))
+        need = r.input_needed(target)
+        assert need > r.frames_in
+        while r.frames_in < need - 1:  # up to one frame short, in random chunks: not out yet
+            n = min(int(rng.integers(1, 3000)), need - 1 - r.frames_in)
+            r.process(np.zeros((n, 2), dtype=np.float32))
+        assert r.frames_out < target
+        r.process(np.zeros((1, 2), dtype=np.float32))
+        if r.frames_out < target:
+            early += 1
+            while r.frames_out < target:
+                r.process(np.zeros((1, 2), dtype=np.float32))
+        assert input_frames_for_output(rate_in, 16000, r.frames_out) <= r.frames_in
+    assert early == 0 if exact else early <= 30

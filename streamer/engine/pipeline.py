@@ -88,6 +88,11 @@ class ChannelPipeline:
         self.level_db = SILENCE_DB  # RMS level of the latest chunk, dBFS
         self._uncertain = False  # the latest speech window's evidence was weak (held through pauses)
 
+    @property
+    def samples_to_next_hop(self) -> int:
+        """Samples (at the model's rate) still to be fed before the next hop comes out (at least 1)."""
+        return self._extractor.samples_to_next_window
+
     def process(self, chunk: npt.ArrayLike) -> list[HopResult]:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)

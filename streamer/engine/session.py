@@ -95,6 +95,16 @@ class Session:
         """Seconds of input audio fed since the start (or the last reset)."""
         return self.input_frames / self.input_rate_hz
 
+    def input_frames_for_next_hop(self) -> int:
+        """The input total (frames since the start) whose analysis brings out the next hop of some channel.
+
+        The resampler's blocks are counted in (:meth:`~emostream.audio.resample.StreamResampler.input_needed`):
+        feeding up to this total gives the hop, feeding less does not. The live server hands a call's
+        audio to its analysis at that point, in one request rather than message by message.
+        """
+        needed = min(p.samples_to_next_hop for p in self.pipelines)
+        return self._resampler.input_needed(self._resampler.frames_out + needed)
+
     def reset(self, session_id: str | None = None) -> None:
         """Start a new stream (a new call): pipelines, alert state, statistics and the resampler.
 
@@ -144,6 +154,8 @@ class Session:
         chunk = self._chunk
         for pipeline, meter in zip(self.pipelines, self._meters, strict=True):
             column = audio[:, pipeline.channel]
+            if self.channels > 1:  # one contiguous copy: the stages below read it many times
+                column = np.ascontiguousarray(column)
             for start in range(0, column.shape[0], chunk):
                 part = column[start : start + chunk]
                 meter.feed(part)

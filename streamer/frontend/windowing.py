@@ -208,6 +208,12 @@ class WindowExtractor:
         return self._frames_computed
 
     @property
+    def samples_to_next_window(self) -> int:
+        """Samples still to be fed before the next window closes (at least 1)."""
+        cfg = self.feature_cfg
+        return max(1, self._next_index * cfg.window_hop_samples + cfg.window_samples - self._samples_seen)
+
+    @property
     def samples_seen(self) -> int:
         """Samples of the real stream fed since the last reset (the lead-in excluded)."""
         return self._samples_seen - self._lead_in

@@ -41,6 +41,19 @@ class CallSpec:
     identity: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class FeedResult:
+    """What one feed of a call brought: its events, and the input total its next hop needs.
+
+    ``next_hop_frames``: input frames since the call's start after which the next hop comes out
+    (:meth:`~emostream.engine.session.Session.input_frames_for_next_hop`); the call hands its
+    audio over when that much has arrived.
+    """
+
+    events: list[Event]
+    next_hop_frames: int
+
+
 def decode_chunks(chunks: Sequence[Chunk], spec: CallSpec) -> npt.NDArray[np.float32]:
     """Chunks as one (n, channels) float32 block."""
     if spec.per_track:
@@ -78,9 +91,13 @@ class CallAnalysis:
             for p in self.session.channel_plans
         ]
 
-    def feed(self, chunks: Sequence[Chunk]) -> list[Event]:
-        """Analyse the chunks (in order); the events they completed. AudioInputError for refused samples."""
-        return self._collect(self.session.feed(decode_chunks(chunks, self.spec)))
+    def feed(self, chunks: Sequence[Chunk]) -> FeedResult:
+        """Analyse the chunks (in order): the events they completed and where the next hop is.
+
+        AudioInputError for refused samples.
+        """
+        events = self._collect(self.session.feed(decode_chunks(chunks, self.spec)))
+        return FeedResult(events, self.session.input_frames_for_next_hop())
 
     def finish(self, extra: dict[str, Any], *, flush: bool = True) -> tuple[list[Event], dict[str, Any]]:
         """End of the call: the last events (``flush``) and the summary, with ``extra`` fields added."""

@@ -3,10 +3,12 @@
 A :class:`Call` takes the call's audio as it arrives (:meth:`Call.push`, never waits) and
 hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`),
 one batch at a time: the call's consumer task awaits each batch, so the analysis has one
-user at any moment. Audio is handed over when it reaches the end of the next analysis
-window (the hop grid is known from the plan and from the hops already made; near a hop
-end every message goes at once, until the hop comes out), or after ``MAX_BATCH_S``: a
-few requests per hop instead of one per 20 ms message, and no hop waits for a batch.
+user at any moment. Audio is handed over when the next hop can come out of it: each reply
+of the analysis says how much input that hop needs (its window's end, with the resampler's
+blocks counted in), or after ``MAX_BATCH_S``: one request per hop instead of one per 20 ms
+message, and no hop waits for a batch. Until the reply of the request that should bring
+the hop is back, nothing more is sent; should that request not bring it (the estimate
+before the first reply), every message goes at once until the hop comes out.
 What arrived while a batch was analysed goes into the next one, so a call that falls
 behind catches up in larger batches; audio that would take the waiting
 audio beyond ``max_backlog_s`` is dropped and counted (a single message is always taken).
@@ -34,9 +36,10 @@ from typing import Any
 
 from emostream.alerts.delivery import AlertDelivery
 from emostream.alerts.rules import AlertEvent
+from emostream.audio.resample import input_frames_for_output
 from emostream.engine.events import Event, HopResult
 from emostream.engine.plan import SessionPlan
-from emostream.server.analysis import CallSpec, Chunk
+from emostream.server.analysis import CallSpec, Chunk, FeedResult
 from emostream.server.closing import (
     CALL_ID_IN_USE,
     GOING_AWAY,
@@ -79,7 +82,7 @@ def now_iso() -> str:
 class Request:
     """One analysis request under way: its task, the arrivals of its chunks, its frames."""
 
-    task: asyncio.Future[list[Event]]
+    task: asyncio.Future[FeedResult]
     arrivals: list[tuple[int, float]]
     frames: int
 
@@ -109,7 +112,6 @@ class Call:
         self._queued_frames = 0  # frames taken (analysed or waiting) since the start
         self._max_waiting = max(1, round(registry.server.max_backlog_s * spec.rate_hz))
         timing = registry.plan.timing
-        self._hop_s = timing.hop_s
         self._next_due = round(timing.window_times_s(0)[1] * spec.rate_hz)  # input frames the next hop needs
         self._max_batch = round(MAX_BATCH_S * spec.rate_hz)
         self._wake = asyncio.Event()  # audio became due (or the call ends)
@@ -166,10 +168,17 @@ class Call:
         return True
 
     def _due(self) -> bool:
-        """Whether the waiting audio should be analysed now: it reaches the next hop, is large, or the call ends."""
-        return bool(self._chunks) and (
-            self._closing or self._queued_frames >= self._next_due or self._pending_frames >= self._max_batch
-        )
+        """Whether the waiting audio should be analysed now: it brings the next hop, is large, or the call ends.
+
+        Audio past the next hop's point waits while a request that reaches that point is under way:
+        its reply moves the point on (or, if it brought no hop, the waiting audio goes then).
+        """
+        if not self._chunks:
+            return False
+        if self._closing or self._pending_frames >= self._max_batch:
+            return True
+        sent = self._queued_frames - self._pending_frames
+        return self._queued_frames >= self._next_due and (sent < self._next_due or not self._inflight)
 
     async def _submit(self) -> None:
         """Send due audio to the analysis, up to ``_depth`` requests in flight (the pool keeps their order)."""
@@ -206,7 +215,7 @@ class Call:
                 continue
             request = self._inflight[0]
             try:
-                events = await request.task
+                fed = await request.task
             except AnalysisError as exc:  # samples the session refuses (non-finite, implausible), a lost worker
                 self._fail(exc)
                 for other in self._inflight:
@@ -218,10 +227,8 @@ class Call:
             self._inflight.popleft()
             self._unanalysed_frames -= request.frames
             self.answered_frames += request.frames
-            self._publish(events, request.arrivals)
-            ends = [e.t_end for e in events if isinstance(e, HopResult)]
-            if ends:  # the next hop closes one hop later; until then, audio is only collected
-                self._next_due = max(self._next_due, round((max(ends) + self._hop_s) * self.spec.rate_hz))
+            self._publish(fed.events, request.arrivals)
+            self._next_due = max(self._next_due, fed.next_hop_frames)  # until then, audio is only collected
             self._slot.set()
             if self._due():
                 self._wake.set()
@@ -241,7 +248,7 @@ class Call:
         registry = self._registry
         metrics, hub = registry.metrics, registry.hub
         now = time.monotonic()
-        rate = self.spec.rate_hz
+        rate, model_rate = self.spec.rate_hz, registry.plan.sample_rate_hz
         ends = [frames for frames, _ in arrivals]
         for event in events:
             if isinstance(event, HopResult):
@@ -251,8 +258,10 @@ class Call:
                 self.hops += 1
                 registry.hop_counter(self._analysed.get(event.channel, False)).inc()
                 if arrivals:
-                    # the chunk that completed this hop: the first whose end reaches the hop's end
-                    i = min(bisect.bisect_left(ends, round(event.t_end * rate)), len(arrivals) - 1)
+                    # the chunk that completed this hop: the first whose end reaches the input the hop's window
+                    # needs, the resampler's block included (soxr gives 8 kHz audio out in 104 ms blocks)
+                    done = input_frames_for_output(rate, model_rate, round(event.t_end * model_rate))
+                    i = min(bisect.bisect_left(ends, done), len(arrivals) - 1)
                     metrics.hop_latency.observe(now - arrivals[i][1])
                 hub.publish(self.call_id, record)
             elif isinstance(event, AlertEvent):

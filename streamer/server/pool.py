@@ -45,7 +45,7 @@ from emostream.config import Config
 from emostream.engine.events import Event
 from emostream.engine.plan import SessionPlan, make_plan
 from emostream.errors import EmoStreamError
-from emostream.server.analysis import CallAnalysis, CallSpec, Chunk
+from emostream.server.analysis import CallAnalysis, CallSpec, Chunk, FeedResult
 
 log = logging.getLogger("emostream.server")
 THREADS = 2
@@ -72,7 +72,7 @@ class AnalysisPool(Protocol):
 
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]: ...
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]: ...
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult: ...
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]: ...
 
@@ -101,9 +101,9 @@ class ThreadPool:
         self._calls[spec.call_id] = analysis
         return analysis.channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]:
-        events: list[Event] = await self._run(self._calls[call_id].feed, chunks)
-        return events
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
+        result: FeedResult = await self._run(self._calls[call_id].feed, chunks)
+        return result
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         analysis = self._calls.pop(call_id)
@@ -366,9 +366,9 @@ class ProcessPool:
         self._home[spec.call_id] = worker
         return channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> list[Event]:
-        events: list[Event] = await self._home[call_id].request("feed", call_id, list(chunks))
-        return events
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
+        result: FeedResult = await self._home[call_id].request("feed", call_id, list(chunks))
+        return result
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         worker = self._home.pop(call_id)
