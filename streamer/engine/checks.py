@@ -21,7 +21,7 @@ Float audio is expected in [-1, 1]. What the check does with each kind of garbag
   channel like a constant signal. Speech, music and room noise are correlated from one
   sample to the next (lag-1 autocorrelation well above 0.3 at 8–48 kHz); white noise is not.
 
-The check costs two reductions per block (min and max per channel), which also catch NaN
+The check costs two reductions per block (min and max per channel, on a transposed copy), which also catch NaN
 and infinities (they propagate through min/max), and two dot products per channel for the
 noise test, so it runs on every block; the position of a bad sample is looked up only when
 a block is refused.
@@ -67,23 +67,27 @@ class InputChecker:
         """Check block ``x`` whose first frame is frame ``first_frame`` of the stream; raise if refused."""
         if x.shape[0] == 0:
             return
-        lo = x.min(axis=0)
-        hi = x.max(axis=0)
+        # one row per channel, contiguous: NumPy reduces an (n, 2) block along its first axis some 40 times
+        # slower than a contiguous row (185 µs against 5 µs for 4000 frames)
+        rows = np.ascontiguousarray(x.T)
+        lo = rows.min(axis=1)
+        hi = rows.max(axis=1)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             self._refuse_non_finite(x, first_frame)
         peak = float(max(-float(lo.min()), float(hi.max())))
         if peak > MAX_PEAK:
             self._refuse_peak(x, first_frame, peak)
         self._track_constant(lo, hi, x.shape[0])
-        self._track_white_noise(x)
+        self._track_white_noise(rows)
 
-    def _track_white_noise(self, x: npt.NDArray[np.float32]) -> None:
-        """Count consecutive frames of loud, uncorrelated audio per channel; warn once past NOISE_WARN_S."""
-        n = x.shape[0]
+    def _track_white_noise(self, rows: npt.NDArray[np.float32]) -> None:
+        """Count consecutive frames of loud, uncorrelated audio per channel (``rows``: one each); warn once past
+        NOISE_WARN_S."""
+        n = rows.shape[1]
         if n < 2:
             return
-        energy = np.einsum("ij,ij->j", x, x, dtype=np.float64)  # sums in float64, no copy of the block
-        lag1 = np.einsum("ij,ij->j", x[1:], x[:-1], dtype=np.float64)
+        energy = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)  # sums in float64
+        lag1 = np.einsum("ij,ij->i", rows[:, 1:], rows[:, :-1], dtype=np.float64)
         loud = energy / n >= 10.0 ** (NOISE_LEVEL_DBFS / 10.0)
         white = loud & (np.abs(lag1) < NOISE_MAX_CORRELATION * np.maximum(energy, 1e-30))
         self._noise_frames = np.where(white, self._noise_frames + n, 0)
