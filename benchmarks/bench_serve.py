@@ -142,6 +142,7 @@ class StepResult:
     audio_s: float
     wall_s: float
     server_cpu_s: float
+    loop_cpu_s: float  # the server process itself (event loop, its threads); the rest is its analysis workers
     client_cpu_s: float
     hops: int
     p99_ms: float | None
@@ -166,6 +167,11 @@ class StepResult:
         """Server CPU seconds per second of call audio."""
         return self.server_cpu_s / max(self.audio_s, 1e-9)
 
+    @property
+    def loop_cpu_per_call_s(self) -> float:
+        """The server process's own share (event loop, its threads; not the analysis workers)."""
+        return self.loop_cpu_s / max(self.audio_s, 1e-9)
+
 
 @dataclass
 class Window:
@@ -173,11 +179,14 @@ class Window:
 
     metrics: list[dict[str, float]] = field(default_factory=list)
     server_cpu_s: list[float] = field(default_factory=list)
+    loop_cpu_s: list[float] = field(default_factory=list)
     client_cpu_s: list[float] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
 
     async def mark(self, port: int, pid: int) -> None:
-        self.server_cpu_s.append(proc_cpu_s(pid))
+        own, workers = proc_cpu_split_s(pid)
+        self.server_cpu_s.append(own + workers)
+        self.loop_cpu_s.append(own)
         self.client_cpu_s.append(client_cpu_s())
         self.wall_s.append(time.perf_counter())
         self.metrics.append(parse_metrics(await asyncio.to_thread(metrics_text, port)))
@@ -286,14 +295,25 @@ def _stat(pid: int) -> list[str]:
 
 def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and its child processes (the analysis workers), from /proc."""
-    pids = [pid]
+    own, children = proc_cpu_split_s(pid)
+    return own + children
+
+
+def proc_cpu_split_s(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of process ``pid`` itself and of its child processes, from /proc."""
+    children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if int(_stat(int(entry.name))[1]) == pid:
-                    pids.append(int(entry.name))
+                    children.append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
+    ticks = os.sysconf("SC_CLK_TCK")
+    return _cpu_ticks([pid]) / ticks, _cpu_ticks(children) / ticks
+
+
+def _cpu_ticks(pids: list[int]) -> int:
     total = 0
     for p in pids:
         try:
@@ -301,7 +321,7 @@ def proc_cpu_s(pid: int) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def client_cpu_s() -> float:
@@ -344,6 +364,7 @@ async def measure(
             before, after = window.metrics
             wall = window.wall_s[1] - window.wall_s[0]
             cpu = window.server_cpu_s[1] - window.server_cpu_s[0]
+            loop_cpu = window.loop_cpu_s[1] - window.loop_cpu_s[0]
             ccpu = window.client_cpu_s[1] - window.client_cpu_s[0]
             hops = int(
                 sum(after.get(k, 0.0) - before.get(k, 0.0) for k in after if k.startswith("emostream_hops_total"))
@@ -356,6 +377,7 @@ async def measure(
                 audio_s=n * wall,
                 wall_s=wall,
                 server_cpu_s=cpu,
+                loop_cpu_s=loop_cpu,
                 client_cpu_s=ccpu,
                 hops=hops,
                 p99_ms=histogram_quantile(before, after, 0.99),
@@ -369,7 +391,8 @@ async def measure(
             print(
                 f"  {model}: {n} calls: p99 <= {step.p99_ms} ms, p50 <= {step.p50_ms} ms, "
                 f"dropped {step.dropped_audio_s} s, server CPU {cpu:.1f} s "
-                f"({step.cpu_per_call_s:.4f} s per call-second), "
+                f"({step.cpu_per_call_s:.4f} s per call-second: event loop {step.loop_cpu_per_call_s:.4f}, "
+                f"workers {step.cpu_per_call_s - step.loop_cpu_per_call_s:.4f}), "
                 f"client CPU {ccpu:.1f} s, "
                 f"calls started over {step.ramp_s:.1f} s, "
                 f"window {wall:.1f} s -> {'holds' if step.holds else 'does not hold'}",
@@ -457,7 +480,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"server CPU per call-second, {model}",
                             round(per_call, 4),
                             "CPU s/s",
-                            note=f"server + its workers at {measured.calls} calls; the load client: {client:.4f}",
+                            note=f"server + its workers at {measured.calls} calls (event loop "
+                            f"{measured.loop_cpu_per_call_s:.4f}); the load client: {client:.4f}",
                         )
                     )
                     figures.append(
@@ -469,7 +493,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     )
                 details[model] = {
-                    "steps": [s.__dict__ | {"cpu_per_call_s": round(s.cpu_per_call_s, 5)} for s in steps_run],
+                    "steps": [
+                        s.__dict__
+                        | {
+                            "cpu_per_call_s": round(s.cpu_per_call_s, 5),
+                            "loop_cpu_per_call_s": round(s.loop_cpu_per_call_s, 5),
+                        }
+                        for s in steps_run
+                    ],
                     "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 }
     finally:

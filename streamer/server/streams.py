@@ -32,7 +32,15 @@ from emostream.server.connection import Connection
 from emostream.server.context import ServerContext
 from emostream.server.events import EventHub
 from emostream.server.ingest import IngestHeader, parse_header
-from emostream.server.twilio import RATE_HZ, TrackAligner, TwilioStart, parse_media, parse_message, parse_start
+from emostream.server.twilio import (
+    RATE_HZ,
+    TrackAligner,
+    TwilioStart,
+    parse_media,
+    parse_media_text,
+    parse_message,
+    parse_start,
+)
 
 STEREO_ROLES = ("customer", "agent")  # /ingest with two channels and no roles, as `emostream calls`
 BRIDGE_SUBPROTOCOLS = ("audio.drachtio.org", "audiostream.drachtio.org")  # FreeSWITCH mod_audio_fork asks for one
@@ -245,17 +253,22 @@ async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> 
         if message["type"] == "websocket.disconnect":
             return end_reason(conn, message)
         call.touch()
-        event, body = parse_message(_text(message, "/twilio"))
-        if event == "media":
-            track, timestamp_ms, payload = parse_media(body)
+        text = _text(message, "/twilio")
+        media = parse_media_text(text)  # Twilio's own media messages, without the JSON parser
+        if media is None:
+            event, body = parse_message(text)
+            if event == "media":
+                media = parse_media(body)
+            elif event == "stop":
+                return "stop"
+            elif event == "start":
+                raise RejectError(INVALID_DATA, "malformed_message", "a second start message; a stream has one")
+        if media is not None:
+            track, timestamp_ms, payload = media
             if aligner.add(track, timestamp_ms, payload):
                 chunk = aligner.take()
                 if chunk is not None:
                     call.push(chunk, len(chunk[0]))
-        elif event == "stop":
-            return "stop"
-        elif event == "start":
-            raise RejectError(INVALID_DATA, "malformed_message", "a second start message; a stream has one")
 
 
 def _text(message: dict[str, Any], endpoint: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,35 @@ def parse_media(msg: dict[str, Any]) -> tuple[str, int, bytes]:
     return track, timestamp, payload
 
 
+# A media message exactly as Twilio writes it (keys in its order, string values without escapes): the
+# fields are read without a JSON parser. Any other text, even valid JSON, goes to parse_message.
+_MEDIA = re.compile(
+    r'\{"event": ?"media", ?"sequenceNumber": ?"\d{1,12}", ?"media": ?\{"track": ?"(inbound|outbound)", ?'
+    r'"chunk": ?"\d{1,12}", ?"timestamp": ?"(\d{1,12})", ?"payload": ?"([A-Za-z0-9+/]*={0,2})"\}, ?'
+    r'"streamSid": ?"[^"\\\x00-\x1f]*"\}'
+)
+
+
+def parse_media_text(text: str) -> tuple[str, int, bytes] | None:
+    """A ``media`` message in Twilio's own form: (track, timestamp ms, μ-law bytes), as :func:`parse_message`
+    and :func:`parse_media` give them, for a third of the work; None for any other text (parse it with those).
+
+    Twilio sends 50 of these per second and track: the JSON parser was the largest item of the
+    event loop's own work per message.
+    """
+    found = _MEDIA.fullmatch(text)
+    if found is None:
+        return None
+    timestamp = int(found.group(2))
+    if timestamp > MAX_TIMESTAMP_MS:
+        return None  # parse_media refuses it, with its message
+    try:
+        payload = binascii.a2b_base64(found.group(3), strict_mode=True)
+    except binascii.Error:
+        return None
+    return found.group(1), timestamp, payload
+
+
 class TrackAligner:
     """Collects each track's μ-law bytes and hands out equal lengths of every track, in track order."""
 
@@ -130,6 +160,7 @@ class TrackAligner:
         self.tracks = tracks
         self._index = {t: i for i, t in enumerate(tracks)}
         self._buffers = [bytearray() for _ in tracks]
+        self._last = len(tracks) - 1
         self._written = [0] * len(tracks)  # samples placed per track since the start (gaps included)
         self._max_skew = round(max_skew_s * RATE_HZ)
         self._tolerance = GAP_TOLERANCE_MS * RATE_HZ // 1000
@@ -156,23 +187,25 @@ class TrackAligner:
                 self.gap_samples += fill
         buf.extend(payload)
         self._written[i] += len(payload)
-        return i == len(self._buffers) - 1 or len(buf) - min(len(b) for b in self._buffers) > self._max_skew
+        return i == self._last or len(buf) - min(map(len, self._buffers)) > self._max_skew
 
     def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
         """The μ-law bytes every track has (all of them when ``final``), one string per track, or None."""
-        lengths = [len(b) for b in self._buffers]
-        longest = max(lengths)
+        buffers = self._buffers
+        lengths = list(map(len, buffers))
+        n, longest = min(lengths), max(lengths)
         floor = longest if final else longest - self._max_skew
-        for i, n in enumerate(lengths):
-            if n < floor:  # this track lags (stopped sending): silence in its place
-                self._buffers[i].extend(bytes([MULAW_SILENCE]) * (floor - n))
-                self._written[i] += floor - n
-                self.gap_samples += floor - n
-        n = min(len(b) for b in self._buffers)
+        if n < floor:
+            for i, length in enumerate(lengths):
+                if length < floor:  # this track lags (stopped sending): silence in its place
+                    buffers[i].extend(bytes([MULAW_SILENCE]) * (floor - length))
+                    self._written[i] += floor - length
+                    self.gap_samples += floor - length
+            n = floor
         if n == 0:
             return None
-        out = tuple(bytes(buf[:n]) for buf in self._buffers)
-        for buf in self._buffers:
+        out = tuple(bytes(buf[:n]) for buf in buffers)
+        for buf in buffers:
             del buf[:n]
         return out
 
