@@ -19,7 +19,14 @@ from emostream.server.auth import Token, resolve_token, token_from_request
 from emostream.server.closing import MAX_REASON_BYTES, RejectError, fit_reason
 from emostream.server.config import ServerConfig
 from emostream.server.ingest import parse_header
-from emostream.server.twilio import TrackAligner, parse_media, parse_message, parse_start, stream_messages
+from emostream.server.twilio import (
+    TrackAligner,
+    parse_media,
+    parse_media_text,
+    parse_message,
+    parse_start,
+    stream_messages,
+)
 
 SILENCE = 0xFF
 
@@ -34,6 +41,29 @@ def test_twilio_messages_round_trip_through_the_parsers() -> None:
     track, ts, payload = parse_media(parse_message(frames[1][0])[1])
     assert (track, ts, payload) == ("inbound", 20, bytes(range(160, 200)) + bytes([SILENCE]) * 120)
     assert parse_message(tail[0])[0] == "stop"
+
+
+def test_twilio_media_in_its_own_form_reads_as_the_json_parser_reads_it() -> None:
+    """The regular expression reads Twilio's media messages (spaced or compact) exactly as json does;
+    anything else, valid JSON or not, is left to the JSON parser (None)."""
+    tracks = {"inbound": bytes(range(256)) * 3, "outbound": bytes(range(255, -1, -1)) * 3}
+    _, frames, _ = stream_messages(tracks, stream_sid="MZ1")
+    texts = [t for group in frames for t in group]
+    texts += [json.dumps(json.loads(t), separators=(",", ":")) for t in texts]  # Twilio's own spacing
+    for text in texts:
+        assert parse_media_text(text) == parse_media(parse_message(text)[1])
+    text = texts[-1]
+    body = json.loads(text)
+    other = [
+        text.replace('"chunk"', '"chunks"'),  # another key
+        json.dumps({**body, "extra": 1}, separators=(",", ":")),
+        text.replace('"MZ1"', '"MZ\\u0031"'),  # an escape in a string
+        text.replace('"outbound"', '"both"'),
+        text.replace('"payload":"', '"payload":"!'),
+        text[:-1],  # not JSON
+        text.replace('"timestamp":"', '"timestamp":"99999999999'),  # beyond MAX_TIMESTAMP_MS: refused by parse_media
+    ]
+    assert [parse_media_text(t) for t in other] == [None] * len(other)
 
 
 @pytest.mark.parametrize(
