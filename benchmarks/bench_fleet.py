@@ -161,8 +161,16 @@ def figures_of(run: FleetRun, per_record: PerRecord) -> list[dict[str, Any]]:
             target=P99_TARGET_MS,
             note=f"p50 {run.p50_ms} ms; from the hop's computation in the replica's worker to a client of the "
             f"supervisor's /events in a process of its own. Peer in the same run: r1's hops via the supervisor "
-            f"p99 {run.p99_r1_ms} ms, from r1's own /events {run.p99_r1_direct_ms} ms; the supervisor's histogram "
-            f"(replica queue to fan-out) p99 <= {run.supervisor_delay_p99_ms} ms",
+            f"p99 {run.p99_r1_ms} ms, from r1's own /events {run.p99_r1_direct_ms} ms",
+        ),
+        figure(
+            "hop record, replica's /events to the supervisor's /events (what the bus adds), p99",
+            run.bus_added_p99_ms,
+            "ms",
+            target=P99_TARGET_MS,
+            note=f"p50 {run.bus_added_p50_ms} ms: each of r1's hops at a client of the supervisor minus at a client of "
+            f"r1 (both in processes of their own); the supervisor's histogram (replica queue to fan-out) p99 <= "
+            f"{run.supervisor_delay_p99_ms} ms",
         ),
         figure(
             "broker restart: audio lost",
@@ -219,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calls = int(getattr(args, "calls", None) or (6 if quick else CALLS_TARGET))
     seconds = float(getattr(args, "call_seconds", None) or (16.0 if quick else 40.0))
     restart_at, kill_at = (5.0, 9.0) if quick else (12.0, 22.0)
+    workers = int(getattr(args, "workers", None) or (1 if quick else 2))  # 2: [server] workers' default
     models = available_models(getattr(args, "models", None))
     model = "fast" if not models or "fast" in models else models[0]
     old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -236,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     calls=calls,
                     seconds=seconds,
                     model=model,
+                    workers=workers,
                     restart_broker_at_s=restart_at,
                     kill_at_s=kill_at,
                 )
@@ -259,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-seconds", type=float, help="seconds each call streams (default 40)")
     parser.add_argument("--model", dest="models", action="append", help="model name or .json path (default fast)")
     parser.add_argument("--quick", action="store_true", help="6 calls of 16 s (a smoke test)")
+    parser.add_argument("--workers", type=int, help="analysis workers per replica (default 2, as [server] workers)")
     res = run(parser.parse_args(argv))
     print_results([res])
     print(json.dumps(res["details"], indent=1, default=str))

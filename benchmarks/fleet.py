@@ -239,6 +239,7 @@ class Watcher:
     last_hop_at: dict[str, float] = field(default_factory=dict)  # replica -> monotonic time of its last hop
     hops_after: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, replica) of every hop
     snapshot_calls: int = 0
+    arrivals: dict[tuple[Any, ...], float] = field(default_factory=dict)  # (call, channel, t_end) -> monotonic time
 
     def take(self, record: dict[str, Any], now: float, wall: float) -> None:
         """One record of ``/events``, received at ``now`` (monotonic) and ``wall`` (wall clock)."""
@@ -261,6 +262,7 @@ class Watcher:
                 self.delays_s.append((replica, wall - made))
             self.last_hop_at[replica] = now
             self.hops_after.append((now, replica))
+            self.arrivals[(call_id, record.get("channel"), record.get("t_end"))] = now
         elif kind == "call_end":
             reason = str((record.get("summary") or {}).get("end_reason", ""))
             self.ended[record["call_id"]] = (now, reason)
@@ -383,6 +385,8 @@ class FleetRun:
     p50_ms: float | None
     p99_r1_ms: float | None  # the same for r1's hops only (for the peer below)
     p99_r1_direct_ms: float | None  # r1's hops read from r1's own /events, without the bus: the peer
+    bus_added_p99_ms: float | None  # the same hop at the supervisor's /events client minus at r1's own
+    bus_added_p50_ms: float | None
     supervisor_delay_p99_ms: float | None  # emostream_bus_delay_seconds: from a replica's queue to the fan-out
     broker_outage_s: float | None
     audio_dropped_s: float  # on the replicas (emostream_dropped_audio_seconds_total), the killed one's last scrape
@@ -404,6 +408,12 @@ class FleetRun:
     client_max_lag_s: float  # the load client's longest delay behind real time (a burst the replicas must absorb)
     wall_s: float
     notes: list[str] = field(default_factory=list)
+
+
+def _added_ms(via_bus: Watcher, direct: Watcher, q: float) -> float | None:
+    """The q-quantile of how much later a hop reached the supervisor's client than r1's own client (ms)."""
+    added = sorted(t - direct.arrivals[key] for key, t in via_bus.arrivals.items() if key in direct.arrivals)
+    return round(1000 * added[min(len(added) - 1, int(q * len(added)))], 1) if added else None
 
 
 def children_cpu_s(pid: int) -> float:
@@ -537,6 +547,8 @@ def summarise(seen: Observed) -> FleetRun:
         p50_ms=watcher.quantile_ms(0.5),
         p99_r1_ms=watcher.quantile_ms(0.99, "r1"),
         p99_r1_direct_ms=seen.direct.quantile_ms(0.99, ""),
+        bus_added_p99_ms=_added_ms(watcher, seen.direct, 0.99),
+        bus_added_p50_ms=_added_ms(watcher, seen.direct, 0.5),
         supervisor_delay_p99_ms=seen.supervisor_delay_p99_ms,
         broker_outage_s=None if seen.outage_s is None else round(seen.outage_s, 2),
         audio_dropped_s=round(dropped, 3),

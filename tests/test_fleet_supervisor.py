@@ -4,6 +4,7 @@ and replica_stop. Needs Debian's redis-server (``.ci/setup dev`` installs it).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -27,7 +28,10 @@ from test_server_support import (
 )
 
 from benchmarks.fleet import Fleet, free_port, missing_binaries
+from emostream.config import apply_overrides
 from emostream.engine.plan import SessionPlan
+from emostream.server.auth import Token
+from emostream.server.supervisor import make_supervisor_context
 
 pytestmark = pytest.mark.skipif(
     "redis-server" in missing_binaries(),
@@ -95,3 +99,11 @@ def test_supervisor_shows_a_replicas_call_with_its_timeline_then_how_it_ended(
         assert status == 200 and b'emostream_bus_received_total{replica="r1"}' in text
         assert b"emostream_bus_missing_total{" not in text  # no record of r1 went missing
         assert sup.get("/twilio")[0] == 404  # the supervisor takes no audio
+
+
+def test_the_supervisor_delivers_no_alert(fast_plan: SessionPlan) -> None:  # noqa: F811
+    cfg = apply_overrides(
+        fast_plan.config, {"alerts_output": {"webhook": "http://127.0.0.1:9/alerts"}, "bus": {"url": "redis://h:1/0"}}
+    )
+    ctx = make_supervisor_context(cfg, dataclasses.replace(fast_plan, config=cfg), Token("t" * 20, "config"))
+    assert ctx.delivery is None and ctx.bus is None and not ctx.takes_audio  # the replicas deliver their alerts

@@ -219,5 +219,8 @@ def make_supervisor_context(
 ) -> SupervisorContext:
     """A supervisor's state: a server context (tokens, hub, metrics) whose calls come from the bus."""
     base = make_context(cfg, plan, token, tokens, publish=False)  # it reads the bus; it publishes nothing
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(ServerContext)}
+    if base.delivery is not None:  # the replicas deliver their calls' alerts; the supervisor delivers none
+        base.delivery.close(0.0)
+        base.metrics.watch(gate=base.gate, delivery=None)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(ServerContext)} | {"delivery": None}
     return SupervisorContext(**fields, fleet_metrics=FleetMetrics(base.metrics.registry))
