@@ -1,7 +1,7 @@
 """A fleet on 127.0.0.1: HAProxy in front of 2 replicas, a Redis bus, one supervisor (:mod:`benchmarks.fleet`).
 
 Streams Twilio-format calls (default 40 calls of 40 s, 10 new a second) through HAProxy
-(least connections) to two ``emostream serve --bus`` replicas, while one client of the
+(least connections) to two ``emostream serve --bus`` replicas (2 analysis workers each), while one client of the
 supervisor's ``/events`` reads every record. 12 s after the first call the broker is
 restarted (SIGTERM, started again: its append-only file keeps the stream); 22 s after it
 replica r2 is killed with SIGKILL (with its analysis workers). Figures:

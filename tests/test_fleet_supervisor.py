@@ -79,7 +79,7 @@ def test_supervisor_shows_a_replicas_call_with_its_timeline_then_how_it_ended(
                 assert wait_for(lambda: len(calls()[0]["last"]) and calls()[0]["last"]["0"]["t_end"] >= 4.0, 20)
                 with open_ws(sup, "/events") as page:
                     snapshot = json.loads(page.recv(timeout=10))
-                    assert snapshot["type"] == "snapshot" and snapshot["model"] == "fast"
+                    assert snapshot["type"] == "snapshot" and snapshot["model"] == "fast" and snapshot["fleet"]
                     (info,) = snapshot["calls"]
                     assert info["call_id"] == "MZfleet1" and info["replica"] == "r1"
                     assert info["channels"][0]["role"] == "customer"

@@ -127,7 +127,7 @@ class SupervisorContext(ServerContext):
         fleet = self.fleet
         labels = fleet.labels if fleet is not None and fleet.labels else list(self.plan.labels)
         model = fleet.model if fleet is not None and fleet.model else self.plan.model_name
-        return {"labels": labels, "model": model}
+        return {"labels": labels, "model": model, "fleet": True}
 
     def health(self) -> dict[str, Any]:
         replicas = self.fleet.live_replicas if self.fleet is not None else 0

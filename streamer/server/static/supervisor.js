@@ -273,6 +273,7 @@ function onMessage(msg) {
     case "snapshot": {
       if (msg.labels) setLabels(msg.labels);
       $("model").textContent = msg.model ? `model: ${msg.model}` : "";
+      if (msg.fleet) document.querySelector(".navlink")?.remove(); // a fleet's supervisor takes no audio: no /try
       const present = new Set();
       for (const info of msg.calls ?? []) {
         const call = getCall(info);
