@@ -15,7 +15,7 @@ how the clients behaved around the restart (seconds without a successful publish
 the subscriber came back by itself).
 
 Run: ``pip install nats-py`` (not a dependency of emostream), then
-``python -m benchmarks.bus_compare [--rate 1000] [--seconds 9]``.
+``python -m benchmarks.bus_compare [--rate 1000] [--seconds 30]``.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ async def run_nats(folder: Path, rate: float, seconds: float) -> Tally:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bus_compare", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="records a second (default 1000)")
-    parser.add_argument("--seconds", type=float, default=9.0, help="seconds of publishing (default 9)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of publishing (default 30)")
     args = parser.parse_args(argv)
     reports = []
     for name, runner in (("redis-server", run_redis), ("nats-server", run_nats)):
