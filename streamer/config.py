@@ -35,7 +35,7 @@ from emostream.frontend.timing import WindowingConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.choice import ModelConfig
 from emostream.outputs.config import OutputConfig
-from emostream.server.bus_config import BusConfig
+from emostream.server.bus_config import BusConfig, safe_url
 from emostream.server.config import ServerConfig
 
 CONFIG_ENV = "EMOSTREAM_CONFIG"
@@ -175,4 +175,6 @@ def summary(cfg: Config) -> dict[str, Any]:
         if getattr(cfg.server, key) is not None:
             out["server"][key] = "(set, not shown)"
     out["server"]["ingest_tokens"] = {name: "(set, not shown)" for name in cfg.server.ingest_tokens}
+    if cfg.bus.url is not None:  # a password in the bus's URL never goes into records either
+        out["bus"]["url"] = safe_url(cfg.bus.url)
     return out

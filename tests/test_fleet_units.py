@@ -17,10 +17,10 @@ pytest.importorskip("redis")
 
 from prometheus_client import CollectorRegistry
 
-from emostream.config import config_from_dict
+from emostream.config import config_from_dict, summary
 from emostream.errors import ConfigError
 from emostream.server.bus import BusPublisher
-from emostream.server.bus_config import BusConfig
+from emostream.server.bus_config import BusConfig, safe_url
 from emostream.server.events import EventHub
 from emostream.server.fleet import FleetCalls
 
@@ -202,3 +202,12 @@ def test_publisher_queue_is_bounded_and_never_waits() -> None:
 
     pending, dropped, seqs = asyncio.run(scenario())
     assert pending == 100 and dropped == 150 and seqs == list(range(1, 101))
+
+
+def test_a_password_in_the_bus_url_is_never_shown() -> None:
+    cfg = config_from_dict({"bus": {"url": "redis://:s3cret-pass@10.0.0.5:6379/0"}}, "t.toml")
+    assert summary(cfg)["bus"]["url"] == "redis://***@10.0.0.5:6379/0"
+    assert safe_url("rediss://user:s3cret@h:6380/1") == "rediss://***@h:6380/1"
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"bus": {"url": "nats://u:s3cret@h:4222"}}, "t.toml")
+    assert "s3cret" not in str(caught.value)

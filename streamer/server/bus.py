@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from emostream.server.bus_config import BusConfig
+from emostream.server.bus_config import BusConfig, safe_url
 from emostream.server.events import EventHub
 
 log = logging.getLogger("emostream.server")
@@ -261,11 +261,3 @@ class BusPublisher:
                 )
         self.connected = connected
         self.link.connected.set(1 if connected else 0)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without a password (``redis://:secret@host`` -> ``redis://***@host``)."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"

@@ -78,27 +78,36 @@ class BusConfig:
                 raise InvalidSettingError(key, message)
 
 
+def safe_url(url: str) -> str:
+    """``url`` without a password (``redis://:secret@host`` -> ``redis://***@host``), for logs and messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
 def bus_url_problem(url: str) -> str | None:
     """None if ``url`` is a bus address this build takes, else what is wrong with it (for the error message)."""
+    shown = safe_url(url)[:80]
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return f"is {url[:80]!r}, not a URL; expected redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0"
+        return f"is {shown!r}, not a URL; expected redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0"
     if parts.scheme == "nats":
         return (
-            f"is {url[:80]!r}: NATS is not supported (the bus is Redis Streams, docs/scaling.md says why); "
+            f"is {shown!r}: NATS is not supported (the bus is Redis Streams, docs/scaling.md says why); "
             "expected redis://HOST:PORT/DB"
         )
     if parts.scheme not in BUS_SCHEMES:
-        return f"is {url[:80]!r}; expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
+        return f"is {shown!r}; expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
     if parts.scheme == "unix":
-        return None if parts.path else f"is {url[:80]!r}; expected unix:///path/to/redis.sock"
+        return None if parts.path else f"is {shown!r}; expected unix:///path/to/redis.sock"
     if not parts.hostname:
-        return f"is {url[:80]!r} without a host; expected redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0"
+        return f"is {shown!r} without a host; expected redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0"
     if port == 0:
-        return f"is {url[:80]!r} with port 0; expected the broker's port (Redis: 6379)"
+        return f"is {shown!r} with port 0; expected the broker's port (Redis: 6379)"
     db = parts.path.strip("/")
     if db and not (db.isdigit() and int(db) < 16384):
-        return f"is {url[:80]!r}: database {db[:20]!r}; expected a number such as /0"
+        return f"is {shown!r}: database {db[:20]!r}; expected a number such as /0"
     return None

@@ -31,7 +31,7 @@ from emostream.engine.plan import make_plan
 from emostream.errors import ConfigError
 from emostream.server.app import create_app
 from emostream.server.auth import Token, default_token_file, resolve_token, resolve_tokens, write_token_file
-from emostream.server.bus import safe_url
+from emostream.server.bus_config import safe_url
 from emostream.server.config import TOKEN_ENV, ServerConfig
 from emostream.server.context import ServerContext, make_context, replica_name
 from emostream.server.gate import guarded_http_protocol, raise_file_limit

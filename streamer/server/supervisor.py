@@ -30,6 +30,7 @@ from emostream.config import Config
 from emostream.engine.plan import SessionPlan
 from emostream.server.auth import Token, TokenSet
 from emostream.server.bus import BUS_ERRORS, Backoff, BusLinkMetrics, parse_entry, redis_client
+from emostream.server.bus_config import safe_url
 from emostream.server.closing import GOING_AWAY
 from emostream.server.context import ServerContext, make_context
 from emostream.server.fleet import FleetCalls
@@ -151,13 +152,13 @@ class SupervisorContext(ServerContext):
                     reply: Any = await client.xread({bus.stream: last_id}, count=READ_COUNT, block=BLOCK_MS)
                 except BUS_ERRORS as exc:
                     if self.bus_connected:
-                        log.warning("bus: %s unreachable (%s); reconnecting", bus.url, exc)
+                        log.warning("bus: %s unreachable (%s); reconnecting", safe_url(bus.url), exc)
                         lost_once = True
                     self._set_connected(False)
                     await backoff.wait()
                     continue
                 if not self.bus_connected:
-                    log.info("bus: reading %s from %s", bus.stream, bus.url)
+                    log.info("bus: reading %s from %s", bus.stream, safe_url(bus.url))
                     if lost_once:
                         metrics.link.reconnects.inc()
                     self.view.bus_restored()
