@@ -59,6 +59,7 @@ def test_supervisor_shows_a_replicas_call_with_its_timeline_then_how_it_ended(
     with running_server(fast_plan, supervisor=True, bus={"url": bus_url}) as sup:
         replica_ctx = running_server(fast_plan, bus=bus)
         replica = replica_ctx.__enter__()
+        stopped = False
         try:
             status, body = replica.get("/healthz")
             assert status == 200 and json.loads(body)["bus"] in ("connected", "unreachable")
@@ -92,8 +93,18 @@ def test_supervisor_shows_a_replicas_call_with_its_timeline_then_how_it_ended(
                     assert ends[-1]["type"] == "call_end" and ends[-1]["replica"] == "r1"
                     assert ends[-1]["summary"]["end_reason"] == "stop"
                     assert any(r["type"] == "hop" and r["replica"] == "r1" for r in ends)
+            # SIGTERM's drain with a call open: the page learns how it ended, then that the replica left
+            with open_ws(replica, "/twilio") as ws2, open_ws(sup, "/events") as page:
+                send_twilio(ws2, {"inbound": audio}, stream_sid="MZfleet2", stop=False)
+                assert wait_for(lambda: any(c["call_id"] == "MZfleet2" for c in calls()), 20)
+                stopped = True
+                replica_ctx.__exit__(None, None, None)
+                ends = read_records(page, lambda r: r["type"] == "call_end", 20)
+                assert ends[-1]["call_id"] == "MZfleet2" and ends[-1]["replica"] == "r1"
+                assert ends[-1]["summary"]["end_reason"] == "server shutting down"
         finally:
-            replica_ctx.__exit__(None, None, None)
+            if not stopped:
+                replica_ctx.__exit__(None, None, None)
         assert wait_for(lambda: json.loads(sup.get("/healthz")[1])["replicas"] == 0, 10)  # replica_stop
         status, text = sup.get("/metrics")
         assert status == 200 and b'emostream_bus_received_total{replica="r1"}' in text
