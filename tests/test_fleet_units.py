@@ -211,3 +211,17 @@ def test_a_password_in_the_bus_url_is_never_shown() -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"bus": {"url": "nats://u:s3cret@h:4222"}}, "t.toml")
     assert "s3cret" not in str(caught.value)
+
+
+def test_alerts_of_a_call_active_until_cleared_and_kept_in_its_history() -> None:
+    fleet, _ = make_fleet()
+    r1 = Feed(fleet, "r1")
+    r1.start("A")
+    r1.hop("A", 3.0, "angry")
+    alert = {"type": "alert", "call_id": "A", "channel": 0, "rule": "angry", "t_end": 3.0}
+    r1.send(alert | {"state": "fired"})
+    (info,) = fleet.infos(history=True)
+    assert [a["state"] for a in info["alerts"]] == ["fired"] and info["alerts"][0]["replica"] == "r1"
+    r1.send(alert | {"state": "cleared", "t_end": 5.0})
+    (info,) = fleet.infos(history=True)
+    assert info["alerts"] == [] and [a["state"] for a in info["alert_history"]] == ["fired", "cleared"]
