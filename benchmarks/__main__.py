@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, help="audio for the soak (default 3600)")
     parser.add_argument("--startup-runs", type=int, default=3)
     parser.add_argument("--passes", type=int, default=3, help="pipeline passes; the fastest is reported")
+    parser.add_argument(
+        "--data", action="append", type=Path, default=[], help="corpus folder for bench_stability (repeatable)"
+    )
+    parser.add_argument("--stability-clips", type=int, default=60, help="clips per --data corpus (bench_stability)")
     parser.add_argument("--quick", action="store_true", help="10 s of audio, one start-up run (smoke test)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")

@@ -35,6 +35,20 @@ def test_embedding_stride_is_off_by_default_and_sets_the_embedding(tmp_path: Pat
     assert legacy.embedding == EmbeddingConfig() and len(summary_feature_names(legacy)) == 90 + 288
 
 
+def test_the_float_embedding_is_the_default_and_int8_must_be_asked_for_by_name(tmp_path: Path) -> None:
+    """Issue 19 item 13: models train on the float embedding; the old --embedding-int8 is refused, not ignored."""
+    fused = spec_features(tmp_path, "--embedding-stride", "25")
+    assert fused.embedding is not None and fused.embedding.variant == "float" and not fused.embedding.int8
+    int8 = spec_features(tmp_path, "--embedding-stride", "25", "--embedding-variant", "int8")
+    assert int8.embedding == EmbeddingConfig(stride_frames=25, int8=True)
+    with pytest.raises(ConfigError, match=r"--embedding-int8 was removed.*--embedding-variant int8"):
+        spec_features(tmp_path, "--embedding-stride", "25", "--embedding-int8")
+    with pytest.raises(ConfigError, match="needs --embedding-stride"):
+        spec_features(tmp_path, "--embedding-variant", "int8")
+    with pytest.raises(SystemExit):
+        spec_features(tmp_path, "--embedding-stride", "25", "--embedding-variant", "int4")
+
+
 def test_embedding_stride_is_refused_for_the_cnn_and_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--model resnet_mlp or mlp"):
         spec_features(tmp_path, "--embedding-stride", "50", "--model", "cnn")
@@ -55,7 +69,30 @@ def test_window_cache_keys_on_the_whole_feature_config() -> None:
             feature_config_for("resnet_mlp", embedding_stride_frames=25),
             FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig(pooling=("mean", "std"))),
             FeatureConfig(pitch=True, deltas=True, embedding=EmbeddingConfig(embedding_model_sha256="ab" * 32)),
+            # the embedding file: float and int8 windows never share a cache, nor two int8 files
+            feature_config_for("resnet_mlp", embedding_stride_frames=25, embedding_variant="int8"),
+            FeatureConfig(
+                pitch=True,
+                deltas=True,
+                embedding=EmbeddingConfig(stride_frames=25, int8=True, embedding_model_int8_sha256="cd" * 32),
+            ),
         )
     }
-    assert len(keys) == 5
+    assert len(keys) == 7
     assert "embedding" not in plain.to_dict()  # plain configs keep the keys of caches made before the embedding
+
+
+def test_window_cache_keys_on_the_embedding_file_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The key holds the digests of the files the extraction will read, not only those the config expects."""
+    from emostream.frontend.embedding import speech_embedding_dir
+    from emostream.train import dataset
+
+    clips = list_clips(FIXTURES)
+    cfg = feature_config_for("resnet_mlp", embedding_stride_frames=25)
+    before = cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband")
+    for item in speech_embedding_dir().iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    monkeypatch.setattr(dataset, "speech_embedding_dir", lambda: tmp_path)
+    assert cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband") == before
+    (tmp_path / "embedding_model.tflite").write_bytes(b"another build")
+    assert cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband") != before

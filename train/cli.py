@@ -9,6 +9,7 @@ from typing import Any
 
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
+from emostream.frontend.embedding import EMBEDDING_VARIANTS
 from emostream.frontend.vad import VadConfig
 from emostream.train.augment import AugmentConfig
 from emostream.train.calibration import CalibrationSpec
@@ -59,10 +60,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "10 ms mel frames (50 = two a second; 0 = off, the default)",
     )
     p.add_argument(
-        "--embedding-int8",
-        action="store_true",
-        help="with --embedding-stride: the int8 variant of the embedding model (3.3x less CPU per embedding)",
+        "--embedding-variant",
+        choices=EMBEDDING_VARIANTS,
+        default="float",
+        help="with --embedding-stride: the embedding model's file (default float, the vendored model: readings hold "
+        "under inaudible changes; int8 costs 3.3x less CPU per embedding but a gain of 0.999 moves its embeddings by "
+        "5%% RMS and changes readings, issue 19 item 13: see docs/stability.md)",
     )
+    p.add_argument("--embedding-int8", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--song",
         default=None,
@@ -106,6 +111,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
+
+
+def _embedding_variant(args: argparse.Namespace) -> str:
+    """``--embedding-variant``; the removed ``--embedding-int8`` is refused with the way to get what it did."""
+    if args.embedding_int8:
+        raise ConfigError(
+            "--embedding-int8 was removed: the int8 embedding model changes readings on inaudible changes (a gain "
+            "of 0.999; issue 19 item 13), so models use the float embedding (the default, --embedding-variant float); "
+            "to reproduce an int8 model give --embedding-variant int8"
+        )
+    return str(args.embedding_variant)
 
 
 def _spec(args: argparse.Namespace) -> Any:
@@ -158,7 +174,7 @@ def _spec(args: argparse.Namespace) -> Any:
             args.hop_ms,
             legacy=args.legacy_features,
             embedding_stride_frames=args.embedding_stride,
-            embedding_int8=args.embedding_int8,
+            embedding_variant=_embedding_variant(args),
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),

@@ -3,7 +3,8 @@
 :func:`build_windows` runs :func:`emostream.frontend.windowing.extract_windows` on every clip
 (and on its augmented copies), in parallel over ``workers`` processes, and stores the
 result under ``cache_dir`` keyed by a hash of the whole feature config (the speech
-embedding's settings and file digests included, so fused and plain windows never mix),
+embedding's settings and file digests included, and the digests of the embedding files on disk,
+so fused and plain windows, or float and int8 embeddings, never mix),
 VAD config, augmentation settings, channel and file list, so experiments do not re-extract.
 A clip's score is the mean of its speech windows' probabilities (:func:`clip_scores`).
 """
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.audio.files import load_mono
+from emostream.frontend.embedding import MEL_MODEL_FILE, EmbeddingConfig, speech_embedding_dir
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.windowing import WindowExtractor
@@ -95,22 +97,36 @@ class WindowSet:
         return np.flatnonzero(keep)
 
 
+def embedding_file_digests(config: EmbeddingConfig) -> dict[str, str]:
+    """sha256 of the speech-embedding files ``config`` runs, as found on disk: ``{file name: digest}``.
+
+    Part of the cache key of fused windows besides the digests the config expects: a cache made with
+    one embedding file (float or int8, or another build of either) is never served for another,
+    even before the extraction's own digest check would run.
+    """
+    folder = speech_embedding_dir()
+    return {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in (MEL_MODEL_FILE, config.embedding_model_file)
+    }
+
+
 def cache_key(
     clips: Sequence[Clip], feature_cfg: FeatureConfig, vad_cfg: VadConfig, aug: AugmentConfig, channel: Channel
 ) -> str:
     """Hex digest naming one extraction: configs, augmentation, channel and the file list (names and sizes)."""
     files = [(c.path.parent.name + "/" + c.path.name, c.path.stat().st_size) for c in clips]
-    blob = json.dumps(
-        {
-            "version": CACHE_VERSION,
-            "features": feature_cfg.to_dict(),
-            "vad": vad_cfg.to_dict(),
-            "augment": aug.key_dict(),
-            "channel": channel,
-            "files": files,
-        },
-        sort_keys=True,
-    )
+    payload: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "features": feature_cfg.to_dict(),
+        "vad": vad_cfg.to_dict(),
+        "augment": aug.key_dict(),
+        "channel": channel,
+        "files": files,
+    }
+    if feature_cfg.embedding is not None:
+        payload["embedding_files"] = embedding_file_digests(feature_cfg.embedding)
+    blob = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 

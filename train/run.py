@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
-from emostream.frontend.embedding import EmbeddingConfig
+from emostream.frontend.embedding import EMBEDDING_VARIANTS, EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
@@ -58,7 +58,7 @@ def feature_config_for(
     *,
     legacy: bool = False,
     embedding_stride_frames: int = 0,
-    embedding_int8: bool = False,
+    embedding_variant: str = "float",
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -68,7 +68,8 @@ def feature_config_for(
     90 inputs resp. 40 channels). ``embedding_stride_frames`` > 0 fuses the pretrained
     speech embedding into a summary family's input (``EmbeddingConfig(stride_frames=...)``,
     in 10 ms mel frames; + 288 pooled inputs); 0 = off. :class:`ConfigError` for ``cnn``.
-    ``embedding_int8`` uses the int8 variant of the embedding model (3.3x less CPU).
+    ``embedding_variant``: the embedding model's file, ``float`` (the vendored model, the default) or ``int8``
+    (3.3x less CPU per embedding, but its readings change on inaudible changes: docs/stability.md).
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
@@ -81,10 +82,18 @@ def feature_config_for(
         return FeatureConfig(
             feature_set="frames", n_mfcc=40, window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy
         )
-    if embedding_int8 and not embedding_stride_frames:
-        raise ConfigError("--embedding-int8 needs --embedding-stride FRAMES (the embedding is off)")
+    if embedding_variant not in EMBEDDING_VARIANTS:
+        raise ConfigError(
+            f"--embedding-variant is {embedding_variant!r}; expected one of {', '.join(EMBEDDING_VARIANTS)}"
+        )
+    if embedding_variant != "float" and not embedding_stride_frames:
+        raise ConfigError(
+            f"--embedding-variant {embedding_variant} needs --embedding-stride FRAMES (the embedding is off)"
+        )
     embedding = (
-        EmbeddingConfig(stride_frames=embedding_stride_frames, int8=embedding_int8) if embedding_stride_frames else None
+        EmbeddingConfig(stride_frames=embedding_stride_frames, int8=embedding_variant == "int8")
+        if embedding_stride_frames
+        else None
     )
     return FeatureConfig(
         window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy, deltas=not legacy, embedding=embedding

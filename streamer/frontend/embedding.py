@@ -83,6 +83,14 @@ EMBEDDING_MODEL_INT8_FILE = "embedding_model.int8.tflite"
 MEL_MODEL_SHA256 = "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8"
 EMBEDDING_MODEL_SHA256 = "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8"
 EMBEDDING_MODEL_INT8_SHA256 = "445748b1f3de3bd6e3c510143dbbd1c74e31e5405c2a444554c3f7e1762ea3ab"
+EMBEDDING_VARIANTS: tuple[str, ...] = ("float", "int8")
+"""Embedding model files a config can run (:attr:`EmbeddingConfig.variant`); ``float`` is the default.
+
+The float file is a continuous function of its input: a gain of 0.999 moves its embeddings by
+about 3e-5 of their RMS. The int8 file quantises its activations, so it is piecewise constant
+and the same gain moves them by about 5 % RMS, as much as its whole error against float, which
+changes readings (issue 19 item 13; ``python -m benchmarks --only stability``, docs/stability.md).
+"""
 MEL_WINDOW_SAMPLES = 400
 """Samples under the Hann window of one mel frame."""
 MEL_FRAME_OFFSET_SAMPLES = (MEL_SPAN_SAMPLES - MEL_WINDOW_SAMPLES) // 2
@@ -115,6 +123,8 @@ class EmbeddingConfig:
     README in ``models/speech_embedding/``) instead of the float model; its digest is
     ``embedding_model_int8_sha256``. Embeddings differ from the float model's, so a model
     trained on one variant must run with the same one (the setting is saved in its metadata).
+    New models use the float file (the default): int8 readings change on inaudible changes
+    (see :data:`EMBEDDING_VARIANTS`); the int8 file stays for the models trained on it.
     """
 
     stride_frames: int = 50
@@ -156,6 +166,11 @@ class EmbeddingConfig:
     def pooled_dim(self) -> int:
         """Length of :func:`pool_embeddings`' output."""
         return EMBEDDING_DIM * len(self.pooling)
+
+    @property
+    def variant(self) -> str:
+        """The embedding file this config runs, one of :data:`EMBEDDING_VARIANTS`."""
+        return "int8" if self.int8 else "float"
 
     @property
     def embedding_model_file(self) -> str:
