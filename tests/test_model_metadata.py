@@ -184,3 +184,27 @@ def test_the_runner_resizes_the_batch_and_refuses_a_wrong_shape() -> None:
     assert runner.run(x[:1]).shape == (1, len(model.labels))
     with pytest.raises(ModelError, match="takes"):
         runner.run(np.zeros((1, runner.input_shape[0] + 1), dtype=np.float32))
+
+
+def test_a_head_is_refused_with_another_embedding_than_it_was_trained_on(tmp_path: Path) -> None:
+    """Issue 19 item 13: a JSON flipped to the float embedding under an int8-trained head is refused, and back."""
+    int8 = EmbeddingConfig(stride_frames=25, int8=True)
+    meta = fused_metadata(int8)
+    record = {"config": {"features": meta.feature_config.to_dict()}}
+    assert ModelMetadata.load(write(tmp_path, meta, training=record)).feature_config.embedding == int8
+    flipped = fused_metadata(EmbeddingConfig(stride_frames=25))
+    with pytest.raises(ModelError, match=r"runs the float embedding .* trained on the int8 embedding") as info:
+        ModelMetadata.load(write(tmp_path, flipped, training=record))
+    assert info.value.exit_code == 5 and "--embedding-variant" in str(info.value)
+    with pytest.raises(ModelError, match="runs no speech embedding"):
+        ModelMetadata.load(write(tmp_path, metadata(), training=record))
+    assert ModelMetadata.load(write(tmp_path, flipped, training={"epochs": 3})).feature_config.embedding is not None
+
+
+def test_the_shipped_models_run_the_embedding_their_heads_were_trained_on() -> None:
+    for name in ("accurate", "fast"):
+        path = resolve_model(name)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        trained = data["training"]["config"]["features"].get("embedding")
+        assert trained == data["feature_config"].get("embedding"), name
+        ModelMetadata.load(path)

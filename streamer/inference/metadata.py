@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
-from emostream.frontend.embedding import check_model_files
+from emostream.frontend.embedding import EmbeddingConfig, check_model_files
 from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
 from emostream.frontend.vad import VadConfig
 
@@ -131,7 +131,10 @@ class ModelMetadata:
 
         A fused model's speech-embedding files are checked here too: a file whose sha256
         differs from the one in ``feature_config.embedding`` is refused, naming the file,
-        both digests and the fix.
+        both digests and the fix. So is a ``feature_config.embedding`` that differs from the one
+        the head was trained with (``training.config.features.embedding``, written by
+        ``emostream train``): e.g. a JSON edited to run the float embedding file under a head
+        trained on the int8 one.
         """
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -146,6 +149,7 @@ class ModelMetadata:
         embedding = meta.feature_config.embedding
         if embedding is not None:
             check_model_files(embedding, context=f"model {path} (feature_config.embedding)")
+        _check_trained_embedding(path, embedding, data.get("training"))
         return meta
 
     @classmethod
@@ -240,3 +244,28 @@ def _optional_section(data: dict[str, Any], key: str, required: tuple[str, ...])
     if missing:
         raise ValueError(f"{key} lacks {missing}")
     return dict(value)
+
+
+def _check_trained_embedding(path: Path, embedding: EmbeddingConfig | None, training: object) -> None:
+    """Refuse (:class:`ModelError`) a feature_config.embedding unlike the training record's, when there is one.
+
+    ``training``: the metadata's ``training`` section; only ``training.config.features`` is read
+    (models made by ``emostream train``; others have no record and pass).
+    """
+    features = training.get("config", {}).get("features") if isinstance(training, dict) else None
+    if not isinstance(features, dict):
+        return
+    recorded = features.get("embedding")
+    try:
+        trained = None if recorded is None else EmbeddingConfig.from_dict(recorded)
+    except ConfigError as exc:
+        raise ModelError(f"model metadata {path}: training.config.features.embedding is unreadable ({exc})") from exc
+    if trained == embedding:
+        return
+    runs = "no speech embedding" if embedding is None else f"the {embedding.variant} embedding ({embedding.to_dict()})"
+    learned = "no speech embedding" if trained is None else f"the {trained.variant} embedding ({trained.to_dict()})"
+    raise ModelError(
+        f"model {path}: feature_config.embedding runs {runs}, but its head was trained on {learned} "
+        "(training.config.features.embedding); the head would read inputs it never learned: restore the "
+        "model's JSON or retrain it with the embedding you want (emostream train --embedding-variant)"
+    )
