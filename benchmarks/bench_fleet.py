@@ -18,7 +18,10 @@ replica r2 is killed with SIGKILL (with its analysis workers). Figures:
   of the replica's bus path (JSON encoding, queueing, pipelined ``XADD`` to a real
   ``redis-server``), measured in this process on 20,000 hop records, times the records a
   call-second puts on the bus (counted on the supervisor), divided by the analysis
-  workers' CPU per call-second in the fleet run.
+  workers' CPU per call-second in the fleet run;
+- a real supervisor fed the records of 1,000 calls (4 a call-second, published from this
+  process) with one ``/events`` client reading everything: its CPU per record and share of
+  a core, what the client received.
 
 Standalone: ``python -m benchmarks.bench_fleet [--calls 40] [--call-seconds 40]``; inside
 ``python -m benchmarks --only fleet``. Needs Debian's ``redis-server`` and ``haproxy``.
@@ -31,21 +34,25 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_serve import proc_cpu_s
 from benchmarks.common import available_models, figure, result
-from benchmarks.fleet import Fleet, FleetRun, free_port, missing_binaries, run_fleet
+from benchmarks.fleet import Fleet, FleetRun, Watcher, free_port, missing_binaries, run_fleet
 
 CALLS_TARGET = 40
 P99_TARGET_MS = 250.0
 KILL_TARGET_S = 5.0
 BUS_SHARE_TARGET = 0.10
 MICRO_RECORDS = 20000
+RATE_CALLS = 1000  # the supervisor fed the records of this many calls
 
 
 def hop_record(i: int) -> dict[str, Any]:
@@ -134,6 +141,70 @@ def bus_cpu_per_record(folder: Path) -> PerRecord:
     fleet.start_redis()
     try:
         return asyncio.run(_publish_many(fleet.bus_url, MICRO_RECORDS, fleet.procs["redis"].pid))
+    finally:
+        fleet.stop()
+
+
+async def _feed(url: str, calls: int, seconds: float) -> int:
+    """Publish the records of ``calls`` calls (4 a call-second: 2 channels, a hop each 0.5 s) for ``seconds``."""
+    from prometheus_client import CollectorRegistry
+
+    from emostream.server.bus import BusPublisher
+    from emostream.server.bus_config import BusConfig
+    from emostream.server.events import EventHub
+
+    ids = [f"MZrate{i:05d}" for i in range(calls)]
+    hub = EventHub(10)
+    bus = BusPublisher(BusConfig(url=url), "synthetic", CollectorRegistry(), heartbeat=lambda: {"calls": ids})
+    bus.attach(hub)
+    bus.start()
+    while not bus.connected:
+        await asyncio.sleep(0.01)
+    sent, start = 0, time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * 4 * calls)
+        while sent < due:
+            record = hop_record(sent // (2 * calls)) | {"call_id": ids[sent % calls], "channel": (sent // calls) % 2}
+            record["time"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            hub.publish(record["call_id"], record)
+            sent += 1
+        await asyncio.sleep(0.01)
+    while bus.pending:
+        await asyncio.sleep(0.01)
+    await bus.stop()
+    return sent
+
+
+def supervisor_at_rate(folder: Path, calls: int, seconds: float = 10.0) -> dict[str, float]:
+    """A real supervisor (``emostream serve --supervisor``, one ``/events`` client reading everything) fed the
+    records of ``calls`` calls: its CPU per record and share of a core, the client's delay p99."""
+    fleet = Fleet(folder)
+    fleet.ports["redis"] = free_port()
+    fleet.start_redis()
+    try:
+        fleet.start_serve("supervisor", ["--supervisor", "--bus", fleet.bus_url])
+        out = folder / "page.jsonl"
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fleet", "follow", str(fleet.ports["supervisor"]), str(out)],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        time.sleep(1.0)
+        cpu0 = fleet.cpu_s("supervisor")
+        sent = asyncio.run(_feed(fleet.bus_url, calls, seconds))
+        time.sleep(1.0)
+        cpu = fleet.cpu_s("supervisor") - cpu0
+        follower.terminate()
+        follower.wait(timeout=10)
+        page = Watcher()
+        page.read(out)
+        return {
+            "calls": calls,
+            "records_per_s": round(sent / seconds),
+            "supervisor_cpu_per_record_us": round(1e6 * cpu / max(sent, 1), 1),
+            "supervisor_core_share": round(cpu / seconds, 3),
+            "page_received": sum(page.hops.values()),
+            "page_delay_p99_ms": page.quantile_ms(0.99) or float("nan"),
+        }
     finally:
         fleet.stop()
 
@@ -236,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp:
             load_before = os.getloadavg()[0]
-            folders = Path(tmp) / "fleet", Path(tmp) / "micro"
+            folders = Path(tmp) / "fleet", Path(tmp) / "micro", Path(tmp) / "rate"
             for folder in folders:
                 folder.mkdir()
             fleet_run = asyncio.run(
@@ -251,14 +322,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             per_record = bus_cpu_per_record(folders[1])
+            at_rate = supervisor_at_rate(folders[2], 100 if quick else RATE_CALLS, 4.0 if quick else 10.0)
     finally:
         if old is not None:
             os.sched_setaffinity(0, old)
     details = dataclasses.asdict(fleet_run) | {
         "per_record": dataclasses.asdict(per_record),
+        "supervisor_at_rate": at_rate,
         "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    return result("fleet", figures_of(fleet_run, per_record), details)
+    figures = figures_of(fleet_run, per_record)
+    figures.append(
+        figure(
+            f"supervisor fed {at_rate['calls']:,} calls' records ({at_rate['records_per_s']:,} a second)",
+            at_rate["supervisor_core_share"],
+            "of a core",
+            note=f"{at_rate['supervisor_cpu_per_record_us']} µs per record with one /events client reading all; "
+            f"that client got {at_rate['page_received']:,} hops, p99 {at_rate['page_delay_p99_ms']} ms",
+        )
+    )
+    return result("fleet", figures, details)
 
 
 def main(argv: list[str] | None = None) -> int:
