@@ -40,6 +40,16 @@ pytestmark = pytest.mark.skipif(
 ANGRY = FIXTURES / "Actor_01" / "03-01-05-02-01-01-01.flac"
 
 
+def assert_late_supervisor_sees(plan: SessionPlan, bus_url: str, info: dict[str, Any]) -> None:
+    """A supervisor started mid-call (or restarted) reads the stream back: the same call, its timeline."""
+    with running_server(plan, supervisor=True, bus={"url": bus_url}) as late:
+        assert wait_for(lambda: json.loads(late.get("/api/calls")[1])["calls"], 10)
+        with open_ws(late, "/events") as page:
+            (late_info,) = json.loads(page.recv(timeout=10))["calls"]
+    assert late_info["call_id"] == info["call_id"] and late_info["replica"] == info["replica"]
+    assert len(late_info["history"]["0"]) >= len(info["history"]["0"])
+
+
 @pytest.fixture
 def bus_url(tmp_path: Path) -> Iterator[str]:
     fleet = Fleet(tmp_path)
@@ -86,6 +96,7 @@ def test_supervisor_shows_a_replicas_call_with_its_timeline_then_how_it_ended(
                     assert info["channels"][0]["role"] == "customer"
                     assert len(info["history"]["0"]) >= 6  # the hops so far, not an empty strip
                     assert all(len(point) == 4 for point in info["history"]["0"])
+                    assert_late_supervisor_sees(fast_plan, bus_url, info)
                     health = json.loads(sup.get("/healthz")[1])
                     assert health == {"status": "ok", "bus": "connected", "replicas": 1, "calls": 1}
                     ws.send(json.dumps({"event": "stop", "streamSid": "MZfleet1"}))
