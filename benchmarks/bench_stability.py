@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +209,13 @@ class PairCount:
     windows_changed: int = 0
     windows: int = 0
     max_abs_diff: float = 0.0
+    changed_clips: list[str] = field(default_factory=list)
 
-    def add(self, ref: Reading, new: Reading) -> None:
+    def add(self, clip: str, ref: Reading, new: Reading) -> None:
         self.files += 1
-        self.files_changed += ref.label != new.label
+        if ref.label != new.label:
+            self.files_changed += 1
+            self.changed_clips.append(f"{clip}: {ref.label} -> {new.label}")
         self.max_abs_diff = max(self.max_abs_diff, float(np.abs(ref.scores - new.scores).max()))
         if ref.windows.shape == new.windows.shape:
             self.windows += ref.windows.shape[0]
@@ -244,7 +247,7 @@ def measure(
                 if pair == "gain 0.999":
                     cpu_s += refs[key].cpu_s
                     audio_s += clip.samples.size / SAMPLE_RATE_HZ
-            counts[pair].add(refs[key], read(paths[f"{pair}:new"], plan))
+            counts[pair].add(clip.name, refs[key], read(paths[f"{pair}:new"], plan))
     return counts, cpu_s / max(audio_s, 1e-9)
 
 

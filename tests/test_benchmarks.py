@@ -193,3 +193,16 @@ def test_soak_reports_rss_growth_drops_and_latency_and_the_cli_is_the_headline()
         "hop latency p99 under render load",
     ]
     assert res["details"]["dropped_samples"] == 0 and res["details"]["renders"] >= 1
+
+
+def test_stability_pairs_are_the_inaudible_changes_they_name() -> None:
+    from benchmarks.bench_stability import LSB, PAIRS
+
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 16000)
+    for name, (make_ref, make_new) in PAIRS.items():
+        ref, new = make_ref(x), make_new(x)
+        assert 0 < np.abs(new - ref).max() <= 1.001e-3, name  # at most 0.1 % of full scale: inaudible
+    ref, new = (make(x) for make in PAIRS["int16 by truncation"])
+    assert np.array_equal(ref * 32768, np.round(ref * 32768)) and np.array_equal(new * 32768, np.round(new * 32768))
+    assert np.abs(new - ref).max() <= LSB and (np.abs(new) <= np.abs(ref)).all()  # toward zero, one step at most
+    np.testing.assert_allclose(PAIRS["DC +1 LSB"][1](x) - x, LSB)
