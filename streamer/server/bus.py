@@ -177,13 +177,12 @@ class BusPublisher:
         deadline = time.monotonic() + STOP_FLUSH_S
         while self._queue and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self._stopping = True
+        self._stopping = True  # as well as cancelling: a cancel that lands inside a broker call may be lost there
         self._wake.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=WRITE_TIMEOUT_S + 1.0)
         if self._queue:
             log.warning("bus: %d record(s) not sent to the broker at shutdown", len(self._queue))
 
@@ -194,7 +193,7 @@ class BusPublisher:
         self.offer("", EventHub.encode(record))
 
     async def _beat(self) -> None:
-        while True:
+        while not self._stopping:
             self._heartbeat_record("heartbeat")
             await asyncio.sleep(self.cfg.heartbeat_s)
 

@@ -75,6 +75,7 @@ class SupervisorContext(ServerContext):
     bus_connected: bool = False
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _started_at: float = 0.0  # wall-clock time of start()
+    _stopping: bool = False  # drain() was called: the tasks end at their next turn
     takes_audio: ClassVar[bool] = False
 
     @property
@@ -110,11 +111,11 @@ class SupervisorContext(ServerContext):
         if self.drained:
             return
         self.drained = True
+        self._stopping = True  # as well as cancelling: a cancel that lands inside a broker call may be lost there
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=BLOCK_MS / 1000 + 1.0)
         for conn in list(self.subscribers):
             await conn.close(GOING_AWAY, "server shutting down")
 
@@ -147,7 +148,7 @@ class SupervisorContext(ServerContext):
         last_id = f"{int((time.time() - HISTORY_S) * 1000)}-0"
         lost_once = False
         try:
-            while True:
+            while not self._stopping:
                 try:
                     reply: Any = await client.xread({bus.stream: last_id}, count=READ_COUNT, block=BLOCK_MS)
                 except BUS_ERRORS as exc:
@@ -202,7 +203,7 @@ class SupervisorContext(ServerContext):
     async def _watch(self) -> None:
         """End the calls of replicas whose heartbeat stopped (only while the bus is up)."""
         metrics = self.fm
-        while True:
+        while not self._stopping:
             await asyncio.sleep(EXPIRE_EVERY_S)
             if self.bus_connected:
                 self.view.expire()
