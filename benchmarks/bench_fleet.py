@@ -138,8 +138,8 @@ def bus_cpu_per_record(folder: Path) -> PerRecord:
     """:func:`_publish_many` against a redis-server of its own."""
     fleet = Fleet(folder)
     fleet.ports["redis"] = free_port()
-    fleet.start_redis()
     try:
+        fleet.start_redis()
         return asyncio.run(_publish_many(fleet.bus_url, MICRO_RECORDS, fleet.procs["redis"].pid))
     finally:
         fleet.stop()
@@ -180,8 +180,8 @@ def supervisor_at_rate(folder: Path, calls: int, seconds: float = 10.0) -> dict[
     records of ``calls`` calls: its CPU per record and share of a core, the client's delay p99."""
     fleet = Fleet(folder)
     fleet.ports["redis"] = free_port()
-    fleet.start_redis()
     try:
+        fleet.start_redis()
         fleet.start_serve("supervisor", ["--supervisor", "--bus", fleet.bus_url])
         out = folder / "page.jsonl"
         follower = subprocess.Popen(

@@ -464,8 +464,8 @@ async def run_fleet(
     fleet = Fleet(folder, model=model, workers=workers, max_backlog_s=max_backlog_s)
     survivors = ["r1"] if kill_at_s is not None else ["r1", "r2"]
     seen = Observed(Watcher(), Streamer(0, calls, seconds), survivors, seconds, started=time.monotonic())
-    fleet.start()
     try:
+        fleet.start()  # inside the try: what did start is stopped when a later part fails
         # the supervisor's /events, and r1's own (the same hops without the bus: the peer of the delay figure)
         followers = {
             name: subprocess.Popen(

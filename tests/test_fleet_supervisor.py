@@ -54,8 +54,8 @@ def assert_late_supervisor_sees(plan: SessionPlan, bus_url: str, info: dict[str,
 def bus_url(tmp_path: Path) -> Iterator[str]:
     fleet = Fleet(tmp_path)
     fleet.ports["redis"] = free_port()
-    fleet.start_redis()
     try:
+        fleet.start_redis()
         yield fleet.bus_url
     finally:
         fleet.stop()
