@@ -125,12 +125,13 @@ def parse_media(msg: dict[str, Any]) -> tuple[str, int, bytes]:
 
 
 # A media message exactly as Twilio writes it (keys in its order, string values without escapes): the
-# fields are read without a JSON parser. Any other text, even valid JSON, goes to parse_message.
-_MEDIA = re.compile(
+# fields are read without a JSON parser. Any other text, even valid JSON, goes to parse_message. The
+# payload between the two patterns is checked by the strict base64 decoder (no quote, no backslash).
+_MEDIA_HEAD = re.compile(
     r'\{"event": ?"media", ?"sequenceNumber": ?"\d{1,12}", ?"media": ?\{"track": ?"(inbound|outbound)", ?'
-    r'"chunk": ?"\d{1,12}", ?"timestamp": ?"(\d{1,12})", ?"payload": ?"([A-Za-z0-9+/]*={0,2})"\}, ?'
-    r'"streamSid": ?"[^"\\\x00-\x1f]*"\}'
+    r'"chunk": ?"\d{1,12}", ?"timestamp": ?"(\d{1,12})", ?"payload": ?"'
 )
+_MEDIA_TAIL = re.compile(r'"\}, ?"streamSid": ?"[^"\\\x00-\x1f]*"\}')
 
 
 def parse_media_text(text: str) -> tuple[str, int, bytes] | None:
@@ -140,17 +141,21 @@ def parse_media_text(text: str) -> tuple[str, int, bytes] | None:
     Twilio sends 50 of these per second and track: the JSON parser was the largest item of the
     event loop's own work per message.
     """
-    found = _MEDIA.fullmatch(text)
-    if found is None:
+    head = _MEDIA_HEAD.match(text)
+    if head is None:
         return None
-    timestamp = int(found.group(2))
+    start = head.end()
+    end = text.find('"', start)
+    if end < 0 or _MEDIA_TAIL.fullmatch(text, end) is None:
+        return None
+    timestamp = int(head.group(2))
     if timestamp > MAX_TIMESTAMP_MS:
         return None  # parse_media refuses it, with its message
     try:
-        payload = binascii.a2b_base64(found.group(3), strict_mode=True)
-    except binascii.Error:
+        payload = binascii.a2b_base64(text[start:end], strict_mode=True)
+    except (binascii.Error, ValueError):  # ValueError: a character beyond ASCII
         return None
-    return found.group(1), timestamp, payload
+    return head.group(1), timestamp, payload
 
 
 class TrackAligner:
