@@ -188,3 +188,19 @@ def test_telephone_copy_joins_as_one_more_copy() -> None:
     assert isinstance(other, WindowSet)
     with pytest.raises(DatasetError, match="clips differ"):
         with_copy(wset, other)
+
+
+def test_probe_scores_four_classes_and_arousal_with_known_answers() -> None:
+    from emostream.train.probe import four_index, score
+
+    labels = np.array([EMOTIONS.index(e) for e in ("neutral", "calm", "happy", "sad", "angry", "fearful")], np.int32)
+    assert four_index(labels).tolist() == [0, 0, 1, 2, 3, -1]
+    # a four-class model (columns neutral, happy, sad, angry) that is right on every clip it can be
+    probs = np.eye(4)[[0, 0, 1, 2, 3, 3]]
+    ua4, aro = score(probs, [0, 1, 2, 3], True, labels)
+    assert ua4 == 1.0 and aro == 1.0  # fearful read as angry: high arousal, right
+    # an all-label model that always says sad: ua4 = 1/4 (sad's recall), arousal = 1/2 (low side only)
+    sad = np.zeros((6, len(EMOTIONS)))
+    sad[:, EMOTIONS.index("sad")] = 1.0
+    ua4, aro = score(sad, list(range(len(EMOTIONS))), False, labels)
+    assert ua4 == 0.25 and aro == 0.5

@@ -1,0 +1,178 @@
+"""A quick ceiling probe of the handcrafted features across corpora (scikit-learn; not the product).
+
+``python -m emostream.train.probe --data RAVDESS --corpus nemo=DIR --corpus ased=DIR``
+
+For each of RAVDESS speech, nEMO and ASED in turn (leave one corpus out), a scikit-learn
+classifier is trained on the other two and tested on it, on the ``fast`` front-end's 115
+summary statistics (the same windows and cache as ``emostream.train``). Every speaker's
+speech windows are z-scored with the statistics of *all* their speech windows: an upper
+bound of what speaker calibration (60 s at run time) can give. Reported like ``loco``:
+4-class UA (angry, happy, sad, neutral; calm counts as neutral) and arousal UA (high:
+angry, happy, fearful, surprised; low: neutral, calm, sad), per corpus and mean, for:
+
+* ``lr_clip_4``: logistic regression on clip means, trained on the four classes;
+* ``lr_clip_all``: the same trained on every label the training corpora have;
+* ``lr_window_all``: logistic regression on windows (clip score = mean window probability);
+* ``mlp_window_all``: a 128-unit MLP on windows.
+
+Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_chroma``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.frontend.features import summary_feature_names
+from emostream.frontend.vad import VadConfig
+from emostream.inference.metadata import EMOTIONS
+from emostream.train.cli import corpus_folders
+from emostream.train.corpora import Clip, get
+from emostream.train.dataset import build_windows
+from emostream.train.loco import FOUR, MERGED, unweighted_recall
+from emostream.train.ravdess import list_clips
+from emostream.train.reading import arousal_ua
+from emostream.train.run import feature_config_for
+
+F64 = npt.NDArray[np.float64]
+I32 = npt.NDArray[np.int32]
+COLUMN_SETS: dict[str, Callable[[str], bool]] = {
+    "all": lambda name: True,
+    "no_chroma": lambda name: not name.startswith("chroma"),
+    "no_chroma_no_mfcc_means": lambda name: (
+        not name.startswith("chroma") and not (name.startswith("mfcc") and name.endswith("_mean"))
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CorpusWindows:
+    """One corpus's speech windows, speaker-z-scored: ``x`` (n_windows, n_features) float64,
+    ``clip`` (n_windows,) clip index, ``labels`` (n_clips,) EMOTIONS index per clip."""
+
+    x: F64
+    clip: I32
+    labels: I32
+
+
+def load(clips: Sequence[Clip], cache: Path | None, workers: int) -> CorpusWindows:
+    """Speech windows of ``clips`` on the ``fast`` front-end, each speaker z-scored with all of theirs."""
+    wset = build_windows(clips, feature_config_for("resnet_mlp"), VadConfig(), cache_dir=cache, workers=workers)
+    keep = wset.is_speech & (wset.copy == 0)
+    x = wset.features[keep].astype(np.float64)
+    clip = wset.clip_index[keep]
+    speaker = np.array([c.speaker for c in clips])[clip]
+    for who in np.unique(speaker):
+        mine = speaker == who
+        x[mine] = (x[mine] - x[mine].mean(axis=0)) / (x[mine].std(axis=0) + 1e-6)
+    return CorpusWindows(x, clip.astype(np.int32), np.array([c.label for c in clips], dtype=np.int32))
+
+
+def clip_means(w: CorpusWindows) -> tuple[F64, I32]:
+    """(clip-mean features, labels) of the clips that have speech windows."""
+    n = len(w.labels)
+    counts = np.bincount(w.clip, minlength=n)
+    sums = np.zeros((n, w.x.shape[1]))
+    np.add.at(sums, w.clip, w.x)
+    has = counts > 0
+    return sums[has] / counts[has, None], w.labels[has]
+
+
+def four_index(labels: I32) -> I32:
+    """Index into FOUR per label (calm -> neutral), -1 for the other emotions."""
+    names = [MERGED.get(EMOTIONS[int(k)], EMOTIONS[int(k)]) for k in labels]
+    return np.array([FOUR.index(n) if n in FOUR else -1 for n in names], dtype=np.int32)
+
+
+def score(probs: F64, classes: Sequence[int], four_only: bool, labels: I32) -> tuple[float, float]:
+    """(4-class UA, arousal UA) of clip probabilities over ``classes`` (FOUR or EMOTIONS indices)."""
+    full = np.zeros((len(labels), len(EMOTIONS)), dtype=np.float32)
+    for j, k in enumerate(classes):
+        target = EMOTIONS.index(FOUR[k]) if four_only else k
+        full[:, target] += probs[:, j]
+    truth4 = four_index(labels)
+    merged = np.stack(
+        [full[:, [EMOTIONS.index(e) for e in EMOTIONS if MERGED.get(e, e) == f]].sum(axis=1) for f in FOUR], axis=1
+    )
+    sel = truth4 >= 0
+    ua4 = unweighted_recall(truth4[sel], np.argmax(merged[sel], axis=1).astype(np.int32), len(FOUR))
+    return ua4, arousal_ua(full, labels, EMOTIONS)
+
+
+def run(
+    data: dict[str, CorpusWindows], make: Callable[[], Any], *, windows: bool, four_only: bool
+) -> list[tuple[str, float, float]]:
+    """Leave each corpus out once: (corpus, 4-class UA, arousal UA)."""
+    out = []
+    for test, held_out in data.items():
+        xs, ys = [], []
+        for name, w in data.items():
+            if name == test:
+                continue
+            x, y = (w.x, w.labels[w.clip]) if windows else clip_means(w)
+            if four_only:
+                f = four_index(y)
+                x, y = x[f >= 0], f[f >= 0]
+            xs.append(x)
+            ys.append(y)
+        model = make().fit(np.concatenate(xs), np.concatenate(ys))
+        n = len(held_out.labels)
+        p_win = model.predict_proba(held_out.x)
+        sums = np.zeros((n, p_win.shape[1]))
+        np.add.at(sums, held_out.clip, p_win)
+        counts = np.bincount(held_out.clip, minlength=n)
+        has = counts > 0
+        probs = sums[has] / counts[has, None]
+        ua4, aro = score(probs, [int(c) for c in model.classes_], four_only, held_out.labels[has])
+        out.append((test, ua4, aro))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (training extra)
+    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m emostream.train.probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="RAVDESS speech folder")
+    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=DIR", help="nemo=DIR, ased=DIR")
+    parser.add_argument("--columns", choices=tuple(COLUMN_SETS), default="all")
+    parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated classifiers (default all)")
+    args = parser.parse_args(argv)
+    cache = Path(args.cache) if args.cache else None
+    parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
+    for name, folder in corpus_folders(args.corpus).items():
+        parts[name] = list(get(name).list_clips(folder))
+    data = {name: load(clips, cache, args.workers) for name, clips in parts.items()}
+    names = summary_feature_names(feature_config_for("resnet_mlp"))
+    cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
+    data = {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
+    lr_clip = lambda: LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")  # noqa: E731
+    lr_win = lambda: LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced")  # noqa: E731
+    mlp = lambda: MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-2, max_iter=60, random_state=0)  # noqa: E731
+    probes: dict[str, tuple[Callable[[], Any], bool, bool]] = {
+        "lr_clip_4": (lr_clip, False, True),
+        "lr_clip_all": (lr_clip, False, False),
+        "lr_window_all": (lr_win, True, False),
+        "mlp_window_all": (mlp, True, False),
+    }
+    wanted = [p for p in args.only.split(",") if p] or list(probes)
+    for name in wanted:
+        make, windows, four_only = probes[name]
+        rows = run(data, make, windows=windows, four_only=four_only)
+        per = " ".join(f"{c} {u:.3f}/{a:.3f}" for c, u, a in rows)
+        mean_u = float(np.mean([u for _, u, _ in rows]))
+        mean_a = float(np.mean([a for _, _, a in rows]))
+        print(f"{name:15s} ua4/arousal: {per}  mean {mean_u:.3f}/{mean_a:.3f}  ({args.columns})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
