@@ -359,3 +359,16 @@ def test_arousal_rule_fires_on_sustained_agitation_and_uncertain_hops_never_fire
         AlertRule(name="x", on="arousal", emotions=("angry",))
     with pytest.raises(ConfigError, match="or set on = 'arousal'"):
         AlertRule(name="x")
+
+
+def test_unset_threshold_and_duration_take_the_measured_defaults_of_the_rules_kind() -> None:
+    from emostream.alerts.rules import DEFAULTS_BY_KIND
+
+    emotion = AlertRule(name="a", emotions=("angry",))
+    arousal = AlertRule(name="b", on="arousal")
+    assert (emotion.threshold, emotion.min_duration_s) == DEFAULTS_BY_KIND["emotions"] == (0.4, 2.0)
+    assert (arousal.threshold, arousal.min_duration_s) == DEFAULTS_BY_KIND["arousal"] == (0.8, 5.0)
+    given = AlertRule(name="c", on="arousal", threshold=0.9, min_duration_s=1.0)
+    assert (given.threshold, given.min_duration_s) == (0.9, 1.0)
+    with pytest.raises(ConfigError, match="clear_threshold"):  # checked against the resolved threshold
+        AlertRule(name="d", emotions=("angry",), clear_threshold=0.5)

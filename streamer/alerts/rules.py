@@ -27,6 +27,7 @@ events on to a command or a webhook.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +38,15 @@ from emostream.errors import ConfigError, InvalidSettingError
 log = logging.getLogger(__name__)
 
 COMBINE_MODES: tuple[str, ...] = ("sum", "max")
+DEFAULTS_BY_KIND: dict[str, tuple[float, float]] = {"emotions": (0.4, 2.0), "arousal": (0.8, 5.0)}
+"""(threshold, min_duration_s) of a rule that does not set them, by its ``on``.
+
+Chosen by ``python -m benchmarks.alert_eval --phone`` with the v4.1 ``accurate`` models of
+corpora the model never heard (docs/alerts.md): angry >= 0.4 for 2 s was the angry rule that
+fired most on angry stretches (50 / 33 / 33 % of RAVDESS / nEMO / ASED speakers) and on no calm
+one; no arousal rule measured stayed silent on every calm stretch, arousal >= 0.8 for 5 s came
+closest (calm 42 / 0 / 8 %, angry 92 / 33 / 100 %).
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,14 +55,14 @@ class AlertRule:
 
     ``roles``/``channels``: the rule applies to hops whose role is in ``roles`` and whose
     channel index is in ``channels``; an empty tuple means any. Times in seconds of audio.
-    The defaults (0.7 for 4 s) were chosen with the v3 models; with v4 the README's example
-    (0.4 for 2 s) is the measured rule (docs/alerts.md).
+    ``threshold`` and ``min_duration_s`` left unset (NaN) take the measured defaults of the
+    rule's kind (:data:`DEFAULTS_BY_KIND`): emotion rules 0.4 for 2 s, arousal rules 0.8 for 5 s.
     """
 
     name: str = ""
     emotions: tuple[str, ...] = ()
-    threshold: float = 0.7  # with min_duration_s, what `python -m benchmarks.alert_eval` chose (docs/alerts.md)
-    min_duration_s: float = 4.0
+    threshold: float = math.nan
+    min_duration_s: float = math.nan
     combine: Literal["sum", "max"] = "sum"
     on: Literal["emotions", "arousal"] = "emotions"
     clear_threshold: float | None = None
@@ -62,6 +72,11 @@ class AlertRule:
     channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        threshold, min_duration_s = DEFAULTS_BY_KIND.get(self.on, DEFAULTS_BY_KIND["emotions"])
+        if math.isnan(self.threshold):
+            object.__setattr__(self, "threshold", threshold)
+        if math.isnan(self.min_duration_s):
+            object.__setattr__(self, "min_duration_s", min_duration_s)
         checks: list[tuple[bool, str, str]] = [
             (bool(self.name), "name", "is empty; give the rule a short name such as 'customer_angry'"),
             (self.on in ("emotions", "arousal"), "on", f"is {self.on!r}; expected 'emotions' or 'arousal'"),
