@@ -204,3 +204,19 @@ def test_probe_scores_four_classes_and_arousal_with_known_answers() -> None:
     sad[:, EMOTIONS.index("sad")] = 1.0
     ua4, aro = score(sad, list(range(len(EMOTIONS))), False, labels)
     assert ua4 == 0.25 and aro == 0.5
+
+
+def test_random_protocols_test_ravdess_clips_only_and_train_on_the_other_corpora() -> None:
+    from emostream.train.evaluate import ravdess_random_split
+
+    spec = [("ravdess", 1 + k % 4, "male" if k % 2 else "female") for k in range(40)]
+    spec += [("nemo", 101 + k % 4, "male" if k % 2 else "female") for k in range(12)]
+    wset = _tiny_wset(spec)
+    train, val, test = ravdess_random_split(wset, seed=1, speech_only=True)  # type: ignore[arg-type]
+    corpora = np.array([c.corpus for c in wset.clips])  # type: ignore[attr-defined]
+    assert set(corpora[test]) == {"ravdess"} and set(corpora[val]) == {"ravdess"}
+    assert train[corpora == "nemo"].all()  # every clip of another corpus trains
+    assert not (train & test).any() and not (val & test).any() and not (train & val).any()
+    assert test.sum() == 8  # 20 % of the 40 RAVDESS clips
+    with pytest.raises(DatasetError, match="RAVDESS"):
+        ravdess_random_split(_tiny_wset(spec[40:]), seed=1, speech_only=False)  # type: ignore[arg-type]

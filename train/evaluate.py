@@ -500,6 +500,20 @@ def random_split(wset: WindowSet, seed: int = 42, subset: Bool | None = None) ->
     return masks[0], masks[1], masks[2]
 
 
+def ravdess_random_split(wset: WindowSet, seed: int = 42, *, speech_only: bool) -> tuple[Bool, Bool, Bool]:
+    """The earlier projects' protocol on RAVDESS: a stratified 80/20 split of its clips (speech only, or
+    speech + song), validation from its training part; the clips of other corpora all join training.
+
+    So ``random`` and ``random_speech_song`` test RAVDESS clips only, whatever ``--corpus`` adds.
+    """
+    ravdess = np.array([c.corpus == "ravdess" for c in wset.clips], dtype=bool)
+    if not ravdess.any():
+        raise DatasetError("the random protocols split RAVDESS clips; none is among the data given (--data)")
+    subset = ravdess & speech_clips(wset) if speech_only else ravdess
+    train, val, test = random_split(wset, seed=seed, subset=subset)
+    return train | ~ravdess, val, test
+
+
 def emobox_split(wset: WindowSet, test_actors: tuple[int, ...], seed: int) -> tuple[Bool, Bool, Bool]:
     """Train / validation / test clip masks for one fold; validation actors come from the training actors.
 

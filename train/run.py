@@ -30,12 +30,11 @@ from emostream.train.evaluate import (
     confusion,
     emobox_split,
     loco_split,
-    random_split,
+    ravdess_random_split,
     reading_config,
     run_calibrated_split,
     run_split,
     speaker_normalise,
-    speech_clips,
     summarise,
     training_extras,
 )
@@ -253,9 +252,9 @@ def evaluate(
 
 def _splits(spec: RunSpec, proto: str, wset: WindowSet) -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     if proto == "random":
-        return [("random", random_split(wset, seed=42, subset=speech_clips(wset)))]
+        return [("random", ravdess_random_split(wset, seed=42, speech_only=True))]
     if proto == "random_speech_song":
-        return [("random", random_split(wset, seed=42))]
+        return [("random", ravdess_random_split(wset, seed=42, speech_only=False))]
     if proto == "loco":
         present = {c.corpus for c in wset.clips}
         return [(name, loco_split(wset, name, spec.train.seed)) for name in LOCO_CORPORA if name in present]
