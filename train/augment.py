@@ -276,10 +276,12 @@ def babble_picks(speakers: Sequence[str], cfg: AugmentConfig) -> list[list[list[
             rng = np.random.default_rng([cfg.seed, 7919, i, k])
             n = min(int(rng.integers(cfg.babble_talkers[0], cfg.babble_talkers[1] + 1)), others.size)
             picks: list[int] = []
+            voices: set[str] = set()
             for j in rng.permutation(others):
                 if len(picks) == n:
                     break
-                if who[j] not in {who[p] for p in picks}:
+                if who[j] not in voices:
+                    voices.add(str(who[j]))
                     picks.append(int(j))
             per_copy.append(picks)
         out.append(per_copy)

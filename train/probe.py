@@ -35,7 +35,7 @@ from emostream.inference.metadata import EMOTIONS
 from emostream.train.cli import corpus_folders
 from emostream.train.corpora import Clip, get
 from emostream.train.dataset import build_windows
-from emostream.train.loco import FOUR, MERGED, unweighted_recall
+from emostream.train.loco import FOUR, MERGED, ua4
 from emostream.train.ravdess import list_clips
 from emostream.train.reading import arousal_ua
 from emostream.train.run import feature_config_for
@@ -96,13 +96,7 @@ def score(probs: F64, classes: Sequence[int], four_only: bool, labels: I32) -> t
     for j, k in enumerate(classes):
         target = EMOTIONS.index(FOUR[k]) if four_only else k
         full[:, target] += probs[:, j]
-    truth4 = four_index(labels)
-    merged = np.stack(
-        [full[:, [EMOTIONS.index(e) for e in EMOTIONS if MERGED.get(e, e) == f]].sum(axis=1) for f in FOUR], axis=1
-    )
-    sel = truth4 >= 0
-    ua4 = unweighted_recall(truth4[sel], np.argmax(merged[sel], axis=1).astype(np.int32), len(FOUR))
-    return ua4, arousal_ua(full, labels, EMOTIONS)
+    return ua4(full, labels), arousal_ua(full, labels, EMOTIONS)
 
 
 def run(
