@@ -69,6 +69,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--embedding-int8", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
+        "--voice-encoder",
+        action="store_true",
+        help="fuse the pretrained voice encoder's embedding of each window's last 1.6 s into the summary input "
+        "(+256 inputs; models/voice_encoder/README.md)",
+    )
+    p.add_argument(
         "--song",
         default=None,
         metavar="DIR",
@@ -175,6 +181,7 @@ def _spec(args: argparse.Namespace) -> Any:
             legacy=args.legacy_features,
             embedding_stride_frames=args.embedding_stride,
             embedding_variant=_embedding_variant(args),
+            voice=args.voice_encoder,
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EMBEDDING_VARIANTS, EmbeddingConfig
+from emostream.frontend.voice import VoiceConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
@@ -58,6 +59,7 @@ def feature_config_for(
     legacy: bool = False,
     embedding_stride_frames: int = 0,
     embedding_variant: str = "float",
+    voice: bool = False,
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -69,10 +71,16 @@ def feature_config_for(
     in 10 ms mel frames; + 288 pooled inputs); 0 = off. :class:`ConfigError` for ``cnn``.
     ``embedding_variant``: the embedding model's file, ``float`` (the vendored model, the default) or ``int8``
     (3.3x less CPU per embedding, but its readings change on inaudible changes: docs/stability.md).
+    ``voice``: fuse the pretrained voice encoder's embedding (+256 inputs, :mod:`emostream.frontend.voice`).
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
     if family == "cnn":
+        if voice:
+            raise ConfigError(
+                "--voice-encoder with --model cnn: the voice embedding is fused into the summary statistics only; "
+                f"use --model {' or '.join(SUMMARY_FAMILIES)} or drop --voice-encoder"
+            )
         if embedding_stride_frames:
             raise ConfigError(
                 f"--embedding-stride {embedding_stride_frames} with --model cnn: the speech embedding is fused into "
@@ -95,7 +103,12 @@ def feature_config_for(
         else None
     )
     return FeatureConfig(
-        window_ms=window_ms, window_hop_ms=hop_ms, pitch=not legacy, deltas=not legacy, embedding=embedding
+        window_ms=window_ms,
+        window_hop_ms=hop_ms,
+        pitch=not legacy,
+        deltas=not legacy,
+        embedding=embedding,
+        voice=VoiceConfig() if voice else None,
     )
 
 

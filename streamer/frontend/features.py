@@ -45,6 +45,9 @@ from emostream.frontend.embedding import (
     EmbeddingConfig,
     pooled_feature_names,
 )
+from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
+from emostream.frontend.voice import SAMPLE_RATE_HZ as VOICE_RATE_HZ
+from emostream.frontend.voice import VOICE_DIM, VoiceConfig, voice_feature_names
 from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autocorrelation
 from emostream.schema import refuse_unknown_keys
 
@@ -83,6 +86,9 @@ class FeatureConfig:
     off). It needs the summary feature set, 16 kHz and a 10 ms frame hop; with front-end version 2
     also 25 ms frames and ``n_fft = 512``: STFT frame ``j`` then starts at sample ``56 + 160 j`` (see
     :attr:`frame_offset_samples`) and is the embedder's mel frame ``j``, so one spectrum serves both.
+    ``voice``: the pretrained voice encoder's embedding of each window's last 1.6 s, fused after
+    the statistics and the speech embedding (None = off; summary set at 16 kHz only, see
+    :mod:`emostream.frontend.voice`).
     ``frontend_version``: the front-end arithmetic (see :data:`FRONTEND_VERSION`); a model records it
     and this runtime refuses versions it does not implement (:data:`FRONTEND_VERSIONS`).
     """
@@ -101,6 +107,7 @@ class FeatureConfig:
     pitch: bool = False
     deltas: bool = False
     embedding: EmbeddingConfig | None = None
+    voice: VoiceConfig | None = None
     frontend_version: int = FRONTEND_VERSION
 
     def __post_init__(self) -> None:
@@ -145,6 +152,17 @@ class FeatureConfig:
             raise ConfigError(f"n_mfcc = {self.n_mfcc}; expected 1 <= n_mfcc <= n_mels ({self.n_mels})")
         if self.embedding is not None:
             self._check_embedding()
+        if self.voice is not None and (self.feature_set != "summary" or self.sample_rate_hz != VOICE_RATE_HZ):
+            raise ConfigError(
+                f"the voice encoder is set with feature_set = {self.feature_set!r} and sample_rate_hz = "
+                f"{self.sample_rate_hz}; it is fused into the summary statistics at {VOICE_RATE_HZ} Hz only: use "
+                f"feature_set = 'summary' and sample_rate_hz = {VOICE_RATE_HZ}, or drop the voice encoder"
+            )
+        if self.voice is not None and self.window_samples < VOICE_BLOCK_SAMPLES:
+            raise ConfigError(
+                f"window_ms = {self.window_ms:g} is shorter than the voice encoder's block "
+                f"({VOICE_BLOCK_SAMPLES} samples); use window_ms >= 1615 or drop the voice encoder"
+            )
 
     def _check_embedding(self) -> None:
         if self.feature_set != "summary":
@@ -214,9 +232,12 @@ class FeatureConfig:
         the key is left out. ``frontend_version`` is always written, so the training cache keys on it
         and a model records the front-end it was trained with.
         """
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "embedding"}
+        nested = ("embedding", "voice")
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in nested}
         if self.embedding is not None:
             data["embedding"] = self.embedding.to_dict()
+        if self.voice is not None:
+            data["voice"] = self.voice.to_dict()
         return data
 
     @classmethod
@@ -231,12 +252,16 @@ class FeatureConfig:
         values = dict(data)
         values.setdefault("frontend_version", 1)
         embedding = values.pop("embedding", None)
-        if embedding is not None and not isinstance(embedding, dict):
-            raise ConfigError(
-                f"feature config embedding is {embedding!r}; expected a dict of embedding settings or null"
-            )
+        voice = values.pop("voice", None)
+        for name, value in (("embedding", embedding), ("voice", voice)):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"feature config {name} is {value!r}; expected a dict of {name} settings or null")
         try:
-            return cls(**values, embedding=None if embedding is None else EmbeddingConfig.from_dict(embedding))
+            return cls(
+                **values,
+                embedding=None if embedding is None else EmbeddingConfig.from_dict(embedding),
+                voice=None if voice is None else VoiceConfig.from_dict(voice),
+            )
         except TypeError as exc:
             raise ConfigError(f"feature config {data} is invalid: {exc}") from exc
 
@@ -271,7 +296,8 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
     Each frame feature's mean, then each one's std (F0 statistics over voiced speech
     frames only), then with ``deltas`` the std of the frame-to-frame change of each MFCC
     and of the RMS level; with an ``embedding``, the pooled embedding statistics
-    (``emb_mean_00`` .. ``emb_max_95``, :func:`~emostream.frontend.embedding.pooled_feature_names`).
+    (``emb_mean_00`` .. ``emb_max_95``, :func:`~emostream.frontend.embedding.pooled_feature_names`);
+    with ``voice``, the voice embedding (``voice_000`` .. ``voice_255``).
     """
     names = frame_feature_names(cfg)
     columns = [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
@@ -279,6 +305,8 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
         columns += [f"{names[i]}_delta_std" for i in _delta_columns(cfg)]
     if cfg.embedding is not None:
         columns += pooled_feature_names(cfg.embedding)
+    if cfg.voice is not None:
+        columns += voice_feature_names()
     return columns
 
 
@@ -636,13 +664,15 @@ def model_input(
     cfg: FeatureConfig,
     *,
     pooled_embedding: FloatArray | None = None,
+    voice_embedding: FloatArray | None = None,
 ) -> FloatArray:
     """One window's model input for ``cfg.feature_set`` (before normalisation).
 
     Summary: shape (len(summary_feature_names(cfg)),); frames: (frames_per_window, n_frame_features).
     With ``cfg.embedding``, ``pooled_embedding`` (shape (cfg.embedding.pooled_dim,), float32, from
-    :func:`~emostream.frontend.embedding.pool_embeddings`) is required and ends the summary;
-    without it, it must be None.
+    :func:`~emostream.frontend.embedding.pool_embeddings`) is required and follows the statistics;
+    without it, it must be None. With ``cfg.voice``, ``voice_embedding`` (shape (256,), float32, from
+    :class:`~emostream.frontend.voice.VoiceEncoder`) is required and ends the summary; without it, None.
     """
     if cfg.feature_set == "frames":
         return frames_matrix(frames)
@@ -662,6 +692,13 @@ def model_input(
         tail.append(np.asarray(pooled_embedding, dtype=np.float32))
     elif pooled_embedding is not None:
         raise ValueError("pooled_embedding given, but the feature config has no embedding")
+    if cfg.voice is not None:
+        if voice_embedding is None or voice_embedding.shape != (VOICE_DIM,):
+            got = None if voice_embedding is None else voice_embedding.shape
+            raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({VOICE_DIM},)")
+        tail.append(np.asarray(voice_embedding, dtype=np.float32))
+    elif voice_embedding is not None:
+        raise ValueError("voice_embedding given, but the feature config has no voice encoder")
     if tail:
         summary = np.concatenate([summary, *tail])
     return summary

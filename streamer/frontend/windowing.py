@@ -15,6 +15,10 @@ speech window appends the pooled embeddings of its speech (the window's VAD flag
 embeddings on the stride grid are computed once and shared by the overlapping windows); a
 window that is not speech computes none and appends the pooled value of no embeddings
 (zeros), so every window has the same shape.
+
+With ``FeatureConfig.voice`` the extractor also owns a :class:`~emostream.frontend.voice.VoiceEncoder`:
+a speech window appends the encoder's embedding of its last 1.615 s of samples (zeros and no
+encoder run for a window that is not speech).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from emostream.frontend.embedding import (
 )
 from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
 from emostream.frontend.timing import WindowTiming
+from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
+from emostream.frontend.voice import VOICE_DIM, VoiceEncoder
 from emostream.frontend.vad import VadConfig, VadGate
 
 
@@ -155,6 +161,9 @@ class WindowExtractor:
         self._embedder: SpeechEmbedder | None = None
         if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
             self._embedder = SpeechEmbedder(feature_cfg.embedding)
+        self._voice: VoiceEncoder | None = None
+        if compute_features and feature_cfg.voice is not None:  # summary set at 16 kHz: FeatureConfig checked it
+            self._voice = VoiceEncoder(feature_cfg.voice)
         self._no_embedding = (
             None
             if feature_cfg.embedding is None
@@ -201,6 +210,11 @@ class WindowExtractor:
     def embeddings_computed(self) -> int:
         """Speech embeddings computed since construction (0 without an embedder)."""
         return 0 if self._embedder is None else self._embedder.embeddings_computed
+
+    @property
+    def voice_embeddings_computed(self) -> int:
+        """Voice-encoder embeddings computed since construction (0 without a voice encoder)."""
+        return 0 if self._voice is None else self._voice.embeddings_computed
 
     @property
     def frames_computed(self) -> int:
@@ -317,8 +331,25 @@ class WindowExtractor:
         self._compute_frames(first_frame + self._window_frames[self._frames_read(mask)], first_frame)
         frames = self._frames.take(first_frame, cfg.frames_per_window)
         return model_input(
-            np.asarray(frames, dtype=np.float32), mask, cfg, pooled_embedding=self._pooled(start, flags, is_speech)
+            np.asarray(frames, dtype=np.float32),
+            mask,
+            cfg,
+            pooled_embedding=self._pooled(start, flags, is_speech),
+            voice_embedding=self._voice_embedding(start, is_speech),
         )
+
+    def _voice_embedding(self, start: int, is_speech: bool) -> FloatArray | None:
+        """The voice encoder's embedding of the window's last 1.615 s (None without a voice encoder).
+
+        Not speech: zeros, and the encoder is not run.
+        """
+        if self._voice is None:
+            return None
+        if not is_speech:
+            return np.zeros(VOICE_DIM, dtype=np.float32)
+        end = start + self.feature_cfg.window_samples
+        block: FloatArray = np.asarray(self._audio.take(end - VOICE_BLOCK_SAMPLES, VOICE_BLOCK_SAMPLES), np.float32)
+        return self._voice.process(block)
 
     def _frames_read(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """The window's frames its model input reads: the speech frames, or all where it falls back to all.

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
 from emostream.frontend.embedding import EmbeddingConfig, check_model_files
+from emostream.frontend.voice import check_voice_files
 from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
 from emostream.frontend.vad import VadConfig
 
@@ -149,6 +150,8 @@ class ModelMetadata:
         embedding = meta.feature_config.embedding
         if embedding is not None:
             check_model_files(embedding, context=f"model {path} (feature_config.embedding)")
+        if meta.feature_config.voice is not None:
+            check_voice_files(meta.feature_config.voice, context=f"model {path} (feature_config.voice)")
         _check_trained_embedding(path, embedding, data.get("training"))
         return meta
 

@@ -1,0 +1,204 @@
+"""A pretrained voice encoder: one 256-dim embedding of the last 1.6 s of each speech window.
+
+The encoder is Resemblyzer 0.1.4's GE2E speaker encoder (Apache-2.0), converted to
+``models/voice_encoder/voice_encoder.tflite`` by ``python -m emostream.train.voice_encoder_export``
+(see the README there). It was trained for speaker verification on non-emotional speech; with
+each speaker's statistics taken out (speaker calibration) what is left of its embedding moves
+with the voice's state, and it carries emotion across corpora far better than the handcrafted
+statistics (docs/results.md, "v5").
+
+Arithmetic (Resemblyzer's ``wav_to_mel_spectrogram`` and ``preprocess_wav``, made causal):
+a block of :data:`BLOCK_SAMPLES` samples at 16 kHz (the window's last 1.615 s) is brought up
+to -30 dBFS RMS if it is quieter (never down), cut into 160 frames of 400 samples (25 ms,
+periodic Hann) every 160 samples (10 ms) with no padding, each frame's power spectrum
+(400-point FFT, 201 bins) goes through librosa's default 40-band Slaney mel filterbank
+(0-8000 Hz, :func:`mel_filterbank`), and the (160, 40) mel power block goes through the
+encoder. The embedding depends only on the block's samples: chunked and whole-file input
+give the same values, and a gain change of a quiet block changes nothing but rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.errors import ConfigError, ModelError
+from emostream.inference.tflite import interpreter_class, native_stderr_silenced
+from emostream.schema import refuse_unknown_keys
+
+FloatArray = npt.NDArray[np.float32]
+
+SAMPLE_RATE_HZ = 16000
+FRAME_SAMPLES = 400
+HOP_SAMPLES = 160
+BLOCK_FRAMES = 160
+BLOCK_SAMPLES = (BLOCK_FRAMES - 1) * HOP_SAMPLES + FRAME_SAMPLES  # 25840
+MEL_BANDS = 40
+VOICE_DIM = 256
+MODEL_FILE = "voice_encoder.tflite"
+MODEL_SHA256 = "5fc28d25932f6e50ba0f49ff556ccc89a991915b047348b95e679dfa82b9f112"
+TARGET_DBFS = -30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoiceConfig:
+    """Settings of the voice-encoder part of a fused summary input; saved in model metadata.
+
+    ``target_dbfs``: quieter blocks are raised to this RMS level (dBFS) before the mel
+    spectrum, as Resemblyzer does with whole utterances; louder ones are left as they are.
+    ``model_sha256``: expected digest of ``voice_encoder.tflite``.
+    """
+
+    target_dbfs: float = TARGET_DBFS
+    model_sha256: str = MODEL_SHA256
+
+    def __post_init__(self) -> None:
+        if not -60.0 <= self.target_dbfs <= 0.0:
+            raise ConfigError(f"voice target_dbfs is {self.target_dbfs}; expected -60 to 0 dBFS (Resemblyzer: -30)")
+        value = self.model_sha256
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ConfigError(f"voice model_sha256 is {value!r}; expected 64 lower-case hex digits")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as stored in model metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VoiceConfig:
+        """Build from metadata; unknown keys or bad values raise :class:`ConfigError`."""
+        refuse_unknown_keys(cls, data, "voice config")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"voice config {data} is invalid: {exc}") from exc
+
+
+def voice_feature_names() -> list[str]:
+    """Names of the voice-embedding columns of a fused input: ``voice_000`` .. ``voice_255``."""
+    return [f"voice_{i:03d}" for i in range(VOICE_DIM)]
+
+
+def voice_encoder_dir() -> Path:
+    """Folder of the vendored encoder (``emostream/models/voice_encoder``)."""
+    return Path(str(resources.files("emostream.models"))) / "voice_encoder"
+
+
+def _slaney_hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    mel = hz / (200.0 / 3.0)
+    log = hz >= 1000.0
+    mel[log] = 15.0 + np.log(hz[log] / 1000.0) / (np.log(6.4) / 27.0)
+    return mel
+
+
+def _slaney_mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    hz = mel * (200.0 / 3.0)
+    log = mel >= 15.0
+    hz[log] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel[log] - 15.0))
+    return hz
+
+
+def mel_filterbank() -> npt.NDArray[np.float64]:
+    """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=40)``: Slaney scale and area norm, (40, 201)."""
+    freqs = np.linspace(0.0, SAMPLE_RATE_HZ / 2, FRAME_SAMPLES // 2 + 1)
+    edges = _slaney_mel_to_hz(
+        np.linspace(_slaney_hz_to_mel(np.array([0.0]))[0], _slaney_hz_to_mel(np.array([8000.0]))[0], MEL_BANDS + 2)
+    )
+    widths = np.diff(edges)
+    ramps = edges[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights
+
+
+def _read_checked(path: Path, expected_sha256: str, context: str) -> bytes:
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read the voice encoder {path} ({exc.strerror}); expected the encoder shipped with emostream in "
+            "emostream/models/voice_encoder/: reinstall emostream"
+        ) from exc
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != expected_sha256:
+        raise ModelError(
+            f"{path} has sha256 {digest}, but {context} expects {expected_sha256} (model_sha256); the file is not "
+            "the encoder this model was trained with: reinstall emostream, or regenerate it with "
+            "`python -m emostream.train.voice_encoder_export` (models/voice_encoder/README.md)"
+        )
+    return content
+
+
+def check_voice_files(config: VoiceConfig, *, model_dir: Path | None = None, context: str = "the voice config") -> None:
+    """Refuse (:class:`ModelError`, exit code 5) an encoder file whose sha256 differs from ``config``'s."""
+    folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
+    _read_checked(folder / MODEL_FILE, config.model_sha256, context)
+
+
+def run_encoder(content: bytes, mel: npt.ArrayLike) -> FloatArray:
+    """Run an encoder file's bytes on one (160, 40) mel power block; (256,) float32 (tests, export)."""
+    cls, _ = interpreter_class()
+    with native_stderr_silenced():
+        interp = cls(model_content=content, num_threads=1)
+        interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], np.asarray(mel, dtype=np.float32)[None])
+    interp.invoke()
+    return np.array(interp.get_tensor(interp.get_output_details()[0]["index"]), dtype=np.float32).reshape(VOICE_DIM)
+
+
+class VoiceEncoder:
+    """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks."""
+
+    def __init__(self, config: VoiceConfig, *, model_dir: Path | None = None, num_threads: int = 1) -> None:
+        self.config = config
+        folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
+        content = _read_checked(folder / MODEL_FILE, config.model_sha256, "the voice config")
+        cls, self.backend = interpreter_class()
+        try:
+            with native_stderr_silenced():
+                self._interp: Any = cls(model_content=content, num_threads=num_threads)
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"{folder / MODEL_FILE}: the voice encoder does not load ({exc}); reinstall emostream"
+            ) from exc
+        self._input_index = int(self._interp.get_input_details()[0]["index"])
+        self._output_index = int(self._interp.get_output_details()[0]["index"])
+        self._filterbank = np.ascontiguousarray(mel_filterbank().T, dtype=np.float32)  # (201, 40)
+        n = np.arange(FRAME_SAMPLES)
+        self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
+        self._target_rms = 10.0 ** (config.target_dbfs / 20.0)
+        self.embeddings_computed = 0
+
+    def reset(self) -> None:
+        """Nothing is carried between blocks; kept for the stage interface."""
+
+    def mel(self, block: npt.ArrayLike) -> FloatArray:
+        """The (160, 40) float32 mel power of a block of :data:`BLOCK_SAMPLES` float32 samples, level-raised."""
+        x = np.asarray(block, dtype=np.float32).reshape(-1)
+        if x.size != BLOCK_SAMPLES:
+            raise ValueError(f"voice block has {x.size} samples; expected {BLOCK_SAMPLES}")
+        frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
+        spectrum = np.fft.rfft(frames * self._window, axis=1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        mel: FloatArray = power @ self._filterbank
+        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+        if 0.0 < rms < self._target_rms:
+            mel *= np.float32((self._target_rms / rms) ** 2)
+        return mel
+
+    def process(self, block: npt.ArrayLike) -> FloatArray:
+        """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0)."""
+        self._interp.set_tensor(self._input_index, self.mel(block)[None])
+        self._interp.invoke()
+        self.embeddings_computed += 1
+        out: FloatArray = np.array(self._interp.get_tensor(self._output_index), dtype=np.float32).reshape(VOICE_DIM)
+        return out

@@ -1,0 +1,140 @@
+"""The vendored voice encoder: Resemblyzer's own outputs, its mel arithmetic, level, checksums, fusion."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emostream.audio.files import load_mono
+from emostream.errors import ConfigError, ModelError
+from emostream.frontend.features import FeatureConfig, frame_feature_names, model_input, summary_feature_names
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.voice import (
+    BLOCK_SAMPLES,
+    MODEL_FILE,
+    VOICE_DIM,
+    VoiceConfig,
+    VoiceEncoder,
+    check_voice_files,
+    mel_filterbank,
+    run_encoder,
+    voice_encoder_dir,
+)
+from emostream.frontend.windowing import WindowExtractor, extract_windows
+
+SR = 16000
+FIXTURES = Path(__file__).parent / "fixtures"
+ANGRY = FIXTURES / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+REFERENCE = FIXTURES / "voice" / "resemblyzer_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> VoiceEncoder:
+    return VoiceEncoder(VoiceConfig())
+
+
+def test_encoder_file_gives_resemblyzers_embedding() -> None:
+    ref = np.load(REFERENCE)
+    got = run_encoder((voice_encoder_dir() / MODEL_FILE).read_bytes(), ref["mel"])
+    np.testing.assert_allclose(got, ref["embedding"], atol=1e-5)
+
+
+def test_front_end_matches_resemblyzer_on_the_same_audio(encoder: VoiceEncoder) -> None:
+    """Our causal frames start 200 samples earlier than Resemblyzer's centred ones: same frame centres."""
+    ref = np.load(REFERENCE)
+    start = int(ref["start_sample"]) - 200
+    audio = load_mono(ANGRY, SR)
+    got = encoder.process(audio[start : start + BLOCK_SAMPLES])
+    assert float(got @ ref["embedding"]) > 0.99
+    mel = encoder.mel(audio[start : start + BLOCK_SAMPLES])
+    np.testing.assert_allclose(mel[2:], ref["mel"][2:], rtol=0.05, atol=1e-3 * float(ref["mel"].max()))
+
+
+def test_filterbank_is_librosas_slaney_mel() -> None:
+    fb = mel_filterbank()
+    assert fb.shape == (40, 201)
+    # Slaney area norm: each triangle's peak is 2 / (its width in Hz); below 1 kHz the bands are linear.
+    centres = np.argmax(fb, axis=1)
+    assert np.all(np.diff(centres) >= 0) and fb[:, 0].sum() == 0.0
+    librosa = pytest.importorskip("librosa")
+    np.testing.assert_allclose(fb, librosa.filters.mel(sr=SR, n_fft=400, n_mels=40), atol=1e-8)
+
+
+def test_quiet_blocks_are_raised_to_the_target_level(encoder: VoiceEncoder) -> None:
+    rng = np.random.default_rng(3)
+    block = (0.01 * rng.standard_normal(BLOCK_SAMPLES)).astype(np.float32)  # -40 dBFS
+    a, b = encoder.process(block), encoder.process(0.25 * block)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    loud = encoder.mel(10.0 * block)  # -20 dBFS: left as it is
+    np.testing.assert_allclose(loud, 100.0 * encoder.mel(block) / (10 ** (-30 / 20) / 0.01) ** 2, rtol=0.02)
+
+
+def test_digital_silence_gives_a_finite_embedding(encoder: VoiceEncoder) -> None:
+    out = encoder.process(np.zeros(BLOCK_SAMPLES, dtype=np.float32))
+    assert out.shape == (VOICE_DIM,) and np.all(np.isfinite(out))
+
+
+def test_wrong_block_length_is_refused(encoder: VoiceEncoder) -> None:
+    with pytest.raises(ValueError, match="25840"):
+        encoder.mel(np.zeros(100, dtype=np.float32))
+
+
+def test_a_different_encoder_file_is_refused(tmp_path: Path) -> None:
+    shutil.copy(voice_encoder_dir() / MODEL_FILE, tmp_path / MODEL_FILE)
+    with (tmp_path / MODEL_FILE).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="sha256") as info:
+        check_voice_files(VoiceConfig(), model_dir=tmp_path, context="model x.json")
+    assert info.value.exit_code == 5 and "x.json" in str(info.value)
+    with pytest.raises(ModelError, match="voice_encoder_export"):
+        VoiceEncoder(VoiceConfig(), model_dir=tmp_path)
+
+
+def test_config_round_trip_and_old_dicts_unchanged() -> None:
+    plain = FeatureConfig(pitch=True, deltas=True)
+    assert "voice" not in plain.to_dict()  # cache keys and older models' metadata unchanged
+    fused = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
+    assert FeatureConfig.from_dict(fused.to_dict()) == fused
+    assert summary_feature_names(fused)[-VOICE_DIM:] == [f"voice_{i:03d}" for i in range(VOICE_DIM)]
+    with pytest.raises(ConfigError, match="target_dbfs"):
+        VoiceConfig(target_dbfs=5.0)
+    with pytest.raises(ConfigError, match="summary"):
+        FeatureConfig(feature_set="frames", voice=VoiceConfig())
+    with pytest.raises(ConfigError, match="unknown"):
+        FeatureConfig.from_dict({**fused.to_dict(), "voice": {"model_sha256": "0" * 64, "extra": 1}})
+
+
+def test_model_input_needs_the_voice_embedding() -> None:
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
+    frames = np.zeros((cfg.frames_per_window, len(frame_feature_names(cfg))), dtype=np.float32)
+    with pytest.raises(ValueError, match="voice_embedding"):
+        model_input(frames, None, cfg)
+    with pytest.raises(ValueError, match="no voice encoder"):
+        model_input(frames, None, FeatureConfig(pitch=True, deltas=True), voice_embedding=np.zeros(VOICE_DIM))
+
+
+def test_windows_carry_the_embedding_of_their_last_block_streamed_or_whole() -> None:
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
+    audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
+    whole = extract_windows(audio, cfg, VadConfig())
+    extractor = WindowExtractor(cfg, VadConfig())
+    streamed = []
+    for i in range(0, audio.size, 777):
+        streamed += extractor.process(audio[i : i + 777])
+    streamed += extractor.flush()
+    assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
+    for a, b in zip(whole, streamed, strict=True):
+        np.testing.assert_array_equal(a.features[-VOICE_DIM:], b.features[-VOICE_DIM:])
+    own = VoiceEncoder(VoiceConfig())
+    padded = np.concatenate([audio, np.zeros(cfg.window_samples, dtype=np.float32)])
+    for w in whole:
+        tail = w.features[-VOICE_DIM:]
+        if not w.is_speech:
+            assert not tail.any()
+            continue
+        end = w.index * cfg.window_hop_samples + cfg.window_samples
+        np.testing.assert_array_equal(tail, own.process(padded[end - BLOCK_SAMPLES : end]))
+    assert extractor.voice_embeddings_computed == sum(w.is_speech for w in whole)

@@ -1,0 +1,189 @@
+"""Make ``models/voice_encoder/voice_encoder.tflite`` from the Resemblyzer wheel (no PyTorch needed).
+
+``python -m emostream.train.voice_encoder_export --wheel Resemblyzer-0.1.4-py3-none-any.whl --out DIR``
+
+Resemblyzer 0.1.4 (Apache-2.0) ships ``resemblyzer/pretrained.pt``: a GE2E speaker encoder
+(3 LSTM layers of 256 units over 40 mel bands, a 256-unit ReLU projection, L2-normalised),
+trained by its authors on speaker-verification speech (LibriSpeech, VoxCeleb), none of it
+emotional speech. The file is a legacy (pre-zip) ``torch.save`` pickle; :func:`read_legacy_torch`
+reads its tensors with the standard library and NumPy. The network is rebuilt in Keras with
+the same weights (PyTorch and Keras share the i, f, g/c, o gate order; the two PyTorch biases
+add up), unrolled over the 160 frames of one block (TFLite cannot lower Keras 3's LSTM loop)
+and converted to a float32 TFLite model with a (1, 160, 40) input. The command prints the
+largest difference from ``--reference`` outputs when given (an ``.npz`` with ``mel`` and ``ref``
+made with Resemblyzer itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import pickle
+import struct
+import tempfile
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.errors import DatasetError
+from emostream.frontend.voice import BLOCK_FRAMES, MEL_BANDS, MODEL_FILE, VOICE_DIM
+
+WEIGHTS_IN_WHEEL = "resemblyzer/pretrained.pt"
+WEIGHTS_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
+"""sha256 of ``pretrained.pt`` in Resemblyzer 0.1.4; another file is refused before it is unpickled."""
+_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64, "IntStorage": np.int32}
+
+
+class _Storage:
+    def __init__(self, kind: str, key: str, size: int) -> None:
+        self.kind, self.key, self.size = kind, key, size
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.storage, self.offset, self.shape, self.stride = storage, offset, tuple(shape), tuple(stride)
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, shape: Any, stride: Any, *_: Any) -> _Tensor:
+    return _Tensor(storage, int(offset), tuple(shape), tuple(stride))
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if module == "torch" and name in _DTYPES:
+            return name
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        raise pickle.UnpicklingError(f"{module}.{name} is not expected in a weights file")
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        _, kind, key, _location, size, _view = pid
+        return _Storage(str(kind), str(key), int(size))
+
+
+def read_legacy_torch(content: bytes) -> dict[str, Any]:
+    """The object saved by a legacy ``torch.save``, its tensors as float32/int NumPy arrays."""
+    f = io.BytesIO(content)
+    for _ in range(3):  # magic number, protocol version, system info
+        _LegacyUnpickler(f).load()
+    obj = _LegacyUnpickler(f).load()
+    keys = _LegacyUnpickler(f).load()
+    tensors: list[_Tensor] = []
+    _collect(obj, tensors)
+    kinds = {t.storage.key: t.storage.kind for t in tensors}
+    data: dict[str, npt.NDArray[Any]] = {}
+    for key in keys:
+        (size,) = struct.unpack("<q", f.read(8))
+        dtype = np.dtype(_DTYPES[kinds[key]]) if key in kinds else np.dtype(np.float32)
+        data[key] = np.frombuffer(f.read(size * dtype.itemsize), dtype=dtype)
+    return _resolve(obj, data)  # type: ignore[no-any-return]
+
+
+def _collect(obj: Any, out: list[_Tensor]) -> None:
+    if isinstance(obj, _Tensor):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _collect(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _collect(v, out)
+
+
+def _resolve(obj: Any, data: dict[str, npt.NDArray[Any]]) -> Any:
+    if isinstance(obj, _Tensor):
+        flat = data[obj.storage.key]
+        item = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[obj.offset :], shape=obj.shape, strides=tuple(s * item for s in obj.stride)
+        )
+        return np.array(view)
+    if isinstance(obj, dict):
+        return {k: _resolve(v, data) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve(v, data) for v in obj)
+    return obj
+
+
+def weights_from_wheel(wheel: Path) -> tuple[dict[str, npt.NDArray[np.float32]], str]:
+    """(the encoder's weights by PyTorch name, sha256 of ``pretrained.pt``) from the Resemblyzer wheel."""
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            content = z.read(WEIGHTS_IN_WHEEL)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise DatasetError(
+            f"cannot read {WEIGHTS_IN_WHEEL} from {wheel} ({exc}); expected the Resemblyzer 0.1.4 wheel "
+            "(`pip download --no-deps resemblyzer==0.1.4`)"
+        ) from exc
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise DatasetError(
+            f"{WEIGHTS_IN_WHEEL} in {wheel} has sha256 {digest}; expected {WEIGHTS_SHA256} (Resemblyzer 0.1.4): "
+            "download that release (`pip download --no-deps resemblyzer==0.1.4`)"
+        )
+    state = read_legacy_torch(content)["model_state"]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, digest
+
+
+def build_tflite(weights: dict[str, npt.NDArray[np.float32]]) -> bytes:
+    """The float32 TFLite encoder: (1, 160, 40) mel power -> (1, 256) L2-normalised embedding."""
+    from emostream.train.models import import_keras  # noqa: PLC0415  (training extra)
+
+    keras = import_keras()
+    import tensorflow as tf  # noqa: PLC0415
+
+    inp = keras.Input((BLOCK_FRAMES, MEL_BANDS), batch_size=1, dtype="float32")
+    x = inp
+    lstms = []
+    for layer in range(3):
+        lstm = keras.layers.LSTM(256, return_sequences=layer < 2, unroll=True)
+        x = lstm(x)
+        lstms.append(lstm)
+    dense = keras.layers.Dense(VOICE_DIM, activation="relu")
+    out = keras.layers.UnitNormalization(axis=-1)(dense(x))
+    model = keras.Model(inp, out)
+    for layer, lstm in enumerate(lstms):
+        lstm.set_weights(
+            [
+                weights[f"lstm.weight_ih_l{layer}"].T,
+                weights[f"lstm.weight_hh_l{layer}"].T,
+                weights[f"lstm.bias_ih_l{layer}"] + weights[f"lstm.bias_hh_l{layer}"],
+            ]
+        )
+    dense.set_weights([weights["linear.weight"].T, weights["linear.bias"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(str(Path(tmp) / "sm"), format="tf_saved_model", verbose=False)
+        return bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm")).convert())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emostream.train.voice_encoder_export", description=__doc__)
+    parser.add_argument("--wheel", type=Path, required=True, help="Resemblyzer-0.1.4-py3-none-any.whl")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write voice_encoder.tflite into")
+    parser.add_argument("--reference", type=Path, help=".npz with 'mel' (n, 160, 40) and Resemblyzer's 'ref' (n, 256)")
+    args = parser.parse_args(argv)
+    weights, source_sha = weights_from_wheel(args.wheel)
+    content = build_tflite(weights)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / MODEL_FILE).write_bytes(content)
+    print(f"pretrained.pt sha256 {source_sha}")
+    print(f"{MODEL_FILE} sha256 {hashlib.sha256(content).hexdigest()} ({len(content)} bytes)")
+    if args.reference:
+        from emostream.frontend.voice import run_encoder  # noqa: PLC0415
+
+        ref = np.load(args.reference)
+        got = np.stack([run_encoder(content, m) for m in ref["mel"]])
+        print(f"largest difference from Resemblyzer: {float(np.abs(got - ref['ref']).max()):.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
