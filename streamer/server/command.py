@@ -37,6 +37,7 @@ from emostream.server.context import ServerContext, make_context, replica_name
 from emostream.server.gate import guarded_http_protocol, raise_file_limit
 from emostream.server.logs import SafeFormatter
 from emostream.server.supervisor import make_supervisor_context
+from emostream.server.wsframes import FastFrameProtocol
 
 EXIT_INTERRUPTED = 130
 MAX_HEADER_BYTES = 16384  # an HTTP request's headers (h11 answers 400 beyond it)
@@ -156,13 +157,14 @@ def fit_to_file_limit(ctx: ServerContext) -> None:
 
 
 def uvicorn_config(ctx: ServerContext) -> uvicorn.Config:
-    """uvicorn's settings: the app, h11 with a header deadline (:mod:`emostream.server.gate`), the message size
-    limit (larger messages close with 1009), quiet logs."""
+    """uvicorn's settings: the app, h11 with a header deadline (:mod:`emostream.server.gate`), uvicorn's
+    sans-I/O WebSocket protocol reading plain data frames itself (:mod:`emostream.server.wsframes`), the
+    message size limit (larger messages close with 1009), quiet logs."""
     return uvicorn.Config(
         create_app(ctx),
         http=guarded_http_protocol(ctx.gate, ctx.server.header_timeout_s),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        ws="websockets-sansio",
+        ws=FastFrameProtocol,
         ws_max_size=ctx.server.max_message_bytes,
         lifespan="on",
         log_level="warning",

@@ -1,0 +1,125 @@
+"""uvicorn's sans-I/O WebSocket protocol with a fast path for the frames Twilio sends: whole, masked data frames.
+
+uvicorn's ``websockets-sansio`` protocol runs every received byte through the ``websockets``
+parser (a chain of generators per frame), and after each message it pauses reading the
+socket until the application has taken that message (``pause_reading`` / ``resume_reading``:
+two system calls per message on uvloop). A Twilio call sends 100 small text messages a
+second, so that was about half of the event loop's own work per call.
+
+:class:`FastFrameProtocol` reads the common frames itself, once the opening handshake is done
+and the ``websockets`` parser waits at a frame boundary: an unfragmented text or binary
+frame, masked (as every client frame must be), no reserved bits (no compression extension),
+at most ``ws_max_size`` bytes, and, for text, valid UTF-8. Such a frame becomes the same
+ASGI message uvicorn would make (``{"type": "websocket.receive", "text": ...}`` or
+``"bytes"``), in the same order. Reading pauses only when ``MAX_QUEUED`` messages wait for
+the application, and resumes when it has taken them all (uvicorn's own rule).
+
+Anything else (a control frame: ping, pong, close; a fragment; a frame with reserved bits,
+an unmasked or oversized one, text that is not UTF-8) ends the fast path for the rest of the
+connection: that frame and everything after it go to the ``websockets`` parser, which is
+still at the frame boundary where the fast path stopped, so every refusal (close codes 1002,
+1007, 1009) and the closing handshake stay uvicorn's. The fast path only consumes whole
+frames: a frame split across reads waits in its buffer until it is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import apply_mask  # type: ignore[attr-defined]  # the C version when built
+from websockets.streams import StreamReader
+
+MAX_QUEUED = 64  # messages waiting for the application before reading pauses
+_TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
+_BINARY_FIN = 0x82  # FIN, no reserved bits, opcode 2 (binary)
+_MASKED = 0x80
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+class FastFrameProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol, reading whole masked data frames itself (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast: bool | None = None  # None: not decided (before the handshake); then on or off for good
+        self._pending = bytearray()  # the start of a frame that has not fully arrived
+        self._max_size = self.config.ws_max_size
+
+    def data_received(self, data: bytes) -> None:
+        if self.fast is None and self.handshake_complete:
+            self.fast = self._parser_idle()
+        if not self.fast:
+            super().data_received(data)
+            return
+        if self._pending:
+            self._pending += data
+            buf: bytes | bytearray = self._pending
+        else:
+            buf = data
+        pos = self._read_frames(buf)
+        rest = buf[pos:]
+        if self.fast:
+            self._pending = bytearray(rest)
+            return
+        self._pending = bytearray()
+        if rest:
+            super().data_received(bytes(rest))
+
+    def _parser_idle(self) -> bool:
+        """Whether the ``websockets`` parser waits for the start of a frame, with nothing buffered.
+
+        The fast path takes over only then (and only without extensions and after a normal
+        accept), so that it can hand the parser the stream back at a frame boundary.
+        """
+        conn = self.conn
+        if self.initial_response is not None or self.close_sent or conn.extensions or conn.reader.buffer:
+            return False
+        gen: Any = conn.parser
+        while getattr(gen, "gi_yieldfrom", None) is not None:
+            gen = gen.gi_yieldfrom
+        return getattr(gen, "gi_code", None) is _AT_EOF
+
+    def _read_frames(self, buf: bytes | bytearray) -> int:
+        """Queue the whole simple frames at the start of ``buf``; where the first other frame (or the
+        incomplete rest) starts. Sets :attr:`fast` to False at a frame the fast path does not take."""
+        queue = self.queue
+        end = len(buf)
+        pos = 0
+        while end - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            if first not in (_TEXT_FIN, _BINARY_FIN) or not second & _MASKED:
+                self.fast = False
+                return pos
+            n = second & 0x7F
+            head = pos + 6
+            if n == 126:
+                if end - pos < 4:
+                    break
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = pos + 8
+            elif n == 127:  # 64 KiB or more: the parser checks it against the size limit
+                self.fast = False
+                return pos
+            if n > self._max_size:
+                self.fast = False
+                return pos
+            if end - head < n:
+                break
+            payload = apply_mask(buf[head : head + n], buf[head - 4 : head])
+            if first == _TEXT_FIN:
+                try:
+                    message: dict[str, Any] = {"type": "websocket.receive", "text": payload.decode()}
+                except UnicodeDecodeError:  # the parser refuses it with 1007, as uvicorn does
+                    self.fast = False
+                    return pos
+            else:
+                message = {"type": "websocket.receive", "bytes": payload}
+            pos = head + n
+            if self.close_sent:
+                continue  # past websocket.close: uvicorn discards data messages
+            queue.put_nowait(message)  # type: ignore[arg-type]
+        if not self.read_paused and queue.qsize() >= MAX_QUEUED:
+            self.read_paused = True
+            self.transport.pause_reading()
+        return pos

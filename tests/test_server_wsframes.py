@@ -1,0 +1,201 @@
+"""The WebSocket fast path gives the application exactly what uvicorn's own protocol gives, however the bytes arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+from emostream.server.wsframes import MAX_QUEUED, FastFrameProtocol
+
+MAX_SIZE = 100_000
+MASK = b"\x5a\x13\xc7\x02"
+HANDSHAKE = (
+    b"GET /twilio HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def frame(payload: bytes, opcode: int = 1, *, fin: bool = True, masked: bool = True, rsv1: bool = False) -> bytes:
+    """A client frame as a client writes it (masked unless told otherwise)."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes([first, bit | n])
+    elif n < 65536:
+        head = bytes([first, bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([first, bit | 127]) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    body = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+    return head + MASK + body
+
+
+class FakeTransport:
+    """What the protocol writes and whether it paused reading."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await asyncio.Event().wait()  # the test reads the protocol's queue itself
+
+
+async def _received(cls: type[WebSocketsSansIOProtocol], chunks: list[bytes], extra_headers: bytes = b"") -> tuple[
+    list[dict[str, Any]], WebSocketsSansIOProtocol
+]:
+    """The ASGI messages ``cls`` queues for the application when ``chunks`` arrive after an accepted handshake."""
+    config = uvicorn.Config(_app, ws_max_size=MAX_SIZE, log_level="critical")
+    config.load()
+    proto = cls(config, ServerState(), {}, asyncio.get_running_loop())
+    transport = FakeTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(HANDSHAKE + extra_headers + b"\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert proto.handshake_complete  # the application took websocket.connect and accepted
+    for chunk in chunks:
+        if transport.closed:  # a closed transport reads no more
+            break
+        proto.data_received(chunk)
+    messages = []
+    while not proto.queue.empty():
+        messages.append(dict(proto.queue.get_nowait()))
+    for task in list(proto.tasks):
+        task.cancel()
+    return messages, proto
+
+
+def _split(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
+    chunks, i = [], 0
+    while i < len(data):
+        n = rng.randint(1, largest)
+        chunks.append(data[i : i + n])
+        i += n
+    return chunks
+
+
+def _compare(
+    frames: list[bytes], *, seed: int, largest: int, extra_headers: bytes = b""
+) -> tuple[list[dict[str, Any]], Any]:
+    """The fast path's messages for ``frames`` split at random; asserts uvicorn's protocol, given one frame per
+    read, queues the same and writes the same (uvicorn drops the good frames of a read that has a bad one too)."""
+    rng = random.Random(seed)
+    chunks = _split(b"".join(frames), rng, largest)
+
+    async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, Any]:
+        fast, fast_proto = await _received(FastFrameProtocol, chunks, extra_headers)
+        plain, plain_proto = await _received(WebSocketsSansIOProtocol, frames, extra_headers)
+        return fast, plain, fast_proto, plain_proto
+
+    fast, plain, fast_proto, plain_proto = asyncio.run(both())
+    assert fast == plain
+    assert fast_proto.transport.written == plain_proto.transport.written  # close frames, pongs
+    return fast, fast_proto
+
+
+def _texts(rng: random.Random, n: int) -> list[bytes]:
+    sizes = [0, 1, 4, 125, 126, 300, 65535, *(rng.randint(0, 600) for _ in range(n))]
+    return [frame(("é" * (k // 2) + "x" * (k % 2)).encode()) for k in sizes]
+
+
+@pytest.mark.parametrize("largest", [1, 7, 200, 5000, 1_000_000])
+def test_data_frames_give_what_uvicorn_gives_in_any_split(largest: int) -> None:
+    rng = random.Random(largest)
+    frames = _texts(rng, 40) + [frame(bytes(rng.randrange(256) for _ in range(k)), 2) for k in (0, 3, 200, 4000)]
+    rng.shuffle(frames)
+    messages, proto = _compare(frames, seed=largest, largest=largest)
+    assert len(messages) == len(frames)
+    assert proto.fast is True  # nothing here needed the parser
+
+
+def test_a_control_frame_hands_the_rest_to_the_parser() -> None:
+    rng = random.Random(3)
+    before, after = _texts(rng, 10), _texts(rng, 10)
+    frames = [*before, frame(b"ping!", 9), *after, frame(b"\x03\xe8bye", 8)]
+    messages, proto = _compare(frames, seed=3, largest=300)
+    assert proto.fast is False
+    assert len(messages) == len(before) + len(after) + 1
+    assert messages[-1] == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (frame(b"\xff\xfe not UTF-8"), 1007),
+        (frame(b"x" * (MAX_SIZE + 1)), 1009),
+        (frame(b"x" * 70_000 * 2), 1009),  # 64-bit length
+        (frame(b"unmasked", masked=False), 1002),
+        (frame(b"compressed?", rsv1=True), 1002),
+        (frame(b"part one", fin=False) + frame(b" and two", 0), None),  # a fragmented message: the parser's
+    ],
+    ids=["not-utf8", "oversize", "64-bit-length", "unmasked", "reserved-bit", "fragmented"],
+)
+def test_refused_frames_are_refused_as_uvicorn_refuses_them(bad: bytes, code: int | None) -> None:
+    rng = random.Random(5)
+    good = _texts(rng, 5)
+    messages, proto = _compare([*good, bad], seed=5, largest=64)
+    assert proto.fast is False
+    assert messages[: len(good)] == [{"type": "websocket.receive", "text": f.decode()} for f in _payloads(good)]
+    if code is not None:
+        assert messages[-1]["type"] == "websocket.disconnect"
+        assert messages[-1]["code"] == code
+    else:
+        assert messages[-1] == {"type": "websocket.receive", "text": "part one and two"}
+
+
+def _payloads(frames: list[bytes]) -> list[bytes]:
+    out = []
+    for f in frames:
+        n = f[1] & 0x7F
+        start = 2 + (2 if n == 126 else 0) + 4
+        out.append(bytes(b ^ MASK[i % 4] for i, b in enumerate(f[start:])))
+    return out
+
+
+def test_no_fast_path_with_compression() -> None:
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    _, proto = _compare([frame(b"hello")], seed=1, largest=3, extra_headers=offer)
+    assert proto.fast is False
+
+
+def test_reading_pauses_only_when_the_application_falls_behind() -> None:
+    async def run() -> tuple[bool, bool]:
+        _, proto = await _received(FastFrameProtocol, [frame(b"a") * (MAX_QUEUED - 1)])
+        early = proto.transport.paused  # type: ignore[attr-defined]
+        proto.data_received(frame(b"b") * (MAX_QUEUED + 1))
+        return early, proto.transport.paused  # type: ignore[attr-defined]
+
+    early, late = asyncio.run(run())
+    assert not early
+    assert late
