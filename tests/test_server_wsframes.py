@@ -71,9 +71,9 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await asyncio.Event().wait()  # the test reads the protocol's queue itself
 
 
-async def _received(cls: type[WebSocketsSansIOProtocol], chunks: list[bytes], extra_headers: bytes = b"") -> tuple[
-    list[dict[str, Any]], WebSocketsSansIOProtocol
-]:
+async def _received(
+    cls: type[WebSocketsSansIOProtocol], chunks: list[bytes], extra_headers: bytes = b""
+) -> tuple[list[dict[str, Any]], WebSocketsSansIOProtocol]:
     """The ASGI messages ``cls`` queues for the application when ``chunks`` arrive after an accepted handshake."""
     config = uvicorn.Config(_app, ws_max_size=MAX_SIZE, log_level="critical")
     config.load()
