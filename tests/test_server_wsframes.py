@@ -199,3 +199,32 @@ def test_reading_pauses_only_when_the_application_falls_behind() -> None:
     early, late = asyncio.run(run())
     assert not early
     assert late
+
+
+def _not_called(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("the fast path should have framed this message")
+
+
+def test_sent_messages_are_framed_as_uvicorn_frames_them() -> None:
+    messages: list[dict[str, Any]] = [{"type": "websocket.send", "text": "é" * k} for k in (0, 1, 62, 63, 64, 40_000)]
+    messages += [{"type": "websocket.send", "bytes": b"\x00\xff" * k} for k in (0, 70, 40_000)]
+    messages.append({"type": "websocket.close", "code": 1000, "reason": "call ended"})
+    messages.append({"type": "websocket.send", "text": "after the close"})
+
+    async def written(cls: type[WebSocketsSansIOProtocol]) -> bytes:
+        _, proto = await _received(cls, [])
+        if cls is FastFrameProtocol:  # its data frames never go through the websockets protocol
+            proto.conn.send_text = proto.conn.send_binary = _not_called  # type: ignore[method-assign]
+        for message in messages:
+            try:
+                await proto.send(message)  # type: ignore[arg-type]
+            except RuntimeError as exc:  # the send after the close: uvicorn refuses it
+                assert "after sending 'websocket.close'" in str(exc)
+        return bytes(proto.transport.written)  # type: ignore[attr-defined]
+
+    async def both() -> tuple[bytes, bytes]:
+        return await written(FastFrameProtocol), await written(WebSocketsSansIOProtocol)
+
+    fast, plain = asyncio.run(both())
+    assert fast == plain
+    assert len(fast) > 150_000

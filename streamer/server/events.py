@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+MAX_TAKEN = 64  # records a subscriber's sender takes from its queue at once
 
 
 class Subscriber:
@@ -38,15 +39,17 @@ class Subscriber:
         return True
 
     async def next_texts(self) -> list[str]:
-        """Wait for the next record; returns it, preceded by a ``dropped`` notice if records were lost."""
-        text = await self.queue.get()
-        if not self.dropped:
-            self.in_hand = 1
-            return [text]
-        notice = _encode({"type": "dropped", "count": self.dropped})
-        self.dropped = 0
-        self.in_hand = 2
-        return [notice, text]
+        """Wait for the next record; returns it and those queued behind it (at most ``MAX_TAKEN`` in all), preceded
+        by a ``dropped`` notice if records were lost: one wake-up of the sending task for what queued meanwhile."""
+        queue = self.queue
+        texts = [await queue.get()]
+        while len(texts) < MAX_TAKEN and not queue.empty():
+            texts.append(queue.get_nowait())
+        if self.dropped:
+            texts.insert(0, _encode({"type": "dropped", "count": self.dropped}))
+            self.dropped = 0
+        self.in_hand = len(texts)
+        return texts
 
     def sent(self) -> None:
         """The texts of :meth:`next_texts` have been sent."""

@@ -12,7 +12,9 @@ frame, masked (as every client frame must be), no reserved bits (no compression 
 at most ``ws_max_size`` bytes, and, for text, valid UTF-8. Such a frame becomes the same
 ASGI message uvicorn would make (``{"type": "websocket.receive", "text": ...}`` or
 ``"bytes"``), in the same order. Reading pauses only when ``MAX_QUEUED`` messages wait for
-the application, and resumes when it has taken them all (uvicorn's own rule).
+the application, and resumes when it has taken them all (uvicorn's own rule). Sending
+(``/events`` records) frames text and binary messages here too, byte for byte what the
+``websockets`` protocol writes, while the connection is open and has no extension.
 
 Anything else (a control frame: ping, pong, close; a fragment; a frame with reserved bits,
 an unmasked or oversized one, text that is not UTF-8) ends the fast path for the rest of the
@@ -26,8 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import apply_mask  # type: ignore[attr-defined]  # the C version when built
+from websockets.protocol import State
 from websockets.streams import StreamReader
 
 MAX_QUEUED = 64  # messages waiting for the application before reading pauses
@@ -65,6 +70,48 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         self._pending = bytearray()
         if rest:
             super().data_received(bytes(rest))
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """uvicorn's ``send``; a text or binary message on an open connection without extensions is framed here
+        (a server frame: FIN, opcode, length, unmasked payload) instead of through the ``websockets`` protocol."""
+        if message["type"] != "websocket.send" or not self._plain_sends():
+            await super().send(message)
+            return
+        data = message.get("bytes")
+        text = message.get("text")
+        if data is not None:
+            payload, first = bytes(data), _BINARY_FIN
+        elif text is not None:
+            payload, first = text.encode(), _TEXT_FIN
+        else:
+            await super().send(message)
+            return
+        if not self.writable.is_set():
+            await self.writable.wait()
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self._plain_sends():  # closed while waiting to write: uvicorn's own send says how
+            await super().send(message)
+            return
+        n = len(payload)
+        if n < 126:
+            head = bytes((first, n))
+        elif n < 65536:
+            head = bytes((first, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((first, 127)) + n.to_bytes(8, "big")
+        self.transport.write(head + payload)
+
+    def _plain_sends(self) -> bool:
+        """Whether a data message may be framed here: handshake done and accepted, open, no extension, no close."""
+        return (
+            self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+            and not self.conn.extensions
+            and self.conn.state is State.OPEN
+        )
 
     def _parser_idle(self) -> bool:
         """Whether the ``websockets`` parser waits for the start of a frame, with nothing buffered.
