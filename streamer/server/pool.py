@@ -9,11 +9,15 @@ opened on (the one with the fewest calls). :class:`ThreadPool` (``workers = 0``)
 the analysis in two threads of the server process: quicker to start, for tests and
 a few calls.
 
-Requests (``open``, ``feed``, ``finish``) go to a process through a sender thread (the
-event loop never blocks on a full pipe) on a pipe of their own; the event loop reads the
-replies itself from a second pipe (one of its readers) and resolves the awaiting futures.
-Two one-way pipes, not one duplex pipe: an event loop may switch a reader's file to
-non-blocking mode (uvloop does), which on a shared pipe made the sender's writes fail. A process answers its
+Requests (``open``, ``feed``, ``finish``) go to a process on a pipe of their own, written by
+the event loop itself without blocking: the requests of one turn of the loop are pickled
+together into one message (multiprocessing's framing, so the worker reads them with
+``Connection.recv``), and what the pipe cannot take at once is written when it can (one of
+the loop's writers). The event loop reads the replies from a second pipe (one of its
+readers) and resolves the awaiting futures. No thread between the loop and the pipe: a
+sender thread cost a hand-over of the interpreter lock per request. Two one-way pipes, not
+one duplex pipe: an event loop may switch a reader's file to non-blocking mode (uvloop
+does), which on a shared pipe made blocking writes fail. A process answers its
 requests in the order they were sent, so a call may have several feeds in flight
 (:attr:`ProcessPool.ordered`). A worker ignores SIGINT and
 SIGTERM (the server drains the calls first and then stops its workers) and exits when its
@@ -32,13 +36,14 @@ import itertools
 import logging
 import multiprocessing
 import os
-import queue
 import signal
+import struct
 import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
 
 from emostream.config import Config
@@ -197,41 +202,62 @@ class _Worker:
         self._loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._out: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._batch: list[tuple[Any, ...]] = []  # requests of this turn of the loop, not pickled yet
+        self._unsent = bytearray()  # framed requests the pipe has not taken yet
+        self._writing = False  # the loop waits for the pipe to take more (a writer is registered)
+        self._io_closed = threading.Event()
+        self._loop_thread = threading.get_ident()
         self.ready = asyncio.Event()
         self.start_error: str | None = None
         self.ready_once = False  # it loaded the model and took calls (a loss is then restarted)
         self.dead = False
-        threading.Thread(target=self._send_loop, name=f"emostream-worker-{index}-send", daemon=True).start()
+        self._wfd = self._requests.fileno()
+        os.set_blocking(self._wfd, False)  # the loop writes what the pipe takes and waits for the rest
         loop.add_reader(self.conn.fileno(), self._on_readable)  # replies are read by the event loop itself
         os.set_blocking(self.conn.fileno(), True)  # read only when ready, but a reply is read whole
 
-    def _send_loop(self) -> None:
-        """Send the queued requests, all that are waiting in one message; stop at ``None``."""
-        while True:
-            batch: list[tuple[Any, ...]] = []
-            item = self._out.get()
-            while item is not None:
-                batch.append(item)
-                try:
-                    item = self._out.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                try:
-                    self._requests.send(batch)
-                except (OSError, ValueError) as exc:  # the worker is gone: its calls end with an error
-                    if any(request[1] != "stop" for request in batch):
-                        log.error("analysis worker %d: cannot send a request (%s)", self.index, exc)
-                        self._loop.call_soon_threadsafe(self._on_lost)
-                    return
-            if item is None:
-                return
+    def _queue(self, request: tuple[Any, ...]) -> None:
+        """Queue a request (event loop side); the requests of this turn of the loop go in one message."""
+        if not self._batch:
+            self._loop.call_soon(self._flush)
+        self._batch.append(request)
+
+    def _flush(self) -> None:
+        """Pickle the queued requests into one message, framed as ``Connection.send`` frames it, and write."""
+        batch, self._batch = self._batch, []
+        if self.dead or not batch:
+            return
+        data = ForkingPickler.dumps(batch)
+        n = len(data)
+        self._unsent += struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+        self._unsent += data
+        if not self._writing:
+            self._write()
+
+    def _write(self) -> None:
+        """Write what the pipe takes; wait (a writer of the loop) for the rest. A closed pipe: the worker is lost."""
+        unsent = self._unsent
+        try:
+            while unsent:
+                del unsent[: os.write(self._wfd, unsent)]
+        except BlockingIOError:
+            if not self._writing:
+                self._writing = True
+                self._loop.add_writer(self._wfd, self._write)
+            return
+        except OSError as exc:  # the worker is gone: its calls end with an error
+            log.error("analysis worker %d: cannot send a request (%s)", self.index, exc)
+            self._on_lost()
+            return
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._wfd)
 
     def _on_lost(self) -> None:
         if not self.dead:
             self.dead = True
             self._loop.remove_reader(self.conn.fileno())
+            self._stop_writing()
             self.ready.set()
             self._fail_all()
             if self._on_lost_cb is not None:
@@ -270,14 +296,35 @@ class _Worker:
         req_id = next(self._ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[req_id] = future
-        self._out.put((req_id, kind, call_id, arg))
+        self._queue((req_id, kind, call_id, arg))
         return await future
 
-    def stop(self, timeout_s: float) -> None:
+    def _stop_writing(self) -> None:
+        """Event loop side: no more writes; what is unsent is dropped."""
+        self._unsent.clear()
+        self._batch.clear()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._wfd)
+
+    def _close_io(self) -> None:
+        """Event loop side: stop reading and writing and close the request pipe (the worker then exits)."""
         if not self.dead:
-            self._loop.call_soon_threadsafe(self._loop.remove_reader, self.conn.fileno())
-        self._out.put((0, "stop", "", None))
-        self._out.put(None)
+            self._loop.remove_reader(self.conn.fileno())
+        self._stop_writing()
+        self._requests.close()
+        self._io_closed.set()
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop the process (from any thread): its request pipe is closed, it exits at the end of that pipe."""
+        if threading.get_ident() == self._loop_thread or self._loop.is_closed():
+            self._close_io()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._close_io)
+            except RuntimeError:  # the loop has closed meanwhile
+                self._close_io()
+            self._io_closed.wait(timeout_s)
         self.process.join(timeout_s)
         if self.process.is_alive():
             self.process.terminate()
