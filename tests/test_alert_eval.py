@@ -63,7 +63,7 @@ def test_a_run_on_the_fixture_actors_writes_the_report(tmp_path: Path, phone: bo
     rules.write_text(
         '[[alerts]]\nname = "readme"\nemotions = ["angry"]\nthreshold = 0.6\nmin_duration_s = 2.0\n'
         'roles = ["customer"]\n[[alerts]]\nname = "never"\nemotions = ["angry"]\nthreshold = 2.0\n'
-        'min_duration_s = 1.0\n'
+        "min_duration_s = 1.0\n"
     )
     args = ["--data", str(FIXTURES), "--speakers", "01,02", "--calm-s", "6", "--angry-s", "6"]
     args += ["--config", str(rules), "--out", str(out)] + (["--phone"] if phone else [])

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from emostream.apps.threads import bound_math_threads
 from emostream.audio.files import load_mono
 from emostream.frontend.embedding import MEL_MODEL_FILE, EmbeddingConfig, speech_embedding_dir
 from emostream.frontend.features import FeatureConfig
@@ -199,6 +200,7 @@ def build_windows(
     ]
     results: list[list[tuple[Any, Any]]] = []
     if workers > 1:
+        bound_math_threads()  # one BLAS thread per worker (the voice encoder's small products), unless the user set it
         with mp.get_context("spawn").Pool(workers) as pool:
             for res in pool.imap(_extract_job, jobs, chunksize=4):
                 results.append(res)

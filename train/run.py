@@ -16,9 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EMBEDDING_VARIANTS, EmbeddingConfig
-from emostream.frontend.voice import VoiceConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
+from emostream.frontend.voice import VoiceConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.train import loco
 from emostream.train.augment import AugmentConfig, g711_available

@@ -1,4 +1,4 @@
-"""Make ``models/voice_encoder/voice_encoder.tflite`` from the Resemblyzer wheel (no PyTorch needed).
+"""Make ``models/voice_encoder/voice_encoder.npz`` from the Resemblyzer wheel (no PyTorch needed).
 
 ``python -m emostream.train.voice_encoder_export --wheel Resemblyzer-0.1.4-py3-none-any.whl --out DIR``
 
@@ -6,12 +6,13 @@ Resemblyzer 0.1.4 (Apache-2.0) ships ``resemblyzer/pretrained.pt``: a GE2E speak
 (3 LSTM layers of 256 units over 40 mel bands, a 256-unit ReLU projection, L2-normalised),
 trained by its authors on speaker-verification speech (LibriSpeech, VoxCeleb), none of it
 emotional speech. The file is a legacy (pre-zip) ``torch.save`` pickle; :func:`read_legacy_torch`
-reads its tensors with the standard library and NumPy. The network is rebuilt in Keras with
-the same weights (PyTorch and Keras share the i, f, g/c, o gate order; the two PyTorch biases
-add up), unrolled over the 160 frames of one block (TFLite cannot lower Keras 3's LSTM loop)
-and converted to a float32 TFLite model with a (1, 160, 40) input. The command prints the
-largest difference from ``--reference`` outputs when given (an ``.npz`` with ``mel`` and ``ref``
-made with Resemblyzer itself).
+reads its tensors with the standard library and NumPy (refusing any other file before it is
+unpickled, and any class but tensors and dicts). The encoder's weights are written unchanged
+(float32, PyTorch names) to an ``.npz`` that :mod:`emostream.frontend.voice` runs with NumPy.
+(A TFLite conversion was tried: Keras 3's LSTM only converts unrolled, which cost 2.6x the
+NumPy time and about 1 GB of memory once the interpreter packed the weights of each of the 480
+unrolled steps.) The command prints the largest difference from ``--reference`` outputs when
+given (an ``.npz`` with ``mel`` and ``ref`` made with Resemblyzer itself).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import io
 import pickle
 import struct
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import DatasetError
-from emostream.frontend.voice import BLOCK_FRAMES, MEL_BANDS, MODEL_FILE, VOICE_DIM
+from emostream.frontend.voice import MODEL_FILE, WEIGHT_NAMES
 
 WEIGHTS_IN_WHEEL = "resemblyzer/pretrained.pt"
 WEIGHTS_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
@@ -133,45 +133,29 @@ def weights_from_wheel(wheel: Path) -> tuple[dict[str, npt.NDArray[np.float32]],
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, digest
 
 
-def build_tflite(weights: dict[str, npt.NDArray[np.float32]]) -> bytes:
-    """The float32 TFLite encoder: (1, 160, 40) mel power -> (1, 256) L2-normalised embedding."""
-    from emostream.train.models import import_keras  # noqa: PLC0415  (training extra)
+def encoder_file(weights: dict[str, npt.NDArray[np.float32]]) -> bytes:
+    """``voice_encoder.npz``: the encoder's float32 weights under their PyTorch names, byte-for-byte reproducible.
 
-    keras = import_keras()
-    import tensorflow as tf  # noqa: PLC0415
-
-    inp = keras.Input((BLOCK_FRAMES, MEL_BANDS), batch_size=1, dtype="float32")
-    x = inp
-    lstms = []
-    for layer in range(3):
-        lstm = keras.layers.LSTM(256, return_sequences=layer < 2, unroll=True)
-        x = lstm(x)
-        lstms.append(lstm)
-    dense = keras.layers.Dense(VOICE_DIM, activation="relu")
-    out = keras.layers.UnitNormalization(axis=-1)(dense(x))
-    model = keras.Model(inp, out)
-    for layer, lstm in enumerate(lstms):
-        lstm.set_weights(
-            [
-                weights[f"lstm.weight_ih_l{layer}"].T,
-                weights[f"lstm.weight_hh_l{layer}"].T,
-                weights[f"lstm.bias_ih_l{layer}"] + weights[f"lstm.bias_hh_l{layer}"],
-            ]
-        )
-    dense.set_weights([weights["linear.weight"].T, weights["linear.bias"]])
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(str(Path(tmp) / "sm"), format="tf_saved_model", verbose=False)
-        return bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm")).convert())
+    An uncompressed zip of ``.npy`` entries in name order with a fixed timestamp (``np.savez``
+    stamps the current time, so its digest would change on every export).
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name in sorted(n for n in weights if n in WEIGHT_NAMES):
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.ascontiguousarray(weights[name], dtype=np.float32), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), entry.getvalue())
+    return buf.getvalue()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emostream.train.voice_encoder_export", description=__doc__)
     parser.add_argument("--wheel", type=Path, required=True, help="Resemblyzer-0.1.4-py3-none-any.whl")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write voice_encoder.tflite into")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write voice_encoder.npz into")
     parser.add_argument("--reference", type=Path, help=".npz with 'mel' (n, 160, 40) and Resemblyzer's 'ref' (n, 256)")
     args = parser.parse_args(argv)
     weights, source_sha = weights_from_wheel(args.wheel)
-    content = build_tflite(weights)
+    content = encoder_file(weights)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / MODEL_FILE).write_bytes(content)
     print(f"pretrained.pt sha256 {source_sha}")

@@ -45,10 +45,10 @@ from emostream.frontend.embedding import (
     EmbeddingConfig,
     pooled_feature_names,
 )
+from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autocorrelation
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import SAMPLE_RATE_HZ as VOICE_RATE_HZ
 from emostream.frontend.voice import VOICE_DIM, VoiceConfig, voice_feature_names
-from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autocorrelation
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -150,15 +150,22 @@ class FeatureConfig:
             )
         if not 1 <= self.n_mfcc <= self.n_mels:
             raise ConfigError(f"n_mfcc = {self.n_mfcc}; expected 1 <= n_mfcc <= n_mels ({self.n_mels})")
+        self._check_fused()
+
+    def _check_fused(self) -> None:
         if self.embedding is not None:
             self._check_embedding()
-        if self.voice is not None and (self.feature_set != "summary" or self.sample_rate_hz != VOICE_RATE_HZ):
+        if self.voice is not None:
+            self._check_voice()
+
+    def _check_voice(self) -> None:
+        if self.feature_set != "summary" or self.sample_rate_hz != VOICE_RATE_HZ:
             raise ConfigError(
                 f"the voice encoder is set with feature_set = {self.feature_set!r} and sample_rate_hz = "
                 f"{self.sample_rate_hz}; it is fused into the summary statistics at {VOICE_RATE_HZ} Hz only: use "
                 f"feature_set = 'summary' and sample_rate_hz = {VOICE_RATE_HZ}, or drop the voice encoder"
             )
-        if self.voice is not None and self.window_samples < VOICE_BLOCK_SAMPLES:
+        if self.window_samples < VOICE_BLOCK_SAMPLES:
             raise ConfigError(
                 f"window_ms = {self.window_ms:g} is shorter than the voice encoder's block "
                 f"({VOICE_BLOCK_SAMPLES} samples); use window_ms >= 1615 or drop the voice encoder"

@@ -1,10 +1,11 @@
 """A pretrained voice encoder: one 256-dim embedding of the last 1.6 s of each speech window.
 
-The encoder is Resemblyzer 0.1.4's GE2E speaker encoder (Apache-2.0), converted to
-``models/voice_encoder/voice_encoder.tflite`` by ``python -m emostream.train.voice_encoder_export``
-(see the README there). It was trained for speaker verification on non-emotional speech; with
-each speaker's statistics taken out (speaker calibration) what is left of its embedding moves
-with the voice's state, and it carries emotion across corpora far better than the handcrafted
+The encoder is Resemblyzer 0.1.4's GE2E speaker encoder (Apache-2.0): its weights, read out of
+the wheel into ``models/voice_encoder/voice_encoder.npz`` by ``python -m
+emostream.train.voice_encoder_export`` (see the README there), run by a small NumPy LSTM here.
+It was trained for speaker verification on non-emotional speech; with each speaker's
+statistics taken out (speaker calibration) what is left of its embedding moves with the
+voice's state, and it carries emotion across corpora far better than the handcrafted
 statistics (docs/results.md, "v5").
 
 Arithmetic (Resemblyzer's ``wav_to_mel_spectrogram`` and ``preprocess_wav``, made causal):
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,7 +32,6 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
-from emostream.inference.tflite import interpreter_class, native_stderr_silenced
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -42,8 +43,8 @@ BLOCK_FRAMES = 160
 BLOCK_SAMPLES = (BLOCK_FRAMES - 1) * HOP_SAMPLES + FRAME_SAMPLES  # 25840
 MEL_BANDS = 40
 VOICE_DIM = 256
-MODEL_FILE = "voice_encoder.tflite"
-MODEL_SHA256 = "5fc28d25932f6e50ba0f49ff556ccc89a991915b047348b95e679dfa82b9f112"
+MODEL_FILE = "voice_encoder.npz"
+MODEL_SHA256 = "e56566b8a1330ec0da999c945c578f7115cb68698f718d7e5d59d139378d7f43"
 TARGET_DBFS = -30.0
 
 
@@ -53,7 +54,7 @@ class VoiceConfig:
 
     ``target_dbfs``: quieter blocks are raised to this RMS level (dBFS) before the mel
     spectrum, as Resemblyzer does with whole utterances; louder ones are left as they are.
-    ``model_sha256``: expected digest of ``voice_encoder.tflite``.
+    ``model_sha256``: expected digest of ``voice_encoder.npz``.
     """
 
     target_dbfs: float = TARGET_DBFS
@@ -143,35 +144,102 @@ def check_voice_files(config: VoiceConfig, *, model_dir: Path | None = None, con
     _read_checked(folder / MODEL_FILE, config.model_sha256, context)
 
 
+_LAYERS = 3
+_HIDDEN = 256
+_LSTM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+WEIGHT_NAMES: tuple[str, ...] = (
+    *(f"lstm.{kind}_l{layer}" for layer in range(_LAYERS) for kind in _LSTM_KINDS),
+    "linear.weight",
+    "linear.bias",
+)
+"""The encoder's weights in ``voice_encoder.npz``, under their PyTorch names."""
+
+
+class _Lstm:
+    """Resemblyzer's network in NumPy float32: 3 LSTM layers (256), a ReLU projection, L2 norm.
+
+    Weights keep PyTorch's names and layout in the file; here each layer's gates are reordered
+    i, f, o, g (one sigmoid over the first three quarters) and the matrices transposed.
+    """
+
+    def __init__(self, weights: dict[str, npt.NDArray[np.float32]]) -> None:
+        def gates(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            i, f, g, o = np.split(np.asarray(a, dtype=np.float32), 4, axis=0)
+            return np.concatenate([i, f, o, g], axis=0)
+
+        self.layers = [
+            (
+                np.ascontiguousarray(gates(weights[f"lstm.weight_ih_l{k}"]).T),
+                np.ascontiguousarray(gates(weights[f"lstm.weight_hh_l{k}"]).T),
+                gates(weights[f"lstm.bias_ih_l{k}"]) + gates(weights[f"lstm.bias_hh_l{k}"]),
+            )
+            for k in range(_LAYERS)
+        ]
+        self.proj = np.ascontiguousarray(np.asarray(weights["linear.weight"], dtype=np.float32).T)
+        self.proj_bias = np.asarray(weights["linear.bias"], dtype=np.float32)
+
+    def __call__(self, mel: FloatArray) -> FloatArray:
+        """(n, 160, 40) float32 mel power -> (n, 256) float32 embeddings (L2 norm 1, or 0 if all ReLUs are off)."""
+        n, steps, _ = mel.shape
+        h_size = _HIDDEN
+        x: FloatArray = mel
+        h = np.zeros((n, h_size), dtype=np.float32)
+        for w_in, w_rec, bias in self.layers:
+            inputs = (x.reshape(n * steps, -1) @ w_in).reshape(n, steps, 4 * h_size)
+            inputs += bias
+            h = np.zeros((n, h_size), dtype=np.float32)
+            c = np.zeros((n, h_size), dtype=np.float32)
+            g = np.empty((n, 4 * h_size), dtype=np.float32)
+            out = np.empty((n, steps, h_size), dtype=np.float32)
+            sig = g[:, : 3 * h_size]
+            cand = g[:, 3 * h_size :]
+            for t in range(steps):
+                np.dot(h, w_rec, out=g)
+                g += inputs[:, t]
+                sig *= 0.5  # sigmoid(x) = (tanh(x / 2) + 1) / 2
+                np.tanh(sig, out=sig)
+                sig *= 0.5
+                sig += 0.5
+                np.tanh(cand, out=cand)
+                c *= g[:, h_size : 2 * h_size]
+                c += g[:, :h_size] * cand
+                np.tanh(c, out=h)
+                h *= g[:, 2 * h_size : 3 * h_size]
+                out[:, t] = h
+            x = out
+        emb = np.maximum(h @ self.proj + self.proj_bias, 0.0)
+        norm = np.linalg.norm(emb, axis=1, keepdims=True)
+        result: FloatArray = (emb / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+        return result
+
+
+def load_weights(content: bytes) -> dict[str, npt.NDArray[np.float32]]:
+    """The encoder's weights from the bytes of ``voice_encoder.npz`` (PyTorch names, float32)."""
+    with np.load(io.BytesIO(content), allow_pickle=False) as data:
+        missing = [k for k in WEIGHT_NAMES if k not in data.files]
+        if missing:
+            raise ModelError(f"the voice encoder file lacks {missing}; reinstall emostream")
+        return {k: np.asarray(data[k], dtype=np.float32) for k in WEIGHT_NAMES}
+
+
 def run_encoder(content: bytes, mel: npt.ArrayLike) -> FloatArray:
     """Run an encoder file's bytes on one (160, 40) mel power block; (256,) float32 (tests, export)."""
-    cls, _ = interpreter_class()
-    with native_stderr_silenced():
-        interp = cls(model_content=content, num_threads=1)
-        interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], np.asarray(mel, dtype=np.float32)[None])
-    interp.invoke()
-    return np.array(interp.get_tensor(interp.get_output_details()[0]["index"]), dtype=np.float32).reshape(VOICE_DIM)
+    block = np.asarray(mel, dtype=np.float32).reshape(1, BLOCK_FRAMES, MEL_BANDS)
+    return _Lstm(load_weights(content))(block)[0]
 
 
 class VoiceEncoder:
-    """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks."""
+    """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks.
 
-    def __init__(self, config: VoiceConfig, *, model_dir: Path | None = None, num_threads: int = 1) -> None:
+    The LSTM runs in NumPy (about 15-20 ms of one core per block with one math thread); the
+    math-thread limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading
+    these small products over threads, which costs several times more.
+    """
+
+    def __init__(self, config: VoiceConfig, *, model_dir: Path | None = None) -> None:
         self.config = config
         folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
-        content = _read_checked(folder / MODEL_FILE, config.model_sha256, "the voice config")
-        cls, self.backend = interpreter_class()
-        try:
-            with native_stderr_silenced():
-                self._interp: Any = cls(model_content=content, num_threads=num_threads)
-                self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(
-                f"{folder / MODEL_FILE}: the voice encoder does not load ({exc}); reinstall emostream"
-            ) from exc
-        self._input_index = int(self._interp.get_input_details()[0]["index"])
-        self._output_index = int(self._interp.get_output_details()[0]["index"])
+        self._net = _Lstm(load_weights(_read_checked(folder / MODEL_FILE, config.model_sha256, "the voice config")))
         self._filterbank = np.ascontiguousarray(mel_filterbank().T, dtype=np.float32)  # (201, 40)
         n = np.arange(FRAME_SAMPLES)
         self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
@@ -197,8 +265,5 @@ class VoiceEncoder:
 
     def process(self, block: npt.ArrayLike) -> FloatArray:
         """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0)."""
-        self._interp.set_tensor(self._input_index, self.mel(block)[None])
-        self._interp.invoke()
         self.embeddings_computed += 1
-        out: FloatArray = np.array(self._interp.get_tensor(self._output_index), dtype=np.float32).reshape(VOICE_DIM)
-        return out
+        return self._net(self.mel(block)[None])[0]

@@ -38,9 +38,9 @@ from emostream.frontend.embedding import (
 )
 from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturizer, model_input
 from emostream.frontend.timing import WindowTiming
+from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import VOICE_DIM, VoiceEncoder
-from emostream.frontend.vad import VadConfig, VadGate
 
 
 @dataclass(frozen=True)

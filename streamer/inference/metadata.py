@@ -24,9 +24,9 @@ import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
 from emostream.frontend.embedding import EmbeddingConfig, check_model_files
-from emostream.frontend.voice import check_voice_files
 from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
 from emostream.frontend.vad import VadConfig
+from emostream.frontend.voice import check_voice_files
 
 SCHEMA_VERSION = 1
 """Version of the metadata JSON layout this runtime reads and writes."""
