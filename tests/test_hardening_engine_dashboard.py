@@ -85,6 +85,26 @@ def test_level_meter_measures_a_span_not_the_last_chunk() -> None:
     assert meter.level_db(None, 2.0) == pytest.approx(-20.0 - 10 * np.log10(1.05), abs=0.01)
 
 
+def test_level_meter_ring_wraps_around_in_blocks_of_any_size() -> None:
+    """The ring of 10 ms energies, fed in uneven blocks far past its length, gives every span's level as the
+    samples themselves do."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(16000 * 12) * np.repeat(rng.uniform(0.001, 0.5, 120), 1600)).astype(np.float32)
+    meter = LevelMeter(16000, 3.0)
+    at = 0
+    while at < x.size:
+        n = int(rng.integers(1, 9000))
+        meter.feed(x[at : at + n])
+        at = min(at + n, x.size)
+        end_s = at // 160 / 100  # the meter's latest whole 10 ms frame
+        for span_s in (0.05, 0.5, 2.9):
+            if end_s < span_s:
+                continue
+            part = x[round((end_s - span_s) * 16000) : round(end_s * 16000)].astype(np.float64)
+            expected = 10 * np.log10(np.mean(part * part))
+            assert meter.level_db(None, span_s) == pytest.approx(expected, abs=1e-6)
+
+
 def test_session_view_level_covers_the_window_the_speech_dot_describes(model: EmotionModel) -> None:
     session = Session(make_plan(Config(), model), input_rate_hz=16000, channels=1)
     t = np.arange(32000) / 16000

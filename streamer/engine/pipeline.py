@@ -85,8 +85,13 @@ class ChannelPipeline:
         self._smoother.reset()
         if self.calibrator is not None:
             self.calibrator.reset()
-        self.level_db = SILENCE_DB  # RMS level of the latest chunk, dBFS
+        self._latest: npt.NDArray[np.float32] | None = None  # the latest chunk, for level_db
         self._uncertain = False  # the latest speech window's evidence was weak (held through pauses)
+
+    @property
+    def level_db(self) -> float:
+        """RMS level of the latest chunk fed, dBFS (-120 before any): measured when asked, not per chunk."""
+        return SILENCE_DB if self._latest is None else level_dbfs(self._latest)
 
     @property
     def samples_to_next_hop(self) -> int:
@@ -97,7 +102,7 @@ class ChannelPipeline:
         """Feed float32 mono samples at the model's rate; returns the hops they completed."""
         samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if samples.size:
-            self.level_db = level_dbfs(samples)
+            self._latest = samples.copy()  # the caller may reuse its buffer
         started = time.perf_counter()
         windows = self._extractor.process(samples)
         return self._hops(windows, time.perf_counter() - started)

@@ -70,11 +70,15 @@ class LevelMeter:
         self._carry_n = rest.size
 
     def _put(self, energies: npt.NDArray[np.float64]) -> None:
-        cap = self._energy.size
+        ring = self._energy
+        cap = ring.size
         energies = energies[-cap:]
-        idx = (self._frames + np.arange(energies.size)) % cap
-        self._energy[idx] = energies
-        self._frames += energies.size
+        n = energies.size
+        at = self._frames % cap
+        first = min(n, cap - at)  # up to the end of the ring, the rest from its start
+        ring[at : at + first] = energies[:first]
+        ring[: n - first] = energies[first:]
+        self._frames += n
 
     def level_db(self, end_s: float | None, span_s: float) -> float:
         """RMS level over [end_s - span_s, end_s] (``end_s`` None: the latest audio), dBFS, floored at -120."""
