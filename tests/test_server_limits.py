@@ -152,6 +152,34 @@ def test_twilio_malformed_media_closes_1007_and_ends_the_call(server: RunningSer
     assert records[-1]["summary"]["end_reason"] == "rejected: malformed_message"
 
 
+def test_twilio_media_of_a_track_not_announced_closes_1007_after_marks_and_media_in_between(
+    server: RunningServer,
+) -> None:
+    """Media taken as it is read (the WebSocket fast path's receiver) and the messages it declines keep their
+    order: a mark between media messages changes nothing, media of an unannounced track is refused as before."""
+    head, frames, _ = stream_messages(
+        {"inbound": mulaw_clip(ANGRY, 1.0)}, stream_sid="MZwrongtrack", custom_parameters={"token": TOKEN}
+    )
+    _, other, _ = stream_messages({"outbound": b"\xff" * 160}, stream_sid="MZwrongtrack")
+    mark = json.dumps({"event": "mark", "sequenceNumber": "9", "streamSid": "MZwrongtrack", "mark": {"name": "a"}})
+    with open_ws(server, "/events?call=MZwrongtrack") as events, open_ws(server, "/twilio", token=None) as ws:
+        events.recv(timeout=10)
+        for text in head:
+            ws.send(text)
+        for i, group in enumerate(frames):
+            for text in group:
+                ws.send(text)
+            if i % 10 == 5:
+                ws.send(mark)
+        ws.send(other[0][0])
+        code, reason = close_of(ws)
+        records = read_records(events, lambda r: r["type"] == "call_end", timeout_s=10)
+    assert code == 1007 and "'outbound'" in reason
+    summary = records[-1]["summary"]
+    assert summary["end_reason"] == "rejected: malformed_message"
+    assert summary["duration_s"] == pytest.approx(len(frames) * 0.02, abs=0.021)  # every media message counted
+
+
 def test_ingest_malformed_header_closes_1007(server: RunningServer) -> None:
     with open_ws(server, "/ingest") as ws:
         ws.send("{oops")

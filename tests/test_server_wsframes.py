@@ -228,3 +228,50 @@ def test_sent_messages_are_framed_as_uvicorn_frames_them() -> None:
     fast, plain = asyncio.run(both())
     assert fast == plain
     assert len(fast) > 150_000
+
+
+def test_a_receiver_takes_texts_as_read_and_a_declined_one_keeps_its_order() -> None:
+    taken: list[str] = []
+
+    def receiver(text: str) -> bool:
+        if text.startswith("media"):
+            taken.append(text)
+            return True
+        return False
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        config = uvicorn.Config(_app, ws_max_size=MAX_SIZE, log_level="critical")
+        config.load()
+        proto = FastFrameProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        proto.connection_made(FakeTransport())  # type: ignore[arg-type]
+        proto.data_received(HANDSHAKE + b"\r\n")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        proto.scope["extensions"]["emostream.text_receiver"]["set"](receiver)  # type: ignore[index]
+        texts = ["media 1", "media 2", "mark", "media 3", "stop"]
+        proto.data_received(b"".join(frame(t.encode()) for t in texts) + frame(b"\x01", 2))
+        first = _drain(proto)
+        proto.set_receiver(receiver)  # the application handled what was declined: it takes media again
+        proto.data_received(frame(b"media 4") + frame(b"media 5"))
+        proto.close_sent = True  # past websocket.close: nothing more reaches the receiver or the queue
+        proto.data_received(frame(b"media 6"))
+        for task in list(proto.tasks):
+            task.cancel()
+        return first, _drain(proto)
+
+    first, second = asyncio.run(run())
+    assert taken == ["media 1", "media 2", "media 4", "media 5"]
+    assert first == [
+        {"type": "websocket.receive", "text": "mark"},
+        {"type": "websocket.receive", "text": "media 3"},  # after the declined mark: in order, through the queue
+        {"type": "websocket.receive", "text": "stop"},
+        {"type": "websocket.receive", "bytes": b"\x01"},
+    ]
+    assert second == []
+
+
+def _drain(proto: WebSocketsSansIOProtocol) -> list[dict[str, Any]]:
+    out = []
+    while not proto.queue.empty():
+        out.append(dict(proto.queue.get_nowait()))
+    return out

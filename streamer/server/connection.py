@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from emostream.server.closing import MESSAGE_TOO_BIG, RejectError, fit_reason
 from emostream.server.metrics import ServerMetrics
+from emostream.server.wsframes import RECEIVER_EXTENSION
 
 log = logging.getLogger("emostream.server")
 
@@ -61,6 +62,12 @@ class Connection:
             self.refused("oversize", f"closed {MESSAGE_TOO_BIG} (oversize): {message.get('reason')}")
             self.closed_with = (MESSAGE_TOO_BIG, "message too big")
         return message
+
+    def text_receiver(self) -> Callable[[Callable[[str], bool] | None], None] | None:
+        """The protocol's ``set_receiver`` (text messages handed over as they are read), or None when the
+        WebSocket implementation has none (:mod:`emostream.server.wsframes`)."""
+        extension = (self.ws.scope.get("extensions") or {}).get(RECEIVER_EXTENSION)
+        return None if extension is None else extension["set"]  # type: ignore[no-any-return]
 
     async def send_text(self, text: str) -> bool:
         """Send one text message; False when the connection is closed or the peer went away."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -247,8 +247,27 @@ def _twilio_spec(start: TwilioStart, grant: Grant) -> CallSpec:
 
 
 async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> str:
-    """Media until ``stop`` or close; returns why the call ended."""
+    """Media until ``stop`` or close; returns why the call ended.
+
+    Where the WebSocket protocol offers it (:data:`~emostream.server.wsframes.RECEIVER_EXTENSION`), media
+    messages in Twilio's own form are taken as they are read (:func:`_media_receiver`), without a wake-up of
+    this task per message; anything else (``stop``, ``mark``, another form, a refusal) comes here through
+    ``receive`` in its order, and the receiver is set again once it is handled.
+    """
+    set_receiver = conn.text_receiver()
+    if set_receiver is None:
+        return await _twilio_messages(conn, call, aligner, lambda: None)
+    receiver = _media_receiver(call, aligner)
+    try:
+        return await _twilio_messages(conn, call, aligner, lambda: set_receiver(receiver))
+    finally:
+        set_receiver(None)
+
+
+async def _twilio_messages(conn: Connection, call: Call, aligner: TrackAligner, ready: Callable[[], None]) -> str:
+    """The messages ``receive`` gives until ``stop`` or close (``ready`` is called before each wait)."""
     while True:
+        ready()
         message = await conn.receive()
         if message["type"] == "websocket.disconnect":
             return end_reason(conn, message)
@@ -264,11 +283,31 @@ async def _twilio_media(conn: Connection, call: Call, aligner: TrackAligner) -> 
             elif event == "start":
                 raise RejectError(INVALID_DATA, "malformed_message", "a second start message; a stream has one")
         if media is not None:
-            track, timestamp_ms, payload = media
-            if aligner.add(track, timestamp_ms, payload):
-                chunk = aligner.take()
-                if chunk is not None:
-                    call.push(chunk, len(chunk[0]))
+            _place(call, aligner, *media)
+
+
+def _place(call: Call, aligner: TrackAligner, track: str, timestamp_ms: int, payload: bytes) -> None:
+    """One media message into the aligner; what every track has then goes to the call."""
+    if aligner.add(track, timestamp_ms, payload):
+        chunk = aligner.take()
+        if chunk is not None:
+            call.push(chunk, len(chunk[0]))
+
+
+def _media_receiver(call: Call, aligner: TrackAligner) -> Callable[[str], bool]:
+    """A text receiver for the WebSocket protocol: takes a Twilio media message as ``_twilio_media`` would,
+    declines (False) any other text and a media message for a track the start did not announce (the task
+    then refuses it with its message)."""
+
+    def take(text: str) -> bool:
+        media = parse_media_text(text)
+        if media is None or media[0] not in aligner.tracks:
+            return False
+        call.touch()
+        _place(call, aligner, *media)
+        return True
+
+    return take
 
 
 def _text(message: dict[str, Any], endpoint: str) -> str:

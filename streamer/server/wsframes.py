@@ -16,6 +16,11 @@ the application, and resumes when it has taken them all (uvicorn's own rule). Se
 (``/events`` records) frames text and binary messages here too, byte for byte what the
 ``websockets`` protocol writes, while the connection is open and has no extension.
 
+An application may also take text messages as they are read, without the queue and the
+wake-up of its task per message: the scope's ``extensions`` carry
+``RECEIVER_EXTENSION: {"set": set_receiver}`` (:meth:`FastFrameProtocol.set_receiver`).
+``/twilio`` takes its media messages that way (:mod:`emostream.server.streams`).
+
 Anything else (a control frame: ping, pong, close; a fragment; a frame with reserved bits,
 an unmasked or oversized one, text that is not UTF-8) ends the fast path for the rest of the
 connection: that frame and everything after it go to the ``websockets`` parser, which is
@@ -26,16 +31,20 @@ frames: a frame split across reads waits in its buffer until it is complete.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import apply_mask  # type: ignore[attr-defined]  # the C version when built
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.streams import StreamReader
 
 MAX_QUEUED = 64  # messages waiting for the application before reading pauses
+RECEIVER_EXTENSION = "emostream.text_receiver"  # scope["extensions"] key: {"set": FastFrameProtocol.set_receiver}
+TextReceiver = Callable[[str], bool]
 _TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
 _BINARY_FIN = 0x82  # FIN, no reserved bits, opcode 2 (binary)
 _MASKED = 0x80
@@ -50,6 +59,25 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         self.fast: bool | None = None  # None: not decided (before the handshake); then on or off for good
         self._pending = bytearray()  # the start of a frame that has not fully arrived
         self._max_size = self.config.ws_max_size
+        self._receiver: TextReceiver | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake goes on: the application may take text messages as they come
+            scope["extensions"][RECEIVER_EXTENSION] = {"set": self.set_receiver}  # type: ignore[index]
+
+    def set_receiver(self, receiver: TextReceiver | None) -> None:
+        """Hand text messages to ``receiver`` as they are read instead of queueing them (None: queue them again).
+
+        ``receiver(text)`` is called in the event loop, inside the protocol's read, and must not
+        wait or raise; it returns True when it took the message, False to decline it. A declined
+        message, and every message after it, goes to the queue (``receive()``) until the
+        receiver is set again; the receiver is only called while the queue is empty, so
+        messages keep their order. Binary messages, a closed connection and the end of the
+        stream always go through the queue.
+        """
+        self._receiver = receiver
 
     def data_received(self, data: bytes) -> None:
         if self.fast is None and self.handshake_complete:
@@ -128,45 +156,65 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         return getattr(gen, "gi_code", None) is _AT_EOF
 
     def _read_frames(self, buf: bytes | bytearray) -> int:
-        """Queue the whole simple frames at the start of ``buf``; where the first other frame (or the
+        """Take the whole simple frames at the start of ``buf``; where the first other frame (or the
         incomplete rest) starts. Sets :attr:`fast` to False at a frame the fast path does not take."""
         queue = self.queue
         end = len(buf)
         pos = 0
-        while end - pos >= 2:
-            first, second = buf[pos], buf[pos + 1]
-            if first not in (_TEXT_FIN, _BINARY_FIN) or not second & _MASKED:
-                self.fast = False
-                return pos
-            n = second & 0x7F
-            head = pos + 6
-            if n == 126:
-                if end - pos < 4:
-                    break
-                n = (buf[pos + 2] << 8) | buf[pos + 3]
-                head = pos + 8
-            elif n == 127:  # 64 KiB or more: the parser checks it against the size limit
-                self.fast = False
-                return pos
-            if n > self._max_size:
-                self.fast = False
-                return pos
-            if end - head < n:
-                break
-            payload = apply_mask(buf[head : head + n], buf[head - 4 : head])
-            if first == _TEXT_FIN:
+        while (bounds := self._next_frame(buf, pos, end)) is not None:
+            head, stop = bounds
+            payload = apply_mask(buf[head:stop], buf[head - 4 : head])
+            message: dict[str, Any] | None
+            if buf[pos] == _TEXT_FIN:
                 try:
-                    message: dict[str, Any] = {"type": "websocket.receive", "text": payload.decode()}
+                    text = payload.decode()
                 except UnicodeDecodeError:  # the parser refuses it with 1007, as uvicorn does
                     self.fast = False
-                    return pos
+                    break
+                message = self._text_message(text)
             else:
-                message = {"type": "websocket.receive", "bytes": payload}
-            pos = head + n
-            if self.close_sent:
-                continue  # past websocket.close: uvicorn discards data messages
-            queue.put_nowait(message)  # type: ignore[arg-type]
+                message = None if self.close_sent else {"type": "websocket.receive", "bytes": payload}
+            pos = stop
+            if message is not None:
+                queue.put_nowait(message)  # type: ignore[arg-type]
         if not self.read_paused and queue.qsize() >= MAX_QUEUED:
             self.read_paused = True
             self.transport.pause_reading()
         return pos
+
+    def _next_frame(self, buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
+        """(payload start, frame end) of the frame at ``pos`` if it is whole and one the fast path takes; else
+        None (and :attr:`fast` False for a frame it does not take)."""
+        if end - pos < 2:
+            return None
+        first, second = buf[pos], buf[pos + 1]
+        if first not in (_TEXT_FIN, _BINARY_FIN) or not second & _MASKED:
+            self.fast = False
+            return None
+        n = second & 0x7F
+        head = pos + 6
+        if n == 126:
+            if end - pos < 4:
+                return None
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+            head = pos + 8
+        elif n == 127:  # 64 KiB or more: the parser checks it against the size limit
+            self.fast = False
+            return None
+        if n > self._max_size:
+            self.fast = False
+            return None
+        if end - head < n:
+            return None
+        return head, head + n
+
+    def _text_message(self, text: str) -> dict[str, Any] | None:
+        """The ASGI message of a text frame, or None when the receiver took it (or the connection is closing)."""
+        if self.close_sent:
+            return None  # past websocket.close: uvicorn discards data messages
+        receiver = self._receiver
+        if receiver is not None and self.queue.empty():
+            if receiver(text):
+                return None
+            self._receiver = None  # declined: this message and the next go through the queue
+        return {"type": "websocket.receive", "text": text}
