@@ -264,16 +264,19 @@ class _Worker:
                 self._on_lost_cb(self)
 
     def _on_readable(self) -> None:
+        """One batch of replies (the loop calls again while the pipe holds more: its readers are level-triggered;
+        ``Connection.poll`` would build a selector per call)."""
         try:
-            while self.conn.poll():
-                for req_id, ok, result in self.conn.recv():  # one batch of replies
-                    if req_id == 0:
-                        self.start_error = None if ok else str(result)
-                        self.ready.set()
-                    else:
-                        self._resolve(req_id, ok, result)
+            replies = self.conn.recv()
         except (EOFError, OSError):
             self._on_lost()
+            return
+        for req_id, ok, result in replies:
+            if req_id == 0:
+                self.start_error = None if ok else str(result)
+                self.ready.set()
+            else:
+                self._resolve(req_id, ok, result)
 
     def _resolve(self, req_id: int, ok: bool, result: Any) -> None:
         future = self._pending.pop(req_id, None)

@@ -14,7 +14,8 @@ ASGI message uvicorn would make (``{"type": "websocket.receive", "text": ...}`` 
 ``"bytes"``), in the same order. Reading pauses only when ``MAX_QUEUED`` messages wait for
 the application, and resumes when it has taken them all (uvicorn's own rule). Sending
 (``/events`` records) frames text and binary messages here too, byte for byte what the
-``websockets`` protocol writes, while the connection is open and has no extension.
+``websockets`` protocol writes, while the connection is open and has no extension; the
+frames sent in one turn of the event loop are written together, in one system call.
 
 An application may also take text messages as they are read, without the queue and the
 wake-up of its task per message: the scope's ``extensions`` carry
@@ -60,6 +61,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         self._pending = bytearray()  # the start of a frame that has not fully arrived
         self._max_size = self.config.ws_max_size
         self._receiver: TextReceiver | None = None
+        self._unwritten: list[bytes] = []  # frames sent in this turn of the loop, written at its end
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -103,6 +105,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         """uvicorn's ``send``; a text or binary message on an open connection without extensions is framed here
         (a server frame: FIN, opcode, length, unmasked payload) instead of through the ``websockets`` protocol."""
         if message["type"] != "websocket.send" or not self._plain_sends():
+            self._write_out()  # frames sent before this message go first
             await super().send(message)
             return
         data = message.get("bytes")
@@ -112,6 +115,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         elif text is not None:
             payload, first = text.encode(), _TEXT_FIN
         else:
+            self._write_out()
             await super().send(message)
             return
         if not self.writable.is_set():
@@ -119,6 +123,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         if self.disconnected:
             raise ClientDisconnected()
         if not self._plain_sends():  # closed while waiting to write: uvicorn's own send says how
+            self._write_out()
             await super().send(message)
             return
         n = len(payload)
@@ -128,7 +133,17 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
             head = bytes((first, 126)) + n.to_bytes(2, "big")
         else:
             head = bytes((first, 127)) + n.to_bytes(8, "big")
-        self.transport.write(head + payload)
+        if not self._unwritten:
+            self.loop.call_soon(self._write_out)
+        self._unwritten += (head, payload)
+
+    def _write_out(self) -> None:
+        """Write the frames sent in this turn of the loop in one go (one system call for a burst of records)."""
+        if self._unwritten:
+            data = b"".join(self._unwritten)
+            self._unwritten.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
 
     def _plain_sends(self) -> bool:
         """Whether a data message may be framed here: handshake done and accepted, open, no extension, no close."""
