@@ -15,7 +15,8 @@ angry, happy, fearful, surprised; low: neutral, calm, sad), per corpus and mean,
 * ``lr_window_all``: logistic regression on windows (clip score = mean window probability);
 * ``mlp_window_all``: a 128-unit MLP on windows.
 
-Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_chroma``).
+Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_chroma``);
+``--voice-encoder`` adds the voice encoder's embedding (``voice_only`` / ``no_voice`` pick its part).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ COLUMN_SETS: dict[str, Callable[[str], bool]] = {
     "no_chroma_no_mfcc_means": lambda name: (
         not name.startswith("chroma") and not (name.startswith("mfcc") and name.endswith("_mean"))
     ),
+    "voice_only": lambda name: name.startswith("voice_"),
+    "no_voice": lambda name: not name.startswith("voice_"),
 }
 
 
@@ -61,9 +64,11 @@ class CorpusWindows:
     labels: I32
 
 
-def load(clips: Sequence[Clip], cache: Path | None, workers: int) -> CorpusWindows:
-    """Speech windows of ``clips`` on the ``fast`` front-end, each speaker z-scored with all of theirs."""
-    wset = build_windows(clips, feature_config_for("resnet_mlp"), VadConfig(), cache_dir=cache, workers=workers)
+def load(clips: Sequence[Clip], cache: Path | None, workers: int, *, voice: bool = False) -> CorpusWindows:
+    """Speech windows of ``clips`` on the ``fast`` front-end (``voice``: + the voice encoder), each speaker
+    z-scored with all of theirs."""
+    cfg = feature_config_for("resnet_mlp", voice=voice)
+    wset = build_windows(clips, cfg, VadConfig(), cache_dir=cache, workers=workers)
     keep = wset.is_speech & (wset.copy == 0)
     x = wset.features[keep].astype(np.float64)
     clip = wset.clip_index[keep]
@@ -139,13 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated classifiers (default all)")
+    parser.add_argument("--voice-encoder", action="store_true", help="add the voice encoder's 256 columns")
     args = parser.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():
         parts[name] = list(get(name).list_clips(folder))
-    data = {name: load(clips, cache, args.workers) for name, clips in parts.items()}
-    names = summary_feature_names(feature_config_for("resnet_mlp"))
+    data = {name: load(clips, cache, args.workers, voice=args.voice_encoder) for name, clips in parts.items()}
+    names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder))
     cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
     data = {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
     lr_clip = lambda: LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")  # noqa: E731
