@@ -138,3 +138,8 @@ def test_windows_carry_the_embedding_of_their_last_block_streamed_or_whole() -> 
         end = w.index * cfg.window_hop_samples + cfg.window_samples
         np.testing.assert_array_equal(tail, own.process(padded[end - BLOCK_SAMPLES : end]))
     assert extractor.voice_embeddings_computed == sum(w.is_speech for w in whole)
+
+
+def test_channels_share_one_copy_of_the_weights() -> None:
+    a, b = VoiceEncoder(VoiceConfig()), VoiceEncoder(VoiceConfig())
+    assert a._net is b._net  # 5.7 MB once per process, not once per call

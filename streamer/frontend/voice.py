@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -228,6 +229,24 @@ def run_encoder(content: bytes, mel: npt.ArrayLike) -> FloatArray:
     return _Lstm(load_weights(content))(block)[0]
 
 
+_NETS: dict[tuple[str, str], _Lstm] = {}
+_NETS_LOCK = threading.Lock()
+
+
+def _shared_net(folder: Path, sha256: str) -> _Lstm:
+    """The network of ``folder``'s encoder file, loaded and checked once per process and shared.
+
+    Its weights are read-only and a call keeps its state in local arrays, so every channel and
+    thread uses one copy (5.7 MB) instead of one each.
+    """
+    key = (str(folder.resolve()), sha256)
+    with _NETS_LOCK:
+        net = _NETS.get(key)
+        if net is None:
+            net = _NETS[key] = _Lstm(load_weights(_read_checked(folder / MODEL_FILE, sha256, "the voice config")))
+        return net
+
+
 class VoiceEncoder:
     """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks.
 
@@ -238,8 +257,7 @@ class VoiceEncoder:
 
     def __init__(self, config: VoiceConfig, *, model_dir: Path | None = None) -> None:
         self.config = config
-        folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
-        self._net = _Lstm(load_weights(_read_checked(folder / MODEL_FILE, config.model_sha256, "the voice config")))
+        self._net = _shared_net(voice_encoder_dir() if model_dir is None else Path(model_dir), config.model_sha256)
         self._filterbank = np.ascontiguousarray(mel_filterbank().T, dtype=np.float32)  # (201, 40)
         n = np.arange(FRAME_SAMPLES)
         self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
