@@ -19,6 +19,7 @@ from emostream.server.auth import Token, resolve_token, token_from_request
 from emostream.server.closing import MAX_REASON_BYTES, RejectError, fit_reason
 from emostream.server.config import ServerConfig
 from emostream.server.ingest import parse_header
+from emostream.server.pool import joined
 from emostream.server.twilio import (
     TrackAligner,
     parse_media,
@@ -128,6 +129,19 @@ def test_decode_chunks_per_track_and_interleaved() -> None:
     stereo = np.stack([x, -x], axis=1)
     data = encode_raw(stereo, "s16le")
     assert np.allclose(decode_chunks([data[:640], data[640:]], ingest), stereo, atol=1e-4)
+
+
+def test_a_request_sent_as_one_chunk_decodes_to_the_same_samples() -> None:
+    """ProcessPool.feed joins a request's chunks (one byte string per track) before pickling them."""
+    rng = np.random.default_rng(3)
+    twilio = CallSpec("c", "twilio", 8000, 2, (), "mulaw", True, {})
+    messages = [(rng.bytes(160), rng.bytes(160)) for _ in range(25)]
+    assert np.array_equal(decode_chunks(joined(messages), twilio), decode_chunks(messages, twilio))
+    assert len(joined(messages)) == 1
+    ingest = CallSpec("c", "ingest", 16000, 2, (), "s16le", False, {})
+    frames = [rng.bytes(640) for _ in range(10)]
+    assert np.array_equal(decode_chunks(joined(frames), ingest), decode_chunks(frames, ingest))
+    assert joined(frames[:1]) == frames[:1]
 
 
 def test_ingest_header() -> None:

@@ -54,14 +54,20 @@ class FeedResult:
     next_hop_frames: int
 
 
+def join_chunks(chunks: Sequence[Chunk], tracks: int | None) -> Chunk:
+    """Chunks as one: ``tracks`` byte strings (one per track), or for ``tracks`` None the interleaved bytes."""
+    if tracks is not None:
+        return tuple(b"".join(c[i] for c in chunks if isinstance(c, tuple)) for i in range(tracks))
+    return b"".join(c for c in chunks if isinstance(c, bytes))
+
+
 def decode_chunks(chunks: Sequence[Chunk], spec: CallSpec) -> npt.NDArray[np.float32]:
     """Chunks as one (n, channels) float32 block."""
-    if spec.per_track:
-        tracks = [b"".join(c[i] for c in chunks if isinstance(c, tuple)) for i in range(spec.channels)]
-        columns = [decode_raw(t, spec.encoding) for t in tracks]
+    whole = join_chunks(chunks, spec.channels if spec.per_track else None)
+    if isinstance(whole, tuple):
+        columns = [decode_raw(t, spec.encoding) for t in whole]
         return np.stack(columns, axis=1) if len(columns) > 1 else columns[0].reshape(-1, 1)
-    data = b"".join(c for c in chunks if isinstance(c, bytes))
-    return decode_raw(data, spec.encoding).reshape(-1, spec.channels)
+    return decode_raw(whole, spec.encoding).reshape(-1, spec.channels)
 
 
 class CallAnalysis:
