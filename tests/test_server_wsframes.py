@@ -149,6 +149,20 @@ def test_a_control_frame_hands_the_rest_to_the_parser() -> None:
     assert messages[-1] == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
 
 
+@pytest.mark.parametrize("largest", [1, 9, 400])
+def test_pings_and_pongs_go_through_the_parser_and_the_fast_path_goes_on(largest: int) -> None:
+    """uvicorn pings every 20 s and the client's pong comes back: that must not end the fast path of a call."""
+    rng = random.Random(largest)
+    frames = _texts(rng, 30)
+    for i in (3, 11, 20):
+        frames.insert(i, frame(b"ping %d" % i, 9))
+    frames.insert(15, frame(b"\x00\x01\x02\x03", 10))  # an unsolicited pong: ignored
+    messages, proto = _compare(frames, seed=largest, largest=largest)
+    assert proto.fast is True
+    assert len(messages) == len(frames) - 4  # every data frame; no message for a ping or a pong
+    assert proto.transport.written.endswith(b"\x8a\x06ping 3\x8a\x07ping 11\x8a\x07ping 20")  # pongs, as uvicorn
+
+
 @pytest.mark.parametrize(
     ("bad", "code"),
     [
@@ -157,9 +171,10 @@ def test_a_control_frame_hands_the_rest_to_the_parser() -> None:
         (frame(b"x" * 70_000 * 2), 1009),  # 64-bit length
         (frame(b"unmasked", masked=False), 1002),
         (frame(b"compressed?", rsv1=True), 1002),
+        (frame(b"p" * 126, 9), 1002),  # a control frame longer than 125 bytes
         (frame(b"part one", fin=False) + frame(b" and two", 0), None),  # a fragmented message: the parser's
     ],
-    ids=["not-utf8", "oversize", "64-bit-length", "unmasked", "reserved-bit", "fragmented"],
+    ids=["not-utf8", "oversize", "64-bit-length", "unmasked", "reserved-bit", "long-ping", "fragmented"],
 )
 def test_refused_frames_are_refused_as_uvicorn_refuses_them(bad: bytes, code: int | None) -> None:
     rng = random.Random(5)

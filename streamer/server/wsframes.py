@@ -22,12 +22,15 @@ wake-up of its task per message: the scope's ``extensions`` carry
 ``RECEIVER_EXTENSION: {"set": set_receiver}`` (:meth:`FastFrameProtocol.set_receiver`).
 ``/twilio`` takes its media messages that way (:mod:`emostream.server.streams`).
 
-Anything else (a control frame: ping, pong, close; a fragment; a frame with reserved bits,
-an unmasked or oversized one, text that is not UTF-8) ends the fast path for the rest of the
-connection: that frame and everything after it go to the ``websockets`` parser, which is
-still at the frame boundary where the fast path stopped, so every refusal (close codes 1002,
-1007, 1009) and the closing handshake stay uvicorn's. The fast path only consumes whole
-frames: a frame split across reads waits in its buffer until it is complete.
+A ping or a pong (uvicorn pings every ``ws_ping_interval``, 20 s by default, and the client's
+pong comes back) is handed to the ``websockets`` parser alone, whole, at a frame boundary:
+uvicorn answers or notes it as usual and the fast path goes on. Anything else (a close, a
+fragment, a frame with reserved bits, an unmasked or oversized one, text that is not UTF-8)
+ends the fast path for the rest of the connection: that frame and everything after it go to
+the parser, which is still at the frame boundary where the fast path stopped, so every
+refusal (close codes 1002, 1007, 1009) and the closing handshake stay uvicorn's. The fast
+path only consumes whole frames: a frame split across reads waits in its buffer until it is
+complete.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ RECEIVER_EXTENSION = "emostream.text_receiver"  # scope["extensions"] key: {"set
 TextReceiver = Callable[[str], bool]
 _TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
 _BINARY_FIN = 0x82  # FIN, no reserved bits, opcode 2 (binary)
+_PING_PONG = (0x89, 0x8A)  # FIN, opcode 9 (ping) or 10 (pong): handed to the parser one frame at a time
+_TAKEN = (_TEXT_FIN, _BINARY_FIN, *_PING_PONG)
 _MASKED = 0x80
 _AT_EOF = StreamReader.at_eof.__code__
 
@@ -178,6 +183,14 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         pos = 0
         while (bounds := self._next_frame(buf, pos, end)) is not None:
             head, stop = bounds
+            if buf[pos] in _PING_PONG:  # the parser answers a ping and takes a pong (keepalive), then waits again
+                self._write_out()
+                super().data_received(bytes(buf[pos:stop]))
+                pos = stop
+                if self.conn.parser_exc is not None or self.close_sent or not self._parser_idle():
+                    self.fast = False
+                    break
+                continue
             payload = apply_mask(buf[head:stop], buf[head - 4 : head])
             message: dict[str, Any] | None
             if buf[pos] == _TEXT_FIN:
@@ -203,7 +216,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         if end - pos < 2:
             return None
         first, second = buf[pos], buf[pos + 1]
-        if first not in (_TEXT_FIN, _BINARY_FIN) or not second & _MASKED:
+        if first not in _TAKEN or not second & _MASKED or (first in _PING_PONG and second & 0x7F > 125):
             self.fast = False
             return None
         n = second & 0x7F
