@@ -127,13 +127,30 @@ async def open_ws(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.S
     return reader, writer
 
 
-async def drain(reader: asyncio.StreamReader, counter: list[int]) -> None:
-    """Read and discard what the server sends (the /events subscriber); counts bytes."""
+async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: list[int] | None = None) -> None:
+    """Read and discard what the server sends on a client connection (counted in ``counter``), answering its
+    keepalive pings as Twilio and browsers do: uvicorn pings every 20 s and closes (1011) a connection whose
+    pong does not come within 20 s more, which cut calls longer than 40 s and the ``/events`` reader."""
+    buf = bytearray()
     while True:
         data = await reader.read(65536)
         if not data:
             return
-        counter[0] += len(data)
+        if counter is not None:
+            counter[0] += len(data)
+        buf += data
+        while len(buf) >= 2:
+            n, head = buf[1] & 0x7F, 2
+            if n >= 126:
+                head = 4 if n == 126 else 10
+                if len(buf) < head:
+                    break
+                n = int.from_bytes(buf[2:head], "big")
+            if len(buf) < head + n:
+                break
+            if buf[0] & 0x0F == 9:  # a ping: the pong carries its payload
+                writer.write(ws_frame(bytes(buf[head : head + n]), opcode=10))
+            del buf[: head + n]
 
 
 @dataclass
@@ -216,6 +233,7 @@ async def run_step(
         raise RuntimeError(f"{len(frames) * FRAME_S:.0f} s of audio prepared; {n_frames[0] * FRAME_S:.0f} s needed")
     loop = asyncio.get_running_loop()
     conns = [await open_ws(port, "/twilio") for _ in range(n_calls)]
+    readers = [asyncio.get_running_loop().create_task(drain(r, w)) for r, w in conns]  # pongs to keepalive pings
     connected = ws_frame(head[0].encode())
     for i, (_, writer) in enumerate(conns):
         start = head[1].replace('"MZbench"', f'"MZbench{n_calls}x{i:04d}"')
@@ -244,15 +262,25 @@ async def run_step(
     if marking is not None:
         await marking
     await window.mark(port, pid)
+    disconnected = await _stop_calls(conns, readers, stop)
+    return {"late_ticks": late, "disconnected": disconnected, "ramp_s": ramp_s}, window
+
+
+async def _stop_calls(
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]], readers: list[asyncio.Task[None]], stop: bytes
+) -> int:
+    """Send every call its ``stop`` and close it; how many the server had cut before."""
     disconnected = 0
     for reader, writer in conns:
         if writer.is_closing() or reader.at_eof():
             disconnected += 1
         writer.write(stop)
     await asyncio.sleep(0.5)
+    for task in readers:
+        task.cancel()
     for _, writer in conns:
         writer.close()
-    return {"late_ticks": late, "disconnected": disconnected, "ramp_s": ramp_s}, window
+    return disconnected
 
 
 def metrics_text(port: int) -> str:
@@ -354,7 +382,7 @@ async def measure(
     try:
         reader, writer = await open_ws(port, "/events")
         received = [0]
-        drainer = asyncio.get_running_loop().create_task(drain(reader, received))
+        drainer = asyncio.get_running_loop().create_task(drain(reader, writer, received))
         dropped_before = 0.0
         for n in steps:
             client, window = await run_step(port, proc.pid, prepared, n, step_s, arrivals_per_s=arrivals_per_s)
