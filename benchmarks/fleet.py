@@ -32,6 +32,7 @@ from typing import Any
 from benchmarks.bench_serve import (
     TOKEN,
     call_audio,
+    drain,
     open_ws,
     parse_metrics,
     prepare,
@@ -309,6 +310,7 @@ class Streamer:
     seconds: float
     arrivals_per_s: float = 10.0
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    readers: list[asyncio.Task[None]] = field(default_factory=list)  # each call's reader, answering pings
     sids: list[str] = field(default_factory=list)
     cut: set[int] = field(default_factory=set)  # calls whose connection was closed under them
     max_lag_s: float = 0.0  # the longest this client fell behind the real-time pace (then sent a burst)
@@ -329,6 +331,7 @@ class Streamer:
                 start = head[1].replace('"MZbench"', f'"{sid}"')
                 writer.write(ws_frame(head[0].encode()) + ws_frame(start.encode()))
                 self.conns.append((reader, writer))
+                self.readers.append(loop.create_task(drain(reader, writer)))  # pongs to the keepalive pings
                 self.sids.append(sid)
                 opened += 1
             busy = opened < self.n_calls
@@ -353,6 +356,8 @@ class Streamer:
             else:
                 writer.write(stop)
         await asyncio.sleep(1.0)
+        for task in self.readers:
+            task.cancel()
         for _, writer in self.conns:
             writer.close()
 
