@@ -15,7 +15,8 @@ ASGI message uvicorn would make (``{"type": "websocket.receive", "text": ...}`` 
 the application, and resumes when it has taken them all (uvicorn's own rule). Sending
 (``/events`` records) frames text and binary messages here too, byte for byte what the
 ``websockets`` protocol writes, while the connection is open and has no extension; the
-frames sent in one turn of the event loop are written together, in one system call.
+frames sent within ``WRITE_DELAY_S`` (10 ms) of the first unwritten one are written together,
+in one system call (a close or any other message uvicorn sends itself writes them first).
 
 An application may also take text messages as they are read, without the queue and the
 wake-up of its task per message: the scope's ``extensions`` carry
@@ -47,6 +48,7 @@ from websockets.protocol import State
 from websockets.streams import StreamReader
 
 MAX_QUEUED = 64  # messages waiting for the application before reading pauses
+WRITE_DELAY_S = 0.01  # data frames sent within this long of each other go out in one write
 RECEIVER_EXTENSION = "emostream.text_receiver"  # scope["extensions"] key: {"set": FastFrameProtocol.set_receiver}
 TextReceiver = Callable[[str], bool]
 _TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
@@ -66,7 +68,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         self._pending = bytearray()  # the start of a frame that has not fully arrived
         self._max_size = self.config.ws_max_size
         self._receiver: TextReceiver | None = None
-        self._unwritten: list[bytes] = []  # frames sent in this turn of the loop, written at its end
+        self._unwritten: list[bytes] = []  # frames sent in the last WRITE_DELAY_S, written together
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -139,11 +141,11 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         else:
             head = bytes((first, 127)) + n.to_bytes(8, "big")
         if not self._unwritten:
-            self.loop.call_soon(self._write_out)
+            self.loop.call_later(WRITE_DELAY_S, self._write_out)
         self._unwritten += (head, payload)
 
     def _write_out(self) -> None:
-        """Write the frames sent in this turn of the loop in one go (one system call for a burst of records)."""
+        """Write the frames sent since the first unwritten one in one go (one system call for a burst of records)."""
         if self._unwritten:
             data = b"".join(self._unwritten)
             self._unwritten.clear()
