@@ -109,9 +109,8 @@ def _slaney_mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def mel_filterbank() -> npt.NDArray[np.float64]:
     """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=40)``: Slaney scale and area norm, (40, 201)."""
     freqs = np.linspace(0.0, SAMPLE_RATE_HZ / 2, FRAME_SAMPLES // 2 + 1)
-    edges = _slaney_mel_to_hz(
-        np.linspace(_slaney_hz_to_mel(np.array([0.0]))[0], _slaney_hz_to_mel(np.array([8000.0]))[0], MEL_BANDS + 2)
-    )
+    low_mel, high_mel = _slaney_hz_to_mel(np.array([0.0, SAMPLE_RATE_HZ / 2]))
+    edges = _slaney_mel_to_hz(np.linspace(low_mel, high_mel, MEL_BANDS + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
@@ -140,9 +139,12 @@ def _read_checked(path: Path, expected_sha256: str, context: str) -> bytes:
 
 
 def check_voice_files(config: VoiceConfig, *, model_dir: Path | None = None, context: str = "the voice config") -> None:
-    """Refuse (:class:`ModelError`, exit code 5) an encoder file whose sha256 differs from ``config``'s."""
-    folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
-    _read_checked(folder / MODEL_FILE, config.model_sha256, context)
+    """Refuse (:class:`ModelError`, exit code 5) an encoder file whose sha256 differs from ``config``'s.
+
+    The checked file is loaded into the process's shared network (:func:`_shared_net`), so the
+    encoders made after a model's metadata is loaded neither read nor hash it again.
+    """
+    _shared_net(voice_encoder_dir() if model_dir is None else Path(model_dir), config.model_sha256, context)
 
 
 _LAYERS = 3
@@ -233,7 +235,7 @@ _NETS: dict[tuple[str, str], _Lstm] = {}
 _NETS_LOCK = threading.Lock()
 
 
-def _shared_net(folder: Path, sha256: str) -> _Lstm:
+def _shared_net(folder: Path, sha256: str, context: str = "the voice config") -> _Lstm:
     """The network of ``folder``'s encoder file, loaded and checked once per process and shared.
 
     Its weights are read-only and a call keeps its state in local arrays, so every channel and
@@ -243,7 +245,7 @@ def _shared_net(folder: Path, sha256: str) -> _Lstm:
     with _NETS_LOCK:
         net = _NETS.get(key)
         if net is None:
-            net = _NETS[key] = _Lstm(load_weights(_read_checked(folder / MODEL_FILE, sha256, "the voice config")))
+            net = _NETS[key] = _Lstm(load_weights(_read_checked(folder / MODEL_FILE, sha256, context)))
         return net
 
 
