@@ -75,6 +75,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "(+256 inputs; models/voice_encoder/README.md)",
     )
     p.add_argument(
+        "--voice-student",
+        metavar="FILE",
+        help="with --voice-encoder: run this distilled student (FILE.tflite, from python -m "
+        "emostream.train.voice_student) in the encoder's place; a file in models/voice_encoder/ is recorded by name",
+    )
+    p.add_argument(
         "--song",
         default=None,
         metavar="DIR",
@@ -182,6 +188,7 @@ def _spec(args: argparse.Namespace) -> Any:
             embedding_stride_frames=args.embedding_stride,
             embedding_variant=_embedding_variant(args),
             voice=args.voice_encoder,
+            voice_student=_voice_student(args),
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
@@ -193,7 +200,31 @@ def _spec(args: argparse.Namespace) -> Any:
         calibration=calibration,
         corpora=corpora,
         telephone_copy=args.telephone_copy,
+        loco_voice_students=_loco_students(args),
     )
+
+
+def _voice_student(args: argparse.Namespace) -> Path | None:
+    if args.voice_student is None:
+        return None
+    if not args.voice_encoder:
+        raise ConfigError(f"--voice-student {args.voice_student} needs --voice-encoder (the student replaces its LSTM)")
+    return Path(args.voice_student)
+
+
+def _loco_students(args: argparse.Namespace) -> dict[str, Path]:
+    values: list[str] = getattr(args, "loco_voice_student", [])
+    if values and not args.voice_encoder:
+        raise ConfigError("--loco-voice-student needs --voice-encoder (each student replaces its LSTM)")
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, file = value.partition("=")
+        if not sep or not name or not file:
+            raise ConfigError(f"--loco-voice-student {value!r}: expected NAME=FILE, e.g. nemo=students/no_nemo.tflite")
+        if name in out:
+            raise ConfigError(f"--loco-voice-student {name} given twice")
+        out[name] = Path(file)
+    return out
 
 
 def corpus_folders(values: list[str]) -> dict[str, Path]:
@@ -327,6 +358,14 @@ def register(subparsers: Any) -> None:
     p_eval.add_argument("--save-fold-models", help="write each EmoBox fold's int8 model to DIR/fold_K/")
     p_eval.add_argument("--no-g711", action="store_true", help="skip the G.711 round-trip test variant")
     p_eval.add_argument("--max-folds", type=int, default=0, help="only the first N EmoBox folds (0 = all 6)")
+    p_eval.add_argument(
+        "--loco-voice-student",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="loco with --voice-encoder: the student that never heard corpus NAME, for the fold holding it out "
+        "(one per corpus; e.g. ravdess=students/no_ravdess.tflite)",
+    )
     p_eval.set_defaults(func=_evaluate, command="evaluate")
 
     register_fetch(subparsers)  # also registered on its own: it needs no training extras

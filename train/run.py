@@ -18,8 +18,9 @@ from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.embedding import EMBEDDING_VARIANTS, EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
-from emostream.frontend.voice import VoiceConfig
+from emostream.frontend.voice import VoiceConfig, voice_encoder_dir
 from emostream.inference.metadata import EMOTIONS
+from emostream.inference.tflite import sha256_hex
 from emostream.train import loco
 from emostream.train.augment import AugmentConfig, g711_available
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
@@ -60,6 +61,7 @@ def feature_config_for(
     embedding_stride_frames: int = 0,
     embedding_variant: str = "float",
     voice: bool = False,
+    voice_student: Path | None = None,
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -71,7 +73,8 @@ def feature_config_for(
     in 10 ms mel frames; + 288 pooled inputs); 0 = off. :class:`ConfigError` for ``cnn``.
     ``embedding_variant``: the embedding model's file, ``float`` (the vendored model, the default) or ``int8``
     (3.3x less CPU per embedding, but its readings change on inaudible changes: docs/stability.md).
-    ``voice``: fuse the pretrained voice encoder's embedding (+256 inputs, :mod:`emostream.frontend.voice`).
+    ``voice``: fuse the pretrained voice encoder's embedding (+256 inputs, :mod:`emostream.frontend.voice`);
+    ``voice_student``: a distilled student file run in the encoder's LSTM's place (:func:`student_voice_config`).
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
@@ -108,8 +111,24 @@ def feature_config_for(
         pitch=not legacy,
         deltas=not legacy,
         embedding=embedding,
-        voice=VoiceConfig() if voice else None,
+        voice=(student_voice_config(voice_student) if voice_student is not None else VoiceConfig()) if voice else None,
     )
+
+
+def student_voice_config(path: Path) -> VoiceConfig:
+    """A voice config running the student ``path``: recorded by name when it lies in the encoder folder
+    (a shipped student), else by absolute path (evaluation folds); :class:`ConfigError` if unreadable."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"--voice-student {path}: cannot read it ({exc.strerror}); give a student written by "
+            "python -m emostream.train.voice_student"
+        ) from exc
+    resolved = path.resolve()
+    shipped = voice_encoder_dir().resolve()
+    name = resolved.name if resolved.parent == shipped else str(resolved)
+    return VoiceConfig(student_file=name, student_sha256=sha256_hex(content))
 
 
 @dataclass
@@ -129,6 +148,7 @@ class RunSpec:
     calibration: CalibrationSpec | None = None  # speaker-calibrated training (None = off)
     corpora: dict[str, Path] = field(default_factory=dict)  # further corpora (name -> folder), e.g. nemo, ased
     telephone_copy: bool = False  # each training clip's G.711 round trip joins the training data as a copy
+    loco_voice_students: dict[str, Path] = field(default_factory=dict)  # loco: held-out corpus -> voice student
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, stamped into reports and metadata."""
@@ -144,6 +164,11 @@ class RunSpec:
             "g711_available": g711_available(),
             "max_folds": self.max_folds,
             "telephone_copy": self.telephone_copy,
+            **(
+                {"loco_voice_students": {k: str(v) for k, v in self.loco_voice_students.items()}}
+                if self.loco_voice_students
+                else {}
+            ),
         }
 
 
@@ -240,6 +265,11 @@ def evaluate(
         raise ConfigError("emobox_speaker_adaptive is for uncalibrated models; drop --calibration-prior for it")
     results: dict[str, dict[str, Any]] = {}
     with _progress() as progress:
+        if spec.loco_voice_students and "loco" in chosen:
+            results.update(_loco_with_students(spec, out, save_fold_models, progress))
+            chosen = tuple(p for p in chosen if p != "loco")
+        if not chosen:
+            return results
         wset = load_windows(spec, progress)
         progress.console.print(describe_clips(wset.clips))
         uses_g711 = spec.telephone_copy or (
@@ -261,6 +291,45 @@ def evaluate(
                 )
             )
     return results
+
+
+def _loco_with_students(
+    spec: RunSpec, out: Path, save_fold_models: Path | None, progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """``loco`` where each fold's voice encoder is a student that never heard its held-out corpus.
+
+    Each fold extracts (or loads from the cache) every corpus's windows with its own student, so
+    neither the emotion head nor the student of a fold has seen the held-out corpus.
+    """
+    present = [name for name in LOCO_CORPORA if name == "ravdess" or name in spec.corpora]
+    missing = [name for name in present if name not in spec.loco_voice_students]
+    if missing or spec.features.voice is None:
+        raise ConfigError(
+            f"--loco-voice-student is given for {', '.join(spec.loco_voice_students) or 'no corpus'}; loco holds out "
+            f"{', '.join(present)}: give one student per held-out corpus (NAME=FILE), with --voice-encoder"
+        )
+    results: list[SplitResult] = []
+    fold_wset: WindowSet | None = None
+    for name in present:
+        voice = student_voice_config(spec.loco_voice_students[name])
+        fold_spec = dataclasses.replace(spec, features=dataclasses.replace(spec.features, voice=voice))
+        fold_wset = load_windows(fold_spec, progress)
+        g711 = load_windows(fold_spec, progress, "g711") if spec.telephone_copy or spec.g711 else None
+        if spec.telephone_copy and g711 is not None:
+            fold_wset = with_copy(fold_wset, g711)
+        results += _run_splits(
+            spec=fold_spec,
+            proto="loco",
+            wset=fold_wset,
+            g711=g711,
+            save_fold_models=save_fold_models,
+            progress=progress,
+            only=name,
+        )
+        progress.console.print(f"loco {name}: voice student {voice.student_file} (sha256 {voice.student_sha256})")
+    if fold_wset is None:
+        raise ConfigError("loco needs the other corpora: add --corpus nemo=DIR --corpus ased=DIR")
+    return _write_loco(spec, fold_wset, results, out)
 
 
 def _splits(spec: RunSpec, proto: str, wset: WindowSet) -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -286,9 +355,30 @@ def _run_protocol(
     save_fold_models: Path | None,
     progress: Progress,
 ) -> dict[str, dict[str, Any]]:
+    split_results = _run_splits(
+        spec=spec, proto=proto, wset=wset, g711=g711, save_fold_models=save_fold_models, progress=progress
+    )
+    if proto == "loco":
+        return _write_loco(spec, wset, split_results, out)
+    if spec.calibration is not None:
+        return _write_calibrated(spec, proto, wset, split_results, out)
+    return _write_protocol(spec, proto, wset, split_results, out)
+
+
+def _run_splits(
+    *,
+    spec: RunSpec,
+    proto: str,
+    wset: WindowSet,
+    g711: WindowSet | None,
+    save_fold_models: Path | None,
+    progress: Progress,
+    only: str | None = None,
+) -> list[SplitResult]:
+    """Train and score each split of ``proto`` (only the one named ``only`` when given)."""
     adaptive = proto == "emobox_speaker_adaptive"
     features = speaker_normalise(wset) if adaptive else None
-    splits = _splits(spec, proto, wset)
+    splits = [(n, s) for n, s in _splits(spec, proto, wset) if only is None or n == only]
     task = progress.add_task(f"{proto}: splits", total=len(splits))
     epoch_task = progress.add_task("epochs", total=spec.train.epochs)
     split_results: list[SplitResult] = []
@@ -335,11 +425,7 @@ def _run_protocol(
             f"{res.best_epoch}; validation-actor UA {res.figures['validation']['ua']:.3f}; {res.seconds:.0f} s"
         )
         progress.advance(task)
-    if proto == "loco":
-        return _write_loco(spec, wset, split_results, out)
-    if spec.calibration is not None:
-        return _write_calibrated(spec, proto, wset, split_results, out)
-    return _write_protocol(spec, proto, wset, split_results, out)
+    return split_results
 
 
 LOCO_NOTE = (

@@ -21,9 +21,11 @@ give the same values, and a gain change of a quiet block changes nothing but rou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
+from emostream.frontend.voice_student import StudentRunner
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -55,22 +58,41 @@ class VoiceConfig:
 
     ``target_dbfs``: quieter blocks are raised to this RMS level (dBFS) before the mel
     spectrum, as Resemblyzer does with whole utterances; louder ones are left as they are.
-    ``model_sha256``: expected digest of ``voice_encoder.npz``.
+    ``model_sha256``: expected digest of ``voice_encoder.npz`` (the teacher LSTM).
+    ``student_file`` / ``student_sha256``: a distilled student (:mod:`emostream.frontend.voice_student`,
+    an int8 TFLite CNN trained to reproduce the LSTM's embedding, about 20x cheaper) that runs in
+    the LSTM's place; a name under the encoder folder, or an absolute path (evaluation folds).
     """
 
     target_dbfs: float = TARGET_DBFS
     model_sha256: str = MODEL_SHA256
+    student_file: str | None = None
+    student_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not -60.0 <= self.target_dbfs <= 0.0:
             raise ConfigError(f"voice target_dbfs is {self.target_dbfs}; expected -60 to 0 dBFS (Resemblyzer: -30)")
-        value = self.model_sha256
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ConfigError(f"voice model_sha256 is {value!r}; expected 64 lower-case hex digits")
+        _check_hex("model_sha256", self.model_sha256)
+        if (self.student_file is None) != (self.student_sha256 is None):
+            raise ConfigError(
+                f"voice student_file is {self.student_file!r} and student_sha256 {self.student_sha256!r}; "
+                "expected both (a distilled student) or neither (the LSTM encoder)"
+            )
+        if self.student_sha256 is not None:
+            _check_hex("student_sha256", self.student_sha256)
+
+    @property
+    def student_path(self) -> Path | None:
+        """The student's file: ``student_file`` under the encoder folder, or as given when absolute."""
+        return None if self.student_file is None else voice_encoder_dir() / self.student_file
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, as stored in model metadata."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form, as stored in model metadata (the student keys only when a student is set,
+        so the configs of models made before students existed keep their form and cache keys)."""
+        data = dataclasses.asdict(self)
+        if self.student_file is None:
+            del data["student_file"], data["student_sha256"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoiceConfig:
@@ -80,6 +102,11 @@ class VoiceConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"voice config {data} is invalid: {exc}") from exc
+
+
+def _check_hex(name: str, value: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ConfigError(f"voice {name} is {value!r}; expected 64 lower-case hex digits")
 
 
 def voice_feature_names() -> list[str]:
@@ -141,10 +168,28 @@ def _read_checked(path: Path, expected_sha256: str, context: str) -> bytes:
 def check_voice_files(config: VoiceConfig, *, model_dir: Path | None = None, context: str = "the voice config") -> None:
     """Refuse (:class:`ModelError`, exit code 5) an encoder file whose sha256 differs from ``config``'s.
 
-    The checked file is loaded into the process's shared network (:func:`_shared_net`), so the
-    encoders made after a model's metadata is loaded neither read nor hash it again.
+    The file the config runs is checked: the student when one is set, else the LSTM's weights.
+    It is loaded into the process's shared copy (:func:`_shared_net`, :func:`_student_bytes`),
+    so the encoders made after a model's metadata is loaded neither read nor hash it again.
     """
-    _shared_net(voice_encoder_dir() if model_dir is None else Path(model_dir), config.model_sha256, context)
+    folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
+    if config.student_file is not None and config.student_sha256 is not None:
+        _student_bytes(folder / config.student_file, config.student_sha256, context)
+    else:
+        _shared_net(folder, config.model_sha256, context)
+
+
+_STUDENTS: dict[tuple[str, str], bytes] = {}
+
+
+def _student_bytes(path: Path, sha256: str, context: str = "the voice config") -> bytes:
+    """The checked bytes of a student file, read once per process (each encoder makes its own interpreter)."""
+    key = (str(path.resolve()), sha256)
+    with _NETS_LOCK:
+        content = _STUDENTS.get(key)
+        if content is None:
+            content = _STUDENTS[key] = _read_checked(path, sha256, context)
+        return content
 
 
 _LAYERS = 3
@@ -249,17 +294,31 @@ def _shared_net(folder: Path, sha256: str, context: str = "the voice config") ->
         return net
 
 
+def _embed_one(net: _Lstm, mel: FloatArray) -> FloatArray:
+    out: FloatArray = net(mel[None])[0]
+    return out
+
+
 class VoiceEncoder:
     """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks.
 
-    The LSTM runs in NumPy (about 15-20 ms of one core per block with one math thread); the
-    math-thread limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading
-    these small products over threads, which costs several times more.
+    With a student in the config, the student runs (about 1 ms per block). Otherwise the LSTM
+    runs in NumPy (about 15-20 ms of one core per block with one math thread); the math-thread
+    limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading these small
+    products over threads, which costs several times more.
     """
 
     def __init__(self, config: VoiceConfig, *, model_dir: Path | None = None) -> None:
         self.config = config
-        self._net = _shared_net(voice_encoder_dir() if model_dir is None else Path(model_dir), config.model_sha256)
+        folder = voice_encoder_dir() if model_dir is None else Path(model_dir)
+        self._embed: Callable[[FloatArray], FloatArray]
+        self._net: _Lstm | None = None  # the shared LSTM, when no student runs
+        if config.student_file is not None and config.student_sha256 is not None:
+            path = folder / config.student_file
+            self._embed = StudentRunner(_student_bytes(path, config.student_sha256), source=str(path)).process
+        else:
+            self._net = _shared_net(folder, config.model_sha256)
+            self._embed = functools.partial(_embed_one, self._net)
         self._filterbank = np.ascontiguousarray(mel_filterbank().T, dtype=np.float32)  # (201, 40)
         n = np.arange(FRAME_SAMPLES)
         self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
@@ -286,4 +345,4 @@ class VoiceEncoder:
     def process(self, block: npt.ArrayLike) -> FloatArray:
         """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0)."""
         self.embeddings_computed += 1
-        return self._net(self.mel(block)[None])[0]
+        return self._embed(self.mel(block))

@@ -129,6 +129,8 @@ class WindowExtractor:
     (overlapping windows share them). With ``speech_only=True`` (the runtime, which classifies
     speech windows only) a window that is not speech computes nothing and carries an empty
     ``features`` array; training keeps the default and gets every window's input.
+    ``voice_encoder``: the encoder to run in place of one made from ``feature_cfg.voice``
+    (the voice student's distillation records the blocks it is given).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class WindowExtractor:
         first_window_ms: float | None = None,
         compute_features: bool = True,
         speech_only: bool = False,
+        voice_encoder: VoiceEncoder | None = None,
     ) -> None:
         self.timing = WindowTiming.of(feature_cfg, vad_cfg, first_window_ms)
         self.feature_cfg = feature_cfg
@@ -163,7 +166,7 @@ class WindowExtractor:
             self._embedder = SpeechEmbedder(feature_cfg.embedding)
         self._voice: VoiceEncoder | None = None
         if compute_features and feature_cfg.voice is not None:  # summary set at 16 kHz: FeatureConfig checked it
-            self._voice = VoiceEncoder(feature_cfg.voice)
+            self._voice = VoiceEncoder(feature_cfg.voice) if voice_encoder is None else voice_encoder
         self._no_embedding = (
             None
             if feature_cfg.embedding is None

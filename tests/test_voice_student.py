@@ -1,0 +1,113 @@
+"""The voice encoder's distilled student: config, checksum, fusion (stream == batch), distillation data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emostream.audio.files import load_mono
+from emostream.errors import ConfigError, ModelError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.voice import BLOCK_SAMPLES, VOICE_DIM, VoiceConfig, VoiceEncoder, check_voice_files
+from emostream.frontend.voice_student import StudentRunner, student_input
+from emostream.frontend.windowing import WindowExtractor, extract_windows
+from emostream.inference.tflite import sha256_hex
+
+SR = 16000
+FIXTURES = Path(__file__).parent / "fixtures"
+ANGRY = FIXTURES / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained student exported as the distillation exports one (int8 TFLite)."""
+    pytest.importorskip("tensorflow")
+    from emostream.train.export import to_tflite
+    from emostream.train.voice_student import build_student
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 160, 40)) * 2.0 - 4.0).astype(np.float32)
+    path = tmp_path_factory.mktemp("student") / "student.tflite"
+    path.write_bytes(to_tflite(build_student(x.reshape(-1, 40)), x))
+    return path
+
+
+def _config(path: Path) -> VoiceConfig:
+    return VoiceConfig(student_file=str(path), student_sha256=sha256_hex(path.read_bytes()))
+
+
+def test_student_keys_only_when_a_student_is_set() -> None:
+    assert set(VoiceConfig().to_dict()) == {"target_dbfs", "model_sha256"}  # older models' form and cache keys
+    cfg = VoiceConfig(student_file="voice_student.tflite", student_sha256="ab" * 32)
+    assert VoiceConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="expected both"):
+        VoiceConfig(student_file="voice_student.tflite")
+    with pytest.raises(ConfigError, match="64 lower-case hex"):
+        VoiceConfig(student_file="voice_student.tflite", student_sha256="xyz")
+
+
+def test_the_encoder_runs_the_student_on_the_blocks_mel(student_file: Path) -> None:
+    encoder = VoiceEncoder(_config(student_file))
+    block = load_mono(ANGRY, SR)[SR // 2 : SR // 2 + BLOCK_SAMPLES]
+    got = encoder.process(block)
+    runner = StudentRunner(student_file.read_bytes(), source="test")
+    expected = runner.run(encoder.mel(block)[None])[0]
+    np.testing.assert_array_equal(got, expected)
+    assert got.shape == (VOICE_DIM,) and got.dtype == np.float32
+    assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
+    assert encoder._net is None  # the LSTM is not loaded when a student runs
+
+
+def test_student_input_is_the_log_mel() -> None:
+    mel = np.array([[0.0, 1.0, np.e - 1e-6]], dtype=np.float32)
+    np.testing.assert_allclose(student_input(mel), [[np.log(1e-6), 0.0, 1.0]], rtol=1e-6, atol=1e-6)
+
+
+def test_a_different_student_file_is_refused(student_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "student.tflite"
+    content = bytearray(student_file.read_bytes())
+    content[-1] ^= 1
+    bad.write_bytes(bytes(content))
+    cfg = dataclasses.replace(_config(student_file), student_file=str(bad))
+    with pytest.raises(ModelError, match="sha256") as err:
+        check_voice_files(cfg, context="model x.json")
+    assert err.value.exit_code == 5
+    with pytest.raises(ModelError):
+        VoiceEncoder(cfg)
+
+
+def test_student_windows_streamed_equal_whole(student_file: Path) -> None:
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=_config(student_file))
+    audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
+    whole = extract_windows(audio, cfg, VadConfig())
+    extractor = WindowExtractor(cfg, VadConfig())
+    streamed = []
+    for i in range(0, audio.size, 613):
+        streamed += extractor.process(audio[i : i + 613])
+    streamed += extractor.flush()
+    assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
+    for a, b in zip(whole, streamed, strict=True):
+        np.testing.assert_array_equal(a.features[-VOICE_DIM:], b.features[-VOICE_DIM:])  # the student's columns
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)
+        assert a.features[-VOICE_DIM:].any() == a.is_speech
+
+
+def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
+    pytest.importorskip("tensorflow")
+    from emostream.train.voice_student import _record_job
+
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
+    blocks = _record_job((str(ANGRY), cfg.to_dict(), "wideband"))
+    audio = load_mono(ANGRY, SR)
+    windows = extract_windows(audio, FeatureConfig(pitch=True, deltas=True), VadConfig())
+    speech = [w for w in windows if w.is_speech]
+    assert blocks.shape == (len(speech), 160, 40) and blocks.dtype == np.float16
+    encoder = VoiceEncoder(VoiceConfig())
+    padded = np.concatenate([audio, np.zeros(cfg.window_samples, dtype=np.float32)])
+    end = speech[0].index * cfg.window_hop_samples + cfg.window_samples
+    expected = student_input(encoder.mel(padded[end - BLOCK_SAMPLES : end]))
+    np.testing.assert_allclose(blocks[0].astype(np.float32), expected, atol=0.02)

@@ -1,0 +1,282 @@
+"""Distil the voice encoder's LSTM into a small int8 TFLite CNN (the voice student).
+
+``python -m emostream.train.voice_student --data RAVDESS --corpus nemo=DIR --corpus ased=DIR --out FILE.tflite``
+
+The training examples are the windows the emotion models train on: every speech window of
+every clip of the given corpora, as heard (wideband) and through a G.711 mu-law round trip.
+For each, the input is the block the LSTM reads (the window's last 1.615 s as (160, 40) mel
+power, :mod:`emostream.frontend.voice`) and the target is the LSTM's embedding, taken from the
+feature cache of the ``--voice-encoder`` front-end (extracted when missing). No emotion label
+is used. ``--leave-out NAME`` drops a corpus: evaluation folds use a student that never heard
+the held-out corpus (``loco``) or RAVDESS (``emobox``).
+
+The student (:func:`build_student`): per-band normalisation of the log mel, four 1-D
+convolutions over time (batch norm, ReLU; strides 2, 1, 2, 2), the mean, the maximum and the
+last step of the result, a 256-unit linear layer; trained to minimise the squared distance
+between its L2-normalised output and the LSTM's embedding (Adam, cosine-decayed learning rate,
+5 % of the windows held back to report the cosine). Full-integer int8 export, as the emotion
+heads. Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows, epochs, seed,
+cosines and the file's sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emostream.apps.threads import bound_math_threads
+from emostream.audio.files import load_mono
+from emostream.errors import ConfigError, DatasetError
+from emostream.frontend.features import FeatureConfig
+from emostream.frontend.vad import VadConfig
+from emostream.frontend.voice import (
+    BLOCK_FRAMES,
+    MEL_BANDS,
+    MODEL_SHA256,
+    VOICE_DIM,
+    VoiceConfig,
+    VoiceEncoder,
+)
+from emostream.frontend.voice_student import StudentRunner, student_input
+from emostream.frontend.windowing import WindowExtractor
+from emostream.inference.tflite import sha256_hex
+from emostream.train.augment import telephone
+from emostream.train.cli import corpus_folders
+from emostream.train.corpora import Clip, get
+from emostream.train.dataset import Channel, build_windows
+from emostream.train.export import representative_sample, to_tflite
+from emostream.train.models import import_keras
+from emostream.train.ravdess import list_clips
+from emostream.train.run import feature_config_for
+
+F32 = npt.NDArray[np.float32]
+CHANNELS: tuple[Channel, ...] = ("wideband", "g711")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentConfig:
+    """Training settings of a voice student."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    seed: int = 0
+    validation_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ConfigError(
+                f"voice student epochs {self.epochs}, batch size {self.batch_size}, learning rate "
+                f"{self.learning_rate}; expected positive values"
+            )
+        if not 0.0 < self.validation_share < 0.5:
+            raise ConfigError(f"validation share is {self.validation_share}; expected between 0 and 0.5")
+
+
+class _MelRecorder(VoiceEncoder):
+    """A voice encoder that records each block's mel power and returns zeros (no LSTM run)."""
+
+    def __init__(self, config: VoiceConfig) -> None:
+        super().__init__(config)
+        self.blocks: list[npt.NDArray[np.float16]] = []
+
+    def process(self, block: npt.ArrayLike) -> F32:
+        self.blocks.append(student_input(self.mel(block)).astype(np.float16))
+        return np.zeros(VOICE_DIM, dtype=np.float32)
+
+
+def _record_job(job: tuple[str, dict[str, Any], str]) -> npt.NDArray[np.float16]:
+    """Worker: the student inputs (log mel, float16) of one clip's speech windows, in window order."""
+    path, fdict, channel = job
+    cfg = FeatureConfig.from_dict(fdict)
+    recorder = _recorder(cfg)
+    audio = load_mono(path, cfg.sample_rate_hz)
+    if channel == "g711":
+        audio = telephone(audio, cfg.sample_rate_hz, law="mulaw")
+    recorder.blocks.clear()
+    extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
+    extractor.process(audio)
+    extractor.flush()
+    if not recorder.blocks:
+        return np.zeros((0, BLOCK_FRAMES, MEL_BANDS), dtype=np.float16)
+    return np.stack(recorder.blocks)
+
+
+@functools.lru_cache(maxsize=1)
+def _recorder(cfg: FeatureConfig) -> _MelRecorder:
+    if cfg.voice is None:
+        raise ConfigError("the distillation front-end has no voice encoder")
+    return _MelRecorder(cfg.voice)
+
+
+def distillation_set(
+    clips: Sequence[Clip], *, cache_dir: Path | None, workers: int
+) -> tuple[npt.NDArray[np.float16], F32]:
+    """(student inputs (n, 160, 40) float16, LSTM embeddings (n, 256) float32) of ``clips``' speech windows,
+    wideband and through G.711."""
+    cfg = feature_config_for("resnet_mlp", voice=True)
+    inputs, targets = [], []
+    for channel in CHANNELS:
+        wset = build_windows(clips, cfg, VadConfig(), channel=channel, cache_dir=cache_dir, workers=workers)
+        keep = wset.is_speech & (wset.copy == 0)
+        jobs = [(str(c.path), cfg.to_dict(), channel) for c in clips]
+        if workers > 1:
+            bound_math_threads()
+            with mp.get_context("spawn").Pool(workers) as pool:
+                blocks = pool.map(_record_job, jobs, chunksize=8)
+        else:
+            blocks = [_record_job(j) for j in jobs]
+        mel = np.concatenate(blocks)
+        if len(mel) != int(keep.sum()):
+            raise DatasetError(
+                f"{len(mel)} voice blocks recorded but the feature cache has {int(keep.sum())} speech windows "
+                f"({channel}); the cache is stale: delete it (--cache) and run again"
+            )
+        inputs.append(mel)
+        targets.append(wset.features[keep][:, -VOICE_DIM:].astype(np.float32))
+    return np.concatenate(inputs), np.concatenate(targets)
+
+
+def build_student(normalise_with: F32) -> Any:
+    """The student network (Keras): (160, 40) log mel -> (256,) L2-normalised; ``normalise_with``
+    (n, 40) log-mel frames set the per-band normalisation."""
+    keras = import_keras()
+    layers = keras.layers
+    inp = layers.Input((BLOCK_FRAMES, MEL_BANDS))
+    norm = layers.Normalization(axis=-1)
+    norm.adapt(normalise_with)
+    h = norm(inp)
+    for filters, kernel, stride in ((128, 5, 2), (128, 3, 1), (192, 3, 2), (256, 3, 2)):
+        h = layers.Conv1D(filters, kernel, strides=stride, padding="same", use_bias=False)(h)
+        h = layers.BatchNormalization()(h)
+        h = layers.ReLU()(h)
+    last = layers.Cropping1D((h.shape[1] - 1, 0))(h)
+    pooled = layers.Concatenate()(
+        [layers.GlobalAveragePooling1D()(h), layers.GlobalMaxPooling1D()(h), layers.Flatten()(last)]
+    )
+    out = layers.Dense(VOICE_DIM)(pooled)
+    return keras.Model(inp, out)
+
+
+def train_student(
+    x: npt.NDArray[np.float16], t: F32, cfg: StudentConfig, log: Any = print
+) -> tuple[Any, dict[str, float]]:
+    """Fit a student to ``t`` (LSTM embeddings) from ``x`` (student inputs); (Keras model, figures)."""
+    keras = import_keras()
+    import tensorflow as tf  # noqa: PLC0415  (training extra)
+
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(x))
+    n_val = max(1, int(len(x) * cfg.validation_share))
+    val, tr = order[:n_val], order[n_val:]
+    xf = x.astype(np.float32)
+    model = build_student(xf[tr[:: max(1, len(tr) // 4000)]].reshape(-1, MEL_BANDS))
+    body_out = keras.layers.UnitNormalization()(model.output)
+    trainer = keras.Model(model.input, body_out)
+    steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
+    trainer.compile(
+        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)),
+        loss=lambda y, p: tf.reduce_sum(tf.square(y - p), axis=-1),
+    )
+    started = time.monotonic()
+    for epoch in range(cfg.epochs):
+        trainer.fit(xf[tr], t[tr], batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
+        if epoch % 5 == 4 or epoch == cfg.epochs - 1:
+            p = trainer.predict(xf[val], batch_size=512, verbose=0)
+            log(
+                f"epoch {epoch + 1}: validation cosine {float(np.mean(np.sum(p * t[val], axis=1))):.4f} "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+    p = trainer.predict(xf[val], batch_size=512, verbose=0)
+    return model, {
+        "validation_cosine_float": float(np.mean(np.sum(p * t[val], axis=1))),
+        "validation_windows": len(val),
+    }
+
+
+def mean_cosine(content: bytes, x: npt.NDArray[np.float16], t: F32, batch: int = 256) -> float:
+    """Mean cosine between the int8 student's embeddings (as the runtime computes them) and ``t``."""
+    runner = StudentRunner(content, source="exported student")
+    total = 0.0
+    for i in range(0, len(x), batch):
+        mel = np.exp(x[i : i + batch].astype(np.float32))  # back to mel power: the runner takes the log itself
+        total += float(np.sum(runner.run(mel) * t[i : i + batch]))
+    return total / max(1, len(x))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m emostream.train.voice_student", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--data", required=True, type=Path, help="RAVDESS speech folder")
+    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=DIR", help="nemo=DIR, ased=DIR")
+    parser.add_argument(
+        "--leave-out", action="append", default=[], metavar="NAME", help="drop a corpus (ravdess, nemo, ased)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="FILE.tflite (FILE.json is written beside it)")
+    parser.add_argument("--epochs", type=int, default=StudentConfig.epochs)
+    parser.add_argument("--seed", type=int, default=StudentConfig.seed)
+    parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    cfg = StudentConfig(epochs=args.epochs, seed=args.seed)
+    parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
+    for name, folder in corpus_folders(args.corpus).items():
+        parts[name] = list(get(name).list_clips(folder))
+    unknown = [n for n in args.leave_out if n not in parts]
+    if unknown:
+        raise ConfigError(f"--leave-out {', '.join(unknown)}: not among the corpora given ({', '.join(parts)})")
+    used = {n: c for n, c in parts.items() if n not in args.leave_out}
+    cache = Path(args.cache) if args.cache else None
+    xs, ts = [], []
+    for name, clips in used.items():
+        x, t = distillation_set(clips, cache_dir=cache, workers=args.workers)
+        print(f"{name}: {len(x)} speech windows (wideband + G.711)", flush=True)
+        xs.append(x)
+        ts.append(t)
+    x_all, t_all = np.concatenate(xs), np.concatenate(ts)
+    model, figures = train_student(x_all, t_all, cfg, log=lambda m: print(m, flush=True))
+    rep = representative_sample(x_all.astype(np.float32), 500, cfg.seed)
+    content = to_tflite(model, rep)
+    figures["int8_cosine_sample"] = mean_cosine(content, *_sample(x_all, t_all, 2000, cfg.seed))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(content)
+    meta = {
+        "what": "voice student: an int8 TFLite CNN distilled from the voice encoder's LSTM (train/voice_student.py)",
+        "teacher_sha256": MODEL_SHA256,
+        "sha256": sha256_hex(content),
+        "bytes": len(content),
+        "corpora": {n: len(c) for n, c in used.items()},
+        "left_out": args.leave_out,
+        "windows": len(x_all),
+        "config": {
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "learning_rate": cfg.learning_rate,
+            "seed": cfg.seed,
+        },
+        "figures": figures,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(meta, indent=2), flush=True)
+    return 0
+
+
+def _sample(x: npt.NDArray[np.float16], t: F32, n: int, seed: int) -> tuple[npt.NDArray[np.float16], F32]:
+    take = np.sort(np.random.default_rng(seed + 1).choice(len(x), size=min(n, len(x)), replace=False))
+    return x[take], t[take]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
