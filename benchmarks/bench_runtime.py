@@ -24,7 +24,15 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from benchmarks.common import available_models, demo_path, figure, looped_signal, result, rtf_target
+from benchmarks.common import (
+    available_models,
+    byte_compile_sources,
+    demo_path,
+    figure,
+    looped_signal,
+    result,
+    rtf_target,
+)
 
 RSS_TARGET_MB = 100.0
 STARTUP_TARGET_S = 1.5
@@ -125,7 +133,7 @@ def run(args: Any) -> dict[str, Any]:
     audio = Path(getattr(args, "file", None) or demo_path())
     runs = int(getattr(args, "startup_runs", 3))
     figs: list[dict[str, Any]] = []
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {"byte_compiled": byte_compile_sources()}  # as installed: see byte_compile_sources
     for name in models:
         plain = _probe(name, audio, block=False)
         blocked = _probe(name, audio, block=True)

@@ -16,7 +16,7 @@ from emostream.audio.files import load_mono
 from emostream.audio.sources import FileSource, Source, StdinSource
 from emostream.config import Config
 from emostream.engine.plan import make_plan
-from emostream.engine.runner import Engine
+from emostream.engine.runner import Engine, _percentile
 from emostream.engine.session import Session
 from emostream.errors import AudioInputError
 from emostream.inference.model import EmotionModel
@@ -47,6 +47,46 @@ def test_stereo_44k_file_is_resampled_and_split_into_channels(model: EmotionMode
     assert summary.realtime_factor is not None and summary.latency_p50_ms is not None
     state = engine.state
     assert state.status == "stopped" and len(state.channels) == 2 and state.input_rate_hz == 44100
+
+
+def test_latency_percentiles_are_numpys_linear_ones() -> None:
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 10, 101, 10000):
+        values = rng.exponential(2.0, size=n)
+        ordered = np.sort(values)
+        for q in (0.0, 50.0, 99.0, 100.0):
+            assert _percentile(ordered, q) == round(float(np.percentile(values, q)), 3)
+
+
+def hop_records(path: Path) -> list[dict[str, object]]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in r.items() if k not in ("time", "latency_ms", "session_id")}
+        for r in records
+        if r["type"] == "hop"
+    ]
+
+
+def test_a_file_read_in_large_blocks_gives_the_hops_of_small_blocks_and_snapshots_only_when_asked(
+    model: EmotionModel, tmp_path: Path
+) -> None:
+    runs = {}
+    for name, fast, snapshots in (("paced_blocks", False, True), ("fast_blocks", True, False)):
+        source = FileSource(fixture_clip(2, 3), fast=fast, block_ms=10)
+        if not fast:
+            source.fast = True  # as fast as possible, but in the paced source's 10 ms blocks
+        events = tmp_path / f"{name}.jsonl"
+        engine = Engine(source, session(model, source), [JsonlSink(events)], snapshots=snapshots)
+        states = []
+        engine.start()
+        while not engine.wait(0.001):
+            states.append(engine.state)
+        summary = engine.finish()
+        runs[name] = hop_records(events)
+        assert engine.state.status == "stopped" and summary.latency_p99_ms is not None
+        if not snapshots:  # only the first and the last state: nothing shows the others
+            assert {s.status for s in states} <= {"starting", "stopped"}
+    assert runs["paced_blocks"] == runs["fast_blocks"] and len(runs["fast_blocks"]) > 3
 
 
 class FailingSource(Source):

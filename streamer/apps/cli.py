@@ -18,7 +18,6 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +117,8 @@ def build_parser(plugins: bool = False, command: str | None = None) -> argparse.
 
 
 def _load_plugins(sub: Any, command: str | None = None) -> None:
+    from importlib import metadata  # noqa: PLC0415  (zipfile, email, csv: 20 ms a run that has no use for plugins)
+
     entry_points = list(metadata.entry_points(group=PLUGIN_GROUP))
     wanted = [ep for ep in entry_points if ep.name == command]
     for ep in wanted or entry_points:

@@ -114,7 +114,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
         # alert delivery first: a missing alert command is refused (exit 2) before any output is written
         delivery = [AlertDelivery(cfg.alerts_output)] if cfg.alerts and cfg.alerts_output.enabled else []
         observers = _observers(plan, source, jsonl_stdout, session.session_id) + delivery
-        engine = Engine(source, session, observers, max_audio_s=args.duration)
+        engine = Engine(source, session, observers, max_audio_s=args.duration, snapshots=cfg.output.dashboard)
     except BaseException:
         source.stop()
         raise

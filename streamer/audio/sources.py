@@ -190,7 +190,7 @@ class StdinSource(Source):
 # ---------------------------------------------------------------- file
 
 
-FAST_BLOCK_MS = 1000
+FAST_BLOCK_MS = 4000
 
 
 class FileSource(Source):

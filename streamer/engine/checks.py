@@ -86,8 +86,9 @@ class InputChecker:
         n = rows.shape[1]
         if n < 2:
             return
-        energy = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)  # sums in float64
-        lag1 = np.einsum("ij,ij->i", rows[:, 1:], rows[:, :-1], dtype=np.float64)
+        wide = rows.astype(np.float64)  # sums in float64; one cast instead of einsum's buffered casting (2x slower)
+        energy = np.einsum("ij,ij->i", wide, wide)
+        lag1 = np.einsum("ij,ij->i", wide[:, 1:], wide[:, :-1])
         loud = energy / n >= 10.0 ** (NOISE_LEVEL_DBFS / 10.0)
         white = loud & (np.abs(lag1) < NOISE_MAX_CORRELATION * np.maximum(energy, 1e-30))
         self._noise_frames = np.where(white, self._noise_frames + n, 0)

@@ -159,11 +159,12 @@ class TfliteRunner:
     def _refresh_details(self) -> None:
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
+        self._input_shape = tuple(int(s) for s in self._input["shape"][1:])  # checked on every run
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Input tensor shape without the batch axis."""
-        return tuple(int(s) for s in self._input["shape"][1:])
+        return self._input_shape
 
     @property
     def output_shape(self) -> tuple[int, ...]:
