@@ -169,3 +169,24 @@ def test_file_source_errors(tmp_path: Path) -> None:
     sf.write(empty, np.zeros((0, 1), np.float32), 16000)
     with pytest.raises(AudioInputError, match="contains no samples"):
         FileSource(empty)
+
+
+def test_a_session_without_level_meters_gives_the_same_events_and_unmeasured_levels(model: EmotionModel) -> None:
+    x = load_mono(fixture_clip(2, 3), 16000)
+    stereo = np.stack([x, x[::-1].copy()], axis=1)
+    plan = make_plan(Config(), model)
+    metered = Session(plan, input_rate_hz=16000, channels=2, session_id="s")
+    unmetered = Session(plan, input_rate_hz=16000, channels=2, session_id="s", levels=False)
+    chunked = Session(plan, input_rate_hz=16000, channels=2, session_id="s")
+    got: dict[str, list[dict[str, object]]] = {"metered": [], "unmetered": [], "chunked": []}
+    for start in range(0, len(stereo), 64000):  # 4 s blocks, as a file read as fast as possible
+        block = stereo[start : start + 64000]
+        got["metered"] += [e.to_dict() for e in metered.feed(block)]
+        got["unmetered"] += [e.to_dict() for e in unmetered.feed(block)]
+        for small in range(0, len(block), 800):  # the same audio in 50 ms blocks
+            got["chunked"] += [e.to_dict() for e in chunked.feed(block[small : small + 800])]
+    strip = [[{k: v for k, v in r.items() if k not in ("time", "latency_ms")} for r in rs] for rs in got.values()]
+    assert strip[0] == strip[1] == strip[2] and len(strip[0]) > 4
+    assert [v.level_db for v in metered.views()] == [v.level_db for v in chunked.views()]
+    assert all(-60.0 < v.level_db < 0.0 for v in metered.views())
+    assert all(np.isnan(v.level_db) for v in unmetered.views())

@@ -41,7 +41,9 @@ class Session:
     """Analysis of ``channels`` input channels at ``input_rate_hz``; see the module docstring.
 
     ``default_roles`` name the channels without a ``[[channels]]`` entry; ``strict=False``
-    ignores ``[[channels]]`` entries the input does not have (batch mode).
+    ignores ``[[channels]]`` entries the input does not have (batch mode). ``levels=False``:
+    no level meters (:meth:`views` then gives NaN levels: "not measured"), for users that
+    never ask for views, such as the server's call analysis.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Session:
         strict: bool = True,
         source: str = "api",
         session_id: str | None = None,
+        levels: bool = True,
     ) -> None:
         if input_rate_hz <= 0:
             raise ConfigError(f"the input rate is {input_rate_hz} Hz; expected a positive rate such as 16000")
@@ -78,7 +81,10 @@ class Session:
             )
             for p in self.channel_plans
         ]
-        self._meters = [LevelMeter(plan.sample_rate_hz, 2 * DEFAULT_LEVEL_SPAN_S + 1.0) for _ in self.channel_plans]
+        self._meters = [
+            LevelMeter(plan.sample_rate_hz, 2 * DEFAULT_LEVEL_SPAN_S + 1.0) if levels else None
+            for _ in self.channel_plans
+        ]
         self._chunk = max(1, round(plan.sample_rate_hz * MAX_CHUNK_S))
         self._rules = plan.alert_rules()
         self._resampler = StreamResampler(input_rate_hz, plan.sample_rate_hz, channels)
@@ -116,7 +122,8 @@ class Session:
         for stats in self.stats:
             stats.reset()
         for meter in self._meters:
-            meter.reset()
+            if meter is not None:
+                meter.reset()
         self._rules.reset()
         self._resampler.reset()
         self.checker.reset()
@@ -156,10 +163,10 @@ class Session:
             column = audio[:, pipeline.channel]
             if self.channels > 1:  # one contiguous copy: the stages below read it many times
                 column = np.ascontiguousarray(column)
+            if meter is not None:  # whole: its state runs on from chunk to chunk, the same sums either way
+                meter.feed(column)
             for start in range(0, column.shape[0], chunk):
-                part = column[start : start + chunk]
-                meter.feed(part)
-                hops += pipeline.process(part)
+                hops += pipeline.process(column[start : start + chunk])
             if final:
                 hops += pipeline.flush()
         hops.sort(key=lambda hop: (hop.t_end, hop.channel))  # time order across channels, whatever the block size
@@ -181,9 +188,11 @@ class Session:
         """Dashboard snapshots of every channel."""
         return tuple(self._view(stats, meter) for stats, meter in zip(self.stats, self._meters, strict=True))
 
-    def _view(self, stats: ChannelStats, meter: LevelMeter) -> ChannelView:
-        """The channel's snapshot, its level measured over the span its speech dot describes."""
+    def _view(self, stats: ChannelStats, meter: LevelMeter | None) -> ChannelView:
+        """The channel's snapshot, its level measured over the span its speech dot describes (NaN: no meter)."""
         last = stats.last
+        if meter is None:
+            return stats.view(float("nan"), DEFAULT_LEVEL_SPAN_S)
         if last is None:
             return stats.view(meter.level_db(None, DEFAULT_LEVEL_SPAN_S), DEFAULT_LEVEL_SPAN_S)
         span = max(0.01, last.t_end - max(0.0, last.t_start))

@@ -85,6 +85,7 @@ class CallAnalysis:
             strict=False,
             source=spec.source,
             session_id=spec.call_id,
+            levels=False,  # the level meters serve the dashboard's views; a call has none
         )
         pairs = zip(self.session.channel_plans, self.session.stats, strict=True)
         self.runs = [ChannelRun(plan=p, stats=s, hops=[], alerts=[]) for p, s in pairs]
