@@ -4,6 +4,7 @@ the token, [server] settings, close reasons, the summary of a call analysed from
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -216,3 +217,65 @@ def test_summary_of_a_call_fed_as_encoded_chunks_has_the_calls_format(tmp_path: 
     assert summary["channels"][0]["dominant"] is not None and summary["channels"][1]["shares"] == {}
     assert summary["end_reason"] == "stop" and summary["model"] == "fast"
     assert summary["duration_s"] == pytest.approx(len(codes) / 8000, abs=1e-3)
+
+
+class _ReferenceAligner:
+    """The track aligner's rule written plainly (its first version), to compare the faster one with."""
+
+    def __init__(self, tracks: tuple[str, ...], max_skew_s: float) -> None:
+        self.buffers = {t: bytearray() for t in tracks}
+        self.written = dict.fromkeys(tracks, 0)
+        self.tracks, self.max_skew, self.gap_samples = tracks, round(max_skew_s * 8000), 0
+
+    def add(self, track: str, timestamp_ms: int, payload: bytes) -> bool:
+        buf = self.buffers[track]
+        if timestamp_ms >= 0:
+            gap = timestamp_ms * 8000 // 1000 - self.written[track]
+            if gap > 40 * 8:
+                fill = min(gap, 5 * 8000)
+                buf.extend(b"\xff" * fill)
+                self.written[track] += fill
+                self.gap_samples += fill
+        buf.extend(payload)
+        self.written[track] += len(payload)
+        shortest = min(len(b) for b in self.buffers.values())
+        return track == self.tracks[-1] or len(buf) - shortest > self.max_skew
+
+    def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
+        lengths = {t: len(b) for t, b in self.buffers.items()}
+        floor = max(lengths.values()) - (0 if final else self.max_skew)
+        for t, length in lengths.items():
+            if length < floor:
+                self.buffers[t].extend(b"\xff" * (floor - length))
+                self.written[t] += floor - length
+                self.gap_samples += floor - length
+        n = min(len(b) for b in self.buffers.values())
+        if n == 0:
+            return None
+        out = tuple(bytes(self.buffers[t][:n]) for t in self.tracks)
+        for buf in self.buffers.values():
+            del buf[:n]
+        return out
+
+
+def test_track_aligner_hands_out_what_the_plain_rule_does_with_gaps_lags_and_odd_sizes() -> None:
+    rng = random.Random(16)
+    for _ in range(400):
+        tracks = rng.choice([("inbound",), ("outbound",), ("inbound", "outbound")])
+        skew_s = rng.choice([0.1, 0.5, 1.0])
+        fast, plain = TrackAligner(tracks, max_skew_s=skew_s), _ReferenceAligner(tracks, skew_s)
+        clock = dict.fromkeys(tracks, 0)
+        for step in range(rng.randint(1, 150)):
+            track = rng.choice(tracks) if rng.random() < 0.3 else tracks[step % len(tracks)]
+            size = rng.choice([160, 160, 160, 80, 0, 320])
+            if rng.random() < 0.05:
+                clock[track] += rng.randint(0, 3000)  # a gap in the timestamps
+            stamp = clock[track] if rng.random() > 0.05 else -1
+            clock[track] += size // 8
+            payload = rng.randbytes(size)
+            due = fast.add(track, stamp, payload)
+            assert due == plain.add(track, stamp, payload)
+            if due or rng.random() < 0.2:
+                assert fast.take() == plain.take()
+            assert fast.gap_samples == plain.gap_samples
+        assert fast.take(final=True) == plain.take(final=True)

@@ -190,9 +190,15 @@ class TrackAligner:
                 buf.extend(bytes([MULAW_SILENCE]) * fill)
                 self._written[i] += fill
                 self.gap_samples += fill
-        buf.extend(payload)
+        buf += payload
         self._written[i] += len(payload)
-        return i == self._last or len(buf) - min(map(len, self._buffers)) > self._max_skew
+        if i == self._last:
+            return True
+        ahead = len(buf) - self._max_skew  # a take is due when another track lags this one by more than max_skew
+        for other in self._buffers:  # noqa: SIM110  (a loop, not any(): no generator per 20 ms message)
+            if len(other) < ahead:
+                return True
+        return False
 
     def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
         """The μ-law bytes every track has (all of them when ``final``), one string per track, or None."""
@@ -209,6 +215,11 @@ class TrackAligner:
             n = floor
         if n == 0:
             return None
+        if n == longest:  # the tracks are level (Twilio sends them in turn): each buffer whole, one copy
+            out = tuple(bytes(buf) for buf in buffers)
+            for buf in buffers:
+                buf.clear()
+            return out
         out = tuple(bytes(buf[:n]) for buf in buffers)
         for buf in buffers:
             del buf[:n]
