@@ -138,12 +138,15 @@ class Call:
         """Whether the call is ending (no more audio is taken)."""
         return self._closing
 
-    def touch(self) -> None:
-        """A message arrived (the idle watchdog's clock)."""
-        self.last_message = time.monotonic()
+    def touch(self, now: float | None = None) -> None:
+        """A message arrived (the idle watchdog's clock; ``now``: ``time.monotonic()`` if the caller has it)."""
+        self.last_message = time.monotonic() if now is None else now
 
-    def push(self, chunk: Chunk, n: int) -> bool:
-        """Queue ``n`` frames of audio as received (the analysis decodes it) without waiting; False if dropped."""
+    def push(self, chunk: Chunk, n: int, now: float | None = None) -> bool:
+        """Queue ``n`` frames of audio as received (the analysis decodes it) without waiting; False if dropped.
+
+        ``now``: the arrival time (``time.monotonic()``) if the caller has it.
+        """
         if n == 0 or self._closing:
             return True
         rate = self.spec.rate_hz
@@ -160,7 +163,7 @@ class Call:
             return False
         self._chunks.append(chunk)
         self._queued_frames += n
-        self._arrivals.append((self._queued_frames, time.monotonic()))
+        self._arrivals.append((self._queued_frames, time.monotonic() if now is None else now))
         self._pending_frames += n
         self._unanalysed_frames += n
         if self._due():

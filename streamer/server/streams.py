@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -299,12 +300,21 @@ def _media_receiver(call: Call, aligner: TrackAligner) -> Callable[[str], bool]:
     declines (False) any other text and a media message for a track the start did not announce (the task
     then refuses it with its message)."""
 
-    def take(text: str) -> bool:
+    tracks = aligner.tracks
+
+    def take(text: str) -> bool:  # 100 calls a second per call: _place inlined, one clock reading
         media = parse_media_text(text)
-        if media is None or media[0] not in aligner.tracks:
+        if media is None:
             return False
-        call.touch()
-        _place(call, aligner, *media)
+        track, timestamp_ms, payload = media
+        if track not in tracks:
+            return False
+        now = time.monotonic()
+        call.touch(now)
+        if aligner.add(track, timestamp_ms, payload):
+            chunk = aligner.take()
+            if chunk is not None:
+                call.push(chunk, len(chunk[0]), now)
         return True
 
     return take

@@ -102,7 +102,10 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         pos = self._read_frames(buf)
         rest = buf[pos:]
         if self.fast:
-            self._pending = bytearray(rest)
+            if rest:
+                self._pending = bytearray(rest)
+            elif self._pending:
+                self._pending = bytearray()
             return
         self._pending = bytearray()
         if rest:
@@ -183,6 +186,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         queue = self.queue
         end = len(buf)
         pos = 0
+        queued = False
         while (bounds := self._next_frame(buf, pos, end)) is not None:
             head, stop = bounds
             if buf[pos] in _PING_PONG:  # the parser answers a ping and takes a pong (keepalive), then waits again
@@ -207,7 +211,8 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
             pos = stop
             if message is not None:
                 queue.put_nowait(message)  # type: ignore[arg-type]
-        if not self.read_paused and queue.qsize() >= MAX_QUEUED:
+                queued = True
+        if queued and not self.read_paused and queue.qsize() >= MAX_QUEUED:
             self.read_paused = True
             self.transport.pause_reading()
         return pos
