@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import fixture_clip, run_cli
 from emostream.config import Config, config_from_dict
 from emostream.engine.calibration import CalibrationProfile, Calibrator, SpeakerStats, blended
 from emostream.engine.plan import make_plan
+from emostream.engine.reading import input_rms_z
 from emostream.errors import ConfigError
 from emostream.inference.metadata import bundled_models_dir
 from emostream.inference.model import EmotionModel
@@ -148,3 +150,12 @@ def test_a_synthetic_voice_reads_uncertain_and_fires_no_alert(tmp_path: Path) ->
     speech = [r for r in records if r["type"] == "hop" and r["scores"]]
     assert speech and all(r["uncertain"] for r in speech)
     assert not [r for r in records if r["type"] == "alert"]
+
+
+def test_input_rms_z_is_the_root_of_numpys_mean_square_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 115, 400):
+        for scale in (0.1, 1.0, 40.0):
+            z = rng.normal(size=n) * scale
+            assert input_rms_z(z) == math.sqrt(float(np.mean(z * z)))
+    assert input_rms_z(np.zeros(0)) == 0.0

@@ -176,6 +176,21 @@ def test_int8_quantisation_round_trips_within_half_a_step() -> None:
     assert quantize(np.array([1e6, -1e6], dtype=np.float32), detail).tolist() == [127, -128]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zero_point"), [(np.int8, 0.0569638796, -13), (np.uint8, 0.02, 128), (np.int16, 0.001, 0)]
+)
+def test_quantize_is_the_plain_rounding_and_clipping_bit_for_bit(dtype: type, scale: float, zero_point: int) -> None:
+    detail = {"dtype": dtype, "quantization": (scale, zero_point)}
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(11)
+    for size in (0.01, 1.0, 10.0, 1000.0):
+        x = (rng.normal(size=(3, 115)) * size).astype(np.float32)
+        x[0, :4] = np.array([0.5, -0.5, 1.5, 2.5], dtype=np.float32) * np.float32(scale)  # halves: to even
+        plain = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+        np.testing.assert_array_equal(quantize(x, detail), plain)
+        assert quantize(x, detail).dtype == dtype
+
+
 def test_the_runner_resizes_the_batch_and_refuses_a_wrong_shape() -> None:
     model = EmotionModel.load()
     runner = TfliteRunner(model.path.read_bytes())

@@ -12,7 +12,7 @@ import importlib
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,12 +97,26 @@ def native_stderr_silenced() -> Iterator[None]:
 
 def quantize(x: Float32Array, detail: dict[str, Any]) -> npt.NDArray[Any]:
     """``x`` (float32) in the dtype of tensor ``detail``: round(x / scale + zero_point), clipped to the dtype."""
+    return quantizer(detail)(x)
+
+
+def quantizer(detail: dict[str, Any]) -> Callable[[Float32Array], npt.NDArray[Any]]:
+    """:func:`quantize` for tensor ``detail``, its dtype, scale and limits looked up once (a runner calls it
+    per window): round half to even, then clipped, in place on the one float32 temporary."""
     dtype = np.dtype(detail["dtype"])
     if dtype == np.float32:
-        return np.asarray(x, dtype=np.float32)
+        return lambda x: np.asarray(x, dtype=np.float32)
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    low, high = info.min, info.max
+
+    def to_integer(x: Float32Array) -> npt.NDArray[Any]:
+        y = np.asarray(x / scale + zero_point)
+        np.rint(y, out=y)
+        np.minimum(np.maximum(y, low, out=y), high, out=y)
+        return y.astype(dtype)
+
+    return to_integer
 
 
 def dequantize(y: npt.NDArray[Any], detail: dict[str, Any]) -> Float32Array:
@@ -160,6 +174,7 @@ class TfliteRunner:
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
         self._input_shape = tuple(int(s) for s in self._input["shape"][1:])  # checked on every run
+        self._quantize_input = quantizer(self._input)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -192,7 +207,7 @@ class TfliteRunner:
                 "pass (n, *input_shape) float32"
             )
         self._ensure_batch(x.shape[0])
-        self._interp.set_tensor(self._input["index"], quantize(x, self._input))
+        self._interp.set_tensor(self._input["index"], self._quantize_input(x))
         self._interp.invoke()
         return dequantize(self._interp.get_tensor(self._output["index"]), self._output)
 
