@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import io
 import threading
 from collections.abc import Callable
@@ -276,6 +277,8 @@ def run_encoder(content: bytes, mel: npt.ArrayLike) -> FloatArray:
     return _Lstm(load_weights(content))(block)[0]
 
 
+_RFFT_HAS_OUT = "out" in inspect.signature(np.fft.rfft).parameters
+
 _NETS: dict[tuple[str, str], _Lstm] = {}
 _NETS_LOCK = threading.Lock()
 
@@ -323,6 +326,11 @@ class VoiceEncoder:
         n = np.arange(FRAME_SAMPLES)
         self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
         self._target_rms = 10.0 ** (config.target_dbfs / 20.0)
+        bins = FRAME_SAMPLES // 2 + 1
+        self._windowed = np.empty((BLOCK_FRAMES, FRAME_SAMPLES), dtype=np.float32)
+        self._power = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
+        self._imag = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
+        self._spectrum = np.empty((BLOCK_FRAMES, bins), dtype=np.complex64) if _RFFT_HAS_OUT else None
         self.embeddings_computed = 0
 
     def reset(self) -> None:
@@ -334,8 +342,17 @@ class VoiceEncoder:
         if x.size != BLOCK_SAMPLES:
             raise ValueError(f"voice block has {x.size} samples; expected {BLOCK_SAMPLES}")
         frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
-        spectrum = np.fft.rfft(frames * self._window, axis=1)
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        # The same arithmetic as (rfft(frames * window).real ** 2 + ... imag ** 2).astype(float32), in
+        # buffers kept between blocks: fresh 0.25-0.5 MB temporaries cost as much in page faults
+        # (system time) as the arithmetic itself.
+        np.multiply(frames, self._window, out=self._windowed)
+        if self._spectrum is None:  # numpy 1.26 (32-bit ARM): float64 FFT, its own arrays
+            spectrum = np.fft.rfft(self._windowed, axis=1)
+            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        else:  # numpy >= 2: a float32 FFT (complex64), as without the buffers
+            np.fft.rfft(self._windowed, axis=1, out=self._spectrum)  # type: ignore[arg-type]  # stubs: complex128 only
+            power = np.square(self._spectrum.real, out=self._power)
+            power += np.square(self._spectrum.imag, out=self._imag)
         mel: FloatArray = power @ self._filterbank
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
         if 0.0 < rms < self._target_rms:
