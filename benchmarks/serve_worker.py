@@ -21,6 +21,7 @@ import argparse
 import time
 
 from benchmarks.bench_serve import call_audio
+from emostream.apps.threads import bound_math_threads
 from emostream.config import Config, apply_overrides
 from emostream.engine.events import HopResult
 from emostream.engine.plan import SessionPlan, make_plan
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("per-hop", "trickle"), default="per-hop")
     parser.add_argument("--seconds", type=float, default=120.0, help="seconds of call (default 120)")
     args = parser.parse_args(argv)
+    bound_math_threads()  # as `emostream serve` does for its workers (one BLAS thread; the voice encoders' products)
     plan = make_plan(apply_overrides(Config(), {"model": {"name": args.model}}))
     tracks = call_audio(args.seconds)
     feed_call(plan, tracks, args.mode)  # warm-up
