@@ -66,3 +66,17 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def windows_whole_and_streamed(cfg, audio: np.ndarray, chunk: int) -> tuple[list, list, object]:
+    """(windows of the whole signal, windows of the same signal fed to one extractor in ``chunk``-sample
+    pieces, that extractor)."""
+    from emostream.frontend.vad import VadConfig
+    from emostream.frontend.windowing import WindowExtractor, extract_windows
+
+    whole = extract_windows(audio, cfg, VadConfig())
+    extractor = WindowExtractor(cfg, VadConfig())
+    streamed = []
+    for i in range(0, audio.size, chunk):
+        streamed += extractor.process(audio[i : i + chunk])
+    return whole, streamed + extractor.flush(), extractor

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import windows_whole_and_streamed
 
 from emostream.audio.files import load_mono
 from emostream.errors import ConfigError, ModelError
 from emostream.frontend.features import FeatureConfig, frame_feature_names, model_input, summary_feature_names
-from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import (
     BLOCK_SAMPLES,
     MODEL_FILE,
@@ -23,7 +23,6 @@ from emostream.frontend.voice import (
     run_encoder,
     voice_encoder_dir,
 )
-from emostream.frontend.windowing import WindowExtractor, extract_windows
 
 SR = 16000
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -119,12 +118,7 @@ def test_model_input_needs_the_voice_embedding() -> None:
 def test_windows_carry_the_embedding_of_their_last_block_streamed_or_whole() -> None:
     cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
     audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
-    whole = extract_windows(audio, cfg, VadConfig())
-    extractor = WindowExtractor(cfg, VadConfig())
-    streamed = []
-    for i in range(0, audio.size, 777):
-        streamed += extractor.process(audio[i : i + 777])
-    streamed += extractor.flush()
+    whole, streamed, extractor = windows_whole_and_streamed(cfg, audio, 777)
     assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
     for a, b in zip(whole, streamed, strict=True):
         np.testing.assert_array_equal(a.features[-VOICE_DIM:], b.features[-VOICE_DIM:])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import windows_whole_and_streamed
 
 from emostream.audio.files import load_mono
 from emostream.errors import ConfigError, ModelError
@@ -14,7 +15,7 @@ from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import BLOCK_SAMPLES, VOICE_DIM, VoiceConfig, VoiceEncoder, check_voice_files
 from emostream.frontend.voice_student import StudentRunner, student_input
-from emostream.frontend.windowing import WindowExtractor, extract_windows
+from emostream.frontend.windowing import extract_windows
 from emostream.inference.tflite import sha256_hex
 
 SR = 16000
@@ -83,12 +84,7 @@ def test_a_different_student_file_is_refused(student_file: Path, tmp_path: Path)
 def test_student_windows_streamed_equal_whole(student_file: Path) -> None:
     cfg = FeatureConfig(pitch=True, deltas=True, voice=_config(student_file))
     audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
-    whole = extract_windows(audio, cfg, VadConfig())
-    extractor = WindowExtractor(cfg, VadConfig())
-    streamed = []
-    for i in range(0, audio.size, 613):
-        streamed += extractor.process(audio[i : i + 613])
-    streamed += extractor.flush()
+    whole, streamed, _ = windows_whole_and_streamed(cfg, audio, 613)
     assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
     for a, b in zip(whole, streamed, strict=True):
         np.testing.assert_array_equal(a.features[-VOICE_DIM:], b.features[-VOICE_DIM:])  # the student's columns

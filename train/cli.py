@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,14 +217,24 @@ def _loco_students(args: argparse.Namespace) -> dict[str, Path]:
     values: list[str] = getattr(args, "loco_voice_student", [])
     if values and not args.voice_encoder:
         raise ConfigError("--loco-voice-student needs --voice-encoder (each student replaces its LSTM)")
+    return _named_paths(values, "--loco-voice-student", "expected NAME=FILE, e.g. nemo=students/no_nemo.tflite")
+
+
+def _named_paths(
+    values: list[str], flag: str, form: str, check_name: Callable[[str, str], None] | None = None
+) -> dict[str, Path]:
+    """``flag NAME=PATH`` values as {name: path}; :class:`ConfigError` (``form`` says the expected form) for
+    a value without a name or a path, one ``check_name(value, name)`` refuses, or a name given twice."""
     out: dict[str, Path] = {}
     for value in values:
-        name, sep, file = value.partition("=")
-        if not sep or not name or not file:
-            raise ConfigError(f"--loco-voice-student {value!r}: expected NAME=FILE, e.g. nemo=students/no_nemo.tflite")
+        name, sep, path = value.partition("=")
+        if not sep or not path or (not name and check_name is None):
+            raise ConfigError(f"{flag} {value!r}: {form}")
+        if check_name is not None:
+            check_name(value, name)
         if name in out:
-            raise ConfigError(f"--loco-voice-student {name} given twice")
-        out[name] = Path(file)
+            raise ConfigError(f"{flag} {name} given twice")
+        out[name] = Path(path)
     return out
 
 
@@ -232,20 +243,15 @@ def corpus_folders(values: list[str]) -> dict[str, Path]:
     from emostream.train.corpora import CORPORA  # noqa: PLC0415
 
     extra = [n for n in CORPORA if n not in ("ravdess", "ravdess_song")]
-    out: dict[str, Path] = {}
-    for value in values:
-        name, sep, folder = value.partition("=")
-        if not sep or not folder:
-            raise ConfigError(f"--corpus {value!r}: expected NAME=DIR, e.g. nemo=../shared/datasets/nemo-16k")
+
+    def known(value: str, name: str) -> None:
         if name not in extra:
             raise ConfigError(
                 f"--corpus {value!r}: unknown corpus {name!r}; expected one of {', '.join(extra)} "
                 "(RAVDESS speech comes from --data, its song from --song)"
             )
-        if name in out:
-            raise ConfigError(f"--corpus {name} given twice")
-        out[name] = Path(folder)
-    return out
+
+    return _named_paths(values, "--corpus", "expected NAME=DIR, e.g. nemo=../shared/datasets/nemo-16k", known)
 
 
 def _train(args: argparse.Namespace) -> int:

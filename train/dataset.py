@@ -131,15 +131,19 @@ def cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
+def clip_audio(path: str, rate_hz: int, channel: str) -> npt.NDArray[np.float32]:
+    """A clip's mono samples at ``rate_hz``, through the telephone channel (G.711 mu-law) when ``channel="g711"``."""
+    audio = load_mono(path, rate_hz)
+    return telephone(audio, rate_hz, law="mulaw") if channel == "g711" else audio
+
+
 def _extract_job(job: Job) -> list[tuple[Any, Any]]:
     """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
     path, fdict, vdict, adict, channel, babble_paths = job
     fcfg = FeatureConfig.from_dict(fdict)
     vcfg = VadConfig.from_dict(vdict)
     aug = augment_config_from_dict(adict)
-    audio = load_mono(path, fcfg.sample_rate_hz)
-    if channel == "g711":
-        audio = telephone(audio, fcfg.sample_rate_hz, law="mulaw")
+    audio = clip_audio(path, fcfg.sample_rate_hz, channel)
     key = Path(path).name
     signals = [audio]
     for k in range(1, aug.copies + 1):

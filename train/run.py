@@ -270,14 +270,7 @@ def evaluate(
             chosen = tuple(p for p in chosen if p != "loco")
         if not chosen:
             return results
-        wset = load_windows(spec, progress)
-        progress.console.print(describe_clips(wset.clips))
-        uses_g711 = spec.telephone_copy or (
-            spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen)
-        )
-        g711 = load_windows(spec, progress, "g711") if uses_g711 else None
-        if spec.telephone_copy and g711 is not None:
-            wset = with_copy(wset, g711)
+        wset, g711 = _load_sets(spec, progress, chosen)
         for proto in chosen:
             results.update(
                 _run_protocol(
@@ -291,6 +284,18 @@ def evaluate(
                 )
             )
     return results
+
+
+def _load_sets(spec: RunSpec, progress: Progress, chosen: tuple[str, ...]) -> tuple[WindowSet, WindowSet | None]:
+    """The windows of ``spec`` (with their G.711 copy when ``spec.telephone_copy``) and the G.711 set the
+    ``chosen`` protocols test on (None when none does)."""
+    wset = load_windows(spec, progress)
+    progress.console.print(describe_clips(wset.clips))
+    uses_g711 = spec.telephone_copy or (spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen))
+    g711 = load_windows(spec, progress, "g711") if uses_g711 else None
+    if spec.telephone_copy and g711 is not None:
+        wset = with_copy(wset, g711)
+    return wset, g711
 
 
 def _loco_with_students(
@@ -313,10 +318,7 @@ def _loco_with_students(
     for name in present:
         voice = student_voice_config(spec.loco_voice_students[name])
         fold_spec = dataclasses.replace(spec, features=dataclasses.replace(spec.features, voice=voice))
-        fold_wset = load_windows(fold_spec, progress)
-        g711 = load_windows(fold_spec, progress, "g711") if spec.telephone_copy or spec.g711 else None
-        if spec.telephone_copy and g711 is not None:
-            fold_wset = with_copy(fold_wset, g711)
+        fold_wset, g711 = _load_sets(fold_spec, progress, ("loco",))
         results += _run_splits(
             spec=fold_spec,
             proto="loco",

@@ -35,7 +35,6 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.apps.threads import bound_math_threads
-from emostream.audio.files import load_mono
 from emostream.errors import ConfigError, DatasetError
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
@@ -50,10 +49,9 @@ from emostream.frontend.voice import (
 from emostream.frontend.voice_student import StudentRunner, student_input
 from emostream.frontend.windowing import WindowExtractor
 from emostream.inference.tflite import sha256_hex
-from emostream.train.augment import telephone
 from emostream.train.cli import corpus_folders
 from emostream.train.corpora import Clip, get
-from emostream.train.dataset import Channel, build_windows
+from emostream.train.dataset import Channel, build_windows, clip_audio
 from emostream.train.export import representative_sample, to_tflite
 from emostream.train.models import import_keras
 from emostream.train.ravdess import list_clips
@@ -100,9 +98,7 @@ def _record_job(job: tuple[str, dict[str, Any], str]) -> npt.NDArray[np.float16]
     path, fdict, channel = job
     cfg = FeatureConfig.from_dict(fdict)
     recorder = _recorder(cfg)
-    audio = load_mono(path, cfg.sample_rate_hz)
-    if channel == "g711":
-        audio = telephone(audio, cfg.sample_rate_hz, law="mulaw")
+    audio = clip_audio(path, cfg.sample_rate_hz, channel)
     recorder.blocks.clear()
     extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
     extractor.process(audio)
@@ -148,8 +144,8 @@ def distillation_set(
 
 
 def build_student(normalise_with: F32) -> Any:
-    """The student network (Keras): (160, 40) log mel -> (256,) L2-normalised; ``normalise_with``
-    (n, 40) log-mel frames set the per-band normalisation."""
+    """The student network (Keras): (160, 40) log mel -> (256,), not normalised (training and the runtime
+    L2-normalise it); ``normalise_with`` (n, 40) log-mel frames set the per-band normalisation."""
     keras = import_keras()
     layers = keras.layers
     inp = layers.Input((BLOCK_FRAMES, MEL_BANDS))

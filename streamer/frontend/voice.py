@@ -82,11 +82,6 @@ class VoiceConfig:
         if self.student_sha256 is not None:
             _check_hex("student_sha256", self.student_sha256)
 
-    @property
-    def student_path(self) -> Path | None:
-        """The student's file: ``student_file`` under the encoder folder, or as given when absolute."""
-        return None if self.student_file is None else voice_encoder_dir() / self.student_file
-
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in model metadata (the student keys only when a student is set,
         so the configs of models made before students existed keep their form and cache keys)."""
