@@ -107,3 +107,23 @@ def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
     end = speech[0].index * cfg.window_hop_samples + cfg.window_samples
     expected = student_input(encoder.mel(padded[end - BLOCK_SAMPLES : end]))
     np.testing.assert_allclose(blocks[0].astype(np.float32), expected, atol=0.02)
+
+
+def test_float16_student_is_its_network_in_float() -> None:
+    """The default export keeps float arithmetic: the runtime's embedding is the Keras network's, and a
+    0.1 % gain moves it smoothly (an int8 student rounds input and activations and jumps)."""
+    pytest.importorskip("tensorflow")
+    from emostream.train.voice_student import StudentConfig, build_student, export_student
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((64, 160, 40)) * 2.0 - 4.0).astype(np.float32)
+    model = build_student(x.reshape(-1, 40))
+    runner = StudentRunner(export_student(model, x.astype(np.float16), StudentConfig()), source="test")
+    block = load_mono(ANGRY, SR)[SR // 2 : SR // 2 + BLOCK_SAMPLES] * 4.0  # louder than the encoder's level target
+    encoder = VoiceEncoder(VoiceConfig())
+    mel = encoder.mel(block)[None]
+    got = runner.run(mel)[0]
+    keras_out = np.asarray(model(student_input(mel)))[0]
+    np.testing.assert_allclose(got, keras_out / np.linalg.norm(keras_out), atol=2e-3)
+    moved = runner.run(encoder.mel(block * 0.999)[None])[0]
+    assert 0.0 < float(np.max(np.abs(moved - got))) < 1e-3

@@ -1,4 +1,5 @@
-"""TFLite export: full-integer int8 (shipped) and float32 (for the int8-vs-float check), plus metadata.
+"""TFLite export: full-integer int8 (shipped heads), float16 weights (the voice student) and float32
+(for the int8-vs-float check), plus metadata.
 
 TFLiteConverter.from_concrete_functions fails with a READ_VARIABLE error during
 calibration on TF 2.21, so the Keras model is first exported as a SavedModel and
@@ -33,8 +34,11 @@ def representative_sample(x: F32, n: int, seed: int) -> F32:
     return np.asarray(x[np.sort(take)], dtype=np.float32)
 
 
-def to_tflite(model: Any, representative: F32 | None) -> bytes:
-    """Convert a Keras model: int8 in/out with ``representative`` normalised inputs, or float32 when None."""
+def to_tflite(model: Any, representative: F32 | None, *, float16: bool = False) -> bytes:
+    """Convert a Keras model: int8 in/out with ``representative`` normalised inputs, or float32 when None
+    (float16 weights, float32 arithmetic and input/output when ``float16``)."""
+    if float16 and representative is not None:
+        raise ValueError("float16 export takes no representative sample (it is not quantised)")
     import_keras()
     import tensorflow as tf  # noqa: PLC0415
 
@@ -54,6 +58,9 @@ def to_tflite(model: Any, representative: F32 | None) -> bytes:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+        elif float16:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
         return bytes(converter.convert())
 
 

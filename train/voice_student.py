@@ -1,4 +1,4 @@
-"""Distil the voice encoder's LSTM into a small int8 TFLite CNN (the voice student).
+"""Distil the voice encoder's LSTM into a small TFLite CNN (the voice student).
 
 ``python -m emostream.train.voice_student --data RAVDESS --corpus nemo=DIR --corpus ased=DIR --out FILE.tflite``
 
@@ -14,9 +14,13 @@ The student (:func:`build_student`): per-band normalisation of the log mel, four
 convolutions over time (batch norm, ReLU; strides 2, 1, 2, 2), the mean, the maximum and the
 last step of the result, a 256-unit linear layer; trained to minimise the squared distance
 between its L2-normalised output and the LSTM's embedding (Adam, cosine-decayed learning rate,
-5 % of the windows held back to report the cosine). Full-integer int8 export, as the emotion
-heads. Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows, epochs, seed,
-cosines and the file's sha256.
+5 % of the windows held back to report the cosine). ``--precision float16`` (the default)
+exports float16 weights with float arithmetic: the embedding is a smooth function of the input.
+``int8`` (full-integer, as the emotion heads; v6's student) is 2-3x faster per block but rounds
+the input and every activation, so a 0.1 % gain change moved ``fast``'s probabilities by up to
+0.18 (docs/stability.md). Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows,
+epochs, seed, precision, cosines and the file's sha256, and ``FILE.keras`` keeps the trained
+network for another export.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +63,8 @@ from emostream.train.run import feature_config_for
 
 F32 = npt.NDArray[np.float32]
 CHANNELS: tuple[Channel, ...] = ("wideband", "g711")
+Precision = Literal["float16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("float16", "int8")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +76,11 @@ class StudentConfig:
     learning_rate: float = 2e-3
     seed: int = 0
     validation_share: float = 0.05
+    precision: Precision = "float16"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"voice student precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError(
                 f"voice student epochs {self.epochs}, batch size {self.batch_size}, learning rate "
@@ -172,10 +181,7 @@ def train_student(
     import tensorflow as tf  # noqa: PLC0415  (training extra)
 
     keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(x))
-    n_val = max(1, int(len(x) * cfg.validation_share))
-    val, tr = order[:n_val], order[n_val:]
+    val, tr = validation_split(len(x), cfg)
     xf = x.astype(np.float32)
     model = build_student(xf[tr[:: max(1, len(tr) // 4000)]].reshape(-1, MEL_BANDS))
     body_out = keras.layers.UnitNormalization()(model.output)
@@ -201,8 +207,22 @@ def train_student(
     }
 
 
+def validation_split(n: int, cfg: StudentConfig) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(held-back, training) indices of ``n`` windows, drawn with ``cfg.seed``."""
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_val = max(1, int(n * cfg.validation_share))
+    return order[:n_val], order[n_val:]
+
+
+def export_student(model: Any, x: npt.NDArray[np.float16], cfg: StudentConfig) -> bytes:
+    """The TFLite bytes of a trained student at ``cfg.precision`` (int8 calibrates on 500 windows of ``x``)."""
+    if cfg.precision == "int8":
+        return to_tflite(model, representative_sample(x.astype(np.float32), 500, cfg.seed))
+    return to_tflite(model, None, float16=True)
+
+
 def mean_cosine(content: bytes, x: npt.NDArray[np.float16], t: F32, batch: int = 256) -> float:
-    """Mean cosine between the int8 student's embeddings (as the runtime computes them) and ``t``."""
+    """Mean cosine between the exported student's embeddings (as the runtime computes them) and ``t``."""
     runner = StudentRunner(content, source="exported student")
     total = 0.0
     for i in range(0, len(x), batch):
@@ -223,10 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="FILE.tflite (FILE.json is written beside it)")
     parser.add_argument("--epochs", type=int, default=StudentConfig.epochs)
     parser.add_argument("--seed", type=int, default=StudentConfig.seed)
+    parser.add_argument("--precision", choices=PRECISIONS, default=StudentConfig.precision)
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    cfg = StudentConfig(epochs=args.epochs, seed=args.seed)
+    cfg = StudentConfig(epochs=args.epochs, seed=args.seed, precision=args.precision)
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():
         parts[name] = list(get(name).list_clips(folder))
@@ -243,13 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ts.append(t)
     x_all, t_all = np.concatenate(xs), np.concatenate(ts)
     model, figures = train_student(x_all, t_all, cfg, log=lambda m: print(m, flush=True))
-    rep = representative_sample(x_all.astype(np.float32), 500, cfg.seed)
-    content = to_tflite(model, rep)
-    figures["int8_cosine_sample"] = mean_cosine(content, *_sample(x_all, t_all, 2000, cfg.seed))
+    content = export_student(model, x_all, cfg)
+    val, _ = validation_split(len(x_all), cfg)
+    figures["validation_cosine_exported"] = mean_cosine(content, x_all[val], t_all[val])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(content)
+    model.save(args.out.with_suffix(".keras"))
     meta = {
-        "what": "voice student: an int8 TFLite CNN distilled from the voice encoder's LSTM (train/voice_student.py)",
+        "what": "voice student: a TFLite CNN distilled from the voice encoder's LSTM (train/voice_student.py)",
+        "precision": cfg.precision,
         "teacher_sha256": MODEL_SHA256,
         "sha256": sha256_hex(content),
         "bytes": len(content),
@@ -267,11 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(meta, indent=2), flush=True)
     return 0
-
-
-def _sample(x: npt.NDArray[np.float16], t: F32, n: int, seed: int) -> tuple[npt.NDArray[np.float16], F32]:
-    take = np.sort(np.random.default_rng(seed + 1).choice(len(x), size=min(n, len(x)), replace=False))
-    return x[take], t[take]
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class VoiceConfig:
     spectrum, as Resemblyzer does with whole utterances; louder ones are left as they are.
     ``model_sha256``: expected digest of ``voice_encoder.npz`` (the teacher LSTM).
     ``student_file`` / ``student_sha256``: a distilled student (:mod:`emostream.frontend.voice_student`,
-    an int8 TFLite CNN trained to reproduce the LSTM's embedding, about 20x cheaper) that runs in
+    a TFLite CNN trained to reproduce the LSTM's embedding, 50-150x cheaper) that runs in
     the LSTM's place; a name under the encoder folder, or an absolute path (evaluation folds).
     """
 
