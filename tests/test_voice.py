@@ -130,7 +130,7 @@ def test_windows_carry_the_embedding_of_their_last_block_streamed_or_whole() -> 
             assert not tail.any()
             continue
         end = w.index * cfg.window_hop_samples + cfg.window_samples
-        np.testing.assert_array_equal(tail, own.process(padded[end - BLOCK_SAMPLES : end]))
+        np.testing.assert_array_equal(tail, own.process(padded[end - BLOCK_SAMPLES : end], end_sample=end))
     assert extractor.voice_embeddings_computed == sum(w.is_speech for w in whole)
 
 
@@ -155,3 +155,22 @@ def test_mel_in_kept_buffers_is_the_plain_arithmetic(encoder: VoiceEncoder) -> N
         if rms < 10 ** (-30 / 20):
             expected *= np.float32((10 ** (-30 / 20) / rms) ** 2)
         np.testing.assert_array_equal(encoder.mel(block), expected)
+
+
+def test_overlapping_blocks_reuse_their_shared_mel_frames() -> None:
+    """Blocks 0.5 s apart share 110 of 160 frames: only the 50 new ones are computed, and the mel is the
+    whole block's to float32 rounding; a gap, a misaligned end or a reset computes every frame."""
+    audio = np.tile(load_mono(ANGRY, SR), 2)
+    plain, reusing = VoiceEncoder(VoiceConfig()), VoiceEncoder(VoiceConfig())
+    ends = [BLOCK_SAMPLES, BLOCK_SAMPLES + 8000, BLOCK_SAMPLES + 16000, BLOCK_SAMPLES + 56000, BLOCK_SAMPLES + 56080]
+    computed = []
+    for end in ends:
+        before = reusing.mel_frames_computed
+        got = reusing.mel(audio[end - BLOCK_SAMPLES : end], end_sample=end)
+        computed.append(reusing.mel_frames_computed - before)
+        np.testing.assert_allclose(got, plain.mel(audio[end - BLOCK_SAMPLES : end]), rtol=1e-5, atol=1e-12)
+    assert computed == [160, 50, 50, 160, 160]  # 40000 samples on is past the block; 80 is off the frame grid
+    reusing.reset()
+    before = reusing.mel_frames_computed
+    reusing.mel(audio[ends[-1] - BLOCK_SAMPLES : ends[-1]], end_sample=ends[-1])
+    assert reusing.mel_frames_computed - before == 160

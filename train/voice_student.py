@@ -97,8 +97,8 @@ class _MelRecorder(VoiceEncoder):
         super().__init__(config)
         self.blocks: list[npt.NDArray[np.float16]] = []
 
-    def process(self, block: npt.ArrayLike) -> F32:
-        self.blocks.append(student_input(self.mel(block)).astype(np.float16))
+    def process(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> F32:
+        self.blocks.append(student_input(self.mel(block, end_sample=end_sample)).astype(np.float16))
         return np.zeros(VOICE_DIM, dtype=np.float32)
 
 

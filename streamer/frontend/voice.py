@@ -298,9 +298,12 @@ def _embed_one(net: _Lstm, mel: FloatArray) -> FloatArray:
 
 
 class VoiceEncoder:
-    """The encoder of one stream: ``process(block)`` -> (256,) float32. Stateless between blocks.
+    """The encoder of one stream: ``process(block, end_sample=...)`` -> (256,) float32.
 
-    With a student in the config, the student runs (about 1 ms per block). Otherwise the LSTM
+    It keeps the last block's mel frames to reuse those the next block shares (:meth:`mel`);
+    :meth:`reset` forgets them when a new stream starts. One stream at a time per encoder.
+
+    With a student in the config, the student runs (0.1-0.3 ms per block). Otherwise the LSTM
     runs in NumPy (about 15-20 ms of one core per block with one math thread); the math-thread
     limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading these small
     products over threads, which costs several times more.
@@ -326,35 +329,69 @@ class VoiceEncoder:
         self._power = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
         self._imag = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
         self._spectrum = np.empty((BLOCK_FRAMES, bins), dtype=np.complex64) if _RFFT_HAS_OUT else None
+        self._frame_mel = np.empty((BLOCK_FRAMES, MEL_BANDS), dtype=np.float32)  # the last block's, before the level
+        self._frame_mel_end: int | None = None  # stream sample index where that block ended
         self.embeddings_computed = 0
+        self.mel_frames_computed = 0
 
     def reset(self) -> None:
-        """Nothing is carried between blocks; kept for the stage interface."""
+        """Start a new stream: forget the last block's mel frames."""
+        self._frame_mel_end = None
 
-    def mel(self, block: npt.ArrayLike) -> FloatArray:
-        """The (160, 40) float32 mel power of a block of :data:`BLOCK_SAMPLES` float32 samples, level-raised."""
+    def mel(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> FloatArray:
+        """The (160, 40) float32 mel power of a block of :data:`BLOCK_SAMPLES` float32 samples, level-raised.
+
+        ``end_sample``: the block's end as a sample index of the stream this encoder serves. A block
+        that ends a multiple of :data:`HOP_SAMPLES` after the previous one shares frames with it
+        (windows 0.5 s apart share 110 of 160) and only its new frames are computed. A frame's mel
+        may then differ from the whole block's product in the last bit of float32 (BLAS sums a
+        different number of rows at once); the same stream gives the same blocks either way.
+        """
         x = np.asarray(block, dtype=np.float32).reshape(-1)
         if x.size != BLOCK_SAMPLES:
             raise ValueError(f"voice block has {x.size} samples; expected {BLOCK_SAMPLES}")
-        frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
-        # The same arithmetic as (rfft(frames * window).real ** 2 + ... imag ** 2).astype(float32), in
-        # buffers kept between blocks: fresh 0.25-0.5 MB temporaries cost as much in page faults
-        # (system time) as the arithmetic itself.
-        np.multiply(frames, self._window, out=self._windowed)
-        if self._spectrum is None:  # numpy 1.26 (32-bit ARM): float64 FFT, its own arrays
-            spectrum = np.fft.rfft(self._windowed, axis=1)
-            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-        else:  # numpy >= 2: a float32 FFT (complex64), as without the buffers
-            np.fft.rfft(self._windowed, axis=1, out=self._spectrum)  # type: ignore[arg-type]  # stubs: complex128 only
-            power = np.square(self._spectrum.real, out=self._power)
-            power += np.square(self._spectrum.imag, out=self._imag)
-        mel: FloatArray = power @ self._filterbank
+        kept = 0
+        if end_sample is not None and self._frame_mel_end is not None:
+            shift, rest = divmod(end_sample - self._frame_mel_end, HOP_SAMPLES)
+            if rest == 0 and 0 <= shift < BLOCK_FRAMES:
+                kept = BLOCK_FRAMES - shift
+                if shift:
+                    self._frame_mel[:kept] = self._frame_mel[shift:].copy()
+        new = BLOCK_FRAMES - kept
+        if new:
+            self._frame_mel[kept:] = self._mel_frames(x[kept * HOP_SAMPLES :], new)
+            self.mel_frames_computed += new
+        self._frame_mel_end = end_sample
+        mel: FloatArray = self._frame_mel.copy()
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
         if 0.0 < rms < self._target_rms:
             mel *= np.float32((self._target_rms / rms) ** 2)
         return mel
 
-    def process(self, block: npt.ArrayLike) -> FloatArray:
-        """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0)."""
+    def _mel_frames(self, x: FloatArray, n: int) -> FloatArray:
+        """The mel power (n, 40) float32 of the ``n`` frames of ``x`` ((n - 1) * 160 + 400 samples), no level."""
+        frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
+        # The same arithmetic as (rfft(frames * window).real ** 2 + ... imag ** 2).astype(float32), in
+        # buffers kept between blocks: fresh 0.25-0.5 MB temporaries cost as much in page faults
+        # (system time) as the arithmetic itself.
+        windowed = self._windowed[:n]
+        np.multiply(frames, self._window, out=windowed)
+        if self._spectrum is None:  # numpy 1.26 (32-bit ARM): float64 FFT, its own arrays
+            spectrum = np.fft.rfft(windowed, axis=1)
+            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        else:  # numpy >= 2: a float32 FFT (complex64), as without the buffers
+            out = self._spectrum[:n]
+            np.fft.rfft(windowed, axis=1, out=out)  # type: ignore[arg-type]  # stubs: complex128 only
+            power = np.square(out.real, out=self._power[:n])
+            power += np.square(out.imag, out=self._imag[:n])
+        mel: FloatArray = power @ self._filterbank
+        return mel
+
+    def process(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> FloatArray:
+        """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0).
+
+        ``end_sample``: the block's end in the stream, to reuse the frames it shares with the last
+        block (:meth:`mel`); None computes every frame.
+        """
         self.embeddings_computed += 1
-        return self._embed(self.mel(block))
+        return self._embed(self.mel(block, end_sample=end_sample))

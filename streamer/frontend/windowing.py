@@ -167,6 +167,7 @@ class WindowExtractor:
         self._voice: VoiceEncoder | None = None
         if compute_features and feature_cfg.voice is not None:  # summary set at 16 kHz: FeatureConfig checked it
             self._voice = VoiceEncoder(feature_cfg.voice) if voice_encoder is None else voice_encoder
+            self._voice.reset()  # a given encoder may have served another stream
         self._no_embedding = (
             None
             if feature_cfg.embedding is None
@@ -189,6 +190,8 @@ class WindowExtractor:
         self._vad.reset()
         if self._embedder is not None:
             self._embedder.reset()
+        if self._voice is not None:
+            self._voice.reset()
         self._frames.reset()
         self._done.reset()
         self._mel_done.reset()
@@ -352,7 +355,7 @@ class WindowExtractor:
             return np.zeros(VOICE_DIM, dtype=np.float32)
         end = start + self.feature_cfg.window_samples
         block: FloatArray = np.asarray(self._audio.take(end - VOICE_BLOCK_SAMPLES, VOICE_BLOCK_SAMPLES), np.float32)
-        return self._voice.process(block)
+        return self._voice.process(block, end_sample=end)
 
     def _frames_read(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """The window's frames its model input reads: the speech frames, or all where it falls back to all.
