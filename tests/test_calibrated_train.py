@@ -16,7 +16,13 @@ from emostream.engine.calibration import SpeakerStats, blended
 from emostream.errors import ConfigError, DatasetError
 from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calibrated, population
 from emostream.train.dataset import WindowSet, concat_windows
-from emostream.train.evaluate import emobox_split, population_columns, random_split, reading_config
+from emostream.train.evaluate import (
+    emobox_split,
+    population_columns,
+    random_split,
+    reading_config,
+    uncertainty_windows,
+)
 from emostream.train.ravdess import list_clips, list_song_clips, load_folds, parse_filename
 from emostream.train.reading import arousal_ua, choose_uncertainty, uncertain_figures
 from emostream.train.run import feature_config_for
@@ -200,6 +206,33 @@ def test_arousal_ua_and_uncertainty_rule() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow (train extra)")
+def test_uncertainty_is_chosen_on_validation_windows_as_heard_and_through_g711() -> None:
+    wset = synthetic_set(copies=0, seed=1)
+    phone = synthetic_set(copies=0, seed=2)  # the same clips, other windows: their "G.711" round trip
+    pool = SpeakerPool(wset)
+    pop = population(wset.features[wset.is_speech])
+    spec = CalibrationSpec(prior_windows=4.0, reps=1, hop_s=0.5)
+    val = np.array([0, 5, 9])
+    z_va, i_va = make_calibrated(
+        pool, val, spec, np.random.default_rng(0), pop=pop, reps=1, seconds=60.0, mode="random"
+    )
+    args = {"z_va": z_va, "i_va": i_va, "pop": pop, "n_pop": 3, "seed": [1]}
+    z, y, pop_z = uncertainty_windows(wset, None, val, spec, **args)
+    assert z is z_va and len(y) == len(pop_z) == len(z_va)
+    z, y, pop_z = uncertainty_windows(wset, phone, val, spec, **args)
+    phone_speech = int(sum(phone.is_speech[phone.clip_index == c].sum() for c in val))
+    assert len(z) == len(y) == len(pop_z) == len(z_va) + phone_speech
+    np.testing.assert_array_equal(z[: len(z_va)], z_va)
+    np.testing.assert_array_equal(
+        y[len(z_va) :], np.repeat(phone.labels[val], [phone.is_speech[phone.clip_index == c].sum() for c in val])
+    )
+    np.testing.assert_allclose(
+        pop_z[len(z_va) :, 0],
+        ((phone.features[phone.is_speech & np.isin(phone.clip_index, val)][:, 0] - pop[0][0]) / pop[1][0]),
+        rtol=1e-6,
+    )
+
+
 def test_calibrated_model_exports_its_sections_and_runs_calibrated_in_the_runtime(tmp_path: Path) -> None:
     from conftest import run_cli
 

@@ -279,11 +279,13 @@ def run_calibrated_split(
         **training_extras(wset, i_tr),
     )
     int8 = to_tflite(fitted.model, representative_sample(z_tr, 500, cfg.seed))
-    # uncertainty thresholds on the validation actors' speech windows (int8, calibrated as in the headline)
+    # uncertainty thresholds on the validation speakers' speech windows (int8, calibrated as in the headline),
+    # as heard and through G.711 (the model reads phone calls too)
     n_pop = population_columns(feature_cfg, wset.features.shape[1])
-    chosen = choose_uncertainty(
-        run_tflite(int8, z_va), y_win[i_va], z_va, _population_z(wset.features[i_va], pop, n_pop)
+    z_un, y_un, pop_z = uncertainty_windows(
+        wset, g711, val_idx, calib, z_va=z_va, i_va=i_va, pop=pop, n_pop=n_pop, seed=[cfg.seed, 712, fold_key]
     )
+    chosen = choose_uncertainty(run_tflite(int8, z_un), y_un, z_un, pop_z)
     chosen["population_columns"] = n_pop
     scored = _score_calibrated(
         pool, test_idx, calib, pop=pop, seed=[cfg.seed, 555, fold_key], int8=int8, fitted=fitted, chosen=chosen
@@ -361,6 +363,37 @@ def _population_z(
 ) -> npt.NDArray[np.float32]:
     """Raw inputs' first ``n`` columns z-scored with the population statistics, (len(x), n)."""
     return ((x[:, :n] - pop[0][:n]) / pop[1][:n]).astype(np.float32)
+
+
+def uncertainty_windows(
+    wset: WindowSet,
+    g711: WindowSet | None,
+    val_idx: npt.NDArray[np.intp],
+    calib: CalibrationSpec,
+    *,
+    z_va: npt.NDArray[np.float32],
+    i_va: npt.NDArray[np.intp],
+    pop: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    n_pop: int,
+    seed: list[int],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The windows :func:`choose_uncertainty` picks the thresholds on: (normalised inputs, classes, population z).
+
+    The validation clips' calibrated speech windows ``z_va`` (window indices ``i_va`` into ``wset``),
+    then, with a ``g711`` set, the same clips' G.711 windows, calibrated from the speaker's other
+    G.711 speech as the headline's G.711 variant is.
+    """
+    z, y, pop_z = z_va, wset.window_labels[i_va], _population_z(wset.features[i_va], pop, n_pop)
+    if g711 is None:
+        return z, y, pop_z
+    pool = SpeakerPool(g711)
+    rng = np.random.default_rng(seed)
+    z_ph, i_ph = make_calibrated(pool, val_idx, calib, rng, pop=pop, reps=1, seconds=calib.eval_seconds, mode="random")
+    return (
+        np.concatenate([z, z_ph]),
+        np.concatenate([y, g711.window_labels[i_ph]]),
+        np.concatenate([pop_z, _population_z(g711.features[i_ph], pop, n_pop)]),
+    )
 
 
 def reading_config(chosen: dict[str, Any]) -> ReadingConfig:

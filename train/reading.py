@@ -39,7 +39,8 @@ AROUSAL_NOTE = (
     "mean of the two recalls; disgust clips excluded (no binary truth)"
 )
 UNCERTAIN_RULE = (
-    f"min_top_probability: on the validation actors' speech windows, the threshold in 0.2..0.8 (step 0.025) with the "
+    "min_top_probability: on the validation speakers' speech windows (as heard and through G.711 when the run has "
+    "the G.711 set), the threshold in 0.2..0.8 (step 0.025) with the "
     f"highest accuracy when not uncertain among those leaving at most {MAX_UNCERTAIN_SHARE:.0%} of the windows "
     f"uncertain (lowest such threshold on ties); max_input_rms_z: the {RMS_Z_QUANTILE:.0%} quantile of the "
     "validation windows' input RMS z-score; max_population_rms_z: the same quantile of the RMS z-score of their "
