@@ -110,7 +110,7 @@ def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
 
 
 def test_float16_student_is_its_network_in_float() -> None:
-    """The default export keeps float arithmetic: the runtime's embedding is the Keras network's, and a
+    """The float16 export keeps float arithmetic: the runtime's embedding is the Keras network's, and a
     0.1 % gain moves it smoothly (an int8 student rounds input and activations and jumps)."""
     pytest.importorskip("tensorflow")
     from emostream.train.voice_student import StudentConfig, build_student, export_student
@@ -118,7 +118,9 @@ def test_float16_student_is_its_network_in_float() -> None:
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((64, 160, 40)) * 2.0 - 4.0).astype(np.float32)
     model = build_student(x.reshape(-1, 40))
-    runner = StudentRunner(export_student(model, x.astype(np.float16), StudentConfig()), source="test")
+    runner = StudentRunner(
+        export_student(model, x.astype(np.float16), StudentConfig(precision="float16")), source="test"
+    )
     block = load_mono(ANGRY, SR)[SR // 2 : SR // 2 + BLOCK_SAMPLES] * 4.0  # louder than the encoder's level target
     encoder = VoiceEncoder(VoiceConfig())
     mel = encoder.mel(block)[None]

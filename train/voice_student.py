@@ -14,13 +14,15 @@ The student (:func:`build_student`): per-band normalisation of the log mel, four
 convolutions over time (batch norm, ReLU; strides 2, 1, 2, 2), the mean, the maximum and the
 last step of the result, a 256-unit linear layer; trained to minimise the squared distance
 between its L2-normalised output and the LSTM's embedding (Adam, cosine-decayed learning rate,
-5 % of the windows held back to report the cosine). ``--precision float16`` (the default)
-exports float16 weights with float arithmetic: the embedding is a smooth function of the input.
-``int8`` (full-integer, as the emotion heads; v6's student) is 2-3x faster per block but rounds
-the input and every activation, so a 0.1 % gain change moved ``fast``'s probabilities by up to
-0.18 (docs/stability.md). Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows,
-epochs, seed, precision, cosines and the file's sha256, and ``FILE.keras`` keeps the trained
-network for another export.
+5 % of the windows held back to report the cosine). ``--precision int8`` (the default, the
+shipped student) is full-integer, as the emotion heads: 0.1 ms per block, but it rounds its
+input and every activation, so a 0.1 % gain moves ``fast``'s probabilities by up to 0.18.
+``float16`` keeps float arithmetic (0.28 ms per block, 1 MB): smooth under a gain (0.03), but
+more sensitive to a DC offset near silence, where the int8 input's coarse steps hid the log
+mel's floor; tried for v7 and not adopted (docs/results.md, docs/stability.md).
+
+Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows, epochs, seed, precision,
+cosines and the file's sha256, and ``FILE.keras`` keeps the trained network for another export.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class StudentConfig:
     learning_rate: float = 2e-3
     seed: int = 0
     validation_share: float = 0.05
-    precision: Precision = "float16"
+    precision: Precision = "int8"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
