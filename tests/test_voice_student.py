@@ -97,7 +97,7 @@ def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
     from emostream.train.voice_student import _record_job
 
     cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
-    blocks = _record_job((str(ANGRY), cfg.to_dict(), "wideband"))
+    blocks = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel"))
     audio = load_mono(ANGRY, SR)
     windows = extract_windows(audio, FeatureConfig(pitch=True, deltas=True), VadConfig())
     speech = [w for w in windows if w.is_speech]
@@ -129,3 +129,33 @@ def test_float16_student_is_its_network_in_float() -> None:
     np.testing.assert_allclose(got, keras_out / np.linalg.norm(keras_out), atol=2e-3)
     moved = runner.run(encoder.mel(block * 0.999)[None])[0]
     assert 0.0 < float(np.max(np.abs(moved - got))) < 1e-3
+
+
+def test_levelled_input_ignores_a_gain_and_floors_50_db_below_the_block() -> None:
+    rng = np.random.default_rng(3)
+    mel = (rng.random((2, 160, 40)) ** 8).astype(np.float32)  # a wide dynamic range
+    mel[0, :10] = 0.0  # digital silence in the first block
+    levelled = student_input(mel, "levelled_log_mel")
+    np.testing.assert_allclose(student_input(mel * np.float32(0.998), "levelled_log_mel"), levelled, atol=1e-5)
+    assert not np.allclose(student_input(mel * np.float32(0.998)), student_input(mel), atol=1e-4)  # log_mel moves
+    level = mel.mean(axis=(1, 2), dtype=np.float64)
+    np.testing.assert_allclose(levelled[1, 5, 7], np.log(mel[1, 5, 7] / level[1] + 1e-5), rtol=1e-5)
+    np.testing.assert_allclose(levelled[0, :10], np.log(1e-5), rtol=1e-6)  # silence reads the floor
+    with pytest.raises(ValueError, match="expected one of"):
+        student_input(mel, "raw")
+
+
+def test_student_input_is_part_of_the_config_and_read_from_the_students_json(tmp_path: Path) -> None:
+    cfg = VoiceConfig(student_file="s.tflite", student_sha256="ab" * 32, student_input="levelled_log_mel")
+    assert VoiceConfig.from_dict(cfg.to_dict()) == cfg
+    plain = VoiceConfig(student_file="s.tflite", student_sha256="ab" * 32)
+    assert "student_input" not in plain.to_dict()  # v6's models and cache keys keep their form
+    with pytest.raises(ConfigError, match="student_input"):
+        VoiceConfig(student_file="s.tflite", student_sha256="ab" * 32, student_input="raw")
+    from emostream.train.run import student_voice_config
+
+    student = tmp_path / "student.tflite"
+    student.write_bytes(b"not read as a model here")
+    assert student_voice_config(student).student_input == "log_mel"  # no JSON beside: v6's student
+    student.with_suffix(".json").write_text('{"input": "levelled_log_mel"}', encoding="utf-8")
+    assert student_voice_config(student).student_input == "levelled_log_mel"

@@ -128,7 +128,20 @@ def student_voice_config(path: Path) -> VoiceConfig:
     resolved = path.resolve()
     shipped = voice_encoder_dir().resolve()
     name = resolved.name if resolved.parent == shipped else str(resolved)
-    return VoiceConfig(student_file=name, student_sha256=sha256_hex(content))
+    return VoiceConfig(student_file=name, student_sha256=sha256_hex(content), student_input=_student_input(path))
+
+
+def _student_input(path: Path) -> str:
+    """What the student ``path`` reads, from the FILE.json the distillation wrote beside it (v6's
+    student predates the key: ``log_mel``); :class:`ConfigError` if that JSON is unreadable."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.exists():
+        return "log_mel"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--voice-student: cannot read {meta_path} ({exc}); re-run the distillation") from exc
+    return str(meta.get("input", "log_mel"))
 
 
 @dataclass

@@ -52,7 +52,7 @@ from emostream.frontend.voice import (
     VoiceConfig,
     VoiceEncoder,
 )
-from emostream.frontend.voice_student import StudentRunner, student_input
+from emostream.frontend.voice_student import STUDENT_INPUTS, StudentRunner, student_input
 from emostream.frontend.windowing import WindowExtractor
 from emostream.inference.tflite import sha256_hex
 from emostream.train.cli import corpus_folders
@@ -93,22 +93,24 @@ class StudentConfig:
 
 
 class _MelRecorder(VoiceEncoder):
-    """A voice encoder that records each block's mel power and returns zeros (no LSTM run)."""
+    """A voice encoder that records each block's student input and returns zeros (no LSTM run)."""
 
-    def __init__(self, config: VoiceConfig) -> None:
+    def __init__(self, config: VoiceConfig, input_kind: str) -> None:
         super().__init__(config)
+        self.input_kind = input_kind
         self.blocks: list[npt.NDArray[np.float16]] = []
 
     def process(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> F32:
-        self.blocks.append(student_input(self.mel(block, end_sample=end_sample)).astype(np.float16))
+        mel = self.mel(block, end_sample=end_sample)
+        self.blocks.append(student_input(mel, self.input_kind).astype(np.float16))
         return np.zeros(VOICE_DIM, dtype=np.float32)
 
 
-def _record_job(job: tuple[str, dict[str, Any], str]) -> npt.NDArray[np.float16]:
-    """Worker: the student inputs (log mel, float16) of one clip's speech windows, in window order."""
-    path, fdict, channel = job
+def _record_job(job: tuple[str, dict[str, Any], str, str]) -> npt.NDArray[np.float16]:
+    """Worker: the student inputs (float16, of kind ``job[3]``) of one clip's speech windows, in window order."""
+    path, fdict, channel, input_kind = job
     cfg = FeatureConfig.from_dict(fdict)
-    recorder = _recorder(cfg)
+    recorder = _recorder(cfg, input_kind)
     audio = clip_audio(path, cfg.sample_rate_hz, channel)
     recorder.blocks.clear()
     extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
@@ -120,23 +122,23 @@ def _record_job(job: tuple[str, dict[str, Any], str]) -> npt.NDArray[np.float16]
 
 
 @functools.lru_cache(maxsize=1)
-def _recorder(cfg: FeatureConfig) -> _MelRecorder:
+def _recorder(cfg: FeatureConfig, input_kind: str) -> _MelRecorder:
     if cfg.voice is None:
         raise ConfigError("the distillation front-end has no voice encoder")
-    return _MelRecorder(cfg.voice)
+    return _MelRecorder(cfg.voice, input_kind)
 
 
 def distillation_set(
-    clips: Sequence[Clip], *, cache_dir: Path | None, workers: int
+    clips: Sequence[Clip], *, cache_dir: Path | None, workers: int, input_kind: str = "log_mel"
 ) -> tuple[npt.NDArray[np.float16], F32]:
     """(student inputs (n, 160, 40) float16, LSTM embeddings (n, 256) float32) of ``clips``' speech windows,
-    wideband and through G.711."""
+    wideband and through G.711; ``input_kind``: :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
     cfg = feature_config_for("resnet_mlp", voice=True)
     inputs, targets = [], []
     for channel in CHANNELS:
         wset = build_windows(clips, cfg, VadConfig(), channel=channel, cache_dir=cache_dir, workers=workers)
         keep = wset.is_speech & (wset.copy == 0)
-        jobs = [(str(c.path), cfg.to_dict(), channel) for c in clips]
+        jobs = [(str(c.path), cfg.to_dict(), channel, input_kind) for c in clips]
         if workers > 1:
             bound_math_threads()
             with mp.get_context("spawn").Pool(workers) as pool:
@@ -245,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=StudentConfig.epochs)
     parser.add_argument("--seed", type=int, default=StudentConfig.seed)
     parser.add_argument("--precision", choices=PRECISIONS, default=StudentConfig.precision)
+    parser.add_argument(
+        "--input", choices=STUDENT_INPUTS, default="log_mel", help="what the student reads (default: v6's log_mel)"
+    )
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -259,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     xs, ts = [], []
     for name, clips in used.items():
-        x, t = distillation_set(clips, cache_dir=cache, workers=args.workers)
+        x, t = distillation_set(clips, cache_dir=cache, workers=args.workers, input_kind=args.input)
         print(f"{name}: {len(x)} speech windows (wideband + G.711)", flush=True)
         xs.append(x)
         ts.append(t)
@@ -274,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "what": "voice student: a TFLite CNN distilled from the voice encoder's LSTM (train/voice_student.py)",
         "precision": cfg.precision,
+        "input": args.input,
         "teacher_sha256": MODEL_SHA256,
         "sha256": sha256_hex(content),
         "bytes": len(content),

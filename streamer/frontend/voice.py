@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
-from emostream.frontend.voice_student import StudentRunner
+from emostream.frontend.voice_student import STUDENT_INPUTS, StudentRunner
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -63,14 +63,21 @@ class VoiceConfig:
     ``student_file`` / ``student_sha256``: a distilled student (:mod:`emostream.frontend.voice_student`,
     a TFLite CNN trained to reproduce the LSTM's embedding, 50-150x cheaper) that runs in
     the LSTM's place; a name under the encoder folder, or an absolute path (evaluation folds).
+    ``student_input``: what the student reads (:data:`~emostream.frontend.voice_student.STUDENT_INPUTS`),
+    as it was distilled; stored only when it is not v6's ``log_mel``.
     """
 
     target_dbfs: float = TARGET_DBFS
     model_sha256: str = MODEL_SHA256
     student_file: str | None = None
     student_sha256: str | None = None
+    student_input: str = "log_mel"
 
     def __post_init__(self) -> None:
+        if self.student_input not in STUDENT_INPUTS:
+            raise ConfigError(
+                f"voice student_input is {self.student_input!r}; expected one of {', '.join(STUDENT_INPUTS)}"
+            )
         if not -60.0 <= self.target_dbfs <= 0.0:
             raise ConfigError(f"voice target_dbfs is {self.target_dbfs}; expected -60 to 0 dBFS (Resemblyzer: -30)")
         _check_hex("model_sha256", self.model_sha256)
@@ -88,6 +95,8 @@ class VoiceConfig:
         data = dataclasses.asdict(self)
         if self.student_file is None:
             del data["student_file"], data["student_sha256"]
+        if self.student_input == "log_mel":
+            del data["student_input"]
         return data
 
     @classmethod
@@ -316,7 +325,10 @@ class VoiceEncoder:
         self._net: _Lstm | None = None  # the shared LSTM, when no student runs
         if config.student_file is not None and config.student_sha256 is not None:
             path = folder / config.student_file
-            self._embed = StudentRunner(_student_bytes(path, config.student_sha256), source=str(path)).process
+            runner = StudentRunner(
+                _student_bytes(path, config.student_sha256), source=str(path), input_kind=config.student_input
+            )
+            self._embed = runner.process
         else:
             self._net = _shared_net(folder, config.model_sha256)
             self._embed = functools.partial(_embed_one, self._net)

@@ -19,12 +19,25 @@ FloatArray = npt.NDArray[np.float32]
 
 LOG_FLOOR = 1e-6
 """Added to the mel power before the natural log (digital silence reads log(1e-6) = -13.8)."""
+LEVEL_FLOOR = 1e-5
+"""``levelled_log_mel``: added to the mel power over the block's mean (a floor 50 dB below it)."""
+STUDENT_INPUTS: tuple[str, ...] = ("log_mel", "levelled_log_mel")
+"""What a student reads: ``log_mel`` = log(mel + 1e-6) (v6's student); ``levelled_log_mel`` =
+log(mel / mean(mel) + 1e-5) per block: unchanged by a gain, and frames more than 50 dB below the
+block's mean all read the floor."""
 
 
-def student_input(mel: npt.ArrayLike) -> FloatArray:
-    """The student's input from mel power blocks: ``log(mel + 1e-6)``, float32, same shape."""
-    out: FloatArray = np.log(np.asarray(mel, dtype=np.float32) + np.float32(LOG_FLOOR))
-    return out
+def student_input(mel: npt.ArrayLike, kind: str = "log_mel") -> FloatArray:
+    """The student's input from mel power blocks (..., 160, 40): float32, same shape (:data:`STUDENT_INPUTS`)."""
+    x = np.asarray(mel, dtype=np.float32)
+    if kind == "log_mel":
+        out: FloatArray = np.log(x + np.float32(LOG_FLOOR))
+        return out
+    if kind != "levelled_log_mel":
+        raise ValueError(f"student input {kind!r}; expected one of {', '.join(STUDENT_INPUTS)}")
+    level = x.mean(axis=(-2, -1), keepdims=True, dtype=np.float64).astype(np.float32)
+    levelled: FloatArray = np.log(x / np.where(level > 0, level, np.float32(1.0)) + np.float32(LEVEL_FLOOR))
+    return levelled
 
 
 def unit_rows(x: FloatArray) -> FloatArray:
@@ -41,15 +54,17 @@ class StudentRunner:
     makes its own from the shared, checked file bytes.
     """
 
-    def __init__(self, content: bytes, *, source: str) -> None:
+    def __init__(self, content: bytes, *, source: str, input_kind: str = "log_mel") -> None:
         self._runner = TfliteRunner(content, source=f"voice student {source}")
+        self.input_kind = input_kind
 
     def run(self, mel: npt.ArrayLike) -> FloatArray:
         """Embeddings of a batch of mel power blocks (n, 160, 40) -> (n, 256) float32, L2 norm 1."""
-        return self.run_log_mel(student_input(mel))
+        return self.run_log_mel(student_input(mel, self.input_kind))
 
     def run_log_mel(self, log_mel: npt.ArrayLike) -> FloatArray:
-        """Embeddings of a batch of student inputs (:func:`student_input`, (n, 160, 40)) -> (n, 256) float32."""
+        """Embeddings of a batch of student inputs (:func:`student_input` of the runner's kind, (n, 160, 40))
+        -> (n, 256) float32."""
         return unit_rows(self._runner.run(np.asarray(log_mel, dtype=np.float32)))
 
     def process(self, mel: FloatArray) -> FloatArray:
