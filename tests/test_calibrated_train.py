@@ -219,7 +219,7 @@ def test_uncertainty_is_chosen_on_validation_windows_as_heard_and_through_g711()
     args = {"z_va": z_va, "i_va": i_va, "pop": pop, "n_pop": 3, "seed": [1]}
     z, y, pop_z = uncertainty_windows(wset, None, val, spec, **args)
     assert z is z_va and len(y) == len(pop_z) == len(z_va)
-    z, y, pop_z = uncertainty_windows(wset, phone, val, spec, **args)
+    z, y, pop_z = uncertainty_windows(wset, SpeakerPool(phone), val, spec, **args)
     phone_speech = int(sum(phone.is_speech[phone.clip_index == c].sum() for c in val))
     assert len(z) == len(y) == len(pop_z) == len(z_va) + phone_speech
     np.testing.assert_array_equal(z[: len(z_va)], z_va)

@@ -282,16 +282,16 @@ def run_calibrated_split(
     # uncertainty thresholds on the validation speakers' speech windows (int8, calibrated as in the headline),
     # as heard and through G.711 (the model reads phone calls too)
     n_pop = population_columns(feature_cfg, wset.features.shape[1])
+    gpool = SpeakerPool(g711) if g711 is not None else None
     z_un, y_un, pop_z = uncertainty_windows(
-        wset, g711, val_idx, calib, z_va=z_va, i_va=i_va, pop=pop, n_pop=n_pop, seed=[cfg.seed, 712, fold_key]
+        wset, gpool, val_idx, calib, z_va=z_va, i_va=i_va, pop=pop, n_pop=n_pop, seed=[cfg.seed, 712, fold_key]
     )
     chosen = choose_uncertainty(run_tflite(int8, z_un), y_un, z_un, pop_z)
     chosen["population_columns"] = n_pop
     scored = _score_calibrated(
         pool, test_idx, calib, pop=pop, seed=[cfg.seed, 555, fold_key], int8=int8, fitted=fitted, chosen=chosen
     )
-    if g711 is not None:
-        gpool = SpeakerPool(g711)
+    if g711 is not None and gpool is not None:
         for name, seconds in (("g711", calib.eval_seconds), ("g711_0s", 0.0)):
             g_rng = np.random.default_rng([cfg.seed, 711, fold_key])
             z_g, i_g = make_calibrated(
@@ -367,7 +367,7 @@ def _population_z(
 
 def uncertainty_windows(
     wset: WindowSet,
-    g711: WindowSet | None,
+    g711_pool: SpeakerPool | None,
     val_idx: npt.NDArray[np.intp],
     calib: CalibrationSpec,
     *,
@@ -380,15 +380,17 @@ def uncertainty_windows(
     """The windows :func:`choose_uncertainty` picks the thresholds on: (normalised inputs, classes, population z).
 
     The validation clips' calibrated speech windows ``z_va`` (window indices ``i_va`` into ``wset``),
-    then, with a ``g711`` set, the same clips' G.711 windows, calibrated from the speaker's other
-    G.711 speech as the headline's G.711 variant is.
+    then, with the G.711 set's pool ``g711_pool``, the same clips' G.711 windows, calibrated from the
+    speaker's other G.711 speech as the headline's G.711 variant is.
     """
     z, y, pop_z = z_va, wset.window_labels[i_va], _population_z(wset.features[i_va], pop, n_pop)
-    if g711 is None:
+    if g711_pool is None:
         return z, y, pop_z
-    pool = SpeakerPool(g711)
+    g711 = g711_pool.wset
     rng = np.random.default_rng(seed)
-    z_ph, i_ph = make_calibrated(pool, val_idx, calib, rng, pop=pop, reps=1, seconds=calib.eval_seconds, mode="random")
+    z_ph, i_ph = make_calibrated(
+        g711_pool, val_idx, calib, rng, pop=pop, reps=1, seconds=calib.eval_seconds, mode="random"
+    )
     return (
         np.concatenate([z, z_ph]),
         np.concatenate([y, g711.window_labels[i_ph]]),

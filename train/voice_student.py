@@ -230,7 +230,7 @@ def mean_cosine(content: bytes, x: npt.NDArray[np.float16], t: F32, batch: int =
     runner = StudentRunner(content, source="exported student")
     total = 0.0
     for i in range(0, len(x), batch):
-        total += float(np.sum(runner.run_log_mel(x[i : i + batch]) * t[i : i + batch]))
+        total += float(np.sum(runner.run_inputs(x[i : i + batch]) * t[i : i + batch]))
     return total / max(1, len(x))
 
 

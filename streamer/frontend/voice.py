@@ -368,7 +368,7 @@ class VoiceEncoder:
             if rest == 0 and 0 <= shift < BLOCK_FRAMES:
                 kept = BLOCK_FRAMES - shift
                 if shift:
-                    self._frame_mel[:kept] = self._frame_mel[shift:].copy()
+                    self._frame_mel[:kept] = self._frame_mel[shift:]  # numpy buffers the overlap
         new = BLOCK_FRAMES - kept
         if new:
             self._frame_mel[kept:] = self._mel_frames(x[kept * HOP_SAMPLES :], new)

@@ -60,12 +60,12 @@ class StudentRunner:
 
     def run(self, mel: npt.ArrayLike) -> FloatArray:
         """Embeddings of a batch of mel power blocks (n, 160, 40) -> (n, 256) float32, L2 norm 1."""
-        return self.run_log_mel(student_input(mel, self.input_kind))
+        return self.run_inputs(student_input(mel, self.input_kind))
 
-    def run_log_mel(self, log_mel: npt.ArrayLike) -> FloatArray:
+    def run_inputs(self, inputs: npt.ArrayLike) -> FloatArray:
         """Embeddings of a batch of student inputs (:func:`student_input` of the runner's kind, (n, 160, 40))
         -> (n, 256) float32."""
-        return unit_rows(self._runner.run(np.asarray(log_mel, dtype=np.float32)))
+        return unit_rows(self._runner.run(np.asarray(inputs, dtype=np.float32)))
 
     def process(self, mel: FloatArray) -> FloatArray:
         """The embedding of one (160, 40) mel power block: (256,) float32."""
