@@ -96,3 +96,18 @@ def test_window_cache_keys_on_the_embedding_file_on_disk(monkeypatch: pytest.Mon
     assert cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband") == before
     (tmp_path / "embedding_model.tflite").write_bytes(b"another build")
     assert cache_key(clips, cfg, VadConfig(), AugmentConfig(), "wideband") != before
+
+
+def test_voice_layer_means_option(tmp_path: Path) -> None:
+    """v8: --voice-layer-means adds the LSTM layers' time means after the voice embedding (LSTM only)."""
+    fused = spec_features(tmp_path, "--voice-encoder", "--voice-layer-means", "2,3")
+    assert fused.voice is not None and fused.voice.layer_means == (2, 3)
+    assert len(summary_feature_names(fused)) == 115 + 256 * 3
+    plain = spec_features(tmp_path, "--voice-encoder")
+    assert plain.voice is not None and plain.voice.layer_means == ()
+    with pytest.raises(ConfigError, match="needs --voice-encoder"):
+        spec_features(tmp_path, "--voice-layer-means", "2")
+    with pytest.raises(ConfigError, match="expected comma-separated"):
+        spec_features(tmp_path, "--voice-encoder", "--voice-layer-means", "two")
+    with pytest.raises(ConfigError, match="layer_means"):
+        spec_features(tmp_path, "--voice-encoder", "--voice-layer-means", "4")

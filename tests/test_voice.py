@@ -19,6 +19,7 @@ from emostream.frontend.voice import (
     VoiceConfig,
     VoiceEncoder,
     check_voice_files,
+    load_weights,
     mel_filterbank,
     run_encoder,
     voice_encoder_dir,
@@ -174,3 +175,55 @@ def test_overlapping_blocks_reuse_their_shared_mel_frames() -> None:
     before = reusing.mel_frames_computed
     reusing.mel(audio[ends[-1] - BLOCK_SAMPLES : ends[-1]], end_sample=ends[-1])
     assert reusing.mel_frames_computed - before == 160
+
+
+def _plain_lstm_layer_outputs(weights: dict[str, np.ndarray], mel: np.ndarray) -> list[np.ndarray]:
+    """PyTorch's LSTM written out plainly (gates i, f, g, o; float64): every layer's outputs, (160, 256) each."""
+    x = mel.astype(np.float64)
+    outputs = []
+    for k in range(3):
+        w_ih, w_hh = weights[f"lstm.weight_ih_l{k}"], weights[f"lstm.weight_hh_l{k}"]
+        bias = weights[f"lstm.bias_ih_l{k}"] + weights[f"lstm.bias_hh_l{k}"]
+        h, c, out = np.zeros(256), np.zeros(256), []
+        for t in range(x.shape[0]):
+            i, f, g, o = np.split(w_ih @ x[t] + w_hh @ h + bias, 4)
+            c = c / (1 + np.exp(-f)) + np.tanh(g) / (1 + np.exp(-i))
+            h = np.tanh(c) / (1 + np.exp(-o))
+            out.append(h)
+        x = np.array(out)
+        outputs.append(x)
+    return outputs
+
+
+def test_layer_means_follow_the_embedding_and_are_the_layers_time_means(encoder: VoiceEncoder) -> None:
+    audio = load_mono(ANGRY, SR)
+    block = audio[8000 : 8000 + BLOCK_SAMPLES]
+    layered = VoiceEncoder(VoiceConfig(layer_means=(2, 3)))
+    got = layered.process(block)
+    assert got.shape == (3 * VOICE_DIM,) and got.dtype == np.float32
+    np.testing.assert_array_equal(got[:VOICE_DIM], encoder.process(block))  # the embedding itself is unchanged
+    weights = load_weights((voice_encoder_dir() / MODEL_FILE).read_bytes())
+    plain = _plain_lstm_layer_outputs(weights, encoder.mel(block))
+    np.testing.assert_allclose(got[VOICE_DIM : 2 * VOICE_DIM], plain[1].mean(axis=0), atol=2e-5)
+    np.testing.assert_allclose(got[2 * VOICE_DIM :], plain[2].mean(axis=0), atol=2e-5)
+    assert np.abs(plain[1].mean(axis=0) - plain[2].mean(axis=0)).max() > 0.05  # two different layers
+
+
+def test_layer_means_config_names_and_checks() -> None:
+    voice = VoiceConfig(layer_means=(2, 3))
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=voice)
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["voice"]["layer_means"] == [2, 3]
+    assert "layer_means" not in VoiceConfig().to_dict()  # v5 / v6 configs and their cache keys unchanged
+    names = summary_feature_names(cfg)
+    assert voice.dim == 768 and names[-768:-512] == [f"voice_{i:03d}" for i in range(VOICE_DIM)]
+    assert names[-512] == "voice_l2_000" and names[-1] == "voice_l3_255"
+    frames = np.zeros((cfg.frames_per_window, len(frame_feature_names(cfg))), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"\(768,\)"):
+        model_input(frames, None, cfg, voice_embedding=np.zeros(VOICE_DIM, dtype=np.float32))
+    for bad in ((0,), (4,), (3, 2), (2, 2)):
+        with pytest.raises(ConfigError, match="layer_means"):
+            VoiceConfig(layer_means=bad)
+    with pytest.raises(ConfigError, match="student"):
+        VoiceConfig(layer_means=(2,), student_file="s.tflite", student_sha256="0" * 64)
+    with pytest.raises(ConfigError, match="layer_means"):
+        VoiceConfig.from_dict({"layer_means": "2"})

@@ -76,6 +76,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "(+256 inputs; models/voice_encoder/README.md)",
     )
     p.add_argument(
+        "--voice-layer-means",
+        default="",
+        metavar="LAYERS",
+        help="with --voice-encoder: also fuse the time mean of these LSTM layers' outputs over the block, e.g. 2,3 "
+        "(+256 inputs each; the LSTM only, not a student; docs/results.md v8)",
+    )
+    p.add_argument(
         "--voice-student",
         metavar="FILE",
         help="with --voice-encoder: run this distilled student (FILE.tflite, from python -m "
@@ -190,6 +197,7 @@ def _spec(args: argparse.Namespace) -> Any:
             embedding_variant=_embedding_variant(args),
             voice=args.voice_encoder,
             voice_student=_voice_student(args),
+            voice_layer_means=_voice_layer_means(args),
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
@@ -211,6 +219,20 @@ def _voice_student(args: argparse.Namespace) -> Path | None:
     if not args.voice_encoder:
         raise ConfigError(f"--voice-student {args.voice_student} needs --voice-encoder (the student replaces its LSTM)")
     return Path(args.voice_student)
+
+
+def _voice_layer_means(args: argparse.Namespace) -> tuple[int, ...]:
+    text: str = getattr(args, "voice_layer_means", "")
+    if not text:
+        return ()
+    if not args.voice_encoder:
+        raise ConfigError(f"--voice-layer-means {text} needs --voice-encoder (the layers are the encoder's LSTM's)")
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--voice-layer-means is {text!r}; expected comma-separated LSTM layer numbers, e.g. 2,3"
+        ) from None
 
 
 def _loco_students(args: argparse.Namespace) -> dict[str, Path]:

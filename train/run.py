@@ -62,6 +62,7 @@ def feature_config_for(
     embedding_variant: str = "float",
     voice: bool = False,
     voice_student: Path | None = None,
+    voice_layer_means: tuple[int, ...] = (),
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -74,7 +75,8 @@ def feature_config_for(
     ``embedding_variant``: the embedding model's file, ``float`` (the vendored model, the default) or ``int8``
     (3.3x less CPU per embedding, but its readings change on inaudible changes: docs/stability.md).
     ``voice``: fuse the pretrained voice encoder's embedding (+256 inputs, :mod:`emostream.frontend.voice`);
-    ``voice_student``: a distilled student file run in the encoder's LSTM's place (:func:`student_voice_config`).
+    ``voice_student``: a distilled student file run in the encoder's LSTM's place (:func:`student_voice_config`);
+    ``voice_layer_means``: LSTM layers whose time means follow the embedding (+256 inputs each; LSTM only).
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
@@ -111,8 +113,17 @@ def feature_config_for(
         pitch=not legacy,
         deltas=not legacy,
         embedding=embedding,
-        voice=(student_voice_config(voice_student) if voice_student is not None else VoiceConfig()) if voice else None,
+        voice=_voice_config(voice, voice_student, voice_layer_means),
     )
+
+
+def _voice_config(voice: bool, student: Path | None, layer_means: tuple[int, ...]) -> VoiceConfig | None:
+    if not voice:
+        return None
+    if student is None:
+        return VoiceConfig(layer_means=layer_means)
+    config = student_voice_config(student)
+    return dataclasses.replace(config, layer_means=layer_means) if layer_means else config
 
 
 def student_voice_config(path: Path) -> VoiceConfig:

@@ -48,7 +48,7 @@ from emostream.frontend.embedding import (
 from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autocorrelation
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import SAMPLE_RATE_HZ as VOICE_RATE_HZ
-from emostream.frontend.voice import VOICE_DIM, VoiceConfig, voice_feature_names
+from emostream.frontend.voice import VoiceConfig, voice_feature_names
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -304,7 +304,8 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
     frames only), then with ``deltas`` the std of the frame-to-frame change of each MFCC
     and of the RMS level; with an ``embedding``, the pooled embedding statistics
     (``emb_mean_00`` .. ``emb_max_95``, :func:`~emostream.frontend.embedding.pooled_feature_names`);
-    with ``voice``, the voice embedding (``voice_000`` .. ``voice_255``).
+    with ``voice``, the voice embedding (``voice_000`` .. ``voice_255``, then any layer means,
+    :func:`~emostream.frontend.voice.voice_feature_names`).
     """
     names = frame_feature_names(cfg)
     columns = [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
@@ -313,7 +314,7 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
     if cfg.embedding is not None:
         columns += pooled_feature_names(cfg.embedding)
     if cfg.voice is not None:
-        columns += voice_feature_names()
+        columns += voice_feature_names(cfg.voice)
     return columns
 
 
@@ -678,7 +679,7 @@ def model_input(
     Summary: shape (len(summary_feature_names(cfg)),); frames: (frames_per_window, n_frame_features).
     With ``cfg.embedding``, ``pooled_embedding`` (shape (cfg.embedding.pooled_dim,), float32, from
     :func:`~emostream.frontend.embedding.pool_embeddings`) is required and follows the statistics;
-    without it, it must be None. With ``cfg.voice``, ``voice_embedding`` (shape (256,), float32, from
+    without it, it must be None. With ``cfg.voice``, ``voice_embedding`` (shape (cfg.voice.dim,), float32, from
     :class:`~emostream.frontend.voice.VoiceEncoder`) is required and ends the summary; without it, None.
     """
     if cfg.feature_set == "frames":
@@ -700,9 +701,9 @@ def model_input(
     elif pooled_embedding is not None:
         raise ValueError("pooled_embedding given, but the feature config has no embedding")
     if cfg.voice is not None:
-        if voice_embedding is None or voice_embedding.shape != (VOICE_DIM,):
+        if voice_embedding is None or voice_embedding.shape != (cfg.voice.dim,):
             got = None if voice_embedding is None else voice_embedding.shape
-            raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({VOICE_DIM},)")
+            raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({cfg.voice.dim},)")
         tail.append(np.asarray(voice_embedding, dtype=np.float32))
     elif voice_embedding is not None:
         raise ValueError("voice_embedding given, but the feature config has no voice encoder")

@@ -65,6 +65,10 @@ class VoiceConfig:
     the LSTM's place; a name under the encoder folder, or an absolute path (evaluation folds).
     ``student_input``: what the student reads (:data:`~emostream.frontend.voice_student.STUDENT_INPUTS`),
     as it was distilled; stored only when it is not v6's ``log_mel``.
+    ``layer_means``: LSTM layers (1-3, ascending) whose outputs, averaged over the block's 160 frames, follow
+    the embedding (256 values each; LSTM only, a student reproduces the embedding alone). The final
+    embedding is trained to keep the speaker and drop the rest; the layers below it keep more of how
+    the voice sounds (docs/results.md, "v8"). Stored only when set.
     """
 
     target_dbfs: float = TARGET_DBFS
@@ -72,8 +76,10 @@ class VoiceConfig:
     student_file: str | None = None
     student_sha256: str | None = None
     student_input: str = "log_mel"
+    layer_means: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_layer_means()
         if self.student_input not in STUDENT_INPUTS:
             raise ConfigError(
                 f"voice student_input is {self.student_input!r}; expected one of {', '.join(STUDENT_INPUTS)}"
@@ -89,22 +95,50 @@ class VoiceConfig:
         if self.student_sha256 is not None:
             _check_hex("student_sha256", self.student_sha256)
 
+    def _check_layer_means(self) -> None:
+        layers = self.layer_means
+        if not isinstance(layers, tuple) or any(not isinstance(k, int) or isinstance(k, bool) for k in layers):
+            raise ConfigError(f"voice layer_means is {layers!r}; expected a tuple of LSTM layer numbers such as (2, 3)")
+        if any(not 1 <= k <= _LAYERS for k in layers) or list(layers) != sorted(set(layers)):
+            raise ConfigError(
+                f"voice layer_means is {list(layers)}; expected distinct LSTM layers from 1 to {_LAYERS} in "
+                "ascending order, such as [2, 3]"
+            )
+        if layers and self.student_file is not None:
+            raise ConfigError(
+                f"voice layer_means is {list(layers)} with the student {self.student_file}; a student reproduces "
+                "the embedding only: drop the layer means or the student"
+            )
+
+    @property
+    def dim(self) -> int:
+        """Values of the voice part of a fused input: the embedding (256) and 256 per layer mean."""
+        return VOICE_DIM * (1 + len(self.layer_means))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in model metadata (the student keys only when a student is set,
-        so the configs of models made before students existed keep their form and cache keys)."""
+        the layer means only when set, so the configs of models made before them keep their form and
+        cache keys)."""
         data = dataclasses.asdict(self)
         if self.student_file is None:
             del data["student_file"], data["student_sha256"]
         if self.student_input == "log_mel":
             del data["student_input"]
+        if self.layer_means:
+            data["layer_means"] = list(self.layer_means)
+        else:
+            del data["layer_means"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoiceConfig:
         """Build from metadata; unknown keys or bad values raise :class:`ConfigError`."""
         refuse_unknown_keys(cls, data, "voice config")
+        values = dict(data)
+        if isinstance(values.get("layer_means"), list):
+            values["layer_means"] = tuple(values["layer_means"])
         try:
-            return cls(**data)
+            return cls(**values)
         except TypeError as exc:
             raise ConfigError(f"voice config {data} is invalid: {exc}") from exc
 
@@ -114,9 +148,13 @@ def _check_hex(name: str, value: str) -> None:
         raise ConfigError(f"voice {name} is {value!r}; expected 64 lower-case hex digits")
 
 
-def voice_feature_names() -> list[str]:
-    """Names of the voice-embedding columns of a fused input: ``voice_000`` .. ``voice_255``."""
-    return [f"voice_{i:03d}" for i in range(VOICE_DIM)]
+def voice_feature_names(config: VoiceConfig | None = None) -> list[str]:
+    """Names of the voice columns of a fused input: ``voice_000`` .. ``voice_255``, then for each of the
+    config's layer means ``voice_l{k}_000`` .. ``voice_l{k}_255``."""
+    names = [f"voice_{i:03d}" for i in range(VOICE_DIM)]
+    for k in () if config is None else config.layer_means:
+        names += [f"voice_l{k}_{i:03d}" for i in range(_HIDDEN)]
+    return names
 
 
 def voice_encoder_dir() -> Path:
@@ -231,13 +269,18 @@ class _Lstm:
         self.proj = np.ascontiguousarray(np.asarray(weights["linear.weight"], dtype=np.float32).T)
         self.proj_bias = np.asarray(weights["linear.bias"], dtype=np.float32)
 
-    def __call__(self, mel: FloatArray) -> FloatArray:
-        """(n, 160, 40) float32 mel power -> (n, 256) float32 embeddings (L2 norm 1, or 0 if all ReLUs are off)."""
+    def __call__(self, mel: FloatArray, layer_means: tuple[int, ...] = ()) -> FloatArray:
+        """(n, 160, 40) float32 mel power -> (n, 256 * (1 + len(layer_means))) float32.
+
+        The embeddings (L2 norm 1, or 0 if all ReLUs are off), then the time mean of each of the
+        ``layer_means`` layers' outputs (1-based), float32.
+        """
         n, steps, _ = mel.shape
+        means: list[FloatArray] = []
         h_size = _HIDDEN
         x: FloatArray = mel
         h = np.zeros((n, h_size), dtype=np.float32)
-        for w_in, w_rec, bias in self.layers:
+        for layer, (w_in, w_rec, bias) in enumerate(self.layers, start=1):
             inputs = (x.reshape(n * steps, -1) @ w_in).reshape(n, steps, 4 * h_size)
             inputs += bias
             h = np.zeros((n, h_size), dtype=np.float32)
@@ -260,9 +303,13 @@ class _Lstm:
                 h *= g[:, 2 * h_size : 3 * h_size]
                 out[:, t] = h
             x = out
+            if layer in layer_means:
+                means.append(out.mean(axis=1, dtype=np.float32))
         emb = np.maximum(h @ self.proj + self.proj_bias, 0.0)
         norm = np.linalg.norm(emb, axis=1, keepdims=True)
         result: FloatArray = (emb / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+        if means:
+            result = np.concatenate([result, *means], axis=1)
         return result
 
 
@@ -301,13 +348,13 @@ def _shared_net(folder: Path, sha256: str, context: str = "the voice config") ->
         return net
 
 
-def _embed_one(net: _Lstm, mel: FloatArray) -> FloatArray:
-    out: FloatArray = net(mel[None])[0]
+def _embed_one(net: _Lstm, mel: FloatArray, layer_means: tuple[int, ...] = ()) -> FloatArray:
+    out: FloatArray = net(mel[None], layer_means)[0]
     return out
 
 
 class VoiceEncoder:
-    """The encoder of one stream: ``process(block, end_sample=...)`` -> (256,) float32.
+    """The encoder of one stream: ``process(block, end_sample=...)`` -> (``config.dim``,) float32.
 
     It keeps the last block's mel frames to reuse those the next block shares (:meth:`mel`);
     :meth:`reset` forgets them when a new stream starts. One stream at a time per encoder.
@@ -331,7 +378,7 @@ class VoiceEncoder:
             self._embed = runner.process
         else:
             self._net = _shared_net(folder, config.model_sha256)
-            self._embed = functools.partial(_embed_one, self._net)
+            self._embed = functools.partial(_embed_one, self._net, layer_means=config.layer_means)
         self._filterbank = np.ascontiguousarray(mel_filterbank().T, dtype=np.float32)  # (201, 40)
         n = np.arange(FRAME_SAMPLES)
         self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME_SAMPLES)).astype(np.float32)
@@ -400,7 +447,8 @@ class VoiceEncoder:
         return mel
 
     def process(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> FloatArray:
-        """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0).
+        """The embedding of one block of :data:`BLOCK_SAMPLES` samples: (256,) float32, L2 norm 1 (or 0),
+        followed by the config's layer means ((``config.dim``,) float32 in all).
 
         ``end_sample``: the block's end in the stream, to reuse the frames it shares with the last
         block (:meth:`mel`); None computes every frame.

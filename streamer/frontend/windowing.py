@@ -40,7 +40,7 @@ from emostream.frontend.features import FeatureConfig, FloatArray, FrameFeaturiz
 from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
-from emostream.frontend.voice import VOICE_DIM, VoiceEncoder
+from emostream.frontend.voice import VoiceEncoder
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,7 @@ class WindowExtractor:
         if self._voice is None:
             return None
         if not is_speech:
-            return np.zeros(VOICE_DIM, dtype=np.float32)
+            return np.zeros(self._voice.config.dim, dtype=np.float32)
         end = start + self.feature_cfg.window_samples
         block: FloatArray = np.asarray(self._audio.take(end - VOICE_BLOCK_SAMPLES, VOICE_BLOCK_SAMPLES), np.float32)
         return self._voice.process(block, end_sample=end)
