@@ -16,7 +16,8 @@ angry, happy, fearful, surprised; low: neutral, calm, sad), per corpus and mean,
 * ``mlp_window_all``: a 128-unit MLP on windows.
 
 Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_chroma``);
-``--voice-encoder`` adds the voice encoder's embedding (``voice_only`` / ``no_voice`` pick its part).
+``--voice-encoder`` adds the voice encoder's embedding (``voice_only`` / ``no_voice`` pick its part),
+``--voice-layer-means 2,3`` the time means of its LSTM layers 2 and 3 (``no_layer_means`` leaves them out).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ COLUMN_SETS: dict[str, Callable[[str], bool]] = {
     ),
     "voice_only": lambda name: name.startswith("voice_"),
     "no_voice": lambda name: not name.startswith("voice_"),
+    "no_layer_means": lambda name: not name.startswith("voice_l"),
 }
 
 
@@ -64,10 +66,12 @@ class CorpusWindows:
     labels: I32
 
 
-def load(clips: Sequence[Clip], cache: Path | None, workers: int, *, voice: bool = False) -> CorpusWindows:
-    """Speech windows of ``clips`` on the ``fast`` front-end (``voice``: + the voice encoder), each speaker
-    z-scored with all of theirs."""
-    cfg = feature_config_for("resnet_mlp", voice=voice)
+def load(
+    clips: Sequence[Clip], cache: Path | None, workers: int, *, voice: bool = False, layer_means: tuple[int, ...] = ()
+) -> CorpusWindows:
+    """Speech windows of ``clips`` on the ``fast`` front-end (``voice``: + the voice encoder, with the time
+    means of its ``layer_means`` LSTM layers), each speaker z-scored with all of theirs."""
+    cfg = feature_config_for("resnet_mlp", voice=voice, voice_layer_means=layer_means)
     wset = build_windows(clips, cfg, VadConfig(), cache_dir=cache, workers=workers)
     keep = wset.is_speech & (wset.copy == 0)
     x = wset.features[keep].astype(np.float64)
@@ -145,13 +149,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated classifiers (default all)")
     parser.add_argument("--voice-encoder", action="store_true", help="add the voice encoder's 256 columns")
+    parser.add_argument(
+        "--voice-layer-means",
+        default="",
+        metavar="LAYERS",
+        help="with --voice-encoder: add the time means of these LSTM layers, e.g. 2,3 (+256 columns each)",
+    )
     args = parser.parse_args(argv)
+    try:
+        layers = tuple(int(k) for k in args.voice_layer_means.split(",") if k)
+    except ValueError:
+        parser.error(f"--voice-layer-means is {args.voice_layer_means!r}; expected LSTM layer numbers such as 2,3")
+    if layers and not args.voice_encoder:
+        parser.error("--voice-layer-means needs --voice-encoder")
     cache = Path(args.cache) if args.cache else None
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():
         parts[name] = list(get(name).list_clips(folder))
-    data = {name: load(clips, cache, args.workers, voice=args.voice_encoder) for name, clips in parts.items()}
-    names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder))
+    data = {
+        name: load(clips, cache, args.workers, voice=args.voice_encoder, layer_means=layers)
+        for name, clips in parts.items()
+    }
+    names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder, voice_layer_means=layers))
     cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
     data = {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
     lr_clip = lambda: LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")  # noqa: E731
