@@ -42,10 +42,17 @@ class PitchTables:
 def _first_strong_peak(r: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.intp]:
     """Index (into ``r[:, 1:-1]``) of the first local maximum within OCTAVE_RATIO of the highest, per row."""
     core = r[:, 1:-1]
-    is_peak = (core >= r[:, :-2]) & (core > r[:, 2:])
-    highest = np.max(np.where(is_peak, core, -np.inf), axis=1, keepdims=True)
-    strong = is_peak & (core >= OCTAVE_RATIO * highest)
-    return np.where(strong.any(axis=1), np.argmax(strong, axis=1), np.argmax(core, axis=1))
+    is_peak = core >= r[:, :-2]
+    is_peak &= core > r[:, 2:]
+    highest = np.maximum.reduce(np.where(is_peak, core, -np.inf), axis=1, keepdims=True)  # np.max, no wrapper
+    highest *= OCTAVE_RATIO  # in the array's dtype, as OCTAVE_RATIO * highest
+    strong = core >= highest
+    strong &= is_peak
+    first = np.argmax(strong, axis=1)
+    none = ~strong[np.arange(first.size), first]  # no strong peak (argmax gave 0): the highest value instead
+    if none.any():
+        first[none] = np.argmax(core[none], axis=1)
+    return first
 
 
 def frame_pitch(windowed: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
