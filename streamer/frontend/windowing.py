@@ -42,6 +42,8 @@ from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import VOICE_DIM, VoiceEncoder
 
+_KEPT_WINDOWS = 4  # the stream buffers' initial room, in windows (at least 2: a window and what comes before it)
+
 
 @dataclass(frozen=True)
 class Window:
@@ -60,7 +62,13 @@ class Window:
 
 
 class _Rows:
-    """Rows addressed by a global index; old rows are dropped as the stream moves on."""
+    """Rows addressed by a global index; old rows are dropped as the stream moves on.
+
+    Rows below the ``keep_from`` of a call are dropped only when the buffer is full (then all of
+    them at once, and the buffer doubles if that is not enough), so the kept rows are not moved
+    on every call. ``first`` is the global index of ``data[0]``; views from :meth:`take` are valid
+    until the next :meth:`extend` or :meth:`grow_to`.
+    """
 
     def __init__(self, width: int | None, capacity: int, dtype: type) -> None:
         shape = (capacity,) if width is None else (capacity, width)
@@ -73,25 +81,35 @@ class _Rows:
         """Global index one past the newest row."""
         return self.first + self.count
 
-    def extend(self, rows: npt.NDArray[np.generic], keep_from: int) -> None:
-        """Append ``rows``, dropping rows with a global index below ``keep_from``."""
+    def _make_room(self, added: int, keep_from: int) -> int:
+        """Room for ``added`` more rows (dropping rows below ``keep_from`` if full); returns the new count."""
+        needed = self.count + added
+        if needed <= len(self.data):
+            return needed
         drop = min(max(0, keep_from - self.first), self.count)
         if drop:
             self.data[: self.count - drop] = self.data[drop : self.count]
             self.first += drop
             self.count -= drop
-        needed = self.count + len(rows)
+            needed -= drop
         if needed > len(self.data):
             grown = np.zeros((max(needed, 2 * len(self.data)), *self.data.shape[1:]), dtype=self.data.dtype)
             grown[: self.count] = self.data[: self.count]
             self.data = grown
+        return needed
+
+    def extend(self, rows: npt.NDArray[np.generic], keep_from: int) -> None:
+        """Append ``rows``; rows with a global index below ``keep_from`` may be dropped."""
+        needed = self._make_room(len(rows), keep_from)
         self.data[self.count : needed] = rows
         self.count = needed
 
     def grow_to(self, stop: int, keep_from: int) -> None:
-        """Append zero rows up to global index ``stop`` (exclusive), dropping rows below ``keep_from``."""
+        """Append zero rows up to global index ``stop`` (exclusive); rows below ``keep_from`` may be dropped."""
         if stop > self.end:
-            self.extend(np.zeros((stop - self.end, *self.data.shape[1:]), dtype=self.data.dtype), keep_from)
+            needed = self._make_room(stop - self.end, keep_from)
+            self.data[self.count : needed] = 0
+            self.count = needed
 
     def take(self, start: int, length: int) -> npt.NDArray[np.generic]:
         """Rows with global indices ``start .. start + length - 1`` (a view)."""
@@ -152,15 +170,16 @@ class WindowExtractor:
         self._speech_only = speech_only
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
-        capacity = 2 * feature_cfg.frames_per_window
+        # Four windows' worth: the rows of a window and its hop are kept, older ones dropped every few hops.
+        capacity = _KEPT_WINDOWS * feature_cfg.frames_per_window
         self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)  # rows, computed where _done
         self._done = _Rows(None, capacity, np.bool_)
         self._mel_done = _Rows(None, capacity, np.bool_)  # mel frames of the embedder computed
-        self._audio = _Rows(None, 2 * feature_cfg.window_samples, np.float32)  # stream samples, global index
+        self._audio = _Rows(None, _KEPT_WINDOWS * feature_cfg.window_samples, np.float32)  # samples, global index
         self._window_frames = np.arange(feature_cfg.frames_per_window)
         centres = self._window_frames * feature_cfg.hop_samples + feature_cfg.frame_offset_samples
         self._centre_flags = (centres + feature_cfg.frame_samples // 2) // self._vad_frame
-        self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
+        self._flags = _Rows(None, _KEPT_WINDOWS * feature_cfg.window_samples // self._vad_frame, np.bool_)
         self._embedder: SpeechEmbedder | None = None
         if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
             self._embedder = SpeechEmbedder(feature_cfg.embedding)
