@@ -23,6 +23,7 @@ encoder run for a window that is not speech).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,11 +333,13 @@ class WindowExtractor:
     def _make_window(self, start: int, first_frame: int, first_flag: int, vad_per_window: int) -> Window:
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
-        ratio = float(np.mean(real_flags))
+        heard = int(np.count_nonzero(real_flags))
+        # np.mean of the flags: their float64 sum (a whole number) over the count, the same correctly rounded quotient
+        ratio = heard / real_flags.size if real_flags.size else math.nan
         # Classified only with as much speech as any full window needs: the silence assumed before the
         # stream counts as no speech. Counted over the real audio alone, a first window with 0.3 s of
         # speech was classified, and such readings lean to one emotion (issue 19, item 3).
-        is_speech = float(np.sum(real_flags)) / flags.size >= self.vad_cfg.min_speech_ratio
+        is_speech = heard / flags.size >= self.vad_cfg.min_speech_ratio
         start_s, end_s = self.timing.window_times_s(self._next_index)
         wanted = self._compute_features and (is_speech or not self._speech_only)
         return Window(
