@@ -160,3 +160,17 @@ def test_spectral_columns_are_the_old_stacked_formula(seed: int) -> None:
     autocorrelation = np.fft.irfft((full.real**2 + full.imag**2).astype(np.complex128), axis=1)
     f0, voicing = pitch_mod.pitch_from_autocorrelation(autocorrelation, featurizer._tables.pitch)  # type: ignore[arg-type]
     assert rows[:, -2].tobytes() == f0.tobytes() and rows[:, -1].tobytes() == voicing.tobytes()
+
+
+def test_frames_at_gives_the_samples_of_any_ascending_frames() -> None:
+    cfg = FeatureConfig(pitch=True)
+    featurizer = feat.FrameFeaturizer(cfg)
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(20000).astype(np.float32)
+    for _ in range(300):
+        first = int(rng.integers(1, 50))  # frame 0 starts before the audio held (from sample 7)
+        frames = np.sort(rng.choice(np.arange(first, 100), size=int(rng.integers(0, 40)), replace=False))
+        starts = cfg.frame_offset_samples + frames * cfg.hop_samples - 7
+        expected = audio[7:][starts[:, None] + np.arange(cfg.frame_samples)]  # the old gather
+        got = featurizer.frames_at(audio[7:], 7, frames)
+        assert got.shape == expected.shape and got.tobytes() == expected.tobytes()

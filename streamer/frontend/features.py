@@ -540,16 +540,21 @@ class FrameFeaturizer:
 
         ``audio`` holds the stream's samples from global sample ``audio_first`` on (the stream counted
         from the last :meth:`reset`, the frame offset included); ``frames`` are global frame indices
-        (frame ``j`` starts at sample ``frame_offset_samples + j * hop_samples``), all inside ``audio``.
+        (frame ``j`` starts at sample ``frame_offset_samples + j * hop_samples``), ascending, all inside ``audio``.
+        A run of consecutive frames is a read-only strided view of ``audio``; other frames are a copy of their rows.
         """
         cfg = self.cfg
         starts = cfg.frame_offset_samples + frames * cfg.hop_samples - audio_first
         if frames.size and (starts[0] < 0 or starts[-1] + cfg.frame_samples > audio.size):
             raise ValueError(f"frames {frames[0]}..{frames[-1]} are not all inside the audio held")
-        if frames.size and int(frames[-1] - frames[0]) == frames.size - 1:  # one run: a strided view, no gather
-            return _frames_view(np.ascontiguousarray(audio[starts[0] :]), cfg, frames.size)
-        gathered: FloatArray = audio[starts[:, None] + np.arange(cfg.frame_samples)]
-        return gathered
+        if frames.size == 0:
+            return np.zeros((0, cfg.frame_samples), dtype=np.float32)
+        span = int(frames[-1] - frames[0]) + 1
+        view = _frames_view(np.ascontiguousarray(audio[starts[0] :]), cfg, span)  # every frame of the span, no copy
+        if span == frames.size:  # one run: the view itself
+            return view
+        picked: FloatArray = view[frames - frames[0]]  # the rows asked for (a copy of those rows only)
+        return picked
 
     def power(self, frames: FloatArray) -> FloatArray:
         """The ``n_fft``-point power spectra of frames (n, frame_samples), float32 (n, n_fft // 2 + 1).
