@@ -578,8 +578,7 @@ class FrameFeaturizer:
         """
         n = frames.shape[0]
         buffers = _buffers(self._tables.fft_size, self.cfg.frame_samples)
-        padded, spectrum = buffers.padded[:n], buffers.spectrum[:n]
-        power = buffers.complex_power[:n].real  # where the pitch's inverse FFT reads it (the imaginary part stays 0)
+        padded, spectrum, power = buffers.padded[:n], buffers.spectrum[:n], buffers.power[:n]
         np.multiply(frames, self._tables.window64, out=padded[:, : self.cfg.frame_samples])  # the rest stays 0
         np.fft.rfft(padded, axis=1, out=spectrum)
         np.square(spectrum.real, out=power)
@@ -608,7 +607,8 @@ class FrameFeaturizer:
             if tables.shared:  # the autocorrelation: an inverse FFT of the power, with a complex input (see pitch)
                 n = frames.shape[0]
                 buffers = _buffers(tables.fft_size, cfg.frame_samples)
-                complex_power = buffers.complex_power[:n]  # full64 is its real part; nothing writes the imaginary
+                complex_power = buffers.complex_power[:n]
+                complex_power.real = full64  # the imaginary part stays 0: nothing writes it
                 ac = np.fft.irfft(complex_power, tables.pitch.n_fft, axis=1, out=buffers.autocorrelation[:n])
                 f0_voicing = pitch_from_autocorrelation(ac, tables.pitch)
             else:
@@ -624,6 +624,7 @@ class _Buffers:
         bins = fft_size // 2 + 1
         self.padded = np.zeros((_BATCH_FRAMES, fft_size))
         self.spectrum = np.zeros((_BATCH_FRAMES, bins), dtype=np.complex128)
+        self.power = np.zeros((_BATCH_FRAMES, bins))
         self.scratch = np.zeros((_BATCH_FRAMES, bins))
         self.complex_power = np.zeros((_BATCH_FRAMES, bins), dtype=np.complex128)
         self.autocorrelation = np.zeros((_BATCH_FRAMES, fft_size))
