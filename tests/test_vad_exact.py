@@ -75,3 +75,44 @@ def test_the_gate_hears_what_webrtcvad_hears_in_any_chunks(aggressiveness: int) 
         for i, level in enumerate(levels.tolist())
     ]
     assert VadGate(gated, SR).process(signal).tolist() == expected
+
+
+def test_hang_over_counts_frames_since_speech_across_blocks_as_before() -> None:
+    rng = np.random.default_rng(7)
+    cfg = VadConfig(hangover_ms=200)
+    gate = VadGate(cfg, SR)
+    hangover = cfg.hangover_ms // cfg.frame_ms
+    carried = hangover + 1  # the old formula, block by block, with its own carried count
+    for _ in range(300):
+        heard = rng.random(int(rng.integers(0, 40))) < rng.choice([0.0, 0.05, 0.5, 1.0])
+        index = np.arange(heard.size)
+        last = np.maximum.accumulate(np.where(heard, index, -1))
+        since = np.where(last >= 0, index - last, carried + index + 1)
+        if heard.size:
+            carried = int(since[-1])
+        np.testing.assert_array_equal(gate._hang_over(heard), since <= hangover)
+
+
+def test_speech_level_gate_is_the_old_running_maximum_across_blocks() -> None:
+    rng = np.random.default_rng(8)
+    cfg = VadConfig()
+    assert cfg.speech_level_margin_db is not None
+    margin = cfg.speech_level_margin_db
+    gate = VadGate(cfg, SR)
+    fall = gate._fall_db
+    carried: float | None = None  # the old formula, block by block, with its own carried reference
+    for _ in range(300):
+        n = int(rng.integers(0, 40))
+        levels = rng.uniform(-90, -5, n)
+        heard = rng.random(n) < rng.choice([0.0, 0.3, 1.0])
+        steps = np.arange(1, n + 1, dtype=np.float64) * fall
+        expected = heard
+        if n:
+            lifted = np.where(heard, levels + steps, -np.inf)
+            if carried is not None:
+                lifted[0] = max(lifted[0], carried)
+            reference = np.maximum.accumulate(lifted) - steps
+            carried = None if not np.isfinite(reference[-1]) else float(reference[-1])
+            expected = heard & (levels >= reference - margin)
+        np.testing.assert_array_equal(gate._near_speech_level(levels, heard, margin), expected)
+        assert gate._speech_db == carried

@@ -16,6 +16,7 @@ any chunks gives the same decisions as the whole signal.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -208,9 +209,13 @@ class VadGate:
         lifted = np.where(heard, levels + steps, -np.inf)
         if self._speech_db is not None:
             lifted[0] = max(lifted[0], self._speech_db)  # the carried reference, one frame older at frame 0
-        reference = np.maximum.accumulate(lifted) - steps
-        self._speech_db = None if not np.isfinite(reference[-1]) else float(reference[-1])
-        out: npt.NDArray[np.bool_] = heard & (levels >= reference - margin_db)
+        reference = np.maximum.accumulate(lifted, out=lifted)
+        reference -= steps
+        last = float(reference[-1])
+        self._speech_db = last if math.isfinite(last) else None
+        reference -= margin_db  # in place: the lowest level still near the speech
+        out: npt.NDArray[np.bool_] = levels >= reference
+        out &= heard
         return out
 
     def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
@@ -233,8 +238,11 @@ class VadGate:
         """Speech decisions: a frame is speech up to ``hangover_frames`` after the last heard frame (vectorised)."""
         n = heard.size
         index = self._ranges_of(n)[0]
-        last = np.maximum.accumulate(np.where(heard, index, -1))  # last heard frame at or before each, -1 if none
-        since = np.where(last >= 0, index - last, self._frames_since_speech + index + 1)
+        # the last heard frame at or before each; before any in this block, the one the carried count puts
+        # before the block (frame -1 - frames_since_speech): frames since = index - that frame either way
+        since = np.where(heard, index, -1 - self._frames_since_speech)
+        np.maximum.accumulate(since, out=since)
+        np.subtract(index, since, out=since)
         if n:
             self._frames_since_speech = int(since[-1])
         out: npt.NDArray[np.bool_] = since <= self._hangover_frames
