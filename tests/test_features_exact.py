@@ -155,6 +155,9 @@ def test_spectral_columns_are_the_old_stacked_formula(seed: int) -> None:
     rows, power = featurizer.compute(frames)
     expected = _old_spectral_features(frames, power, featurizer._tables)
     assert rows[:, cfg.n_mfcc : cfg.n_mfcc + expected.shape[1]].tobytes() == expected.tobytes()
+    tables = featurizer._tables
+    mfcc = 10.0 * np.log10(power @ tables.mel_fb_t + np.float32(feat._EPS)) @ tables.dct_t
+    assert np.ascontiguousarray(rows[:, : cfg.n_mfcc]).tobytes() == mfcc.tobytes()
     # the pitch columns, from the old separate real-valued buffer of the power
     full = np.fft.rfft(frames * featurizer._tables.window64, featurizer._tables.fft_size, axis=1)
     autocorrelation = np.fft.irfft((full.real**2 + full.imag**2).astype(np.complex128), axis=1)
@@ -174,3 +177,34 @@ def test_frames_at_gives_the_samples_of_any_ascending_frames() -> None:
         expected = audio[7:][starts[:, None] + np.arange(cfg.frame_samples)]  # the old gather
         got = featurizer.frames_at(audio[7:], 7, frames)
         assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
+
+
+def _old_pitch(autocorrelation: F64, tables: Any) -> tuple[F32, F32]:
+    ac = np.asarray(autocorrelation[:, : tables.max_lag + 2], dtype=np.float32)
+    r = ac / (ac[:, :1] + np.float32(pitch_mod._EPS)) / tables.window_ac
+    rows = np.arange(r.shape[0])
+    lag = _old_first_strong_peak(r[:, tables.min_lag - 1 : tables.max_lag + 2]) + tables.min_lag
+    voicing = np.clip(r[rows, lag], 0.0, 1.0)
+    left, centre, right = r[rows, lag - 1], r[rows, lag], r[rows, lag + 1]
+    curvature = left - 2.0 * centre + right
+    shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    f0_hz = tables.sample_rate_hz / (lag + np.clip(shift, -0.5, 0.5))
+    voiced = (voicing >= pitch_mod.VOICING_THRESHOLD) & (ac[:, 0] > pitch_mod._EPS)
+    f0_st = np.where(voiced, 12.0 * np.log2(f0_hz / pitch_mod.F0_REFERENCE_HZ), 0.0)
+    return f0_st.astype(np.float32), np.where(ac[:, 0] > pitch_mod._EPS, voicing, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pitch_from_autocorrelation_is_the_old_formula(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cfg = FeatureConfig(pitch=True)
+    tables = feat.FrameFeaturizer(cfg)._tables.pitch
+    t = np.arange(cfg.frame_samples) / cfg.sample_rate_hz
+    f0 = rng.uniform(60, 520, size=(80, 1))
+    frames = np.sin(2 * np.pi * f0 * t) + rng.uniform(0, 2, size=(80, 1)) * rng.standard_normal((80, t.size))
+    frames[:4] = 0.0  # silent: unvoiced, no energy
+    power = np.abs(np.fft.rfft(frames * np.hanning(cfg.frame_samples + 1)[:-1], tables.n_fft, axis=1)) ** 2
+    autocorrelation = np.fft.irfft(power.astype(np.complex128), tables.n_fft, axis=1)
+    got = pitch_mod.pitch_from_autocorrelation(autocorrelation, tables)
+    expected = _old_pitch(autocorrelation, tables)
+    assert got[0].tobytes() == expected[0].tobytes() and got[1].tobytes() == expected[1].tobytes()

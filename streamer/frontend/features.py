@@ -445,7 +445,8 @@ def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables, o
     out[:, 3] = np.sqrt(np.maximum(0.0, mag @ tables.freqs_sq / mag_sum - centroid**2))
     cumulative = np.cumsum(mag, axis=1)
     out[:, 4] = tables.freqs_hz[np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)]
-    log_power = np.log(power + _EPS)
+    log_power = power + _EPS
+    np.log(log_power, out=log_power)
     n_bins = power.shape[1]  # sum / n: the same float32 result as .mean(), without its Python overhead
     out[:, 5] = np.exp(log_power.sum(axis=1) / n_bins) / (power.sum(axis=1) / n_bins + _EPS)
     chroma = np.matmul(power, tables.chroma_fb_t)
@@ -598,7 +599,10 @@ class FrameFeaturizer:
         cfg, tables = self.cfg, self._tables
         full64 = self._power64(frames)
         power = np.ascontiguousarray(full64[:, ::2] if tables.shared else full64, dtype=np.float32)
-        log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + np.float32(_EPS))
+        log_mel = power @ tables.mel_fb_t
+        log_mel += np.float32(_EPS)  # in place: 10 log10(mel + eps), the same float32 operations
+        np.log10(log_mel, out=log_mel)
+        log_mel *= 10.0
         rows = np.empty((frames.shape[0], self.n_features), dtype=np.float32)
         rows[:, : cfg.n_mfcc] = log_mel @ tables.dct_t
         if cfg.feature_set == "summary":
