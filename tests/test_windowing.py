@@ -11,7 +11,7 @@ from emostream.audio.files import load_mono
 from emostream.errors import ConfigError
 from emostream.frontend.features import FeatureConfig, frame_features, model_input
 from emostream.frontend.vad import VadConfig, VadGate, speech_flags
-from emostream.frontend.windowing import WindowExtractor, extract_windows
+from emostream.frontend.windowing import WindowExtractor, _Rows, extract_windows
 
 SR = 16000
 FIXTURES = Path(__file__).parent / "fixtures" / "ravdess"
@@ -250,3 +250,24 @@ def test_speech_only_windows_skip_the_rest() -> None:
             np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-4)
         else:
             assert b.features.size == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stream_rows_keep_every_row_asked_for_while_dropping_old_ones_lazily(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = _Rows(3, 8, np.float32)
+    model: list[np.ndarray] = []  # every row ever appended, by global index
+    keep_from = 0
+    for _ in range(300):
+        keep_from = min(len(model), keep_from + int(rng.integers(0, 6)))
+        if rng.random() < 0.5:
+            new = rng.standard_normal((int(rng.integers(0, 12)), 3)).astype(np.float32)
+            rows.extend(new, keep_from)
+            model += list(new)
+        else:
+            stop = len(model) + int(rng.integers(0, 12))
+            rows.grow_to(stop, keep_from)
+            model += [np.zeros(3, np.float32)] * (stop - len(model))
+        assert rows.end == len(model) and rows.first <= keep_from
+        expected = np.array(model[keep_from:], dtype=np.float32).reshape(-1, 3)
+        np.testing.assert_array_equal(rows.take(keep_from, len(model) - keep_from), expected)

@@ -167,20 +167,21 @@ def _add_unavailable(sub: Any, name: str, exc: ImportError, training: bool = Fal
 HELP_FLAGS = ("-h", "--help", "--version")
 
 
-def _wants_plugins(argv: Sequence[str]) -> bool:
+def _wants_plugins(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> bool:
     """Load plugins only for help or a command that is not built in (plugins may import heavy libraries).
 
-    The command is found after any global options (``emostream --config cc.toml calls ...``).
+    The command is found after any global options (``emostream --config cc.toml calls ...``);
+    ``parser``: the plain :func:`build_parser` if one is at hand (else one is built).
     """
-    split = _find_command(build_parser(), argv)
+    split = _find_command(parser or build_parser(), argv)
     if split is None:
         return any(a in ("-h", "--help") for a in argv)
     return argv[split] not in BUILTIN_COMMANDS or any(a in ("-h", "--help") for a in argv[:split])
 
 
-def _plugin_command(argv: Sequence[str]) -> str | None:
+def _plugin_command(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> str | None:
     """The command word of ``argv`` when only its plugin is needed (not for help on every command)."""
-    split = _find_command(build_parser(), argv)
+    split = _find_command(parser or build_parser(), argv)
     if split is None or any(a in ("-h", "--help") for a in argv[:split]):
         return None
     return argv[split]
@@ -282,7 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args_list: list[str]) -> int:
     args: argparse.Namespace | None = None
     try:
-        parser = build_parser(plugins=_wants_plugins(args_list), command=_plugin_command(args_list))
+        plain = build_parser()  # finds the command, and is the parser when no plugin is wanted (command unused)
+        if _wants_plugins(args_list, plain):
+            parser = build_parser(plugins=True, command=_plugin_command(args_list, plain))
+        else:
+            parser = plain
         args = parser.parse_args(hoist_global_options(parser, args_list))
         func: Callable[[argparse.Namespace], int | None] = args.func
         if not args.live:  # the live monitor releases a held signal once its engine runs (records written)

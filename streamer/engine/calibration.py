@@ -105,20 +105,35 @@ def blended(
     stats: SpeakerStats, pop_mean: npt.ArrayLike, pop_std: npt.ArrayLike, prior_windows: float
 ) -> tuple[FloatArray, FloatArray]:
     """(mean, std) of the speaker estimate blended with the population's, float32, shape (dim,)."""
-    n, n0 = stats.count, prior_windows
-    mu_pop = np.asarray(pop_mean, dtype=np.float64)
-    var_pop = np.square(np.asarray(pop_std, dtype=np.float64))
-    if n <= 0:
-        return mu_pop.astype(np.float32), np.sqrt(var_pop).astype(np.float32)
-    mean = (n0 * mu_pop + n * stats.mean) / (n0 + n)
-    var = (n0 * var_pop + n * stats.var) / (n0 + n)
-    return mean.astype(np.float32), np.sqrt(np.maximum(var, _MIN_VAR)).astype(np.float32)
+    return _Prior(pop_mean, pop_std, prior_windows).blend(stats)
+
+
+class _Prior:
+    """The population's side of :func:`blended`, computed once: its float64 mean and variance, times n0."""
+
+    def __init__(self, pop_mean: npt.ArrayLike, pop_std: npt.ArrayLike, prior_windows: float) -> None:
+        self.n0 = prior_windows
+        self.mu_pop = np.asarray(pop_mean, dtype=np.float64)
+        self.var_pop = np.square(np.asarray(pop_std, dtype=np.float64))
+        self.weighted_mean = self.n0 * self.mu_pop
+        self.weighted_var = self.n0 * self.var_pop
+
+    def blend(self, stats: SpeakerStats) -> tuple[FloatArray, FloatArray]:
+        """:func:`blended` of ``stats`` with this population: float32 (mean, std), shape (dim,)."""
+        n, n0 = stats.count, self.n0
+        if n <= 0:
+            return self.mu_pop.astype(np.float32), np.sqrt(self.var_pop).astype(np.float32)
+        mean = (self.weighted_mean + n * stats.mean) / (n0 + n)
+        var = (self.weighted_var + n * stats.var) / (n0 + n)
+        np.maximum(var, _MIN_VAR, out=var)
+        return mean.astype(np.float32), np.sqrt(var, out=var).astype(np.float32)
 
 
 class Calibrator:
     """One channel's calibration state: speaker statistics blended with the population's.
 
-    ``pop_mean``/``pop_std``: the model's normalisation, shape (dim,); ``prior_windows``: n0;
+    ``pop_mean``/``pop_std``: the model's normalisation, shape (dim,); ``prior_windows``: n0 (both as
+    given at construction: the population's side of the blend is computed once);
     ``horizon_windows``: how many speech windows the statistics follow; ``profile``: a saved
     starting estimate (kept across :meth:`reset`, which otherwise forgets the speaker).
     """
@@ -137,6 +152,7 @@ class Calibrator:
         self.prior_windows = prior_windows
         self.profile = profile
         self.stats = SpeakerStats(self.pop_mean.size, horizon_windows)
+        self._prior = _Prior(self.pop_mean, self.pop_std, prior_windows)
         self.reset()
 
     def reset(self) -> None:
@@ -152,7 +168,7 @@ class Calibrator:
 
     def normalisation(self) -> tuple[FloatArray, FloatArray]:
         """(mean, std) to normalise the next speech window with, float32, shape (dim,)."""
-        return blended(self.stats, self.pop_mean, self.pop_std, self.prior_windows)
+        return self._prior.blend(self.stats)  # the population and prior_windows of construction
 
     def update(self, x: npt.ArrayLike) -> None:
         """Add one speech window's raw model input (dim,)."""

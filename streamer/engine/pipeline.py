@@ -153,7 +153,7 @@ class ChannelPipeline:
             mean, std = self.calibrator.normalisation()
             self.calibrator.update(x)
         normalised = (x - mean) / std
-        probs = self.model.predict_normalised(normalised[None].astype(np.float32))[0]
+        probs = self.model.predict_normalised(np.asarray(normalised[None], dtype=np.float32))[0]
         reading = self.reading
         population_z = None
         if reading.max_population_rms_z is not None:

@@ -73,6 +73,20 @@ for everything. The two give different model inputs, so a model runs with the ve
 """
 FRONTEND_VERSIONS: tuple[int, ...] = (1, 2)
 _BATCH_FRAMES = 128  # frames per FFT call (the buffers' rows)
+_N_SPECTRAL = 6 + 12 + len(CONTRAST_EDGES_HZ)  # the summary set's spectral columns after the MFCCs
+
+
+@dataclass(frozen=True)
+class SummaryLayout:
+    """Where a summary config's model input puts its parts: the statistics, the deltas' stds, then the embeddings.
+
+    ``summary``: length of the statistics (2 * n_frame_features); ``delta_columns``: the frame columns whose
+    changes follow them (empty without deltas); ``size``: the whole input's length.
+    """
+
+    summary: int
+    delta_columns: list[int]
+    size: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,45 +206,54 @@ class FeatureConfig:
                 "frontend_version 1, or drop the embedding"
             )
 
-    @property
+    @cached_property  # frozen: computed once (the front-end reads these per hop)
     def frame_samples(self) -> int:
         """STFT frame length in samples."""
         return round(self.frame_ms * self.sample_rate_hz / 1000.0)
 
-    @property
+    @cached_property
     def shared_mel(self) -> bool:
         """The embedding's log-mel comes from the STFT frames' spectra (an embedding and front-end version 2)."""
         return self.embedding is not None and self.frontend_version >= 2
 
-    @property
+    @cached_property
     def frame_offset_samples(self) -> int:
         """Samples before STFT frame 0: 56 with :attr:`shared_mel` (frame ``j`` is then mel frame ``j``), else 0."""
         return MEL_FRAME_OFFSET_SAMPLES if self.shared_mel else 0
 
-    @property
+    @cached_property
     def hop_samples(self) -> int:
         """STFT hop in samples."""
         return round(self.frame_hop_ms * self.sample_rate_hz / 1000.0)
 
-    @property
+    @cached_property
     def window_samples(self) -> int:
         """Analysis window length in samples."""
         return round(self.window_ms * self.sample_rate_hz / 1000.0)
 
-    @property
+    @cached_property
     def window_hop_samples(self) -> int:
         """Hop between analysis windows in samples."""
         return round(self.window_hop_ms * self.sample_rate_hz / 1000.0)
 
-    @property
+    @cached_property
     def frames_per_window(self) -> int:
         """Number of STFT frames that fit entirely inside one analysis window."""
         return 1 + (self.window_samples - self.frame_samples - self.frame_offset_samples) // self.hop_samples
 
-    @property
+    @cached_property
     def frames_per_window_hop(self) -> int:
         """STFT frames between the starts of two successive analysis windows."""
         return self.window_hop_samples // self.hop_samples
+
+    @cached_property
+    def summary_layout(self) -> SummaryLayout:
+        """Where :func:`model_input` puts the parts of a summary config's input (computed once)."""
+        return SummaryLayout(
+            summary=2 * len(frame_feature_names(self)),
+            delta_columns=_delta_columns(self) if self.deltas else [],
+            size=len(summary_feature_names(self)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in model metadata.
@@ -408,25 +431,29 @@ def _frames_view(samples: FloatArray, cfg: FeatureConfig, n_frames: int) -> Floa
     return view
 
 
-def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables) -> FloatArray:
-    """ZCR, RMS dB, centroid, bandwidth, roll-off, flatness, chroma and contrast, shape (n, 25), float32."""
+def _spectral_features(frames: FloatArray, power: FloatArray, tables: _Tables, out: FloatArray) -> None:
+    """ZCR, RMS dB, centroid, bandwidth, roll-off, flatness, chroma and contrast into ``out`` (n, 25), float32.
+
+    Each column is rounded to float32 once, as when they were stacked in float64 and cast.
+    """
     signs = np.signbit(frames)
-    zcr = np.count_nonzero(signs[:, 1:] != signs[:, :-1], axis=1) / np.float32(frames.shape[1])
-    rms_db = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames) / np.float32(frames.shape[1]) + _EPS)
+    out[:, 0] = np.count_nonzero(signs[:, 1:] != signs[:, :-1], axis=1) / np.float32(frames.shape[1])
+    out[:, 1] = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames) / np.float32(frames.shape[1]) + _EPS)
     mag = np.sqrt(power)
     mag_sum = mag.sum(axis=1) + _EPS
     centroid = mag @ tables.freqs_hz / mag_sum
-    bandwidth = np.sqrt(np.maximum(0.0, mag @ tables.freqs_sq / mag_sum - centroid**2))
+    out[:, 2] = centroid
+    out[:, 3] = np.sqrt(np.maximum(0.0, mag @ tables.freqs_sq / mag_sum - centroid**2))
     cumulative = np.cumsum(mag, axis=1)
-    rolloff = tables.freqs_hz[np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)]
-    log_power = np.log(power + _EPS)
+    out[:, 4] = tables.freqs_hz[np.argmax(cumulative >= ROLLOFF_FRACTION * cumulative[:, -1:], axis=1)]
+    log_power = power + _EPS
+    np.log(log_power, out=log_power)
     n_bins = power.shape[1]  # sum / n: the same float32 result as .mean(), without its Python overhead
-    flatness = np.exp(log_power.sum(axis=1) / n_bins) / (power.sum(axis=1) / n_bins + _EPS)
-    chroma = power @ tables.chroma_fb_t
-    chroma /= np.max(chroma, axis=1, keepdims=True) + _EPS
-    contrast = _spectral_contrast(power, tables)
-    scalars = np.stack([zcr, rms_db, centroid, bandwidth, rolloff, flatness], axis=1).astype(np.float32)
-    return np.concatenate([scalars, chroma, contrast], axis=1)
+    out[:, 5] = np.exp(log_power.sum(axis=1) / n_bins) / (power.sum(axis=1) / n_bins + _EPS)
+    chroma = np.matmul(power, tables.chroma_fb_t)
+    chroma /= np.maximum.reduce(chroma, axis=1, keepdims=True) + _EPS
+    out[:, 6:18] = chroma
+    out[:, 18:] = _spectral_contrast(power, tables)
 
 
 def _contrast_count(n_bins: int) -> int:
@@ -515,16 +542,21 @@ class FrameFeaturizer:
 
         ``audio`` holds the stream's samples from global sample ``audio_first`` on (the stream counted
         from the last :meth:`reset`, the frame offset included); ``frames`` are global frame indices
-        (frame ``j`` starts at sample ``frame_offset_samples + j * hop_samples``), all inside ``audio``.
+        (frame ``j`` starts at sample ``frame_offset_samples + j * hop_samples``), ascending, all inside ``audio``.
+        A run of consecutive frames is a read-only strided view of ``audio``; other frames are a copy of their rows.
         """
         cfg = self.cfg
         starts = cfg.frame_offset_samples + frames * cfg.hop_samples - audio_first
         if frames.size and (starts[0] < 0 or starts[-1] + cfg.frame_samples > audio.size):
             raise ValueError(f"frames {frames[0]}..{frames[-1]} are not all inside the audio held")
-        if frames.size and int(frames[-1] - frames[0]) == frames.size - 1:  # one run: a strided view, no gather
-            return _frames_view(np.ascontiguousarray(audio[starts[0] :]), cfg, frames.size)
-        gathered: FloatArray = audio[starts[:, None] + np.arange(cfg.frame_samples)]
-        return gathered
+        if frames.size == 0:
+            return np.zeros((0, cfg.frame_samples), dtype=np.float32)
+        span = int(frames[-1] - frames[0]) + 1
+        view = _frames_view(np.ascontiguousarray(audio[starts[0] :]), cfg, span)  # every frame of the span, no copy
+        if span == frames.size:  # one run: the view itself
+            return view
+        picked: FloatArray = view[frames - frames[0]]  # the rows asked for (a copy of those rows only)
+        return picked
 
     def power(self, frames: FloatArray) -> FloatArray:
         """The ``n_fft``-point power spectra of frames (n, frame_samples), float32 (n, n_fft // 2 + 1).
@@ -568,23 +600,26 @@ class FrameFeaturizer:
         cfg, tables = self.cfg, self._tables
         full64 = self._power64(frames)
         power = np.ascontiguousarray(full64[:, ::2] if tables.shared else full64, dtype=np.float32)
-        log_mel = 10.0 * np.log10(power @ tables.mel_fb_t + np.float32(_EPS))
-        parts = [log_mel @ tables.dct_t]
+        log_mel = power @ tables.mel_fb_t
+        log_mel += np.float32(_EPS)  # in place: 10 log10(mel + eps), the same float32 operations
+        np.log10(log_mel, out=log_mel)
+        log_mel *= 10.0
+        rows = np.empty((frames.shape[0], self.n_features), dtype=np.float32)
+        rows[:, : cfg.n_mfcc] = log_mel @ tables.dct_t
         if cfg.feature_set == "summary":
-            parts.append(_spectral_features(frames, power, tables))
+            _spectral_features(frames, power, tables, rows[:, cfg.n_mfcc : cfg.n_mfcc + _N_SPECTRAL])
         if tables.pitch is not None:
             if tables.shared:  # the autocorrelation: an inverse FFT of the power, with a complex input (see pitch)
                 n = frames.shape[0]
                 buffers = _buffers(tables.fft_size, cfg.frame_samples)
                 complex_power = buffers.complex_power[:n]
-                complex_power.real = full64
-                complex_power.imag = 0.0
+                complex_power.real = full64  # the imaginary part stays 0: nothing writes it
                 ac = np.fft.irfft(complex_power, tables.pitch.n_fft, axis=1, out=buffers.autocorrelation[:n])
                 f0_voicing = pitch_from_autocorrelation(ac, tables.pitch)
             else:
                 f0_voicing = frame_pitch(frames * tables.window, tables.pitch)
-            parts.extend(col[:, None] for col in f0_voicing)
-        return np.concatenate(parts, axis=1).astype(np.float32, copy=False), power
+            rows[:, -2], rows[:, -1] = f0_voicing
+        return rows, power
 
 
 class _Buffers:
@@ -623,6 +658,25 @@ def frame_features(signal: npt.ArrayLike, cfg: FeatureConfig) -> FloatArray:
     return FrameFeaturizer(cfg).process(signal)
 
 
+def mean_std(data: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean and (population) standard deviation along axis 0 of float64 ``data``, which it overwrites.
+
+    ``data``: shape (n, ...) with n >= 1, float64, C-contiguous; it holds the squared deviations on return.
+    Returns two float64 arrays of shape ``data.shape[1:]``. The same arithmetic as ``data.mean(axis=0)`` and
+    ``data.std(axis=0)`` (one sum for both, the divisions by the count, the same reductions), so the
+    same bits, without their wrapper layers and the second pass over the mean.
+    """
+    n = data.shape[0]
+    mean = np.add.reduce(data, axis=0, keepdims=True)  # keepdims: an array (also for 1-D data) to divide in place
+    np.true_divide(mean, n, out=mean)
+    np.subtract(data, mean, out=data)
+    np.multiply(data, data, out=data)
+    std = np.add.reduce(data, axis=0, keepdims=True)
+    np.true_divide(std, n, out=std)
+    np.sqrt(std, out=std)
+    return mean.reshape(data.shape[1:]), std.reshape(data.shape[1:])
+
+
 def summary_vector(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None = None) -> FloatArray:
     """Mean and standard deviation of each column over the speech frames of a window.
 
@@ -630,12 +684,17 @@ def summary_vector(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None
     the frames that count. With fewer than two speech frames every frame counts.
     Returns shape (2 * n_frame_features,), float32: all means, then all stds.
     """
+    out = np.empty(2 * frames.shape[1], dtype=np.float32)
+    _summary_into(out, frames, speech_mask)
+    return out
+
+
+def _summary_into(out: FloatArray, frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None) -> None:
+    """:func:`summary_vector` of ``frames`` written into ``out[: 2 * n_frame_features]`` (float32)."""
     if speech_mask is not None and int(np.count_nonzero(speech_mask)) >= 2:
         frames = frames[speech_mask]
-    data = frames.astype(np.float64)
-    mean = data.mean(axis=0)
-    std = data.std(axis=0)
-    return np.concatenate([mean, std]).astype(np.float32)
+    n = frames.shape[1]
+    out[:n], out[n : 2 * n] = mean_std(frames.astype(np.float64))
 
 
 def frames_matrix(frames: FloatArray) -> FloatArray:
@@ -651,19 +710,21 @@ def _voiced_f0_stats(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | No
     values = frames[voiced, f0_col].astype(np.float64)
     if values.size == 0:
         return np.zeros(2, dtype=np.float32)
-    return np.array([values.mean(), values.std()], dtype=np.float32)
+    mean, std = mean_std(values)
+    return np.array([mean, std], dtype=np.float32)
 
 
 def _delta_std(frames: FloatArray, speech_mask: npt.NDArray[np.bool_] | None, columns: list[int]) -> FloatArray:
     """Std of frame-to-frame changes of ``columns`` between consecutive speech frames, float32."""
-    deltas = np.diff(frames[:, columns].astype(np.float64), axis=0)
+    picked = frames[:, columns]
+    deltas = np.subtract(picked[1:], picked[:-1], dtype=np.float64)  # the float64 differences of the float32 values
     if speech_mask is not None:
         pairs = speech_mask[1:] & speech_mask[:-1]
         if int(np.count_nonzero(pairs)) >= 2:
             deltas = deltas[pairs]
     if deltas.shape[0] == 0:
         return np.zeros(len(columns), dtype=np.float32)
-    return deltas.std(axis=0).astype(np.float32)
+    return mean_std(deltas)[1].astype(np.float32)
 
 
 def model_input(
@@ -684,29 +745,39 @@ def model_input(
     """
     if cfg.feature_set == "frames":
         return frames_matrix(frames)
-    summary = summary_vector(frames, speech_mask)
+    _check_embeddings(cfg, pooled_embedding, voice_embedding)
+    layout = cfg.summary_layout
+    out = np.empty(layout.size, dtype=np.float32)
+    _summary_into(out, frames, speech_mask)
     if cfg.pitch:
         n = frames.shape[1]
         f0_col = n - 2
-        summary[[f0_col, n + f0_col]] = _voiced_f0_stats(frames, speech_mask, f0_col)
-    tail: list[FloatArray] = []
+        out[[f0_col, n + f0_col]] = _voiced_f0_stats(frames, speech_mask, f0_col)
+    at = layout.summary
     if cfg.deltas:
-        tail.append(_delta_std(frames, speech_mask, _delta_columns(cfg)))
+        out[at : at + len(layout.delta_columns)] = _delta_std(frames, speech_mask, layout.delta_columns)
+        at += len(layout.delta_columns)
+    for tail in (pooled_embedding, voice_embedding):
+        if tail is not None:
+            out[at : at + tail.size] = tail
+            at += tail.size
+    return out
+
+
+def _check_embeddings(
+    cfg: FeatureConfig, pooled_embedding: FloatArray | None, voice_embedding: FloatArray | None
+) -> None:
+    """Raise ValueError unless the embeddings given are exactly those ``cfg`` fuses, in their shapes."""
     if cfg.embedding is not None:
         expected = (cfg.embedding.pooled_dim,)
         if pooled_embedding is None or pooled_embedding.shape != expected:
             got = None if pooled_embedding is None else pooled_embedding.shape
             raise ValueError(f"pooled_embedding has shape {got}; this fused config needs {expected}")
-        tail.append(np.asarray(pooled_embedding, dtype=np.float32))
     elif pooled_embedding is not None:
         raise ValueError("pooled_embedding given, but the feature config has no embedding")
     if cfg.voice is not None:
         if voice_embedding is None or voice_embedding.shape != (cfg.voice.dim,):
             got = None if voice_embedding is None else voice_embedding.shape
             raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({cfg.voice.dim},)")
-        tail.append(np.asarray(voice_embedding, dtype=np.float32))
     elif voice_embedding is not None:
         raise ValueError("voice_embedding given, but the feature config has no voice encoder")
-    if tail:
-        summary = np.concatenate([summary, *tail])
-    return summary

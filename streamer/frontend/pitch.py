@@ -42,10 +42,17 @@ class PitchTables:
 def _first_strong_peak(r: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.intp]:
     """Index (into ``r[:, 1:-1]``) of the first local maximum within OCTAVE_RATIO of the highest, per row."""
     core = r[:, 1:-1]
-    is_peak = (core >= r[:, :-2]) & (core > r[:, 2:])
-    highest = np.max(np.where(is_peak, core, -np.inf), axis=1, keepdims=True)
-    strong = is_peak & (core >= OCTAVE_RATIO * highest)
-    return np.where(strong.any(axis=1), np.argmax(strong, axis=1), np.argmax(core, axis=1))
+    is_peak = core >= r[:, :-2]
+    is_peak &= core > r[:, 2:]
+    highest = np.maximum.reduce(np.where(is_peak, core, -np.inf), axis=1, keepdims=True)  # np.max, no wrapper
+    highest *= OCTAVE_RATIO  # in the array's dtype, as OCTAVE_RATIO * highest
+    strong = core >= highest
+    strong &= is_peak
+    first = np.argmax(strong, axis=1)
+    none = ~strong[np.arange(first.size), first]  # no strong peak (argmax gave 0): the highest value instead
+    if none.any():
+        first[none] = np.argmax(core[none], axis=1)
+    return first
 
 
 def frame_pitch(windowed: npt.NDArray[np.floating[Any]], tables: PitchTables) -> tuple[FloatArray, FloatArray]:
@@ -69,14 +76,17 @@ def pitch_from_autocorrelation(
 ) -> tuple[FloatArray, FloatArray]:
     """:func:`frame_pitch` from the frames' autocorrelations (inverse FFT of the power), (n_frames, >= max_lag + 2)."""
     ac = np.asarray(autocorrelation[:, : tables.max_lag + 2], dtype=np.float32)
-    r = ac / (ac[:, :1] + np.float32(_EPS)) / tables.window_ac
+    r = ac / (ac[:, :1] + np.float32(_EPS))
+    r /= tables.window_ac  # in place: the same two divisions
     rows = np.arange(r.shape[0])
     lag = _first_strong_peak(r[:, tables.min_lag - 1 : tables.max_lag + 2]) + tables.min_lag
-    voicing = np.clip(r[rows, lag], 0.0, 1.0)
     left, centre, right = r[rows, lag - 1], r[rows, lag], r[rows, lag + 1]
+    voicing = np.clip(centre, 0.0, 1.0)
     curvature = left - 2.0 * centre + right
-    shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    concave = curvature < 0
+    shift = np.where(concave, 0.5 * (left - right) / np.where(concave, curvature, -1.0), 0.0)
     f0_hz = tables.sample_rate_hz / (lag + np.clip(shift, -0.5, 0.5))
-    voiced = (voicing >= VOICING_THRESHOLD) & (ac[:, 0] > _EPS)
+    has_energy = ac[:, 0] > _EPS
+    voiced = (voicing >= VOICING_THRESHOLD) & has_energy
     f0_st = np.where(voiced, 12.0 * np.log2(f0_hz / F0_REFERENCE_HZ), 0.0)
-    return f0_st.astype(np.float32), np.where(ac[:, 0] > _EPS, voicing, 0.0).astype(np.float32)
+    return f0_st.astype(np.float32), np.where(has_energy, voicing, 0.0).astype(np.float32)

@@ -16,12 +16,13 @@ any chunks gives the same decisions as the whole signal.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import _webrtcvad  # webrtcvad's C module: its Python wrapper checks each call and imports importlib.metadata
 import numpy as np
 import numpy.typing as npt
-import webrtcvad
 
 from emostream.audio.codecs import float_to_pcm16_bytes
 from emostream.errors import ConfigError, InvalidSettingError
@@ -131,7 +132,12 @@ class VadGate:
         self.sample_rate_hz = sample_rate_hz
         self.frame_samples = cfg.frame_samples(sample_rate_hz)
         self._hangover_frames = cfg.hangover_ms // cfg.frame_ms
-        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._vad = _new_webrtc_vad(cfg.aggressiveness)
+        self._needs_levels = any(
+            v is not None for v in (cfg.min_level_dbfs, cfg.noise_floor_margin_db, cfg.speech_level_margin_db)
+        )
+        self._level_gates = cfg.min_level_dbfs is not None or cfg.noise_floor_margin_db is not None
+        self._ranges: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
         if cfg.engine == "silero":
             silero.check_available(sample_rate_hz)
         self._silero = silero.SileroDetector() if cfg.engine == "silero" else None
@@ -146,7 +152,7 @@ class VadGate:
 
     def reset(self) -> None:
         """Forget buffered samples, the hang-over state and the noise floor."""
-        self._vad = webrtcvad.Vad(self.cfg.aggressiveness)
+        self._vad = _new_webrtc_vad(self.cfg.aggressiveness)
         if self._silero is not None:
             self._silero.reset()
         self._frames_done = 0
@@ -155,10 +161,21 @@ class VadGate:
         self._floor_db = None
         self._speech_db = None
 
-    def _loud_enough(self, levels: npt.NDArray[np.float64] | None, n_frames: int) -> npt.NDArray[np.bool_]:
+    def _ranges_of(self, n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """``arange(n)`` and the speech level's fall over frames 1..n (dB), made once per block size (read-only)."""
+        ranges = self._ranges.get(n)
+        if ranges is None:
+            index = np.arange(n)
+            steps = np.arange(1, n + 1, dtype=np.float64) * self._fall_db
+            index.flags.writeable = steps.flags.writeable = False
+            ranges = self._ranges[n] = (index, steps)
+        return ranges
+
+    def _loud_enough(self, levels: npt.NDArray[np.float64] | None, n_frames: int) -> npt.NDArray[np.bool_] | None:
+        """Per frame: loud enough for the level gates (None: no level gate set, every frame is)."""
         cfg = self.cfg
-        if levels is None or (cfg.min_level_dbfs is None and cfg.noise_floor_margin_db is None):
-            return np.ones(n_frames, dtype=bool)
+        if levels is None or not self._level_gates:
+            return None
         loud = np.ones(n_frames, dtype=bool) if cfg.min_level_dbfs is None else levels >= cfg.min_level_dbfs
         if cfg.noise_floor_margin_db is not None:
             loud &= self._above_floor(levels, cfg.noise_floor_margin_db)
@@ -188,13 +205,17 @@ class VadGate:
         n = levels.size
         if n == 0:
             return heard
-        steps = np.arange(1, n + 1, dtype=np.float64) * self._fall_db
+        steps = self._ranges_of(n)[1]
         lifted = np.where(heard, levels + steps, -np.inf)
         if self._speech_db is not None:
             lifted[0] = max(lifted[0], self._speech_db)  # the carried reference, one frame older at frame 0
-        reference = np.maximum.accumulate(lifted) - steps
-        self._speech_db = None if not np.isfinite(reference[-1]) else float(reference[-1])
-        out: npt.NDArray[np.bool_] = heard & (levels >= reference - margin_db)
+        reference = np.maximum.accumulate(lifted, out=lifted)
+        reference -= steps
+        last = float(reference[-1])
+        self._speech_db = last if math.isfinite(last) else None
+        reference -= margin_db  # in place: the lowest level still near the speech
+        out: npt.NDArray[np.bool_] = levels >= reference
+        out &= heard
         return out
 
     def process(self, chunk: npt.ArrayLike) -> npt.NDArray[np.bool_]:
@@ -206,11 +227,8 @@ class VadGate:
         self._pending_len = samples.size - used
         self._pending[: self._pending_len] = samples[used:]
         cfg = self.cfg
-        needs_levels = any(
-            v is not None for v in (cfg.min_level_dbfs, cfg.noise_floor_margin_db, cfg.speech_level_margin_db)
-        )
-        levels = frame_levels_dbfs(samples, n_frames, self.frame_samples) if needs_levels else None
-        heard = self._heard(new, samples[:used], self._loud_enough(levels, n_frames))
+        levels = frame_levels_dbfs(samples, n_frames, self.frame_samples) if self._needs_levels else None
+        heard = self._heard(new, samples[:used], n_frames, self._loud_enough(levels, n_frames))
         if levels is not None and cfg.speech_level_margin_db is not None:
             heard = self._near_speech_level(levels, heard, cfg.speech_level_margin_db)
         self._frames_done += n_frames
@@ -219,39 +237,60 @@ class VadGate:
     def _hang_over(self, heard: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Speech decisions: a frame is speech up to ``hangover_frames`` after the last heard frame (vectorised)."""
         n = heard.size
-        index = np.arange(n)
-        last = np.maximum.accumulate(np.where(heard, index, -1))  # last heard frame at or before each, -1 if none
-        since = np.where(last >= 0, index - last, self._frames_since_speech + index + 1)
+        index = self._ranges_of(n)[0]
+        # the last heard frame at or before each; before any in this block, the one the carried count puts
+        # before the block (frame -1 - frames_since_speech): frames since = index - that frame either way
+        since = np.where(heard, index, -1 - self._frames_since_speech)
+        np.maximum.accumulate(since, out=since)
+        np.subtract(index, since, out=since)
         if n:
             self._frames_since_speech = int(since[-1])
         out: npt.NDArray[np.bool_] = since <= self._hangover_frames
         return out
 
     def _heard(
-        self, new: npt.NDArray[np.float32], framed: npt.NDArray[np.float32], loud: npt.NDArray[np.bool_]
+        self,
+        new: npt.NDArray[np.float32],
+        framed: npt.NDArray[np.float32],
+        n_frames: int,
+        loud: npt.NDArray[np.bool_] | None,
     ) -> npt.NDArray[np.bool_]:
-        """Per frame of ``framed``: loud enough and taken for speech by the detector.
+        """Per frame of ``framed`` (``n_frames`` frames): loud enough (``loud``; None: all are) and taken for speech.
 
         Silero sees every stream sample once (``new``, the chunk as it came) on its own grid;
         webrtcvad hears only the loud frames (its noise model adapts to what it hears).
         """
-        n_frames = loud.size
         if self._silero is not None:
             probabilities = self._silero.frame_probabilities(new, self._frames_done, n_frames, self.frame_samples)
-            return loud & (probabilities >= self.cfg.silero_threshold)
-        pcm = float_to_pcm16_bytes(framed)
-        step = 2 * self.frame_samples
+            heard_silero: npt.NDArray[np.bool_] = probabilities >= self.cfg.silero_threshold
+            return heard_silero if loud is None else loud & heard_silero
+        pcm = memoryview(float_to_pcm16_bytes(framed))
+        size = self.frame_samples
+        step = 2 * size
         rate = self.sample_rate_hz
+        vad = self._vad
+        frames = range(n_frames) if loud is None else np.flatnonzero(loud).tolist()
         heard = np.zeros(n_frames, dtype=bool)
-        for i in np.flatnonzero(loud).tolist():
-            heard[i] = self._vad.is_speech(pcm[i * step : (i + 1) * step], rate)
+        heard[[i for i in frames if _webrtcvad.process(vad, rate, pcm[i * step : (i + 1) * step], size)]] = True
         return heard
 
 
 def frame_levels_dbfs(samples: npt.NDArray[np.float32], n_frames: int, frame_samples: int) -> npt.NDArray[np.float64]:
     """RMS level in dBFS of each of ``n_frames`` consecutive frames (floored at -200 dB), shape (n_frames,)."""
     frames = samples[: n_frames * frame_samples].reshape(n_frames, frame_samples).astype(np.float64)
-    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+    np.multiply(frames, frames, out=frames)
+    power = np.add.reduce(frames, axis=1)  # np.mean(frames**2, axis=1): the same sums and division, no wrapper
+    np.true_divide(power, frame_samples, out=power)
+    power += 1e-20
+    return 10.0 * np.log10(power)
+
+
+def _new_webrtc_vad(aggressiveness: int) -> object:
+    """A fresh webrtcvad detector in mode ``aggressiveness`` (what ``webrtcvad.Vad(aggressiveness)`` holds)."""
+    vad = _webrtcvad.create()
+    _webrtcvad.init(vad)
+    _webrtcvad.set_mode(vad, aggressiveness)
+    return vad
 
 
 def speech_flags(signal: npt.ArrayLike, cfg: VadConfig, sample_rate_hz: int) -> npt.NDArray[np.bool_]:

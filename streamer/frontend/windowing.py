@@ -23,6 +23,7 @@ encoder run for a window that is not speech).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,8 @@ from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import VoiceEncoder
 
+_KEPT_WINDOWS = 4  # the stream buffers' initial room, in windows (at least 2: a window and what comes before it)
+
 
 @dataclass(frozen=True)
 class Window:
@@ -60,7 +63,13 @@ class Window:
 
 
 class _Rows:
-    """Rows addressed by a global index; old rows are dropped as the stream moves on."""
+    """Rows addressed by a global index; old rows are dropped as the stream moves on.
+
+    Rows below the ``keep_from`` of a call are dropped only when the buffer is full (then all of
+    them at once, and the buffer doubles if that is not enough), so the kept rows are not moved
+    on every call. ``first`` is the global index of ``data[0]``; views from :meth:`take` are valid
+    until the next :meth:`extend` or :meth:`grow_to`.
+    """
 
     def __init__(self, width: int | None, capacity: int, dtype: type) -> None:
         shape = (capacity,) if width is None else (capacity, width)
@@ -73,25 +82,35 @@ class _Rows:
         """Global index one past the newest row."""
         return self.first + self.count
 
-    def extend(self, rows: npt.NDArray[np.generic], keep_from: int) -> None:
-        """Append ``rows``, dropping rows with a global index below ``keep_from``."""
+    def _make_room(self, added: int, keep_from: int) -> int:
+        """Room for ``added`` more rows (dropping rows below ``keep_from`` if full); returns the new count."""
+        needed = self.count + added
+        if needed <= len(self.data):
+            return needed
         drop = min(max(0, keep_from - self.first), self.count)
         if drop:
             self.data[: self.count - drop] = self.data[drop : self.count]
             self.first += drop
             self.count -= drop
-        needed = self.count + len(rows)
+            needed -= drop
         if needed > len(self.data):
             grown = np.zeros((max(needed, 2 * len(self.data)), *self.data.shape[1:]), dtype=self.data.dtype)
             grown[: self.count] = self.data[: self.count]
             self.data = grown
+        return needed
+
+    def extend(self, rows: npt.NDArray[np.generic], keep_from: int) -> None:
+        """Append ``rows``; rows with a global index below ``keep_from`` may be dropped."""
+        needed = self._make_room(len(rows), keep_from)
         self.data[self.count : needed] = rows
         self.count = needed
 
     def grow_to(self, stop: int, keep_from: int) -> None:
-        """Append zero rows up to global index ``stop`` (exclusive), dropping rows below ``keep_from``."""
+        """Append zero rows up to global index ``stop`` (exclusive); rows below ``keep_from`` may be dropped."""
         if stop > self.end:
-            self.extend(np.zeros((stop - self.end, *self.data.shape[1:]), dtype=self.data.dtype), keep_from)
+            needed = self._make_room(stop - self.end, keep_from)
+            self.data[self.count : needed] = 0
+            self.count = needed
 
     def take(self, start: int, length: int) -> npt.NDArray[np.generic]:
         """Rows with global indices ``start .. start + length - 1`` (a view)."""
@@ -152,15 +171,16 @@ class WindowExtractor:
         self._speech_only = speech_only
         self._featurizer = FrameFeaturizer(feature_cfg)
         self._vad = VadGate(vad_cfg, feature_cfg.sample_rate_hz)
-        capacity = 2 * feature_cfg.frames_per_window
+        # Four windows' worth: the rows of a window and its hop are kept, older ones dropped every few hops.
+        capacity = _KEPT_WINDOWS * feature_cfg.frames_per_window
         self._frames = _Rows(self._featurizer.n_features, capacity, np.float32)  # rows, computed where _done
         self._done = _Rows(None, capacity, np.bool_)
         self._mel_done = _Rows(None, capacity, np.bool_)  # mel frames of the embedder computed
-        self._audio = _Rows(None, 2 * feature_cfg.window_samples, np.float32)  # stream samples, global index
+        self._audio = _Rows(None, _KEPT_WINDOWS * feature_cfg.window_samples, np.float32)  # samples, global index
         self._window_frames = np.arange(feature_cfg.frames_per_window)
         centres = self._window_frames * feature_cfg.hop_samples + feature_cfg.frame_offset_samples
         self._centre_flags = (centres + feature_cfg.frame_samples // 2) // self._vad_frame
-        self._flags = _Rows(None, 2 * feature_cfg.window_samples // self._vad_frame, np.bool_)
+        self._flags = _Rows(None, _KEPT_WINDOWS * feature_cfg.window_samples // self._vad_frame, np.bool_)
         self._embedder: SpeechEmbedder | None = None
         if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
             self._embedder = SpeechEmbedder(feature_cfg.embedding)
@@ -313,11 +333,13 @@ class WindowExtractor:
     def _make_window(self, start: int, first_frame: int, first_flag: int, vad_per_window: int) -> Window:
         flags = self._flags.take(first_flag, vad_per_window).astype(bool)
         real_flags = flags[max(0, self._lead_in - start) // self._vad_frame :]
-        ratio = float(np.mean(real_flags))
+        heard = int(np.count_nonzero(real_flags))
+        # np.mean of the flags: their float64 sum (a whole number) over the count, the same correctly rounded quotient
+        ratio = heard / real_flags.size if real_flags.size else math.nan
         # Classified only with as much speech as any full window needs: the silence assumed before the
         # stream counts as no speech. Counted over the real audio alone, a first window with 0.3 s of
         # speech was classified, and such readings lean to one emotion (issue 19, item 3).
-        is_speech = float(np.sum(real_flags)) / flags.size >= self.vad_cfg.min_speech_ratio
+        is_speech = heard / flags.size >= self.vad_cfg.min_speech_ratio
         start_s, end_s = self.timing.window_times_s(self._next_index)
         wanted = self._compute_features and (is_speech or not self._speech_only)
         return Window(

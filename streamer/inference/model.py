@@ -78,8 +78,9 @@ class EmotionModel:
             )
         with self._lock:
             raw = self._runner.run(np.asarray(x, dtype=np.float32))
-        probs = np.clip(raw, 0.0, None)
-        return (probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
+        probs = np.maximum(raw, 0.0)  # np.clip(raw, 0.0, None) is this maximum
+        probs /= np.maximum(np.add.reduce(probs, axis=1, keepdims=True), 1e-9)
+        return probs.astype(np.float32, copy=False)
 
     def predict_batch(self, features: FloatArray) -> FloatArray:
         """Class probabilities for a batch of windows, shape (n, n_labels), float32."""

@@ -111,7 +111,8 @@ def quantizer(detail: dict[str, Any]) -> Callable[[Float32Array], npt.NDArray[An
     low, high = info.min, info.max
 
     def to_integer(x: Float32Array) -> npt.NDArray[Any]:
-        y = np.asarray(x / scale + zero_point)
+        y = np.asarray(x / scale)
+        y += zero_point  # in place: x / scale + zero_point in the same dtype (Python scalars are weak)
         np.rint(y, out=y)
         np.minimum(np.maximum(y, low, out=y), high, out=y)
         return y.astype(dtype)
@@ -124,7 +125,10 @@ def dequantize(y: npt.NDArray[Any], detail: dict[str, Any]) -> Float32Array:
     if np.dtype(detail["dtype"]) == np.float32:
         return y.astype(np.float32)
     scale, zero_point = detail["quantization"]
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    out: Float32Array = y.astype(np.float32)
+    out -= zero_point  # in place: (y - zero_point) * scale in float32, without two more arrays
+    out *= scale
+    return out
 
 
 def sha256_hex(content: bytes) -> str:
