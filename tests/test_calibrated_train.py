@@ -202,6 +202,8 @@ def test_arousal_ua_and_uncertainty_rule() -> None:
     reading = reading_config({**with_pop, "population_columns": 3})
     assert reading.max_population_rms_z == limit and reading.population_columns == 3
     assert population_columns(feature_config_for("resnet_mlp", embedding_stride_frames=50), 403) == 115
+    voice = feature_config_for("resnet_mlp", voice=True, voice_layer_means=(2, 3))
+    assert population_columns(voice, 883) == 115  # the statistics only, not the voice encoder's columns
 
 
 @pytest.mark.slow
