@@ -197,7 +197,7 @@ def _spec(args: argparse.Namespace) -> Any:
             embedding_variant=_embedding_variant(args),
             voice=args.voice_encoder,
             voice_student=_voice_student(args),
-            voice_layer_means=_voice_layer_means(args),
+            voice_layer_means=voice_layer_means(args),
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
@@ -221,7 +221,8 @@ def _voice_student(args: argparse.Namespace) -> Path | None:
     return Path(args.voice_student)
 
 
-def _voice_layer_means(args: argparse.Namespace) -> tuple[int, ...]:
+def voice_layer_means(args: argparse.Namespace) -> tuple[int, ...]:
+    """The LSTM layers of ``--voice-layer-means`` (with ``--voice-encoder``); :class:`ConfigError` if malformed."""
     text: str = getattr(args, "voice_layer_means", "")
     if not text:
         return ()

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.errors import ConfigError
 from emostream.frontend.features import summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
-from emostream.train.cli import corpus_folders
+from emostream.train.cli import corpus_folders, voice_layer_means
 from emostream.train.corpora import Clip, get
 from emostream.train.dataset import build_windows
 from emostream.train.loco import FOUR, MERGED, ua4
@@ -157,11 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        layers = tuple(int(k) for k in args.voice_layer_means.split(",") if k)
-    except ValueError:
-        parser.error(f"--voice-layer-means is {args.voice_layer_means!r}; expected LSTM layer numbers such as 2,3")
-    if layers and not args.voice_encoder:
-        parser.error("--voice-layer-means needs --voice-encoder")
+        layers = voice_layer_means(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
     cache = Path(args.cache) if args.cache else None
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():

@@ -120,10 +120,8 @@ def feature_config_for(
 def _voice_config(voice: bool, student: Path | None, layer_means: tuple[int, ...]) -> VoiceConfig | None:
     if not voice:
         return None
-    if student is None:
-        return VoiceConfig(layer_means=layer_means)
-    config = student_voice_config(student)
-    return dataclasses.replace(config, layer_means=layer_means) if layer_means else config
+    base = VoiceConfig() if student is None else student_voice_config(student)
+    return dataclasses.replace(base, layer_means=layer_means)  # with a student, refused unless ()
 
 
 def student_voice_config(path: Path) -> VoiceConfig:
