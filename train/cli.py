@@ -129,6 +129,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="add each training clip's G.711 mu-law round trip (8 kHz, 300-3400 Hz) as one more training copy",
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N networks with seeds SEED..SEED+N-1 and average their probabilities in one model (default 1)",
+    )
     p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
 
@@ -183,6 +190,7 @@ def _spec(args: argparse.Namespace) -> Any:
         class_weights=not args.no_class_weights,
         balance=args.balance,
         seed=args.seed,
+        ensemble=args.ensemble,
         model=ModelConfig(dropout=args.dropout, l2=args.l2),
     )
     return RunSpec(

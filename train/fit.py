@@ -33,6 +33,10 @@ class TrainConfig:
 
     With a validation set, training stops when ``monitor`` (``val_accuracy`` or ``val_loss``)
     has not improved for ``patience`` epochs, and the best epoch's weights are kept.
+
+    ``ensemble`` > 1 trains that many members on the same data, each with its own seed
+    (``seed``, ``seed + 1``, ...: its own initial weights, dropout and batch order) and its own
+    early stopping, and averages their probabilities in one model (one TFLite file).
     """
 
     family: str = "resnet_mlp"
@@ -47,11 +51,16 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     balance: str = "corpus_class"
     seed: int = 42
+    ensemble: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCES:
             raise ConfigError(f"--balance is {self.balance!r}; expected one of {', '.join(BALANCES)}")
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise ConfigError(
+                f"--ensemble is {self.ensemble}; expected 1 (one network) to {MAX_ENSEMBLE} members averaged"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -59,6 +68,7 @@ class TrainConfig:
 
 
 BALANCES: tuple[str, ...] = ("corpus_class", "corpus_class_speaker")
+MAX_ENSEMBLE = 8
 
 
 @dataclass
@@ -201,7 +211,6 @@ def fit(
     before it has heard any speech). Column selection is refused with it.
     """
     keras = import_keras()
-    set_seeds(cfg.seed)
     if cfg.family in SUMMARY_FAMILIES and x_train.ndim != 2:
         raise ConfigError(f"{cfg.family} takes summary vectors, got inputs of shape {x_train.shape[1:]}")
     if population is not None:
@@ -227,6 +236,78 @@ def fit(
         mean, std = normalisation(xs)
         fitted = Fitted(None, mean, std, selected, 0, 0, {})
         prepare = fitted.prepare
+    val_data = None
+    if validation is not None:
+        val_data = (prepare(validation[0]), masked_targets(validation[1], n_labels, validation_mask))
+    weights = (
+        balanced_weights(y_train, groups, speakers if cfg.balance == "corpus_class_speaker" else None)
+        if cfg.class_weights
+        else np.ones(len(y_train), dtype=np.float32)
+    )
+    targets = masked_targets(y_train, n_labels, label_mask)
+    xs = prepare(x_train)
+    members = [
+        _fit_member(
+            xs,
+            targets,
+            weights,
+            n_labels=n_labels,
+            cfg=dataclasses.replace(cfg, seed=cfg.seed + k),
+            val_data=val_data,
+            on_epoch=on_epoch,
+        )
+        for k in range(cfg.ensemble)
+    ]
+    if len(members) == 1:
+        fitted.model, hist = members[0]
+    else:
+        fitted.model = _average(keras, [m for m, _ in members], tuple(xs.shape[1:]))
+        hist = _mean_history([h for _, h in members])
+    fitted.history = hist
+    fitted.epochs_run = max(len(h.get("loss", [])) for _, h in members)
+    bests = [_best_epoch(h, cfg) for _, h in members]
+    fitted.best_epoch = int(np.median(bests)) if bests else 0
+    return fitted
+
+
+def _best_epoch(hist: dict[str, list[float]], cfg: TrainConfig) -> int:
+    """1-based epoch of the best ``cfg.monitor`` value, or the last epoch when it was not tracked."""
+    if cfg.monitor in hist:
+        values = np.asarray(hist[cfg.monitor])
+        return int(np.argmin(values) if cfg.monitor.endswith("loss") else np.argmax(values)) + 1
+    return len(hist.get("loss", []))
+
+
+def _mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Per key and epoch, the mean over the members that ran that epoch."""
+    out: dict[str, list[float]] = {}
+    for key in histories[0]:
+        runs = [h[key] for h in histories if key in h]
+        n = max(len(r) for r in runs)
+        out[key] = [float(np.mean([r[e] for r in runs if e < len(r)])) for e in range(n)]
+    return out
+
+
+def _average(keras: Any, members: list[Any], input_shape: tuple[int, ...]) -> Any:
+    """One Keras model whose output is the mean of the members' probabilities (same input)."""
+    inputs = keras.Input(shape=input_shape)
+    outs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{k}")(inputs) for k, m in enumerate(members)]
+    return keras.Model(inputs, keras.layers.Average()(outs), name=f"{members[0].name}_x{len(members)}")
+
+
+def _fit_member(
+    xs: F32,
+    targets: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    *,
+    n_labels: int,
+    cfg: TrainConfig,
+    val_data: tuple[F32, npt.NDArray[np.float32]] | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Train one network on prepared inputs with ``cfg.seed``; (Keras model, history)."""
+    keras = import_keras()
+    set_seeds(cfg.seed)
     model = build_model(cfg.family, tuple(xs.shape[1:]), n_labels, cfg.model)
     smoothing = cfg.label_smoothing
 
@@ -240,9 +321,7 @@ def fit(
     )
     monitor = cfg.monitor.replace("accuracy", "masked_accuracy")
     callbacks: list[Any] = []
-    val_data = None
-    if validation is not None:
-        val_data = (prepare(validation[0]), masked_targets(validation[1], n_labels, validation_mask))
+    if val_data is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=monitor,
@@ -253,13 +332,8 @@ def fit(
         )
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
-    weights = (
-        balanced_weights(y_train, groups, speakers if cfg.balance == "corpus_class_speaker" else None)
-        if cfg.class_weights
-        else np.ones(len(y_train), dtype=np.float32)
-    )
     history = model.fit(
-        _mixup(prepare(x_train), masked_targets(y_train, n_labels, label_mask), weights, cfg),
+        _mixup(xs, targets, weights, cfg),
         epochs=cfg.epochs,
         shuffle=False,  # the tf.data pipeline shuffles (seeded) itself
         validation_data=val_data,
@@ -267,15 +341,7 @@ def fit(
         verbose=0,
     )
     hist = {k.replace("masked_accuracy", "accuracy"): [float(v) for v in vals] for k, vals in history.history.items()}
-    fitted.model = model
-    fitted.history = hist
-    fitted.epochs_run = len(hist.get("loss", []))
-    if cfg.monitor in hist:
-        values = np.asarray(hist[cfg.monitor])
-        fitted.best_epoch = int(np.argmin(values) if cfg.monitor.endswith("loss") else np.argmax(values)) + 1
-    else:
-        fitted.best_epoch = fitted.epochs_run
-    return fitted
+    return model, hist
 
 
 def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig) -> Any:
