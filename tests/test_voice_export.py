@@ -125,3 +125,36 @@ def test_a_wheel_with_other_weights_is_refused(tmp_path: Path) -> None:
     assert "resemblyzer==0.1.4" in str(info.value)
     with pytest.raises(DatasetError, match="cannot read"):
         weights_from_wheel(tmp_path / "missing.whl")
+
+
+@pytest.mark.slow
+def test_fused_lstm_graph_is_the_numpy_network() -> None:
+    """The tried fused-LSTM TFLite graph (docs/performance.md, seventh round): three fused ops, no loop, and the
+    NumPy network's embedding and layer means to 1e-5 when its states are reset before each invoke."""
+    pytest.importorskip("tf_keras")
+    from emostream.frontend.voice import MODEL_FILE, _Lstm, voice_encoder_dir
+    from emostream.inference.tflite import interpreter_class
+    from emostream.train.voice_encoder_export import fused_lstm_tflite
+
+    weights = load_weights((voice_encoder_dir() / MODEL_FILE).read_bytes())
+    cls, _ = interpreter_class()
+    interp = cls(model_content=fused_lstm_tflite(weights), num_threads=1)
+    interp.allocate_tensors()
+    ops = [d["op_name"] for d in interp._get_ops_details()]
+    assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3 and "WHILE" not in ops
+    mel = np.load(Path(__file__).parent / "fixtures" / "voice" / "resemblyzer_reference.npz")["mel"]
+    blocks = np.stack([mel, mel[::-1], 0.1 * mel]).astype(np.float32)  # (3, 160, 40): three blocks in a row
+    expected = _Lstm(weights)(blocks, (1, 2, 3))
+    src, dst = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    for reset in (True, False):
+        got = []
+        for block in blocks:
+            if reset:
+                interp.reset_all_variables()
+            interp.set_tensor(src, block[None])
+            interp.invoke()
+            got.append(interp.get_tensor(dst)[0].copy())
+        if reset:
+            np.testing.assert_allclose(np.stack(got), expected, atol=1e-5)
+        else:  # the op's states are variables: without a reset the next block starts where the last one ended
+            assert np.abs(got[1] - expected[1]).max() > 1e-3

@@ -9,10 +9,13 @@ emotional speech. The file is a legacy (pre-zip) ``torch.save`` pickle; :func:`r
 reads its tensors with the standard library and NumPy (refusing any other file before it is
 unpickled, and any class but tensors and dicts). The encoder's weights are written unchanged
 (float32, PyTorch names) to an ``.npz`` that :mod:`emostream.frontend.voice` runs with NumPy.
-(A TFLite conversion was tried: Keras 3's LSTM only converts unrolled, which cost 2.6x the
-NumPy time and about 1 GB of memory once the interpreter packed the weights of each of the 480
-unrolled steps.) The command prints the largest difference from ``--reference`` outputs when
-given (an ``.npz`` with ``mel`` and ``ref`` made with Resemblyzer itself).
+(Two TFLite conversions were tried and dropped: Keras 3's LSTM only converts unrolled, which cost
+2.6x the NumPy time and about 1 GB of memory once the interpreter packed the weights of each of the
+480 unrolled steps; tf_keras's LSTM converts to the fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` op,
+:func:`fused_lstm_tflite`, which matches the NumPy network to 5e-7 but costs 1.5-1.7x its CPU on
+x86 with ai-edge-litert: docs/performance.md, "seventh round".) The command prints the largest
+difference from ``--reference`` outputs when given (an ``.npz`` with ``mel`` and ``ref`` made with
+Resemblyzer itself).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from emostream.errors import DatasetError
-from emostream.frontend.voice import MODEL_FILE, WEIGHT_NAMES
+from emostream.errors import ConfigError, DatasetError
+from emostream.frontend.voice import BLOCK_FRAMES, MEL_BANDS, MODEL_FILE, WEIGHT_NAMES
 
 WEIGHTS_IN_WHEEL = "resemblyzer/pretrained.pt"
 WEIGHTS_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
@@ -146,6 +149,54 @@ def encoder_file(weights: dict[str, npt.NDArray[np.float32]]) -> bytes:
             np.lib.format.write_array(entry, np.ascontiguousarray(weights[name], dtype=np.float32), allow_pickle=False)
             z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), entry.getvalue())
     return buf.getvalue()
+
+
+FUSED_LSTM_LAYERS = 3
+"""Layers of the encoder's LSTM; :func:`fused_lstm_tflite` puts the time mean of each after the embedding."""
+
+
+def fused_lstm_tflite(weights: dict[str, npt.NDArray[np.float32]]) -> bytes:
+    """The encoder as a float32 TFLite graph with TFLite's fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` op per layer.
+
+    Input (1, 160, 40) float32 mel power, output (1, 1024) float32: the embedding (ReLU projection
+    of the last step, L2-normalised), then the time mean of each LSTM layer's outputs (layers 1, 2,
+    3; a config's ``layer_means`` pick theirs), as :class:`emostream.frontend.voice._Lstm` returns
+    them. Built with tf_keras (Keras 2: its LSTM is what the converter fuses; Keras 3's is
+    converted unrolled), which the ``train`` extra does not install: ``pip install
+    tf-keras==<tensorflow's version>``. PyTorch's gate order i, f, g, o is Keras's i, f, c, o; its
+    two biases are summed. The op keeps its state between invokes (TFLite's LSTM states are
+    variables): call ``reset_all_variables()`` before each, or a block starts from the last one's
+    state. Tried for issue 16 and not shipped (docs/performance.md, "seventh round").
+    """
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+        import tf_keras  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(
+            f"the fused LSTM graph needs TensorFlow and tf_keras ({exc}): `pip install 'emostream[train]'`, then "
+            "`pip install tf-keras==X.Y.Z` with TensorFlow's version"
+        ) from exc
+    inputs = tf_keras.Input(shape=(BLOCK_FRAMES, MEL_BANDS), batch_size=1, dtype="float32")
+    x, means = inputs, []
+    for k in range(FUSED_LSTM_LAYERS):
+        lstm = tf_keras.layers.LSTM(
+            weights[f"lstm.weight_hh_l{k}"].shape[1], return_sequences=True, name=f"lstm{k + 1}"
+        )
+        x = lstm(x)
+        lstm.set_weights(
+            [
+                weights[f"lstm.weight_ih_l{k}"].T,
+                weights[f"lstm.weight_hh_l{k}"].T,
+                weights[f"lstm.bias_ih_l{k}"] + weights[f"lstm.bias_hh_l{k}"],
+            ]
+        )
+        means.append(tf.reduce_mean(x, axis=1))
+    projection = tf_keras.layers.Dense(weights["linear.weight"].shape[0], activation="relu", name="projection")
+    embedding = tf.math.l2_normalize(projection(x[:, -1]), axis=1)
+    projection.set_weights([weights["linear.weight"].T, weights["linear.bias"]])
+    model = tf_keras.Model(inputs, tf_keras.layers.Concatenate()([embedding, *means]))
+    content: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return content
 
 
 def main(argv: Sequence[str] | None = None) -> int:
