@@ -383,7 +383,7 @@ class VoiceEncoder:
     :meth:`reset` forgets them when a new stream starts. One stream at a time per encoder.
 
     With a student in the config, the student runs (0.1-0.3 ms per block). Otherwise the LSTM
-    runs in NumPy (about 15-20 ms of one core per block with one math thread); the math-thread
+    runs in NumPy (about 12-15 ms of one core per block with one math thread); the math-thread
     limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading these small
     products over threads, which costs several times more.
     """
