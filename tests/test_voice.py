@@ -18,6 +18,7 @@ from emostream.frontend.voice import (
     VOICE_DIM,
     VoiceConfig,
     VoiceEncoder,
+    _Lstm,
     check_voice_files,
     load_weights,
     mel_filterbank,
@@ -227,3 +228,22 @@ def test_layer_means_config_names_and_checks() -> None:
         VoiceConfig(layer_means=(2,), student_file="s.tflite", student_sha256="0" * 64)
     with pytest.raises(ConfigError, match="layer_means"):
         VoiceConfig.from_dict({"layer_means": "2"})
+
+
+def test_the_lstm_is_the_plain_float64_network_for_one_block_and_a_batch(encoder: VoiceEncoder) -> None:
+    """``_Lstm``'s step (halved sigmoid weights, one buffer, time-major) against PyTorch's LSTM written out
+    plainly: the embedding and every layer's time mean, alone and in a batch of blocks (the same values but for
+    rounding)."""
+    weights = load_weights((voice_encoder_dir() / MODEL_FILE).read_bytes())
+    net = _Lstm(weights)
+    audio = load_mono(ANGRY, SR)
+    mels = np.stack([encoder.mel(audio[s : s + BLOCK_SAMPLES]) for s in (0, 8000, 24000)])
+    batch = net(mels, (1, 2, 3))
+    assert batch.shape == (3, 4 * VOICE_DIM) and batch.dtype == np.float32
+    for mel, got in zip(mels, batch, strict=True):
+        np.testing.assert_allclose(net(mel[None], (1, 2, 3))[0], got, atol=1e-6)  # BLAS: one row or three
+        layers = _plain_lstm_layer_outputs(weights, mel)
+        emb = np.maximum(weights["linear.weight"].astype(np.float64) @ layers[2][-1] + weights["linear.bias"], 0.0)
+        np.testing.assert_allclose(got[:VOICE_DIM], emb / np.linalg.norm(emb), atol=2e-5)
+        for k, layer in enumerate(layers, start=1):
+            np.testing.assert_allclose(got[k * VOICE_DIM : (k + 1) * VOICE_DIM], layer.mean(axis=0), atol=2e-5)

@@ -250,19 +250,24 @@ class _Lstm:
     """Resemblyzer's network in NumPy float32: 3 LSTM layers (256), a ReLU projection, L2 norm.
 
     Weights keep PyTorch's names and layout in the file; here each layer's gates are reordered
-    i, f, o, g (one sigmoid over the first three quarters) and the matrices transposed.
+    i, f, o, g, the matrices transposed, and the rows of the sigmoid gates i, f, o (weights and
+    biases) halved: sigmoid(x) = (tanh(x / 2) + 1) / 2, so one ``tanh`` over a step's 1024 gate
+    values gives every gate. Halving is exact in float32 (a power of two), so the products and
+    sums are those of halving the unscaled gates afterwards, bit for bit.
     """
 
     def __init__(self, weights: dict[str, npt.NDArray[np.float32]]) -> None:
+        half = np.concatenate([np.full(3 * _HIDDEN, 0.5, np.float32), np.ones(_HIDDEN, np.float32)])
+
         def gates(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
             i, f, g, o = np.split(np.asarray(a, dtype=np.float32), 4, axis=0)
             return np.concatenate([i, f, o, g], axis=0)
 
         self.layers = [
             (
-                np.ascontiguousarray(gates(weights[f"lstm.weight_ih_l{k}"]).T),
-                np.ascontiguousarray(gates(weights[f"lstm.weight_hh_l{k}"]).T),
-                gates(weights[f"lstm.bias_ih_l{k}"]) + gates(weights[f"lstm.bias_hh_l{k}"]),
+                np.ascontiguousarray(gates(weights[f"lstm.weight_ih_l{k}"]).T * half),
+                np.ascontiguousarray(gates(weights[f"lstm.weight_hh_l{k}"]).T * half),
+                (gates(weights[f"lstm.bias_ih_l{k}"]) + gates(weights[f"lstm.bias_hh_l{k}"])) * half,
             )
             for k in range(_LAYERS)
         ]
@@ -274,38 +279,56 @@ class _Lstm:
 
         The embeddings (L2 norm 1, or 0 if all ReLUs are off), then the time mean of each of the
         ``layer_means`` layers' outputs (1-based), float32.
+
+        A step is one recurrent product and eight ufunc calls into kept buffers (at n = 1 the
+        product costs about 14 us, each call under 1 us, so calls are what there is to save;
+        docs/performance.md, "eighth round"). Arrays are time-major so that a step's input and
+        output rows are contiguous views taken once per layer; at n = 1 they are 1-D.
         """
         n, steps, _ = mel.shape
+        size = _HIDDEN
+        lead: tuple[int, ...] = () if n == 1 else (n,)  # one block: 1-D rows, numpy's quickest path
+        x: FloatArray = np.ascontiguousarray(mel.transpose(1, 0, 2)).reshape(steps * n, -1)
+        # One buffer [i | f | o | g | c] per step: the gates (halved sigmoid inputs, then the gates
+        # themselves) and the cell, so that [i, f] * [g, c] is one product and c = i g + f c one sum.
+        buf = np.zeros((*lead, 5 * size), dtype=np.float32)
+        gate_values = buf[..., : 4 * size]
+        sig = buf[..., : 3 * size]
+        in_forget = buf[..., : 2 * size]
+        cand_cell = buf[..., 3 * size :]
+        out_gate = buf[..., 2 * size : 3 * size]
+        cell = buf[..., 4 * size :]
+        # np.dot writes only into a C-contiguous array: the buffer's gate part is one when n == 1
+        acc = gate_values if n == 1 else np.empty((n, 4 * size), dtype=np.float32)
+        prod = np.empty((*lead, 2 * size), dtype=np.float32)
+        prod_in, prod_forget = prod[..., :size], prod[..., size:]
+        cell_tanh = np.empty((*lead, size), dtype=np.float32)
+        zero = np.zeros((*lead, size), dtype=np.float32)
+        half = np.array(0.5, dtype=np.float32)  # a 0-d float32 operand: a Python float costs a conversion per call
+        dot, add, multiply, tanh = np.dot, np.add, np.multiply, np.tanh
         means: list[FloatArray] = []
-        h_size = _HIDDEN
-        x: FloatArray = mel
-        h = np.zeros((n, h_size), dtype=np.float32)
+        h = zero
         for layer, (w_in, w_rec, bias) in enumerate(self.layers, start=1):
-            inputs = (x.reshape(n * steps, -1) @ w_in).reshape(n, steps, 4 * h_size)
+            inputs = x @ w_in
             inputs += bias
-            h = np.zeros((n, h_size), dtype=np.float32)
-            c = np.zeros((n, h_size), dtype=np.float32)
-            g = np.empty((n, 4 * h_size), dtype=np.float32)
-            out = np.empty((n, steps, h_size), dtype=np.float32)
-            sig = g[:, : 3 * h_size]
-            cand = g[:, 3 * h_size :]
-            for t in range(steps):
-                np.dot(h, w_rec, out=g)
-                g += inputs[:, t]
-                sig *= 0.5  # sigmoid(x) = (tanh(x / 2) + 1) / 2
-                np.tanh(sig, out=sig)
-                sig *= 0.5
-                sig += 0.5
-                np.tanh(cand, out=cand)
-                c *= g[:, h_size : 2 * h_size]
-                c += g[:, :h_size] * cand
-                np.tanh(c, out=h)
-                h *= g[:, 2 * h_size : 3 * h_size]
-                out[:, t] = h
-            x = out
+            out = np.empty((steps, *lead, size), dtype=np.float32)
+            cell.fill(0.0)
+            h = zero
+            for x_t, h_t in zip(inputs.reshape(steps, *lead, 4 * size), out, strict=True):
+                dot(h, w_rec, acc)
+                add(acc, x_t, gate_values)
+                tanh(gate_values, gate_values)
+                multiply(sig, half, sig)  # sigmoid(x) = (tanh(x / 2) + 1) / 2, x / 2 in the weights
+                add(sig, half, sig)
+                multiply(in_forget, cand_cell, prod)
+                add(prod_forget, prod_in, cell)  # c = f c + i g
+                tanh(cell, cell_tanh)
+                multiply(cell_tanh, out_gate, h_t)  # h = o tanh(c)
+                h = h_t
+            x = out.reshape(steps * n, size)
             if layer in layer_means:
-                means.append(out.mean(axis=1, dtype=np.float32))
-        emb = np.maximum(h @ self.proj + self.proj_bias, 0.0)
+                means.append(out.mean(axis=0, dtype=np.float32).reshape(n, size))
+        emb = np.maximum(h.reshape(n, size) @ self.proj + self.proj_bias, 0.0)
         norm = np.linalg.norm(emb, axis=1, keepdims=True)
         result: FloatArray = (emb / np.where(norm > 0, norm, 1.0)).astype(np.float32)
         if means:
@@ -360,7 +383,7 @@ class VoiceEncoder:
     :meth:`reset` forgets them when a new stream starts. One stream at a time per encoder.
 
     With a student in the config, the student runs (0.1-0.3 ms per block). Otherwise the LSTM
-    runs in NumPy (about 15-20 ms of one core per block with one math thread); the math-thread
+    runs in NumPy (about 12-15 ms of one core per block with one math thread); the math-thread
     limit of the apps (:mod:`emostream.apps.threads`) keeps BLAS from spreading these small
     products over threads, which costs several times more.
     """
