@@ -206,6 +206,18 @@ def test_probe_scores_four_classes_and_arousal_with_known_answers() -> None:
     assert ua4 == 0.25 and aro == 0.5
 
 
+def test_probe_arousal_sides_and_binary_ua_known_answers() -> None:
+    from emostream.train.probe import arousal_side, binary_ua
+
+    names = ("neutral", "calm", "sad", "disgust", "happy", "surprised")
+    labels = np.array([EMOTIONS.index(e) for e in names], np.int32)
+    assert arousal_side(labels).tolist() == [0, 0, 0, -1, 1, 1]
+    truth = np.array([0, 0, 0, 1, 1], np.int32)
+    assert binary_ua(np.array([0, 0, 1, 1, 1], np.int32), truth) == (2 / 3 + 1.0) / 2
+    assert binary_ua(np.ones(5, np.int32), truth) == 0.5  # always high: one side right
+    assert np.isnan(binary_ua(np.zeros(3, np.int32), np.zeros(3, np.int32)))
+
+
 def test_random_protocols_test_ravdess_clips_only_and_train_on_the_other_corpora() -> None:
     from emostream.train.evaluate import ravdess_random_split
 

@@ -40,7 +40,7 @@ from emostream.train.corpora import Clip, get
 from emostream.train.dataset import build_windows
 from emostream.train.loco import FOUR, MERGED, ua4
 from emostream.train.ravdess import list_clips
-from emostream.train.reading import arousal_ua
+from emostream.train.reading import HIGH, LOW, arousal_ua
 from emostream.train.run import feature_config_for
 
 F64 = npt.NDArray[np.float64]
@@ -138,6 +138,52 @@ def run(
     return out
 
 
+def arousal_side(labels: I32) -> I32:
+    """1 for high-arousal emotions, 0 for low, -1 for the others (disgust), per EMOTIONS index."""
+    return np.array(
+        [1 if EMOTIONS[int(k)] in HIGH else 0 if EMOTIONS[int(k)] in LOW else -1 for k in labels], dtype=np.int32
+    )
+
+
+def binary_ua(predicted: I32, truth: I32) -> float:
+    """Mean recall of the two sides (truth 0 / 1); NaN when a side has no clip."""
+    recalls = [float(np.mean(predicted[truth == side] == side)) for side in (0, 1) if (truth == side).any()]
+    return float(np.mean(recalls)) if len(recalls) == 2 else float("nan")
+
+
+def run_arousal(
+    data: dict[str, CorpusWindows], make: Callable[[], Any]
+) -> list[tuple[str, float, float, float, float]]:
+    """Leave each corpus out once, clip means: (corpus, arousal UA and AUC read from an every-label classifier's
+    probabilities as the runtime reads them, the same from a classifier trained on high / low arousal directly)."""
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415  (training extra)
+
+    weights = np.array([1.0 if e in HIGH else 0.0 if e in LOW else 0.5 for e in EMOTIONS])
+    out = []
+    for test, held_out in data.items():
+        xs, ys = zip(*(clip_means(w) for name, w in data.items() if name != test), strict=True)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        xt, yt = clip_means(held_out)
+        side, side_t = arousal_side(y), arousal_side(yt)
+        keep = side_t >= 0
+        every = make().fit(x, y)
+        full = np.zeros((len(xt), len(EMOTIONS)))
+        full[:, [int(c) for c in every.classes_]] = every.predict_proba(xt)
+        summed = full @ weights
+        binary = make().fit(x[side >= 0], side[side >= 0])
+        direct = binary.predict_proba(xt)[:, 1]
+        out.append(
+            (
+                test,
+                binary_ua((summed[keep] >= 0.5).astype(np.int32), side_t[keep]),
+                float(roc_auc_score(side_t[keep], summed[keep])),
+                binary_ua((direct[keep] >= 0.5).astype(np.int32), side_t[keep]),
+                float(roc_auc_score(side_t[keep], direct[keep])),
+            )
+        )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (training extra)
     from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
@@ -148,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--columns", choices=tuple(COLUMN_SETS), default="all")
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated classifiers (default all)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated probes (default all but arousal_clip): lr_clip_4, lr_clip_all, lr_window_all, "
+        "mlp_window_all, arousal_clip (arousal summed from class probabilities against a direct high/low classifier)",
+    )
     parser.add_argument("--voice-encoder", action="store_true", help="add the voice encoder's 256 columns")
     parser.add_argument(
         "--voice-layer-means",
@@ -182,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mlp_window_all": (mlp, True, False),
     }
     wanted = [p for p in args.only.split(",") if p] or list(probes)
+    if "arousal_clip" in wanted:
+        wanted.remove("arousal_clip")
+        arousal_rows = run_arousal(data, lambda: LogisticRegression(C=0.03, max_iter=3000, class_weight="balanced"))
+        for c, ua_sum, auc_sum, ua_bin, auc_bin in arousal_rows:
+            print(f"arousal_clip {c}: summed UA {ua_sum:.3f} AUC {auc_sum:.3f}, binary {ua_bin:.3f} / {auc_bin:.3f}")
+        means = np.mean([r[1:] for r in arousal_rows], axis=0)
+        m = [f"{v:.3f}" for v in means]
+        print(f"arousal_clip mean: summed UA {m[0]} AUC {m[1]}, binary UA {m[2]} AUC {m[3]}", flush=True)
     for name in wanted:
         make, windows, four_only = probes[name]
         rows = run(data, make, windows=windows, four_only=four_only)
