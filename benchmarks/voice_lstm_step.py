@@ -18,27 +18,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
-import numpy.typing as npt
 
-from benchmarks.common import demo_path, pin_one_core
+from benchmarks.common import pin_one_core
+from benchmarks.voice_rounds import LAYER_MEANS, FloatArray, alternating_rounds, demo_blocks, print_rounds
 from emostream.apps.threads import bound_math_threads
-from emostream.audio.files import load_mono
-from emostream.frontend.voice import (
-    BLOCK_SAMPLES,
-    MODEL_FILE,
-    VoiceConfig,
-    VoiceEncoder,
-    _Lstm,
-    load_weights,
-    voice_encoder_dir,
-)
-
-LAYER_MEANS = (2, 3)  # accurate v8's
-FloatArray = npt.NDArray[np.float32]
+from emostream.frontend.voice import MODEL_FILE, _Lstm, load_weights, voice_encoder_dir
 
 
 class PreviousLstm:
@@ -99,20 +86,6 @@ class PreviousLstm:
         return result
 
 
-def demo_blocks() -> list[FloatArray]:
-    """The mel blocks of the demo recording every 0.5 s, as the runtime computes them."""
-    encoder = VoiceEncoder(VoiceConfig())
-    audio = load_mono(demo_path(), 16000)
-    return [encoder.mel(audio[s : s + BLOCK_SAMPLES]) for s in range(0, len(audio) - BLOCK_SAMPLES, 8000)]
-
-
-def _cpu_ms(fn: Callable[[FloatArray], object], blocks: list[FloatArray]) -> float:
-    t = time.process_time()
-    for m in blocks:
-        fn(m)
-    return (time.process_time() - t) / len(blocks) * 1e3
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.voice_lstm_step", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds")
@@ -139,18 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         "current _Lstm (means 2, 3)": lambda m: current(m[None], LAYER_MEANS),
     }
     timed = blocks[: args.calls]
-    for fn in rows.values():  # warm-up
-        fn(timed[0])
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(args.rounds):
-        for name, fn in rows.items():
-            times[name].append(_cpu_ms(fn, timed))
+    times = alternating_rounds(rows, timed, args.rounds)
     print(f"\n{args.rounds} alternating rounds of {len(timed)} blocks")
+    print_rounds(times, "ratio to previous", decimals=3)
     base = times["previous loop (means 2, 3)"]
-    print(f"{'':>28} {'CPU ms/call (median)':>21} {'min':>7} {'max':>7} {'ratio to previous':>18}")
-    for name, values in times.items():
-        ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
-        print(f"{name:>28} {statistics.median(values):>21.2f} {min(values):>7.2f} {max(values):>7.2f} {ratio:>18.3f}")
     ratio = statistics.median(b / v for v, b in zip(times["current _Lstm (means 2, 3)"], base, strict=True))
     print(f"the current step is {ratio:.2f}x cheaper per window (median of the rounds' ratios)")
     return 0

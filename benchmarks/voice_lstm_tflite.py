@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,20 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import demo_path, pin_one_core
+from benchmarks.common import pin_one_core
+from benchmarks.voice_rounds import LAYER_MEANS, alternating_rounds, demo_blocks, print_rounds
 from emostream.apps.threads import bound_math_threads
-from emostream.audio.files import load_mono
-from emostream.frontend.voice import (
-    BLOCK_SAMPLES,
-    MODEL_FILE,
-    VoiceConfig,
-    VoiceEncoder,
-    _Lstm,
-    load_weights,
-    voice_encoder_dir,
-)
+from emostream.frontend.voice import MODEL_FILE, _Lstm, load_weights, voice_encoder_dir
 
-LAYER_MEANS = (2, 3)  # accurate v8's
 _CONVERT = """
 import sys
 from pathlib import Path
@@ -113,28 +102,8 @@ def _rss_kb() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def _cpu_ms(fn: Callable[[np.ndarray], object], blocks: list[np.ndarray]) -> float:
-    t = time.process_time()
-    for m in blocks:
-        fn(m)
-    return (time.process_time() - t) / len(blocks) * 1e3
-
-
 def _rounds(rows: dict[str, Callable[[np.ndarray], object]], blocks: list[np.ndarray], rounds: int) -> None:
-    for fn in rows.values():  # warm-up
-        fn(blocks[0])
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(rounds):
-        for name, fn in rows.items():
-            times[name].append(_cpu_ms(fn, blocks))
-    base = next(iter(rows))  # each round's ratio to the first row; the median of those is printed
-    print(f"{'':>34} {'CPU ms/call (median)':>21} {'min':>7} {'max':>7} {'ratio to the first row':>24}")
-    for name, values in times.items():
-        ratios = [v / b for v, b in zip(values, times[base], strict=True)]
-        print(
-            f"{name:>34} {statistics.median(values):>21.2f} {min(values):>7.2f} {max(values):>7.2f} "
-            f"{statistics.median(ratios):>24.2f}"
-        )
+    print_rounds(alternating_rounds(rows, blocks, rounds), "ratio to the first row")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the graph is not the fused one (expected 3 UNIDIRECTIONAL_SEQUENCE_LSTM, no WHILE)", file=sys.stderr)
         return 1
 
-    encoder = VoiceEncoder(VoiceConfig())
-    audio = load_mono(demo_path(), 16000)
-    blocks = [encoder.mel(audio[s : s + BLOCK_SAMPLES]) for s in range(0, len(audio) - BLOCK_SAMPLES, 8000)]
+    blocks = demo_blocks()
     ref = np.stack([net(m[None], (1, 2, 3))[0] for m in blocks])
     for label, reset in (("reset before each invoke", True), ("no reset (state carried over)", False)):
         fresh = _runner(_interpreter(content), reset=reset)

@@ -266,7 +266,7 @@ def fit(
     fitted.history = hist
     fitted.epochs_run = max(len(h.get("loss", [])) for _, h in members)
     bests = [_best_epoch(h, cfg) for _, h in members]
-    fitted.best_epoch = int(np.median(bests)) if bests else 0
+    fitted.best_epoch = int(np.median(bests))
     return fitted
 
 

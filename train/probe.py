@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError
 from emostream.frontend.features import summary_feature_names
 from emostream.frontend.vad import VadConfig
@@ -158,7 +159,7 @@ def run_arousal(
     probabilities as the runtime reads them, the same from a classifier trained on high / low arousal directly)."""
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415  (training extra)
 
-    weights = np.array([1.0 if e in HIGH else 0.0 if e in LOW else 0.5 for e in EMOTIONS])
+    weights = ReadingConfig().weights_for(EMOTIONS)  # how the runtime reads arousal from probabilities
     out = []
     for test, held_out in data.items():
         xs, ys = zip(*(clip_means(w) for name, w in data.items() if name != test), strict=True)
@@ -175,7 +176,7 @@ def run_arousal(
         out.append(
             (
                 test,
-                binary_ua((summed[keep] >= 0.5).astype(np.int32), side_t[keep]),
+                arousal_ua(full.astype(np.float32), yt, EMOTIONS),
                 float(roc_auc_score(side_t[keep], summed[keep])),
                 binary_ua((direct[keep] >= 0.5).astype(np.int32), side_t[keep]),
                 float(roc_auc_score(side_t[keep], direct[keep])),
