@@ -136,6 +136,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train N networks with seeds SEED..SEED+N-1 and average their probabilities in one model (default 1)",
     )
+    p.add_argument(
+        "--arousal-output",
+        action="store_true",
+        help="give the network its own arousal output (sigmoid, high/low loss on every corpus), read as the "
+        "arousal instead of the weighted probabilities",
+    )
+    p.add_argument(
+        "--arousal-weight",
+        type=float,
+        default=1.0,
+        help="weight of the arousal output's loss beside the labels' (default 1; needs --arousal-output)",
+    )
     p.add_argument("--cache", default="cache", help="feature cache folder ('' = no cache)")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
 
@@ -191,7 +203,8 @@ def _spec(args: argparse.Namespace) -> Any:
         balance=args.balance,
         seed=args.seed,
         ensemble=args.ensemble,
-        model=ModelConfig(dropout=args.dropout, l2=args.l2),
+        arousal_weight=args.arousal_weight,
+        model=ModelConfig(dropout=args.dropout, l2=args.l2, arousal_output=args.arousal_output),
     )
     return RunSpec(
         data=_data_dir(args.data),

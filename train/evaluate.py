@@ -34,7 +34,7 @@ from emostream.train.calibration import CalibrationSpec, SpeakerPool, make_calib
 from emostream.train.dataset import WindowSet, clip_scores
 from emostream.train.export import representative_sample, run_tflite, to_tflite, write_model
 from emostream.train.fit import Fitted, TrainConfig, fit
-from emostream.train.reading import arousal_ua, choose_uncertainty, uncertain_figures
+from emostream.train.reading import arousal_ua, choose_uncertainty, label_probs, uncertain_figures
 
 N_LABELS = len(EMOTIONS)
 Bool = npt.NDArray[np.bool_]
@@ -171,28 +171,27 @@ def run_split(
     probs = {}
     for name, p in (("float", p_float), ("int8", p_int8)):
         probs[name] = clip_scores(p, speech[te], wset.clip_index[te], len(wset.clips))[test_idx]
-        preds[name] = np.argmax(probs[name], axis=1)
+        preds[name] = np.argmax(label_probs(probs[name], N_LABELS), axis=1)
     if g711 is not None:
         te_g = g711.windows_of(test_clips, copies=False)
         p_g = run_tflite(int8, fitted.prepare(g711.features[te_g]))
-        preds["g711"] = np.argmax(
-            clip_scores(p_g, g711.is_speech[te_g], g711.clip_index[te_g], len(wset.clips))[test_idx], axis=1
-        )
+        p_g_clips = clip_scores(p_g, g711.is_speech[te_g], g711.clip_index[te_g], len(wset.clips))[test_idx]
+        preds["g711"] = np.argmax(label_probs(p_g_clips, N_LABELS), axis=1)
     figures = {name: metrics(y_true, pred) for name, pred in preds.items()}
     va_all = wset.windows_of(val_clips, copies=False)
     val_idx = np.flatnonzero(val_clips)
     p_val = clip_scores(fitted.predict(x_all[va_all]), speech[va_all], wset.clip_index[va_all], len(wset.clips))
-    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(p_val[val_idx], axis=1))
+    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(label_probs(p_val[val_idx], N_LABELS), axis=1))
     extra: dict[str, Any] = {}
     if x_all.ndim == 2:
         z_va, z_te = fitted.prepare(x_all[va]), fitted.prepare(x_all[te])
-        chosen = choose_uncertainty(run_tflite(int8, z_va), y_win[va], z_va)
+        chosen = choose_uncertainty(label_probs(run_tflite(int8, z_va), N_LABELS), y_win[va], z_va)
         te_speech = speech[te]
         extra["arousal"] = {"int8": arousal_ua(probs["int8"], y_true, EMOTIONS)}
         extra["uncertain"] = {
             "chosen": chosen,
             "int8": uncertain_figures(
-                p_int8[te_speech],
+                label_probs(p_int8[te_speech], N_LABELS),
                 y_win[te][te_speech],
                 z_te[te_speech],
                 chosen["min_top_probability"],
@@ -218,12 +217,23 @@ def run_split(
         figures=figures,
         test_clips=test_idx,
         predictions=preds,
-        agreement=float(np.mean(np.argmax(p_float, 1) == np.argmax(p_int8, 1))),
-        mean_abs_dp=float(np.mean(np.abs(p_float - p_int8))),
+        agreement=_agreement(p_float, p_int8),
+        mean_abs_dp=_mean_abs_dp(p_float, p_int8),
         epochs=fitted.epochs_run,
         best_epoch=fitted.best_epoch,
         extra=extra,
     )
+
+
+def _agreement(p_float: npt.NDArray[np.float32], p_int8: npt.NDArray[np.float32]) -> float:
+    """Share of windows whose top label is the same in float and int8 (labels' columns only)."""
+    a, b = label_probs(p_float, N_LABELS), label_probs(p_int8, N_LABELS)
+    return float(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
+
+
+def _mean_abs_dp(p_float: npt.NDArray[np.float32], p_int8: npt.NDArray[np.float32]) -> float:
+    """Mean |float - int8| over the labels' probabilities (an arousal column is left out)."""
+    return float(np.mean(np.abs(label_probs(p_float, N_LABELS) - label_probs(p_int8, N_LABELS))))
 
 
 def _seconds_name(seconds: float) -> str:
@@ -286,7 +296,7 @@ def run_calibrated_split(
     z_un, y_un, pop_z = uncertainty_windows(
         wset, gpool, val_idx, calib, z_va=z_va, i_va=i_va, pop=pop, n_pop=n_pop, seed=[cfg.seed, 712, fold_key]
     )
-    chosen = choose_uncertainty(run_tflite(int8, z_un), y_un, z_un, pop_z)
+    chosen = choose_uncertainty(label_probs(run_tflite(int8, z_un), N_LABELS), y_un, z_un, pop_z)
     chosen["population_columns"] = n_pop
     scored = _score_calibrated(
         pool, test_idx, calib, pop=pop, seed=[cfg.seed, 555, fold_key], int8=int8, fitted=fitted, chosen=chosen
@@ -299,7 +309,7 @@ def run_calibrated_split(
             )
             scored.probs[name] = _clip_probs(run_tflite(int8, z_g), i_g, g711, test_idx)
     y_true = wset.labels[test_idx]
-    preds = {name: np.argmax(p, axis=1) for name, p in scored.probs.items()}
+    preds = {name: np.argmax(label_probs(p, N_LABELS), axis=1) for name, p in scored.probs.items()}
     figures = {name: metrics(y_true, pred) for name, pred in preds.items()}
     z_vall, i_vall = make_calibrated(
         pool,
@@ -313,7 +323,7 @@ def run_calibrated_split(
         all_windows=True,
     )
     p_val = _clip_probs(fitted.predict_normalised(z_vall), i_vall, wset, val_idx)
-    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(p_val, axis=1))
+    figures["validation"] = metrics(wset.labels[val_idx], np.argmax(label_probs(p_val, N_LABELS), axis=1))
     arousal = {name: arousal_ua(p, y_true, EMOTIONS) for name, p in scored.probs.items() if name != "float"}
     actors = sorted({int(a) for a in wset.actors[test_idx]})
     if export_dir is not None and feature_cfg is not None and vad_cfg is not None:
@@ -453,7 +463,7 @@ def _score_calibrated(
         out.probs[name] = _clip_probs(p8, idx, pool.wset, test_idx)
         sp = speech[idx]
         out.uncertain[name] = uncertain_figures(
-            p8[sp],
+            label_probs(p8[sp], N_LABELS),
             y_win[idx][sp],
             z[sp],
             chosen["min_top_probability"],
@@ -466,8 +476,8 @@ def _score_calibrated(
             out.uncertain["int8"] = out.uncertain[name]
             pf = fitted.predict_normalised(z)
             out.probs["float"] = _clip_probs(pf, idx, pool.wset, test_idx)
-            out.agreement = float(np.mean(np.argmax(pf, 1) == np.argmax(p8, 1)))
-            out.mean_abs_dp = float(np.mean(np.abs(pf - p8)))
+            out.agreement = _agreement(pf, p8)
+            out.mean_abs_dp = _mean_abs_dp(pf, p8)
     return out
 
 

@@ -138,6 +138,8 @@ def write_model(
         commit=git_commit(),
         calibration=calibration,
         reading=reading,
+        # the network's own output width says whether it has the arousal column after the labels
+        arousal_output=int(fitted.model.output_shape[-1]) == len(EMOTIONS) + 1,
     )
     meta.check()
     meta.save(out_dir / f"{name}.json")
@@ -145,5 +147,6 @@ def write_model(
 
 
 def run_tflite(content: bytes, x: F32) -> F32:
-    """Probabilities of a TFLite model (int8 or float) for normalised inputs ``x``, (n, n_labels)."""
+    """Outputs of a TFLite model (int8 or float) for normalised inputs ``x``: (n, n_labels) probabilities,
+    then the arousal column of a model that has one (n, n_labels + 1)."""
     return TfliteRunner(content, num_threads=2, source="exported model").run(x)

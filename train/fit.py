@@ -37,6 +37,10 @@ class TrainConfig:
     ``ensemble`` > 1 trains that many members on the same data, each with its own seed
     (``seed``, ``seed + 1``, ...: its own initial weights, dropout and batch order) and its own
     early stopping, and averages their probabilities in one model (one TFLite file).
+
+    With ``model.arousal_output`` the network also has a sigmoid arousal output, trained with
+    binary cross-entropy (weight ``arousal_weight``, the same label smoothing towards 0.5) on
+    every window whose label has a high/low truth (:func:`masked_arousal_loss`).
     """
 
     family: str = "resnet_mlp"
@@ -52,6 +56,7 @@ class TrainConfig:
     balance: str = "corpus_class"
     seed: int = 42
     ensemble: int = 1
+    arousal_weight: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -60,6 +65,10 @@ class TrainConfig:
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
             raise ConfigError(
                 f"--ensemble is {self.ensemble}; expected 1 (one network) to {MAX_ENSEMBLE} members averaged"
+            )
+        if not 0.0 < self.arousal_weight <= 10.0:
+            raise ConfigError(
+                f"--arousal-weight is {self.arousal_weight}; expected a loss weight above 0 and at most 10"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,11 +97,11 @@ class Fitted:
         return normalize_input(x, mean=self.mean, std=self.std, selected=self.selected)
 
     def predict(self, x: F32, batch_size: int = 512) -> F32:
-        """Float Keras probabilities for raw window features, (n, n_labels)."""
+        """Float Keras outputs for raw window features, (n, n_labels) (+ 1 arousal column with an arousal output)."""
         return self.predict_normalised(self.prepare(x), batch_size)
 
     def predict_normalised(self, z: F32, batch_size: int = 512) -> F32:
-        """Float Keras probabilities for already selected and normalised inputs (e.g. calibrated), (n, n_labels)."""
+        """Float Keras outputs for already selected and normalised inputs (e.g. calibrated), as :meth:`predict`."""
         return np.asarray(self.model.predict(z, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
@@ -164,24 +173,53 @@ def masked_cross_entropy(y_true: Any, y_pred: Any, label_smoothing: float = 0.0)
     return -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0)), axis=-1)
 
 
-def masked_accuracy(y_true: Any, y_pred: Any) -> Any:
-    """Accuracy of the most probable label among those the window's corpus has (``y_true`` as above)."""
+def masked_arousal_loss(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
+    """Binary cross-entropy of the arousal output on windows with a high/low truth (Keras ops; shape (n,)).
+
+    ``y_true`` (n, 2): the arousal truth (1 high, 0 low) and whether the window has one (1/0);
+    ``y_pred`` (n,) the sigmoid output. Smoothing moves the truth towards 0.5; windows without
+    a truth (disgust) add 0.
+    """
     from keras import ops  # noqa: PLC0415
 
-    n_labels = y_pred.shape[-1]
-    onehot, mask = y_true[:, :n_labels], y_true[:, n_labels:]
+    target = y_true[:, 0] * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    p = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+    return -y_true[:, 1] * (target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
+
+
+def masked_accuracy(y_true: Any, y_pred: Any, n_labels: int | None = None) -> Any:
+    """Accuracy of the most probable label among those the window's corpus has (``y_true`` as above).
+
+    ``n_labels``: the labels' columns of ``y_pred`` (None = all of them; an arousal column after them is ignored).
+    """
+    from keras import ops  # noqa: PLC0415
+
+    n_labels = y_pred.shape[-1] if n_labels is None else n_labels
+    y_pred = y_pred[:, :n_labels]
+    onehot, mask = y_true[:, :n_labels], y_true[:, n_labels : 2 * n_labels]
     hit = ops.argmax(y_pred * mask, axis=-1) == ops.argmax(onehot, axis=-1)
     return ops.cast(hit, "float32")
 
 
-def masked_targets(y: I32, n_labels: int, mask: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32]:
-    """The (n, 2 * n_labels) targets of :func:`masked_cross_entropy`: one-hot, then the label mask (all 1 if None)."""
+def masked_targets(
+    y: I32, n_labels: int, mask: npt.NDArray[np.float32] | None, arousal_truth: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
+    """The (n, 2 * n_labels) targets of :func:`masked_cross_entropy`: one-hot, then the label mask (all 1 if None).
+
+    With ``arousal_truth`` (n_labels,: 1 high, 0 low, NaN none) two more columns follow, the
+    targets of :func:`masked_arousal_loss`: each window's arousal truth and whether it has one.
+    """
     onehot = np.eye(n_labels, dtype=np.float32)[y]
     m = np.ones_like(onehot) if mask is None else mask.astype(np.float32)
     missing = onehot.astype(bool) & (m == 0)
     if missing.any():
         raise ConfigError(f"{int(missing.any(axis=1).sum())} training windows have a label their corpus mask lacks")
-    return np.concatenate([onehot, m], axis=1)
+    parts = [onehot, m]
+    if arousal_truth is not None:
+        truth = np.asarray(arousal_truth, dtype=np.float32)[y]
+        known = np.isfinite(truth)
+        parts += [np.where(known, truth, 0.0)[:, None], known.astype(np.float32)[:, None]]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def fit(
@@ -197,6 +235,7 @@ def fit(
     validation_mask: npt.NDArray[np.float32] | None = None,
     groups: npt.NDArray[Any] | None = None,
     speakers: npt.NDArray[Any] | None = None,
+    arousal_truth: npt.NDArray[np.float32] | None = None,
 ) -> Fitted:
     """Train ``cfg.family`` on raw window features; with ``validation`` stop early on its loss and keep the best.
 
@@ -209,8 +248,16 @@ def fit(
     calibrated, :mod:`emostream.train.calibration`) and are used as given; this (mean, std)
     of the raw training windows becomes the model's normalisation (what the runtime uses
     before it has heard any speech). Column selection is refused with it.
+
+    ``arousal_truth`` (n_labels,): per label 1 (high arousal), 0 (low) or NaN (neither), the
+    truth of the arousal output (``cfg.model.arousal_output``); None = the project's labels'
+    (:func:`emostream.train.reading.arousal_truth` of EMOTIONS).
     """
     keras = import_keras()
+    if cfg.model.arousal_output and arousal_truth is None:
+        arousal_truth = _default_arousal_truth(n_labels)
+    if not cfg.model.arousal_output:
+        arousal_truth = None
     if cfg.family in SUMMARY_FAMILIES and x_train.ndim != 2:
         raise ConfigError(f"{cfg.family} takes summary vectors, got inputs of shape {x_train.shape[1:]}")
     if population is not None:
@@ -238,13 +285,13 @@ def fit(
         prepare = fitted.prepare
     val_data = None
     if validation is not None:
-        val_data = (prepare(validation[0]), masked_targets(validation[1], n_labels, validation_mask))
+        val_data = (prepare(validation[0]), masked_targets(validation[1], n_labels, validation_mask, arousal_truth))
     weights = (
         balanced_weights(y_train, groups, speakers if cfg.balance == "corpus_class_speaker" else None)
         if cfg.class_weights
         else np.ones(len(y_train), dtype=np.float32)
     )
-    targets = masked_targets(y_train, n_labels, label_mask)
+    targets = masked_targets(y_train, n_labels, label_mask, arousal_truth)
     xs = prepare(x_train)
     members = [
         _fit_member(
@@ -268,6 +315,19 @@ def fit(
     bests = [_best_epoch(h, cfg) for _, h in members]
     fitted.best_epoch = int(np.median(bests))
     return fitted
+
+
+def _default_arousal_truth(n_labels: int) -> npt.NDArray[np.float32]:
+    """The arousal truth of the project's eight labels; ConfigError for another label count."""
+    from emostream.inference.metadata import EMOTIONS  # noqa: PLC0415
+    from emostream.train.reading import arousal_truth  # noqa: PLC0415
+
+    if n_labels != len(EMOTIONS):
+        raise ConfigError(
+            f"an arousal output needs each label's high/low truth; {n_labels} labels given without it "
+            f"(the default covers the {len(EMOTIONS)} labels {', '.join(EMOTIONS)})"
+        )
+    return arousal_truth(EMOTIONS)
 
 
 def _best_epoch(hist: dict[str, list[float]], cfg: TrainConfig) -> int:
@@ -310,14 +370,23 @@ def _fit_member(
     set_seeds(cfg.seed)
     model = build_model(cfg.family, tuple(xs.shape[1:]), n_labels, cfg.model)
     smoothing = cfg.label_smoothing
+    head = cfg.model.arousal_output
+    arousal_weight = cfg.arousal_weight
 
     def loss(y_true: Any, y_pred: Any) -> Any:
-        return masked_cross_entropy(y_true, y_pred, smoothing)
+        out = masked_cross_entropy(y_true[:, : 2 * n_labels], y_pred[:, :n_labels], smoothing)
+        if head:
+            out = out + arousal_weight * masked_arousal_loss(y_true[:, 2 * n_labels :], y_pred[:, n_labels], smoothing)
+        return out
 
+    def masked_accuracy_metric(y_true: Any, y_pred: Any) -> Any:
+        return masked_accuracy(y_true, y_pred, n_labels)
+
+    masked_accuracy_metric.__name__ = "masked_accuracy"
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=loss,
-        metrics=[masked_accuracy],
+        metrics=[masked_accuracy_metric],
     )
     monitor = cfg.monitor.replace("accuracy", "masked_accuracy")
     callbacks: list[Any] = []
@@ -333,7 +402,7 @@ def _fit_member(
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
     history = model.fit(
-        _mixup(xs, targets, weights, cfg),
+        _mixup(xs, targets, weights, cfg, n_labels),
         epochs=cfg.epochs,
         shuffle=False,  # the tf.data pipeline shuffles (seeded) itself
         validation_data=val_data,
@@ -344,15 +413,16 @@ def _fit_member(
     return model, hist
 
 
-def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig) -> Any:
+def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig, n_labels: int) -> Any:
     """A tf.data pipeline of shuffled (input, target, weight) batches, with mixup when ``cfg.mixup_alpha`` > 0.
 
     Mixup mixes inputs, one-hot targets and weights; the label masks of a mixed pair are
-    combined by their element-wise maximum (either corpus's labels count).
+    combined by their element-wise maximum (either corpus's labels count). Arousal targets
+    (columns after the ``2 * n_labels`` of :func:`masked_targets`) mix the same way, and a
+    mixed pair has an arousal truth only if both windows have one.
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    n_labels = y.shape[1] // 2
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32), w.astype(np.float32)))
     ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
     if cfg.mixup_alpha > 0:
@@ -365,12 +435,17 @@ def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig) -> Any:
             lam = g1 / (g1 + g2)
             perm = tf.random.shuffle(tf.range(n), seed=cfg.seed)
             lx = tf.reshape(lam, [-1] + [1] * (len(xb.shape) - 1))
-            onehot, mask = yb[:, :n_labels], yb[:, n_labels:]
+            onehot, mask = yb[:, :n_labels], yb[:, n_labels : 2 * n_labels]
             mixed = lam[:, None] * onehot + (1 - lam[:, None]) * tf.gather(onehot, perm)
             masks = tf.maximum(mask, tf.gather(mask, perm))
+            parts = [mixed, masks]
+            if yb.shape[1] > 2 * n_labels:
+                truth, known = yb[:, 2 * n_labels], yb[:, 2 * n_labels + 1]
+                parts.append((lam * truth + (1 - lam) * tf.gather(truth, perm))[:, None])
+                parts.append((known * tf.gather(known, perm))[:, None])
             return (
                 lx * xb + (1 - lx) * tf.gather(xb, perm),
-                tf.concat([mixed, masks], axis=1),
+                tf.concat(parts, axis=1),
                 lam * wb + (1 - lam) * tf.gather(wb, perm),
             )
 

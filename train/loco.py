@@ -55,7 +55,7 @@ def ua4(probs: F32, y: I32) -> float:
 def corpus_ua(probs: F32, y: I32, mask: Sequence[bool]) -> float:
     """UA over the labels a corpus has (``mask`` per EMOTIONS), the prediction restricted to them."""
     keep = np.asarray(mask, dtype=bool)
-    masked = np.where(keep[None, :], probs, -1.0)
+    masked = np.where(keep[None, :], probs[:, : len(EMOTIONS)], -1.0)  # an arousal column after the labels is not one
     return unweighted_recall(y.astype(np.int32), np.argmax(masked, axis=1).astype(np.int32), len(EMOTIONS))
 
 

@@ -1,6 +1,8 @@
 """Keras 3 model families: ``resnet_mlp``, ``mlp``, ``linear`` (summary features) and ``cnn`` (MFCC frames).
 
-All take normalised inputs and end in a softmax over the labels. TensorFlow is
+All take normalised inputs and end in a softmax over the labels; with
+``ModelConfig.arousal_output`` they also have a sigmoid arousal unit, concatenated after the
+probabilities (one output tensor of n_labels + 1 columns, so the TFLite file keeps one output). TensorFlow is
 imported lazily; a missing install raises :class:`ConfigError` telling the user to
 install ``emostream[train]``.
 """
@@ -48,12 +50,26 @@ def set_seeds(seed: int) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Architecture settings shared by the families (dropout rate, L2 weight, widths)."""
+    """Architecture settings shared by the families (dropout rate, L2 weight, widths, arousal output)."""
 
     dropout: float = 0.4
     l2: float = 1e-4
     width: int = 128
     cnn_filters: tuple[int, ...] = (32, 64, 64)
+    arousal_output: bool = False
+
+
+def _head(keras: Any, x: Any, n_labels: int, cfg: ModelConfig, *, regularised: bool = False) -> Any:
+    """The softmax over the labels, then (``cfg.arousal_output``) a sigmoid arousal column: (n, n_labels [+ 1]).
+
+    ``regularised``: the head's kernels carry the L2 penalty too (the linear family's only layer).
+    """
+    reg = {"kernel_regularizer": keras.regularizers.L2(cfg.l2)} if regularised else {}
+    probs = keras.layers.Dense(n_labels, activation="softmax", **reg)(x)
+    if not cfg.arousal_output:
+        return probs
+    aro = keras.layers.Dense(1, activation="sigmoid", name="arousal", **reg)(x)
+    return keras.layers.Concatenate(name="probabilities_arousal")([probs, aro])
 
 
 def build_model(family: str, input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
@@ -91,8 +107,7 @@ def _resnet_mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -
         y = _dense(keras, units, cfg)(y)
         y = layers.BatchNormalization()(y)
         x = layers.Activation("relu")(layers.Add()([shortcut, y]))
-    outputs = layers.Dense(n_labels, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="resnet_mlp")
+    return keras.Model(inputs, _head(keras, x, n_labels, cfg), name="resnet_mlp")
 
 
 def _mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
@@ -106,8 +121,7 @@ def _mlp(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(n_labels, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="mlp")
+    return keras.Model(inputs, _head(keras, x, n_labels, cfg), name="mlp")
 
 
 def _linear(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
@@ -120,8 +134,7 @@ def _linear(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> An
     keras = import_keras()
     inputs = keras.Input(shape=input_shape)
     x = keras.layers.Dropout(cfg.dropout)(inputs)
-    outputs = keras.layers.Dense(n_labels, activation="softmax", kernel_regularizer=keras.regularizers.L2(cfg.l2))(x)
-    return keras.Model(inputs, outputs, name="linear")
+    return keras.Model(inputs, _head(keras, x, n_labels, cfg, regularised=True), name="linear")
 
 
 def _cnn(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
@@ -140,5 +153,4 @@ def _cnn(input_shape: tuple[int, ...], n_labels: int, cfg: ModelConfig) -> Any:
     x = _dense(keras, cfg.width // 2, cfg)(x)
     x = layers.Activation("relu")(x)
     x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(n_labels, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    return keras.Model(inputs, _head(keras, x, n_labels, cfg), name="cnn")

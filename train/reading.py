@@ -2,7 +2,8 @@
 
 *Arousal*: the runtime's arousal (:func:`emostream.engine.reading.arousal`, weights
 :meth:`ReadingConfig.weights_for`: high = angry, happy, fearful, surprised 1; low =
-neutral, calm, sad 0; disgust 0.5) of a clip's probabilities, thresholded at 0.5, against
+neutral, calm, sad 0; disgust 0.5) of a clip's probabilities, or, for a model with its own
+arousal output, the clip's mean of that output, thresholded at 0.5, against
 the binary truth high/low. Disgust clips have no binary truth and are left out of the
 arousal UA. UA = mean of the high and low recalls.
 
@@ -48,16 +49,38 @@ UNCERTAIN_RULE = (
 )
 
 
-def arousal_ua(probs: F32, y: I32, labels: Sequence[str], cfg: ReadingConfig | None = None) -> float:
-    """Binary arousal UA of clip probabilities ``probs`` (n, n_labels) against class indices ``y`` (n,).
+def arousal_truth(labels: Sequence[str]) -> F32:
+    """Per label 1.0 (:data:`HIGH`), 0.0 (:data:`LOW`) or NaN (neither, e.g. disgust), shape (n_labels,)."""
+    return np.array([1.0 if label in HIGH else 0.0 if label in LOW else np.nan for label in labels], dtype=np.float32)
 
-    Clips of a label in neither :data:`HIGH` nor :data:`LOW` (disgust) are excluded. NaN when
-    a side has no clip.
+
+def label_probs(outputs: F32, n_labels: int) -> F32:
+    """The labels' probabilities of model outputs (n, n_labels [+ 1 arousal column]): the first ``n_labels`` columns."""
+    return outputs[:, :n_labels]
+
+
+def clip_arousal(outputs: F32, labels: Sequence[str], cfg: ReadingConfig | None = None) -> npt.NDArray[np.float64]:
+    """Arousal in [0, 1] of each row of model outputs (n, n_labels) or (n, n_labels + 1), shape (n,).
+
+    With an arousal column (a model with its own arousal output) that column; otherwise the
+    runtime's weighted sum of the probabilities (:func:`emostream.engine.reading.arousal`).
     """
+    if outputs.shape[1] == len(labels) + 1:
+        return np.clip(np.asarray(outputs[:, -1], dtype=np.float64), 0.0, 1.0)
     weights = (cfg or ReadingConfig()).weights_for(labels)
+    return np.array([arousal(p, weights) for p in outputs], dtype=np.float64)
+
+
+def arousal_ua(probs: F32, y: I32, labels: Sequence[str], cfg: ReadingConfig | None = None) -> float:
+    """Binary arousal UA of clip outputs ``probs`` against class indices ``y`` (n,).
+
+    ``probs`` (n, n_labels), or (n, n_labels + 1) for a model with its own arousal output
+    (:func:`clip_arousal`). Clips of a label in neither :data:`HIGH` nor :data:`LOW`
+    (disgust) are excluded. NaN when a side has no clip.
+    """
     high_truth = np.array([labels[int(c)] in HIGH for c in y])
     keep = np.array([labels[int(c)] in HIGH or labels[int(c)] in LOW for c in y])
-    predicted_high = np.array([arousal(p, weights) >= 0.5 for p in probs])
+    predicted_high = clip_arousal(probs, labels, cfg) >= 0.5
     recalls = []
     for side in (True, False):
         mask = keep & (high_truth == side)
@@ -75,6 +98,8 @@ def rms_z(normalised: F32) -> F32:
 
 def choose_uncertainty(probs: F32, y: I32, normalised: F32, population_z: F32 | None = None) -> dict[str, Any]:
     """Thresholds from validation windows: probabilities (n, n_labels), classes (n,), normalised inputs (n, dim).
+
+    ``probs`` holds only the labels' columns (:func:`label_probs` of a model with an arousal output).
 
     ``population_z``: the windows' population-normalised columns that the population rule
     looks at, (n, population_columns); None = no population rule. Returns

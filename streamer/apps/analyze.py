@@ -71,6 +71,7 @@ class _ScoreSum:
         self.normalisation = normalisation
         self.reading = plan.reading
         self.total: FloatArray | None = None
+        self.arousal_total = 0.0  # sum of the model's own arousal output (models that have one)
         self.count = 0
         self.out_of_range = 0  # speech windows whose input is far from the training distribution
         self.speech_seconds = 0.0
@@ -92,7 +93,9 @@ class _ScoreSum:
         meta = self.model.metadata
         mean, std = (meta.norm_mean, meta.norm_std) if self.normalisation is None else self.normalisation
         normalised = ((inputs - mean) / std).astype(np.float32)
-        probs = self.model.predict_normalised(normalised)
+        probs, own_arousal = self.model.predict_outputs(normalised)
+        if own_arousal is not None:
+            self.arousal_total += float(own_arousal.sum(dtype=np.float64))
         self.out_of_range += self._count_out_of_range(inputs, normalised)
         batch_sum = probs.sum(axis=0, dtype=np.float64)
         self.total = batch_sum if self.total is None else self.total + batch_sum
@@ -144,12 +147,13 @@ def analyze_file(
     probs = scores.total / scores.count
     top = int(np.argmax(probs))
     weights = plan.reading.weights_for(model.labels)
+    own = model.metadata.arousal_output
     return FileResult(
         str(path),
         emotion=model.labels[top],
         confidence=float(probs[top]),
         scores=dict(zip(model.labels, (float(p) for p in probs), strict=True)),
-        arousal=arousal(probs, weights),
+        arousal=scores.arousal_total / scores.count if own else arousal(probs, weights),
         # weak evidence overall, or most speech windows unlike the training data
         uncertain=is_uncertain(float(probs[top]), None, plan.reading) or 2 * scores.out_of_range > scores.count,
         speech_seconds=speech_seconds,

@@ -74,6 +74,11 @@ class ChannelPipeline:
         self.timing = self._extractor.timing
         self.hop_s = self.timing.hop_s
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
+        # a model with its own arousal output: that output smoothed exactly as the probabilities are
+        # (same method, time constant and silence reset), as the two-class vector (1 - a, a)
+        self._arousal_smoother = (
+            Smoother(("low", "high"), smoothing_cfg, self.hop_s) if model.metadata.arousal_output else None
+        )
         self.reading = reading or ReadingConfig()
         self._arousal_weights = self.reading.weights_for(self.labels)
         self.calibrator = calibrator
@@ -83,6 +88,8 @@ class ChannelPipeline:
         """Start a new stream: clear windows, smoothing and the level meter."""
         self._extractor.reset()
         self._smoother.reset()
+        if self._arousal_smoother is not None:
+            self._arousal_smoother.reset()
         if self.calibrator is not None:
             self.calibrator.reset()
         self._latest: npt.NDArray[np.float32] | None = None  # the latest chunk, for level_db
@@ -119,12 +126,18 @@ class ChannelPipeline:
 
     def _hop(self, window: Window, shared_s: float) -> HopResult:
         started = time.perf_counter()
-        scores = None
+        scores, own_arousal = None, None
         if self.analysed and window.is_speech:
-            scores = self._classify(window.features)
+            scores, own_arousal = self._classify(window.features)
         reading = self._smoother.process(scores, window.end_s) if self.analysed else (None, None, None)
         smoothed, emotion, confidence = reading
-        arousal_now = None if smoothed is None else arousal(smoothed, self._arousal_weights)
+        arousal_now = None
+        if self._arousal_smoother is not None and self.analysed:
+            pair = None if own_arousal is None else (1.0 - own_arousal, own_arousal)
+            smoothed_pair = self._arousal_smoother.process(pair, window.end_s)[0]
+            arousal_now = None if smoothed is None or smoothed_pair is None else float(smoothed_pair[1])
+        elif smoothed is not None:
+            arousal_now = arousal(smoothed, self._arousal_weights)
         uncertain = smoothed is not None and self._uncertain
         latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
         result = HopResult(
@@ -144,8 +157,9 @@ class ChannelPipeline:
         )
         return result
 
-    def _classify(self, features: FloatArray) -> FloatArray:
-        """Class probabilities of one speech window, normalised by the speaker calibration if there is one."""
+    def _classify(self, features: FloatArray) -> tuple[FloatArray, float | None]:
+        """Class probabilities of one speech window (normalised by the speaker calibration if there is one),
+        and the model's own arousal output (None if it has none)."""
         x = self.model.select(features)
         if self.calibrator is None:
             mean, std = self.model.metadata.norm_mean, self.model.metadata.norm_std
@@ -153,7 +167,8 @@ class ChannelPipeline:
             mean, std = self.calibrator.normalisation()
             self.calibrator.update(x)
         normalised = (x - mean) / std
-        probs = self.model.predict_normalised(np.asarray(normalised[None], dtype=np.float32))[0]
+        batch_probs, batch_arousal = self.model.predict_outputs(np.asarray(normalised[None], dtype=np.float32))
+        probs = batch_probs[0]
         reading = self.reading
         population_z = None
         if reading.max_population_rms_z is not None:
@@ -161,4 +176,4 @@ class ChannelPipeline:
             n = reading.population_columns or x.shape[-1]
             population_z = input_rms_z((x[..., :n] - meta.norm_mean[:n]) / meta.norm_std[:n])
         self._uncertain = is_uncertain(float(probs.max()), input_rms_z(normalised), reading, population_z)
-        return probs
+        return probs, None if batch_arousal is None else float(batch_arousal[0])

@@ -4,7 +4,9 @@
 high-arousal emotions (angry, happy, fearful, surprised) weigh 1, low-arousal ones
 (neutral, calm, sad) 0, and disgust, which listeners place in between, 0.5 (a model's
 metadata may give other weights). It is computed from the smoothed probabilities, so it
-moves as steadily as the shown label.
+moves as steadily as the shown label. A model with its own arousal output
+(``arousal_output`` in its metadata: a sigmoid trained on high/low arousal on every corpus)
+is read from that output instead, smoothed the same way; the weights are then unused.
 
 A reading is *uncertain* when the evidence is weak: the top probability of the latest
 speech window is below ``min_top_probability`` (chosen on validation actors when the model

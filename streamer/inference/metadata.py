@@ -85,6 +85,14 @@ class ModelMetadata:
     calibration: dict[str, Any] | None = None
     # how probabilities become arousal and "uncertain" (emostream.engine.reading.ReadingConfig); None = defaults
     reading: dict[str, Any] | None = None
+    # the model has its own arousal output: one more output column after the labels' probabilities,
+    # a sigmoid (0 calm .. 1 agitated) read as the arousal instead of reading.arousal_weights
+    arousal_output: bool = False
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the model's output: one probability per label, plus the arousal column if it has one."""
+        return len(self.labels) + (1 if self.arousal_output else 0)
 
     def prepare(self, features: npt.ArrayLike) -> FloatArray:
         """Select and normalise raw window features for this model (:func:`normalize_input`)."""
@@ -119,6 +127,7 @@ class ModelMetadata:
             "metrics": self.metrics,
             "calibration": self.calibration,
             "reading": self.reading,
+            "arousal_output": self.arousal_output,
             "commit": self.commit,
         }
 
@@ -180,6 +189,7 @@ class ModelMetadata:
             commit=str(data.get("commit", "unknown")),
             calibration=_optional_section(data, "calibration", ("prior_windows",)),
             reading=_optional_section(data, "reading", ()),
+            arousal_output=_flag(data, "arousal_output"),
         )
         meta.check()
         return meta
@@ -234,6 +244,14 @@ def resolve_model(name_or_path: str | Path) -> Path:
             )
         raise ModelError(f"no shipped model named {name_or_path!r}; shipped models: {shipped}, or pass a path")
     return path
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    """A true/false field (missing = false); ValueError for anything else."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is {value!r}; expected true or false")
+    return value
 
 
 def _optional_section(data: dict[str, Any], key: str, required: tuple[str, ...]) -> dict[str, Any] | None:

@@ -19,6 +19,20 @@ from emostream.inference.metadata import DEFAULT_MODEL, ModelMetadata, resolve_m
 from emostream.inference.tflite import TfliteRunner, check_sha256, read_model_bytes
 
 
+def split_outputs(raw: FloatArray, n_labels: int) -> tuple[FloatArray, FloatArray | None]:
+    """A model's raw output rows (n, n_labels) or (n, n_labels + 1) as (probabilities, arousal or None).
+
+    The probabilities are clipped at 0 and renormalised to sum to 1 (int8 rounding); the
+    arousal column, when there is one, is clipped to [0, 1]. float32.
+    """
+    probs = np.maximum(raw[:, :n_labels], 0.0)  # np.clip(raw, 0.0, None) is this maximum
+    probs /= np.maximum(np.add.reduce(probs, axis=1, keepdims=True), 1e-9)
+    arousal = None
+    if raw.shape[1] > n_labels:
+        arousal = np.clip(raw[:, n_labels], 0.0, 1.0).astype(np.float32)
+    return probs.astype(np.float32, copy=False), arousal
+
+
 class EmotionModel:
     """A loaded TFLite emotion model: normalise, quantise, invoke, dequantise.
 
@@ -55,8 +69,13 @@ class EmotionModel:
                 f"{self.path} takes input {shape}, its metadata says {self.metadata.input_shape}; re-export the model"
             )
         n_out = self._runner.output_shape[-1]
-        if n_out != len(self.metadata.labels):
-            raise ModelError(f"{self.path} has {n_out} outputs but {len(self.metadata.labels)} labels")
+        expected = self.metadata.n_outputs
+        if n_out != expected:
+            head = " and an arousal output" if self.metadata.arousal_output else ""
+            raise ModelError(
+                f"{self.path} has {n_out} outputs but its metadata gives {len(self.metadata.labels)} labels{head} "
+                f"({expected}); re-export the model"
+            )
 
     def prepare(self, features: npt.ArrayLike) -> FloatArray:
         """Select and normalise model inputs; shape (..., *input_shape), float32."""
@@ -72,15 +91,22 @@ class EmotionModel:
 
     def predict_normalised(self, x: FloatArray) -> FloatArray:
         """Class probabilities for already selected and normalised inputs, shape (n, *input_shape) -> (n, n_labels)."""
+        return self.predict_outputs(x)[0]
+
+    def predict_outputs(self, x: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        """Class probabilities (n, n_labels) and, if the model has its own arousal output, arousal (n,) in [0, 1].
+
+        ``x``: already selected and normalised inputs, (n, *input_shape). The arousal is None for
+        a model without that output (the reading then weighs the probabilities, see
+        :mod:`emostream.engine.reading`).
+        """
         if x.shape[1:] != self.metadata.input_shape:
             raise ModelError(
                 f"features of shape {x.shape[1:]} given, model {self.metadata.name} takes {self.metadata.input_shape}"
             )
         with self._lock:
             raw = self._runner.run(np.asarray(x, dtype=np.float32))
-        probs = np.maximum(raw, 0.0)  # np.clip(raw, 0.0, None) is this maximum
-        probs /= np.maximum(np.add.reduce(probs, axis=1, keepdims=True), 1e-9)
-        return probs.astype(np.float32, copy=False)
+        return split_outputs(raw, len(self.metadata.labels))
 
     def predict_batch(self, features: FloatArray) -> FloatArray:
         """Class probabilities for a batch of windows, shape (n, n_labels), float32."""
