@@ -166,3 +166,21 @@ def test_a_model_with_its_own_arousal_output_is_read_by_the_runtime(tmp_path: Pa
     (tmp_path / "out" / "aro.json").write_text(json.dumps(data))
     with pytest.raises(ModelError, match="has 9 outputs but its metadata gives 8 labels"):
         EmotionModel.load(tmp_path / "out" / "aro.json")
+
+
+def test_high_and_low_arousal_weigh_the_same_in_each_corpus() -> None:
+    from emostream.train.fit import arousal_balance
+
+    # corpus a: three high windows, one low (weights 1); corpus b: one high (weight 2), one low (1), one disgust
+    targets = np.array([[1, 1], [1, 1], [1, 1], [0, 1], [1, 1], [0, 1], [0, 0]], dtype=np.float32)
+    weights = np.array([1, 1, 1, 1, 2, 1, 1], dtype=np.float32)
+    groups = np.array(["a", "a", "a", "a", "b", "b", "b"])
+    factors = arousal_balance(targets, weights, groups)
+    np.testing.assert_allclose(factors, [4 / 6, 4 / 6, 4 / 6, 2.0, 3 / 4, 3 / 2, 0.0], rtol=1e-6)
+    for corpus in ("a", "b"):
+        rows = groups == corpus
+        high = float((weights * factors)[rows & (targets[:, 0] == 1) & (targets[:, 1] > 0)].sum())
+        low = float((weights * factors)[rows & (targets[:, 0] == 0) & (targets[:, 1] > 0)].sum())
+        assert high == pytest.approx(low)
+    # one side only: left as it is
+    np.testing.assert_array_equal(arousal_balance(targets[:3], weights[:3], None), [1, 1, 1])

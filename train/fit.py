@@ -40,7 +40,8 @@ class TrainConfig:
 
     With ``model.arousal_output`` the network also has a sigmoid arousal output, trained with
     binary cross-entropy (weight ``arousal_weight``, the same label smoothing towards 0.5) on
-    every window whose label has a high/low truth (:func:`masked_arousal_loss`).
+    every window whose label has a high/low truth, high and low weighing the same in each corpus
+    (:func:`masked_arousal_loss`, :func:`arousal_balance`).
     """
 
     family: str = "resnet_mlp"
@@ -176,15 +177,43 @@ def masked_cross_entropy(y_true: Any, y_pred: Any, label_smoothing: float = 0.0)
 def masked_arousal_loss(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
     """Binary cross-entropy of the arousal output on windows with a high/low truth (Keras ops; shape (n,)).
 
-    ``y_true`` (n, 2): the arousal truth (1 high, 0 low) and whether the window has one (1/0);
-    ``y_pred`` (n,) the sigmoid output. Smoothing moves the truth towards 0.5; windows without
-    a truth (disgust) add 0.
+    ``y_true`` (n, 2): the arousal truth (1 high, 0 low) and the window's weight on this loss
+    (0 = no truth; in training the factor of :func:`arousal_balance`); ``y_pred`` (n,) the
+    sigmoid output. Smoothing moves the truth towards 0.5; windows without a truth (disgust) add 0.
     """
     from keras import ops  # noqa: PLC0415
 
     target = y_true[:, 0] * (1.0 - label_smoothing) + 0.5 * label_smoothing
     p = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
     return -y_true[:, 1] * (target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
+
+
+def arousal_balance(
+    arousal_targets: npt.NDArray[np.float32], weights: npt.NDArray[np.float32], groups: npt.NDArray[Any] | None
+) -> npt.NDArray[np.float32]:
+    """Per-window factors on the arousal loss that give high and low the same total weight in each corpus.
+
+    ``arousal_targets`` (n, 2): truth (1 high, 0 low) and whether the window has one; ``weights``
+    (n,) the windows' sample weights (the class balance); ``groups`` (n,) corpus of each window
+    (None = one corpus). The class balance gives every label the same weight, so a corpus with
+    four high-arousal labels and two low ones would weigh high twice as much and bias the
+    arousal output (read at 0.5) towards high. Returns (n,) float32: 0 where there is no truth,
+    else ``(W_high + W_low) / (2 W_side)`` over the corpus's weighted windows (1 when balanced).
+    """
+    truth, known = arousal_targets[:, 0], arousal_targets[:, 1] > 0
+    out = np.zeros(len(truth), dtype=np.float64)
+    g = np.zeros(len(truth), dtype=np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
+    w = weights.astype(np.float64)
+    for corpus in np.unique(g):
+        rows = (g == corpus) & known
+        sides = [rows & (truth > 0.5), rows & (truth <= 0.5)]
+        totals = [float(w[m].sum()) for m in sides]
+        if min(totals) <= 0:  # one side only: nothing to balance
+            out[rows] = 1.0
+            continue
+        for mask, total in zip(sides, totals, strict=True):
+            out[mask] = sum(totals) / (2.0 * total)
+    return out.astype(np.float32)
 
 
 def masked_accuracy(y_true: Any, y_pred: Any, n_labels: int | None = None) -> Any:
@@ -292,6 +321,8 @@ def fit(
         else np.ones(len(y_train), dtype=np.float32)
     )
     targets = masked_targets(y_train, n_labels, label_mask, arousal_truth)
+    if arousal_truth is not None:
+        targets[:, 2 * n_labels + 1] = arousal_balance(targets[:, 2 * n_labels :], weights, groups)
     xs = prepare(x_train)
     members = [
         _fit_member(
@@ -419,7 +450,7 @@ def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig, n_labels: int) -> Any:
     Mixup mixes inputs, one-hot targets and weights; the label masks of a mixed pair are
     combined by their element-wise maximum (either corpus's labels count). Arousal targets
     (columns after the ``2 * n_labels`` of :func:`masked_targets`) mix the same way, and a
-    mixed pair has an arousal truth only if both windows have one.
+    mixed pair has an arousal truth only if both windows have one (its arousal weight then mixes too).
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -441,8 +472,10 @@ def _mixup(x: F32, y: F32, w: F32, cfg: TrainConfig, n_labels: int) -> Any:
             parts = [mixed, masks]
             if yb.shape[1] > 2 * n_labels:
                 truth, known = yb[:, 2 * n_labels], yb[:, 2 * n_labels + 1]
+                known_p = tf.gather(known, perm)
                 parts.append((lam * truth + (1 - lam) * tf.gather(truth, perm))[:, None])
-                parts.append((known * tf.gather(known, perm))[:, None])
+                both = tf.cast((known > 0) & (known_p > 0), known.dtype)
+                parts.append((both * (lam * known + (1 - lam) * known_p))[:, None])
             return (
                 lx * xb + (1 - lx) * tf.gather(xb, perm),
                 tf.concat(parts, axis=1),
