@@ -184,3 +184,35 @@ def test_high_and_low_arousal_weigh_the_same_in_each_corpus() -> None:
         assert high == pytest.approx(low)
     # one side only: left as it is
     np.testing.assert_array_equal(arousal_balance(targets[:3], weights[:3], None), [1, 1, 1])
+
+
+@needs_tf
+@pytest.mark.slow
+def test_train_with_arousal_output_writes_a_model_the_cli_reads(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    from emostream.train.cli import main
+
+    out = tmp_path / "out"
+    argv = ["train", "--data", str(FIXTURES), "--song=", "--model", "resnet_mlp", "--calibration-prior", "5"]
+    argv += ["--calibration-reps", "2", "--epochs", "2", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    argv += ["--workers", "1", "--name", "aro", "--arousal-output", "--arousal-weight", "2"]
+    assert main(argv) == 0
+    data = json.loads((out / "aro.json").read_text())
+    assert data["arousal_output"] is True
+    assert data["training"]["config"]["train"]["model"]["arousal_output"] is True
+    assert data["training"]["config"]["train"]["arousal_weight"] == 2.0
+    clip = FIXTURES / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    proc = run_cli("--file", str(clip), "--fast", "--no-dashboard", "--jsonl", "-", "--model", str(out / "aro.json"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    hops = [json.loads(line) for line in proc.stdout.decode().splitlines() if '"hop"' in line]
+    read = [h["arousal"] for h in hops if h["smoothed"] is not None]
+    assert read and all(0.0 <= a <= 1.0 for a in read)
+
+
+def test_arousal_weight_is_checked() -> None:
+    from emostream.errors import ConfigError
+    from emostream.train.fit import TrainConfig
+
+    with pytest.raises(ConfigError, match="--arousal-weight is 0"):
+        TrainConfig(arousal_weight=0.0)
