@@ -45,10 +45,10 @@ class SmoothingConfig:
     """
 
     method: str = "ema"
-    time_constant_s: float = 1.5
+    time_constant_s: float = 1.0
     window_s: float = 4.0
     hysteresis: float = 0.2
-    min_dwell_s: float = 3.0
+    min_dwell_s: float = 0.0
     min_confidence: float = 0.0
     silence_reset_s: float = 0.0
 
