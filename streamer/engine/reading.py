@@ -46,7 +46,7 @@ class ReadingConfig:
     """How hop probabilities become arousal and the uncertain flag (see the module docstring).
 
     ``arousal_weights``: label -> weight in [0, 1] (labels not listed weigh 0.5);
-    ``min_top_probability``: a smoothed top probability below it is uncertain (0 = never);
+    ``min_top_probability``: a speech window whose top probability is below it is uncertain (0 = never);
     ``max_input_rms_z``: a normalised input whose RMS exceeds it is uncertain (None = no check);
     ``max_population_rms_z``: the same on the first ``population_columns`` inputs (None = all)
     z-scored with the population's statistics (None = no check).
