@@ -218,6 +218,48 @@ def test_probe_arousal_sides_and_binary_ua_known_answers() -> None:
     assert np.isnan(binary_ua(np.zeros(3, np.int32), np.zeros(3, np.int32)))
 
 
+def test_probe_clip_columns_are_speaker_z_scored_and_reach_every_window_of_their_clip() -> None:
+    from types import SimpleNamespace
+
+    from emostream.train.probe import CorpusWindows, with_clip_columns
+
+    clips = [SimpleNamespace(speaker=s) for s in ("a", "a", "b", "b")]
+    values = np.array([[1.0], [3.0], [10.0], [30.0]])  # each speaker's two clips z-score to -1, +1
+    w = CorpusWindows(np.zeros((5, 2)), np.array([0, 0, 1, 2, 3], np.int32), np.zeros(4, np.int32))
+    out = with_clip_columns(w, clips, values)  # type: ignore[arg-type]
+    assert out.x.shape == (5, 3) and np.array_equal(out.x[:, :2], w.x)
+    assert np.allclose(out.x[:, 2], [-1, -1, 1, -1, 1], atol=1e-5)
+
+
+def test_probe_arousal_classes_reports_each_labels_share_read_high() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from emostream.train.probe import CorpusWindows, run_arousal_classes
+
+    # one column carries arousal; corpus "b" voices its sad clips high, as ASED's speakers do
+    def corpus(names: list[str], x: list[float]) -> CorpusWindows:
+        labels = np.array([EMOTIONS.index(n) for n in names], np.int32)
+        return CorpusWindows(np.array(x)[:, None], np.arange(len(names), dtype=np.int32), labels)
+
+    train = corpus(["angry", "happy", "sad", "neutral"] * 5, [2.0, 1.5, -1.5, -2.0] * 5)
+    test = corpus(["angry", "sad", "sad", "neutral"], [2.0, 1.8, 1.2, -2.0])
+    rows = dict(run_arousal_classes({"a": train, "b": test}, LogisticRegression))
+    assert rows["b"] == {"neutral": 0.0, "sad": 1.0, "angry": 1.0}
+
+
+def test_probe_egemaps_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from emostream.train.probe import egemaps_functionals
+
+    wav = tmp_path / "a.flac"
+    wav.write_bytes(b"0" * 10)
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[bench\]'"):
+        egemaps_functionals([SimpleNamespace(path=wav)], tmp_path)  # type: ignore[list-item]
+
+
 def test_random_protocols_test_ravdess_clips_only_and_train_on_the_other_corpora() -> None:
     from emostream.train.evaluate import ravdess_random_split
 

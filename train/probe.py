@@ -17,7 +17,11 @@ angry, happy, fearful, surprised; low: neutral, calm, sad), per corpus and mean,
 
 Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_chroma``);
 ``--voice-encoder`` adds the voice encoder's embedding (``voice_only`` / ``no_voice`` pick its part),
-``--voice-layer-means 2,3`` the time means of its LSTM layers 2 and 3 (``no_layer_means`` leaves them out).
+``--voice-layer-means 2,3`` the time means of its LSTM layers 2 and 3 (``no_layer_means`` leaves them out);
+``--egemaps`` adds openSMILE's eGeMAPS v02 functionals of each whole clip (88 columns, each speaker z-scored, the
+same values on every window of the clip; ``egemaps_only`` / ``no_egemaps`` pick its part; needs the ``bench`` extra).
+``--only arousal_classes`` prints, per held-out corpus, the share of each label's clips that a high / low arousal
+classifier trained on the other corpora reads as high (which labels a corpus voices against the arousal mapping).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ COLUMN_SETS: dict[str, Callable[[str], bool]] = {
     "voice_only": lambda name: name.startswith("voice_"),
     "no_voice": lambda name: not name.startswith("voice_"),
     "no_layer_means": lambda name: not name.startswith("voice_l"),
+    "egemaps_only": lambda name: name.startswith("egemaps_"),
+    "no_egemaps": lambda name: not name.startswith("egemaps_"),
 }
 
 
@@ -83,6 +89,53 @@ def load(
         mine = speaker == who
         x[mine] = (x[mine] - x[mine].mean(axis=0)) / (x[mine].std(axis=0) + 1e-6)
     return CorpusWindows(x, clip.astype(np.int32), np.array([c.label for c in clips], dtype=np.int32))
+
+
+def egemaps_functionals(clips: Sequence[Clip], cache: Path | None) -> tuple[F64, list[str]]:
+    """openSMILE eGeMAPS v02 functionals of each whole clip: ((n_clips, 88) float64, names ``egemaps_*``).
+
+    Cached in ``cache`` under a key of the clips' paths and sizes (about 0.02 s of one core per clip
+    second to compute). Raises :class:`ConfigError` when the ``opensmile`` package is not installed.
+    """
+    import hashlib  # noqa: PLC0415
+
+    import soundfile as sf  # noqa: PLC0415
+
+    key = hashlib.sha256("\n".join(f"{c.path}:{Path(c.path).stat().st_size}" for c in clips).encode()).hexdigest()
+    path = None if cache is None else cache / f"egemaps_{key[:20]}.npz"
+    if path is not None and path.exists():
+        with np.load(path) as stored:
+            return stored["x"], [str(n) for n in stored["names"]]
+    try:
+        import opensmile  # noqa: PLC0415  (bench extra)
+    except ImportError as exc:
+        raise ConfigError(
+            "--egemaps needs the opensmile package, which is not installed; install it with "
+            "`pip install -e '.[bench]'` (or `pip install opensmile`)"
+        ) from exc
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    )
+    rows = []
+    for clip in clips:
+        x, rate = sf.read(str(clip.path), dtype="float32")
+        rows.append(smile.process_signal(x, rate).to_numpy()[0])
+    values = np.array(rows, dtype=np.float64)
+    names = [f"egemaps_{n}" for n in smile.feature_names]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=values, names=np.array(names))
+    return values, names
+
+
+def with_clip_columns(w: CorpusWindows, clips: Sequence[Clip], values: F64) -> CorpusWindows:
+    """``w`` with per-clip ``values`` ((n_clips, k)), each speaker z-scored, appended to every window of the clip."""
+    z = values.copy()
+    speaker = np.array([c.speaker for c in clips])
+    for who in np.unique(speaker):
+        mine = speaker == who
+        z[mine] = (z[mine] - z[mine].mean(axis=0)) / (z[mine].std(axis=0) + 1e-6)
+    return CorpusWindows(np.hstack([w.x, z[w.clip]]), w.clip, w.labels)
 
 
 def clip_means(w: CorpusWindows) -> tuple[F64, I32]:
@@ -185,6 +238,40 @@ def run_arousal(
     return out
 
 
+def run_arousal_classes(data: dict[str, CorpusWindows], make: Callable[[], Any]) -> list[tuple[str, dict[str, float]]]:
+    """Leave each corpus out once, clip means: (corpus, {label: share of its clips a high / low classifier trained
+    on the other corpora reads as high}), every label of the held-out corpus, disgust included."""
+    out = []
+    for test, held_out in data.items():
+        xs, ys = zip(*(clip_means(w) for name, w in data.items() if name != test), strict=True)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        side = arousal_side(y)
+        binary = make().fit(x[side >= 0], side[side >= 0])
+        xt, yt = clip_means(held_out)
+        high = binary.predict(xt) == 1
+        out.append((test, {EMOTIONS[int(k)]: float(np.mean(high[yt == k])) for k in np.unique(yt)}))
+    return out
+
+
+def _load_all(args: argparse.Namespace, layers: tuple[int, ...]) -> dict[str, CorpusWindows]:
+    """Every corpus's speech windows with the columns ``args`` asks for (:class:`ConfigError` for a missing extra)."""
+    cache = Path(args.cache) if args.cache else None
+    parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
+    for name, folder in corpus_folders(args.corpus).items():
+        parts[name] = list(get(name).list_clips(folder))
+    data = {
+        name: load(clips, cache, args.workers, voice=args.voice_encoder, layer_means=layers)
+        for name, clips in parts.items()
+    }
+    names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder, voice_layer_means=layers))
+    if args.egemaps:
+        extra = {name: egemaps_functionals(clips, cache) for name, clips in parts.items()}
+        data = {k: with_clip_columns(v, parts[k], extra[k][0]) for k, v in data.items()}
+        names = [*names, *next(iter(extra.values()))[1]]
+    cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
+    return {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (training extra)
     from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
@@ -199,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated probes (default all but arousal_clip): lr_clip_4, lr_clip_all, lr_window_all, "
-        "mlp_window_all, arousal_clip (arousal summed from class probabilities against a direct high/low classifier)",
+        "mlp_window_all, arousal_clip (arousal summed from class probabilities against a direct high/low classifier), "
+        "arousal_classes (per label, the share of clips a high/low classifier reads as high)",
     )
     parser.add_argument("--voice-encoder", action="store_true", help="add the voice encoder's 256 columns")
     parser.add_argument(
@@ -208,22 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="LAYERS",
         help="with --voice-encoder: add the time means of these LSTM layers, e.g. 2,3 (+256 columns each)",
     )
+    parser.add_argument(
+        "--egemaps", action="store_true", help="add openSMILE's eGeMAPS v02 functionals of each clip (bench extra)"
+    )
     args = parser.parse_args(argv)
     try:
         layers = voice_layer_means(args)
     except ConfigError as exc:
         parser.error(str(exc))
-    cache = Path(args.cache) if args.cache else None
-    parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
-    for name, folder in corpus_folders(args.corpus).items():
-        parts[name] = list(get(name).list_clips(folder))
-    data = {
-        name: load(clips, cache, args.workers, voice=args.voice_encoder, layer_means=layers)
-        for name, clips in parts.items()
-    }
-    names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder, voice_layer_means=layers))
-    cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
-    data = {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
+    try:
+        data = _load_all(args, layers)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    lr_aro = lambda: LogisticRegression(C=0.03, max_iter=3000, class_weight="balanced")  # noqa: E731
     lr_clip = lambda: LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")  # noqa: E731
     lr_win = lambda: LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced")  # noqa: E731
     mlp = lambda: MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-2, max_iter=60, random_state=0)  # noqa: E731
@@ -234,9 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mlp_window_all": (mlp, True, False),
     }
     wanted = [p for p in args.only.split(",") if p] or list(probes)
+    if "arousal_classes" in wanted:
+        wanted.remove("arousal_classes")
+        for c, shares in run_arousal_classes(data, lr_aro):
+            print(f"arousal_classes {c}: read high " + " ".join(f"{k} {v:.2f}" for k, v in shares.items()), flush=True)
     if "arousal_clip" in wanted:
         wanted.remove("arousal_clip")
-        arousal_rows = run_arousal(data, lambda: LogisticRegression(C=0.03, max_iter=3000, class_weight="balanced"))
+        arousal_rows = run_arousal(data, lr_aro)
         for c, ua_sum, auc_sum, ua_bin, auc_bin in arousal_rows:
             print(f"arousal_clip {c}: summed UA {ua_sum:.3f} AUC {auc_sum:.3f}, binary {ua_bin:.3f} / {auc_bin:.3f}")
         means = np.mean([r[1:] for r in arousal_rows], axis=0)
