@@ -214,3 +214,24 @@ def test_fetch_ravdess_runs_without_tensorflow_or_scipy(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (dest / "Actor_05" / "03-01-05-02-01-01-05.flac").is_file()
     assert "BLOCKED-LOADED []" in proc.stderr
+
+
+def test_a_file_run_without_webhooks_imports_neither_http_client_nor_numpy_ma(tmp_path: Path) -> None:
+    """Start-up and exit cost: ``http.client`` (with ``email``) is for webhook alerts only and ``numpy.ma``
+    came in through ``np.median`` of the summary; a plain file run needs neither."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from emostream.apps.cli import main
+        code = main(sys.argv[1:])
+        print("LOADED", sorted(m for m in ("http.client", "email.parser", "numpy.ma") if m in sys.modules),
+              file=sys.stderr)
+        sys.exit(code)
+        """
+    )
+    argv = ["--file", str(CLIP), "--fast", "--no-dashboard", "--model", "fast", "--jsonl", str(tmp_path / "o.jsonl")]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, check=False, env=os.environ
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stderr

@@ -131,3 +131,12 @@ def test_stats_measure_shown_time_and_change_delay() -> None:
     view = stats.view()
     assert view.shown_for_s == 0.0 and stats.median_delay_s == pytest.approx(0.0 + 1.25)
     assert stats._delays[-1] == pytest.approx(2.5)
+
+
+def test_median_delay_is_numpys_median_for_odd_and_even_counts() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 6, 499, 500):
+        stats = ChannelStats(ChannelPlan(0, "speaker", None, True), ("a", "b"), 0.5, min_dwell_s=0.0, hysteresis=0.0)
+        delays = rng.uniform(0.0, 9.0, n)
+        stats._delays.extend(delays.tolist())
+        assert stats.median_delay_s == float(np.median(delays))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import queue
@@ -185,7 +184,7 @@ class AlertDispatcher:
             try:
                 action()
                 return True
-            except (OSError, http.client.HTTPException, subprocess.SubprocessError, ValueError) as exc:
+            except (OSError, WebhookError, subprocess.SubprocessError, ValueError) as exc:
                 message = f"alert {name} attempt {attempt + 1}/{self.output.retries + 1} failed: {exc}"
                 log.info(message)
                 self.stats.errors = [*self.stats.errors[-9:], message]
@@ -201,13 +200,21 @@ class AlertDispatcher:
 MAX_ANSWER_BYTES = 65536  # a webhook's answer body is read (and ignored) up to this much
 
 
+class WebhookError(Exception):
+    """A webhook answered with a status of 300 or more, or not in HTTP (retried like any failure)."""
+
+
 def post_json(url: str, body: bytes, timeout_s: float) -> None:
     """POST ``body`` (JSON) to ``url``; the whole exchange must end within ``timeout_s`` (else TimeoutError).
 
     ``timeout_s`` bounds the request as a whole, not each socket operation: a server that
     answers one byte every few seconds cannot hold the delivery thread. An answer of 300 or
-    more raises :class:`http.client.HTTPException` (retried like any failure).
+    more, or one that is not HTTP, raises :class:`WebhookError` (retried like any failure).
+    ``http.client`` (and with it ``email``) is imported here, on the first delivery, not when
+    every run of the CLI imports this module.
     """
+    import http.client  # noqa: PLC0415  (about 40 ms of start-up that a run without webhooks never needs)
+
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     conn: http.client.HTTPConnection
@@ -239,10 +246,12 @@ def post_json(url: str, body: bytes, timeout_s: float) -> None:
         response = conn.getresponse()
         response.read(MAX_ANSWER_BYTES)
         if response.status >= 300:
-            raise http.client.HTTPException(f"HTTP Error {response.status}: {response.reason}")
-    except (OSError, http.client.HTTPException):
+            raise WebhookError(f"HTTP Error {response.status}: {response.reason}")
+    except (OSError, http.client.HTTPException, WebhookError) as exc:
         if expired.is_set():
             raise TimeoutError(f"timed out: no complete answer within {timeout_s:g} s") from None
+        if isinstance(exc, http.client.HTTPException):
+            raise WebhookError(f"not an HTTP answer: {exc!r}") from exc
         raise
     finally:
         timer.cancel()

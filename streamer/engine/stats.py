@@ -175,8 +175,16 @@ class ChannelStats:
 
     @property
     def median_delay_s(self) -> float | None:
-        """Median delay of the shown label's changes (see :meth:`view`); None before the first."""
-        return None if not self._delays else float(np.median(np.fromiter(self._delays, float)))
+        """Median delay of the shown label's changes (see :meth:`view`); None before the first.
+
+        The middle value (the mean of the two middle ones for an even count), as ``np.median`` gives it,
+        but without it: ``np.median`` imports ``numpy.ma`` (about 12 ms) at the end of every run.
+        """
+        if not self._delays:
+            return None
+        ordered = sorted(self._delays)
+        mid = len(ordered) // 2
+        return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
     def on_alert(self, event: AlertEvent) -> None:
         """Track the rules active on this channel and count the ones that fired."""
