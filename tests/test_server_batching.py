@@ -22,7 +22,7 @@ from test_server_support import ANGRY, fast_plan, mulaw_clip
 from emostream.engine.events import HopResult
 from emostream.engine.plan import SessionPlan
 from emostream.engine.session import Session
-from emostream.server.analysis import CallSpec, Chunk, FeedResult
+from emostream.server.analysis import CallSpec, Chunk, Published
 from emostream.server.calls import CallRegistry
 from emostream.server.config import ServerConfig
 from emostream.server.events import EventHub
@@ -57,11 +57,16 @@ class CountingPool(ThreadPool):
         super().__init__(plan, 10.0)
         self.feeds: list[tuple[int, int]] = []  # (frames sent, hops back)
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
-        fed = await super().feed(call_id, chunks)
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        future = super().feed_soon(call_id, chunks)
         frames = sum(len(c[0]) if isinstance(c, tuple) else len(c) for c in chunks)
-        self.feeds.append((frames, sum(isinstance(e, HopResult) for e in fed.events)))
-        return fed
+
+        def count(done: asyncio.Future[Published]) -> None:
+            events, _ = done.result()
+            self.feeds.append((frames, sum(record["type"] == "hop" for record, *_ in events)))
+
+        future.add_done_callback(count)
+        return future
 
 
 def test_a_call_paced_like_twilio_sends_its_audio_once_per_hop(fast_plan: SessionPlan) -> None:

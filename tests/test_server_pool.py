@@ -60,7 +60,7 @@ def test_many_large_requests_in_flight_reach_the_worker_and_come_back(model_arg:
             feeds = [pool.feed(call, [second]) for _ in range(40) for call in calls]  # 1.3 MB at once
             results = await asyncio.wait_for(asyncio.gather(*feeds), 120)
             finished = [await pool.finish(call, {}, True) for call in calls]
-            return [len(fed.events) for fed in results] + [len(summary) for _, summary in finished]
+            return [len(events) for events, _ in results] + [len(summary) for _, summary in finished]
         finally:
             pool.close()
 
@@ -92,7 +92,7 @@ def test_a_worker_that_stops_is_started_again_and_takes_new_calls(model_arg: str
             while not restarts and loop.time() < deadline:
                 await asyncio.sleep(0.1)
             await pool.open(_spec("after"))
-            events = (await asyncio.wait_for(pool.feed("after", [second] * 3), 30)).events
+            events, _ = await asyncio.wait_for(pool.feed("after", [second] * 3), 30)
             return str(lost.value), str(refused.value), len(events), pool.running
         finally:
             pool.close()

@@ -50,7 +50,7 @@ from emostream.config import Config
 from emostream.engine.events import Event
 from emostream.engine.plan import SessionPlan, make_plan
 from emostream.errors import EmoStreamError
-from emostream.server.analysis import CallAnalysis, CallSpec, Chunk, FeedResult, join_chunks
+from emostream.server.analysis import CallAnalysis, CallSpec, Chunk, Published, join_chunks
 
 log = logging.getLogger("emostream.server")
 THREADS = 2
@@ -77,7 +77,12 @@ class AnalysisPool(Protocol):
 
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]: ...
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult: ...
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published: ...
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        """Send a feed without waiting: the future of its events as published (AnalysisError when refused).
+        No task, no coroutine: the call's own callbacks take the reply."""
+        ...
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]: ...
 
@@ -106,9 +111,12 @@ class ThreadPool:
         self._calls[spec.call_id] = analysis
         return analysis.channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
-        result: FeedResult = await self._run(self._calls[call_id].feed, chunks)
-        return result
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published:
+        return await self.feed_soon(call_id, chunks)
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, _checked_feed, self._calls[call_id], chunks)
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         analysis = self._calls.pop(call_id)
@@ -117,6 +125,14 @@ class ThreadPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _checked_feed(analysis: CallAnalysis, chunks: Sequence[Chunk]) -> Published:
+    """``analysis.feed_published(chunks)`` in a thread, its refusals as AnalysisError."""
+    try:
+        return analysis.feed_published(chunks)
+    except EmoStreamError as exc:
+        raise AnalysisError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------- worker processes
@@ -165,7 +181,7 @@ def _answer(
             calls[call_id] = CallAnalysis(plan, arg, bin_s)
             result: Any = calls[call_id].channels
         elif kind == "feed":
-            result = calls[call_id].feed(arg)
+            result = calls[call_id].feed_published(arg)  # records and their JSON made here, not in the event loop
         else:  # finish
             extra, flush = arg
             result = calls.pop(call_id).finish(extra, flush=flush)
@@ -294,13 +310,18 @@ class _Worker:
         self._pending.clear()
 
     async def request(self, kind: str, call_id: str, arg: Any) -> Any:
-        if self.dead:
-            raise WorkerLostError(f"analysis worker {self.index} stopped")
-        req_id = next(self._ids)
+        return await self.submit(kind, call_id, arg)
+
+    def submit(self, kind: str, call_id: str, arg: Any) -> asyncio.Future[Any]:
+        """Queue a request (event loop side); the future of its reply (WorkerLostError once the worker stopped)."""
         future: asyncio.Future[Any] = self._loop.create_future()
+        if self.dead:
+            future.set_exception(WorkerLostError(f"analysis worker {self.index} stopped"))
+            return future
+        req_id = next(self._ids)
         self._pending[req_id] = future
         self._queue((req_id, kind, call_id, arg))
-        return await future
+        return future
 
     def _stop_writing(self) -> None:
         """Event loop side: no more writes; what is unsent is dropped."""
@@ -416,9 +437,12 @@ class ProcessPool:
         self._home[spec.call_id] = worker
         return channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
-        result: FeedResult = await self._home[call_id].request("feed", call_id, joined(chunks))
-        return result
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published:
+        return await self.feed_soon(call_id, chunks)
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        future: asyncio.Future[Published] = self._home[call_id].submit("feed", call_id, joined(chunks))
+        return future
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         worker = self._home.pop(call_id)
