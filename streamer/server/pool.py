@@ -10,11 +10,13 @@ the analysis in two threads of the server process: quicker to start, for tests a
 a few calls.
 
 Requests (``open``, ``feed``, ``finish``) go to a process on a pipe of their own, written by
-the event loop itself without blocking: the requests of one turn of the loop are pickled
-together into one message (multiprocessing's framing, so the worker reads them with
-``Connection.recv``), and what the pipe cannot take at once is written when it can (one of
-the loop's writers). The event loop reads the replies from a second pipe (one of its
-readers) and resolves the awaiting futures. No thread between the loop and the pipe: a
+the event loop itself without blocking: the requests queued within ``FLUSH_DELAY_S`` (4 ms) of
+the first are pickled together into one message (multiprocessing's framing, so the worker reads
+them with ``Connection.recv``), and what the pipe cannot take at once is written when it can
+(one of the loop's writers). Each message wakes the worker up, and a worker woken for one
+request costs far more per request than one that takes several (its caches are cold after a
+sleep): calls whose hops fall due together share a message. The event loop reads the replies
+from a second pipe (one of its readers) and resolves the awaiting futures. No thread between the loop and the pipe: a
 sender thread cost a hand-over of the interpreter lock per request. Two one-way pipes, not
 one duplex pipe: an event loop may switch a reader's file to non-blocking mode (uvloop
 does), which on a shared pipe made blocking writes fail. A process answers its
@@ -56,6 +58,7 @@ log = logging.getLogger("emostream.server")
 THREADS = 2
 START_TIMEOUT_S = 120.0
 RESTART_PAUSE_MAX_S = 60.0  # a worker that cannot start again is retried at most this far apart
+FLUSH_DELAY_S = 0.004  # requests queued within this long of the first go to the worker in one message (one wake-up)
 
 
 class AnalysisError(EmoStreamError):
@@ -218,7 +221,7 @@ class _Worker:
         self._loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._batch: list[tuple[Any, ...]] = []  # requests of this turn of the loop, not pickled yet
+        self._batch: list[tuple[Any, ...]] = []  # requests of the last FLUSH_DELAY_S, not pickled yet
         self._unsent = bytearray()  # framed requests the pipe has not taken yet
         self._writing = False  # the loop waits for the pipe to take more (a writer is registered)
         self._io_closed = threading.Event()
@@ -233,9 +236,9 @@ class _Worker:
         os.set_blocking(self.conn.fileno(), True)  # read only when ready, but a reply is read whole
 
     def _queue(self, request: tuple[Any, ...]) -> None:
-        """Queue a request (event loop side); the requests of this turn of the loop go in one message."""
+        """Queue a request (event loop side); the requests of the next ``FLUSH_DELAY_S`` go in one message."""
         if not self._batch:
-            self._loop.call_soon(self._flush)
+            self._loop.call_later(FLUSH_DELAY_S, self._flush)
         self._batch.append(request)
 
     def _flush(self) -> None:
