@@ -1,9 +1,13 @@
 """Live calls: one analysis (a :class:`~emostream.engine.session.Session`) per call, run by the server.
 
 A :class:`Call` takes the call's audio as it arrives (:meth:`Call.push`, never waits) and
-hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`),
-one batch at a time: the call's consumer task awaits each batch, so the analysis has one
-user at any moment. Audio is handed over when the next hop can come out of it: each reply
+hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`)
+without a task of its own: audio that is due is sent from :meth:`Call.push` (the pool's
+``feed_soon`` does not wait) and a callback of each request's future takes its reply, the
+replies published in the order the requests were sent (a worker process answers a call's
+requests in order, so several may be under way; threads take them one at a time). The
+worker sends each hop and alert back as its record and that record's JSON, so the event
+loop only routes them. Audio is handed over when the next hop can come out of it: each reply
 of the analysis says how much input that hop needs (its window's end, with the resampler's
 blocks counted in), or after ``MAX_BATCH_S``: one request per hop instead of one per 20 ms
 message, and no hop waits for a batch. Until the reply of the request that should bring

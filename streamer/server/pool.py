@@ -1,13 +1,13 @@
 """Where the calls are analysed: worker processes (default) or threads of the server process.
 
-The event loop only receives and routes audio; every :class:`~emostream.server.analysis.CallAnalysis`
-lives in one worker and is used by one request at a time (the call's consumer task awaits
-each). :class:`ProcessPool` runs ``[server] workers`` processes, each loading the model
-once: the analysis then runs beside the event loop instead of sharing its interpreter
-lock, which is what lets two cores carry the calls. A call stays on the worker it was
-opened on (the one with the fewest calls). :class:`ThreadPool` (``workers = 0``) keeps
-the analysis in two threads of the server process: quicker to start, for tests and
-a few calls.
+The event loop only receives and routes audio; every
+:class:`~emostream.server.analysis.CallAnalysis` lives in one worker and is used by one request
+at a time (a worker process answers its requests in order; with threads a call has one request
+under way). :class:`ProcessPool` runs ``[server] workers`` processes, each loading the model
+once: the analysis then runs beside the event loop instead of sharing its interpreter lock,
+which is what lets two cores carry the calls. A call stays on the worker it was opened on (the
+one with the fewest calls). :class:`ThreadPool` (``workers = 0``) keeps the analysis in two
+threads of the server process: quicker to start, for tests and a few calls.
 
 Requests (``open``, ``feed``, ``finish``) go to a process on a pipe of their own, written by
 the event loop itself without blocking: the requests queued within ``FLUSH_DELAY_S`` (4 ms) of
@@ -74,7 +74,7 @@ class NoWorkerError(AnalysisError):
 
 
 class AnalysisPool(Protocol):
-    """The analysis of every call: open, feed and finish, each awaited by the call's consumer task."""
+    """The analysis of every call: open, feed and finish; ``feed_soon`` sends a feed without waiting."""
 
     ordered: bool
 
