@@ -357,9 +357,13 @@ def client_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_server(model: str, folder: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(model: str, folder: Path, workers: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    """``emostream serve`` on a free port (``workers``: analysis processes, None for the default); (process, port)."""
     config = folder / "serve.toml"
-    config.write_text("[server]\nmax_calls = 2000\nmax_backlog_s = 2.0\nidle_timeout_s = 60.0\n", encoding="utf-8")
+    text = "[server]\nmax_calls = 2000\nmax_backlog_s = 2.0\nidle_timeout_s = 60.0\n"
+    if workers is not None:
+        text += f"workers = {workers}\n"
+    config.write_text(text, encoding="utf-8")
     env = {**os.environ, "EMOSTREAM_TOKEN": TOKEN}
     cmd = [sys.executable, "-m", "emostream", "serve", "--port", "0", "--model", model, "--config", str(config)]
     log = (folder / "serve.log").open("w", encoding="utf-8")  # the server's warnings, for a step that fails
@@ -374,10 +378,16 @@ def start_server(model: str, folder: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 async def measure(
-    model: str, steps: tuple[int, ...], step_s: float, folder: Path, arrivals_per_s: float = ARRIVALS_PER_S
+    model: str,
+    steps: tuple[int, ...],
+    step_s: float,
+    folder: Path,
+    arrivals_per_s: float = ARRIVALS_PER_S,
+    *,
+    workers: int | None = None,
 ) -> list[StepResult]:
     prepared = prepare(call_audio(step_s + (max(steps) - 1) / arrivals_per_s + 2.0))
-    proc, port = start_server(model, folder)
+    proc, port = start_server(model, folder, workers)
     results: list[StepResult] = []
     try:
         reader, writer = await open_ws(port, "/events")
@@ -476,13 +486,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "arrivals_per_s": arrivals,
         "cpus": 2,
         "p99_target_ms": P99_TARGET_MS,
+        "workers": "default" if getattr(args, "workers", None) is None else args.workers,
     }
     try:
         with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
             for model in models:
                 steps = tuple(requested) if requested else (QUICK_STEPS if quick else STEPS).get(model, STEPS["fast"])
                 load_before = os.getloadavg()[0]
-                steps_run = asyncio.run(measure(model, steps, step_s, Path(tmp), arrivals))
+                steps_run = asyncio.run(
+                    measure(model, steps, step_s, Path(tmp), arrivals, workers=getattr(args, "workers", None))
+                )
                 held = [s for s in steps_run if s.holds]
                 best = held[-1] if held else None
                 first_fail = next((s for s in steps_run if not s.holds), None)
@@ -561,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"new calls per second while a step ramps up (default {ARRIVALS_PER_S:g}; 1000 = all at once)",
     )
+    parser.add_argument("--workers", type=int, help="the server's analysis processes (default: its own default, 2)")
     parser.add_argument("--quick", action="store_true")
     res = run(parser.parse_args(argv))
     print_results([res])

@@ -9,7 +9,17 @@ import socket
 import time
 
 import pytest
-from test_server_support import ANGRY, TOKEN, fast_plan, mulaw_clip, open_ws, read_records, running_server, send_twilio
+from test_server_support import (
+    ANGRY,
+    TOKEN,
+    fast_plan,
+    metric_value,
+    mulaw_clip,
+    open_ws,
+    read_records,
+    running_server,
+    send_twilio,
+)
 
 from emostream.engine.plan import SessionPlan
 from emostream.server.events import EventHub
@@ -86,3 +96,32 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_call(fast_plan: SessionPl
         audio_s = len(audio) / 8000
         assert len(hops) > 0.9 * 2 * 2 * audio_s  # every hop of both channels (a hop per 0.5 s) reached the reader
         assert elapsed < audio_s / 3  # far faster than real time: nothing waited for the stuck subscribers
+
+
+def test_an_events_client_that_leaves_is_unsubscribed_while_records_flow(fast_plan: SessionPlan) -> None:
+    """The /events sender waits on its queue and is cancelled by the task reading the client when the client
+    leaves: the subscriber is removed (gauge back to 0) while a call keeps publishing, and a second client
+    still gets the call's records to the end."""
+    audio = mulaw_clip(ANGRY) * 3
+    with running_server(fast_plan) as server:
+        hub = server.ctx.hub
+        with open_ws(server, "/events") as leaving:
+            leaving.recv(timeout=10)  # the snapshot
+            deadline = time.monotonic() + 10
+            while hub.count != 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert hub.count == 1
+        deadline = time.monotonic() + 10
+        while hub.count and time.monotonic() < deadline:  # no record flows yet: only the reader sees it leave
+            time.sleep(0.01)
+        assert hub.count == 0
+        with open_ws(server, "/events") as staying, open_ws(server, "/twilio", token=None) as ws:
+            staying.recv(timeout=10)
+            send_twilio(ws, {"inbound": audio}, stream_sid="MZleave", pace_s=0.001)
+            records = read_records(staying, lambda r: r["type"] == "call_end", timeout_s=60)
+        assert records[-1]["type"] == "call_end" and any(r["type"] == "hop" for r in records)
+        deadline = time.monotonic() + 10
+        while (hub.count or metric_value(server.port, "emostream_event_subscribers")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.count == 0
+        assert metric_value(server.port, "emostream_event_subscribers") == 0

@@ -60,7 +60,7 @@ def test_many_large_requests_in_flight_reach_the_worker_and_come_back(model_arg:
             feeds = [pool.feed(call, [second]) for _ in range(40) for call in calls]  # 1.3 MB at once
             results = await asyncio.wait_for(asyncio.gather(*feeds), 120)
             finished = [await pool.finish(call, {}, True) for call in calls]
-            return [len(fed.events) for fed in results] + [len(summary) for _, summary in finished]
+            return [len(events) for events, _ in results] + [len(summary) for _, summary in finished]
         finally:
             pool.close()
 
@@ -92,7 +92,7 @@ def test_a_worker_that_stops_is_started_again_and_takes_new_calls(model_arg: str
             while not restarts and loop.time() < deadline:
                 await asyncio.sleep(0.1)
             await pool.open(_spec("after"))
-            events = (await asyncio.wait_for(pool.feed("after", [second] * 3), 30)).events
+            events, _ = await asyncio.wait_for(pool.feed("after", [second] * 3), 30)
             return str(lost.value), str(refused.value), len(events), pool.running
         finally:
             pool.close()
@@ -102,3 +102,39 @@ def test_a_worker_that_stops_is_started_again_and_takes_new_calls(model_arg: str
     assert "no analysis worker is running" in refused
     assert len(restarts) == 1 and running == 1
     assert n_events > 0  # the new process analyses
+
+
+def test_requests_queued_within_the_flush_delay_reach_the_worker_in_one_message(model_arg: str) -> None:
+    """Feeds of four calls queued over several turns of the loop (each turn reads other sockets) go to the
+    worker as one message: one wake-up of the worker for the calls whose hops fall due together."""
+    cfg = apply_overrides(Config(), {"model": {"name": model_arg}})
+    second = mulaw_encode((0.3 * np.sin(np.arange(8000) * 2 * np.pi * 220 / 8000)).astype(np.float32)).tobytes()
+
+    async def scenario() -> tuple[list[int], int]:
+        pool = ProcessPool(cfg, 1)
+        try:
+            await pool.wait_ready()
+            calls = [f"flush-{i}" for i in range(4)]
+            for call in calls:
+                await pool.open(_spec(call))
+            worker = pool._workers[0]
+            sizes: list[int] = []
+            flush = worker._flush
+
+            def counting_flush() -> None:
+                sizes.append(len(worker._batch))
+                flush()
+
+            worker._flush = counting_flush  # type: ignore[method-assign]
+            feeds = []
+            for call in calls:  # one feed per turn of the loop, as calls' audio arrives on their own sockets
+                feeds.append(pool.feed_soon(call, [second]))
+                await asyncio.sleep(0)
+            results = await asyncio.wait_for(asyncio.gather(*feeds), 60)
+            return sizes, len(results)
+        finally:
+            pool.close()
+
+    sizes, answered = _run(scenario)
+    assert answered == 4
+    assert sizes == [4]  # one message of four requests (call_soon per turn made four of one)

@@ -72,10 +72,10 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def _received(
-    cls: type[WebSocketsSansIOProtocol], chunks: list[bytes], extra_headers: bytes = b""
+    cls: type[WebSocketsSansIOProtocol], chunks: list[bytes], extra_headers: bytes = b"", max_size: int = MAX_SIZE
 ) -> tuple[list[dict[str, Any]], WebSocketsSansIOProtocol]:
     """The ASGI messages ``cls`` queues for the application when ``chunks`` arrive after an accepted handshake."""
-    config = uvicorn.Config(_app, ws_max_size=MAX_SIZE, log_level="critical")
+    config = uvicorn.Config(_app, ws_max_size=max_size, log_level="critical")
     config.load()
     proto = cls(config, ServerState(), {}, asyncio.get_running_loop())
     transport = FakeTransport()
@@ -106,7 +106,7 @@ def _split(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
 
 
 def _compare(
-    frames: list[bytes], *, seed: int, largest: int, extra_headers: bytes = b""
+    frames: list[bytes], *, seed: int, largest: int, extra_headers: bytes = b"", max_size: int = MAX_SIZE
 ) -> tuple[list[dict[str, Any]], Any]:
     """The fast path's messages for ``frames`` split at random; asserts uvicorn's protocol, given one frame per
     read, queues the same and writes the same (uvicorn drops the good frames of a read that has a bad one too)."""
@@ -114,8 +114,8 @@ def _compare(
     chunks = _split(b"".join(frames), rng, largest)
 
     async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, Any]:
-        fast, fast_proto = await _received(FastFrameProtocol, chunks, extra_headers)
-        plain, plain_proto = await _received(WebSocketsSansIOProtocol, frames, extra_headers)
+        fast, fast_proto = await _received(FastFrameProtocol, chunks, extra_headers, max_size)
+        plain, plain_proto = await _received(WebSocketsSansIOProtocol, frames, extra_headers, max_size)
         return fast, plain, fast_proto, plain_proto
 
     fast, plain, fast_proto, plain_proto = asyncio.run(both())
@@ -187,6 +187,17 @@ def test_refused_frames_are_refused_as_uvicorn_refuses_them(bad: bytes, code: in
         assert messages[-1]["code"] == code
     else:
         assert messages[-1] == {"type": "websocket.receive", "text": "part one and two"}
+
+
+@pytest.mark.parametrize("largest", [1, 9, 400])
+def test_a_twilio_sized_frame_over_the_size_limit_is_refused_as_uvicorn_refuses_it(largest: int) -> None:
+    """Text frames of 126-65535 bytes (Twilio's media messages) are read inline: under a limit below their size
+    the fast path stops at the frame before and the parser refuses it (1009), as uvicorn does."""
+    good = [frame(b"m" * 300), frame(b"n" * 126), frame(b"o" * 400)]
+    messages, proto = _compare([*good, frame(b"x" * 401), frame(b"late")], seed=largest, largest=largest, max_size=400)
+    assert proto.fast is False
+    assert [m.get("text") for m in messages[:3]] == ["m" * 300, "n" * 126, "o" * 400]
+    assert messages[-1]["type"] == "websocket.disconnect" and messages[-1]["code"] == 1009
 
 
 def _payloads(frames: list[bytes]) -> list[bytes]:

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.alerts.rules import AlertEvent
 from emostream.apps.calls.analysis import ChannelRun, call_summary, collect_events
 from emostream.audio.codecs import decode_raw
-from emostream.engine.events import Event
+from emostream.engine.events import Event, HopResult
 from emostream.engine.plan import SessionPlan
 from emostream.engine.session import Session
+from emostream.server.events import EventHub
 
 Chunk = bytes | tuple[bytes, ...]
 """Audio as received: interleaved samples (``/ingest``), or one byte string per track (``/twilio``, equal lengths)."""
@@ -52,6 +54,33 @@ class FeedResult:
 
     events: list[Event]
     next_hop_frames: int
+
+
+PublishedEvent = tuple[dict[str, Any], str, bool, float, AlertEvent | None]
+"""A hop or alert as the server publishes it: its record (the ``--jsonl`` record plus ``call_id``), that record's
+JSON text (:meth:`EventHub.encode`), whether the hop's window was speech (False for an alert), the event's
+``t_end`` (s, unrounded: the hop latency metric) and, for an alert, its event (the alert delivery takes it)."""
+
+Published = tuple[list[PublishedEvent], int]
+"""What a feed of a call brings as the server publishes it: its events and the input total its next hop needs
+(:class:`FeedResult`). Made where the call is analysed, so the event loop neither converts nor encodes them;
+plain tuples, dicts and strings pickle in a fraction of the time of the event objects."""
+
+
+def publishable(events: Sequence[Event], call_id: str) -> list[PublishedEvent]:
+    """The hops and alerts of ``events`` as the server publishes them (other events are not published)."""
+    out: list[PublishedEvent] = []
+    encode = EventHub.encode
+    for event in events:
+        if isinstance(event, HopResult):
+            record = event.to_dict()
+            record["call_id"] = call_id
+            out.append((record, encode(record), event.is_speech, event.t_end, None))
+        elif isinstance(event, AlertEvent):
+            record = event.to_dict()
+            record["call_id"] = call_id
+            out.append((record, encode(record), False, event.t_end, event))
+    return out
 
 
 def join_chunks(chunks: Sequence[Chunk], tracks: int | None) -> Chunk:
@@ -105,6 +134,11 @@ class CallAnalysis:
         """
         events = self._collect(self.session.feed(decode_chunks(chunks, self.spec)))
         return FeedResult(events, self.session.input_frames_for_next_hop())
+
+    def feed_published(self, chunks: Sequence[Chunk]) -> Published:
+        """:meth:`feed`, its events as the server publishes them (:data:`Published`)."""
+        fed = self.feed(chunks)
+        return publishable(fed.events, self.spec.call_id), fed.next_hop_frames
 
     def finish(self, extra: dict[str, Any], *, flush: bool = True) -> tuple[list[Event], dict[str, Any]]:
         """End of the call: the last events (``flush``) and the summary, with ``extra`` fields added."""

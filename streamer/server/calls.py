@@ -1,9 +1,13 @@
 """Live calls: one analysis (a :class:`~emostream.engine.session.Session`) per call, run by the server.
 
 A :class:`Call` takes the call's audio as it arrives (:meth:`Call.push`, never waits) and
-hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`),
-one batch at a time: the call's consumer task awaits each batch, so the analysis has one
-user at any moment. Audio is handed over when the next hop can come out of it: each reply
+hands it, in order, to the call's analysis in the worker pool (:mod:`emostream.server.pool`)
+without a task of its own: audio that is due is sent from :meth:`Call.push` (the pool's
+``feed_soon`` does not wait) and a callback of each request's future takes its reply, the
+replies published in the order the requests were sent (a worker process answers a call's
+requests in order, so several may be under way; threads take them one at a time). The
+worker sends each hop and alert back as its record and that record's JSON, so the event
+loop only routes them. Audio is handed over when the next hop can come out of it: each reply
 of the analysis says how much input that hop needs (its window's end, with the resampler's
 blocks counted in), or after ``MAX_BATCH_S``: one request per hop instead of one per 20 ms
 message, and no hop waits for a batch. Until the reply of the request that should bring
@@ -35,11 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from emostream.alerts.delivery import AlertDelivery
-from emostream.alerts.rules import AlertEvent
 from emostream.audio.resample import input_frames_for_output
-from emostream.engine.events import Event, HopResult
 from emostream.engine.plan import SessionPlan
-from emostream.server.analysis import CallSpec, Chunk, FeedResult
+from emostream.server.analysis import CallSpec, Chunk, Published, PublishedEvent, publishable
 from emostream.server.closing import (
     CALL_ID_IN_USE,
     GOING_AWAY,
@@ -82,7 +84,7 @@ def now_iso() -> str:
 class Request:
     """One analysis request under way: its task, the arrivals of its chunks, its frames."""
 
-    task: asyncio.Future[FeedResult]
+    task: asyncio.Future[Published]  # the pool's future (:meth:`AnalysisPool.feed_soon`): no task of its own
     arrivals: list[tuple[int, float]]
     frames: int
 
@@ -114,16 +116,11 @@ class Call:
         timing = registry.plan.timing
         self._next_due = round(timing.window_times_s(0)[1] * spec.rate_hz)  # input frames the next hop needs
         self._max_batch = round(MAX_BATCH_S * spec.rate_hz)
-        self._wake = asyncio.Event()  # audio became due (or the call ends)
-        self._slot = asyncio.Event()  # an analysis request came back
-        self._kick = asyncio.Event()  # a request was sent (or the submitter ended)
         self._inflight: collections.deque[Request] = collections.deque()
         self._depth = MAX_IN_FLIGHT if registry.pool.ordered else 1
         self._closing = False
-        self._submitted = False  # the submitter has ended: nothing more will be sent
-        loop = asyncio.get_running_loop()
-        self._submitter = loop.create_task(self._submit(), name=f"call-{self.call_id}-submit")
-        self._publisher = loop.create_task(self._collect(), name=f"call-{self.call_id}-publish")
+        self._drained: asyncio.Future[None] | None = None  # finish() waits on it for the requests under way
+        self._bug: Exception | None = None  # an unexpected error while publishing: finish() raises it
 
     # ------------------------------------------------------------ event loop side
 
@@ -167,7 +164,7 @@ class Call:
         self._pending_frames += n
         self._unanalysed_frames += n
         if self._due():
-            self._wake.set()
+            self._send()
         return True
 
     def _due(self) -> bool:
@@ -183,58 +180,51 @@ class Call:
         sent = self._queued_frames - self._pending_frames
         return self._queued_frames >= self._next_due and (sent < self._next_due or not self._inflight)
 
-    async def _submit(self) -> None:
-        """Send due audio to the analysis, up to ``_depth`` requests in flight (the pool keeps their order)."""
-        pool = self._registry.pool
-        try:
-            while self.error is None:
-                if not self._due():
-                    if self._closing:
-                        return
-                    await self._wake.wait()
-                    self._wake.clear()
-                    continue
-                if len(self._inflight) >= self._depth:
-                    self._slot.clear()
-                    await self._slot.wait()
-                    continue
-                chunks, arrivals, frames = self._chunks, self._arrivals, self._pending_frames
-                self._chunks, self._arrivals, self._pending_frames = [], [], 0
-                task = asyncio.ensure_future(pool.feed(self.call_id, chunks))
-                self._inflight.append(Request(task, arrivals, frames))
-                self._kick.set()
-        finally:
-            self._submitted = True
-            self._kick.set()
+    def _send(self) -> None:
+        """Send the due audio to the analysis while fewer than ``_depth`` requests are under way (never waits).
 
-    async def _collect(self) -> None:
-        """Publish each request's events in the order sent; move the next hop's due point on."""
-        while True:
-            if not self._inflight:
-                if self._submitted:
-                    return
-                self._kick.clear()
-                await self._kick.wait()
-                continue
-            request = self._inflight[0]
-            try:
-                fed = await request.task
-            except AnalysisError as exc:  # samples the session refuses (non-finite, implausible), a lost worker
-                self._fail(exc)
-                for other in self._inflight:
-                    other.task.cancel()
-                self._inflight.clear()
-                self._wake.set()
-                self._slot.set()
-                return
-            self._inflight.popleft()
-            self._unanalysed_frames -= request.frames
-            self.answered_frames += request.frames
-            self._publish(fed.events, request.arrivals)
-            self._next_due = max(self._next_due, fed.next_hop_frames)  # until then, audio is only collected
-            self._slot.set()
-            if self._due():
-                self._wake.set()
+        Called when audio arrives, when a reply comes back and when the call ends: no task per
+        call or request (each wake-up of a task was a few turns of the event loop per request).
+        """
+        inflight = self._inflight
+        while self.error is None and len(inflight) < self._depth and self._due():
+            chunks, arrivals, frames = self._chunks, self._arrivals, self._pending_frames
+            self._chunks, self._arrivals, self._pending_frames = [], [], 0
+            future = self._registry.pool.feed_soon(self.call_id, chunks)
+            inflight.append(Request(future, arrivals, frames))
+            future.add_done_callback(self._on_reply)
+
+    def _on_reply(self, _: asyncio.Future[Published]) -> None:
+        """A request came back: publish the answered requests' events in the order sent, send what is due."""
+        inflight = self._inflight
+        try:
+            while inflight and inflight[0].task.done():
+                request = inflight.popleft()
+                if request.task.cancelled():
+                    continue
+                error = request.task.exception()
+                if isinstance(error, AnalysisError):  # refused samples (non-finite, implausible), a lost worker
+                    self._fail(error)
+                    for other in inflight:
+                        other.task.cancel()
+                    inflight.clear()
+                    break
+                if error is not None:
+                    raise error
+                events, next_hop_frames = request.task.result()
+                self._unanalysed_frames -= request.frames
+                self.answered_frames += request.frames
+                self._publish(events, request.arrivals)
+                self._next_due = max(self._next_due, next_hop_frames)  # until then, audio is only collected
+            self._send()
+        except Exception as exc:  # a bug: the call ends with it when finish() raises it, as an awaited task would
+            if self._bug is None:
+                self._bug = exc
+            for other in inflight:
+                other.task.cancel()
+            inflight.clear()
+        if self._drained is not None and not inflight and not self._drained.done():
+            self._drained.set_result(None)
 
     def _fail(self, error: AnalysisError) -> None:
         message = str(error)
@@ -247,34 +237,32 @@ class Call:
         self._registry.metrics.rejected.labels("bad_audio").inc()
         self.end_connection(INVALID_DATA, message)
 
-    def _publish(self, events: Sequence[Event], arrivals: Sequence[tuple[int, float]] = ()) -> None:
+    def _publish(self, events: Sequence[PublishedEvent], arrivals: Sequence[tuple[int, float]] = ()) -> None:
+        """Hand the events (records and their JSON made by the analysis) to the recent records, metrics and hub."""
         registry = self._registry
-        metrics, hub = registry.metrics, registry.hub
+        metrics, hub, call_id = registry.metrics, registry.hub, self.call_id
         now = time.monotonic()
-        rate, model_rate = self.spec.rate_hz, registry.plan.sample_rate_hz
-        ends = [frames for frames, _ in arrivals]
-        for event in events:
-            if isinstance(event, HopResult):
-                record = event.to_dict()
-                record["call_id"] = self.call_id
-                self.recent.hop(record, is_speech=event.is_speech)
+        ends: list[int] | None = None
+        for record, text, is_speech, t_end, alert in events:
+            if alert is None:  # a hop
+                self.recent.hop(record, is_speech=is_speech)
                 self.hops += 1
-                registry.hop_counter(self._analysed.get(event.channel, False)).inc()
+                registry.hop_counter(self._analysed.get(record["channel"], False)).inc()
                 if arrivals:
                     # the chunk that completed this hop: the first whose end reaches the input the hop's window
                     # needs, the resampler's block included (soxr gives 8 kHz audio out in 104 ms blocks)
-                    done = input_frames_for_output(rate, model_rate, round(event.t_end * model_rate))
+                    if ends is None:
+                        ends = [frames for frames, _ in arrivals]
+                    model_rate = registry.plan.sample_rate_hz
+                    done = input_frames_for_output(self.spec.rate_hz, model_rate, round(t_end * model_rate))
                     i = min(bisect.bisect_left(ends, done), len(arrivals) - 1)
                     metrics.hop_latency.observe(now - arrivals[i][1])
-                hub.publish(self.call_id, record)
-            elif isinstance(event, AlertEvent):
-                record = event.to_dict()
-                record["call_id"] = self.call_id
+            else:
                 self.recent.alert(record)
-                metrics.alerts.labels(event.state).inc()
+                metrics.alerts.labels(alert.state).inc()
                 if registry.delivery is not None:
-                    registry.delivery.on_event(event)
-                hub.publish(self.call_id, record)
+                    registry.delivery.on_event(alert)
+            hub.publish_text(call_id, text)
 
     # ------------------------------------------------------------ records
 
@@ -294,9 +282,12 @@ class Call:
     async def finish(self, reason: str) -> dict[str, Any]:
         """End the call: analyse what waits, flush, summarise; returns the summary (the ``call_end`` payload)."""
         self._closing = True
-        self._wake.set()
-        await self._submitter
-        await self._publisher
+        self._send()  # what waits goes now (or, with requests under way, when their replies come)
+        if self._inflight:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._bug is not None:
+            raise self._bug
         extra = {
             "source": self.spec.source,
             "started_at": self.started_at,
@@ -317,7 +308,7 @@ class Call:
                 "channels": [],
                 **extra,
             }
-        self._publish(events)
+        self._publish(publishable(events, self.call_id))
         return summary
 
 

@@ -89,9 +89,11 @@ class EventHub:
 
     def publish(self, call_id: str, record: dict[str, Any]) -> None:
         """Offer ``record`` (already carrying its ``call_id``) to every interested subscriber; never waits."""
-        if not self._subscribers and not self._taps:
-            return
-        text = _encode(record)
+        if self._subscribers or self._taps:
+            self.publish_text(call_id, _encode(record))
+
+    def publish_text(self, call_id: str, text: str) -> None:
+        """Offer a record already encoded (:meth:`encode`) to every interested subscriber; never waits."""
         for tap in self._taps:
             tap(call_id, text)
         for sub in self._subscribers:

@@ -1,20 +1,22 @@
 """Where the calls are analysed: worker processes (default) or threads of the server process.
 
-The event loop only receives and routes audio; every :class:`~emostream.server.analysis.CallAnalysis`
-lives in one worker and is used by one request at a time (the call's consumer task awaits
-each). :class:`ProcessPool` runs ``[server] workers`` processes, each loading the model
-once: the analysis then runs beside the event loop instead of sharing its interpreter
-lock, which is what lets two cores carry the calls. A call stays on the worker it was
-opened on (the one with the fewest calls). :class:`ThreadPool` (``workers = 0``) keeps
-the analysis in two threads of the server process: quicker to start, for tests and
-a few calls.
+The event loop only receives and routes audio; every
+:class:`~emostream.server.analysis.CallAnalysis` lives in one worker and is used by one request
+at a time (a worker process answers its requests in order; with threads a call has one request
+under way). :class:`ProcessPool` runs ``[server] workers`` processes, each loading the model
+once: the analysis then runs beside the event loop instead of sharing its interpreter lock,
+which is what lets two cores carry the calls. A call stays on the worker it was opened on (the
+one with the fewest calls). :class:`ThreadPool` (``workers = 0``) keeps the analysis in two
+threads of the server process: quicker to start, for tests and a few calls.
 
 Requests (``open``, ``feed``, ``finish``) go to a process on a pipe of their own, written by
-the event loop itself without blocking: the requests of one turn of the loop are pickled
-together into one message (multiprocessing's framing, so the worker reads them with
-``Connection.recv``), and what the pipe cannot take at once is written when it can (one of
-the loop's writers). The event loop reads the replies from a second pipe (one of its
-readers) and resolves the awaiting futures. No thread between the loop and the pipe: a
+the event loop itself without blocking: the requests queued within ``FLUSH_DELAY_S`` (4 ms) of
+the first are pickled together into one message (multiprocessing's framing, so the worker reads
+them with ``Connection.recv``), and what the pipe cannot take at once is written when it can
+(one of the loop's writers). Each message wakes the worker up, and a worker woken for one
+request costs far more per request than one that takes several (its caches are cold after a
+sleep): calls whose hops fall due together share a message. The event loop reads the replies
+from a second pipe (one of its readers) and resolves the awaiting futures. No thread between the loop and the pipe: a
 sender thread cost a hand-over of the interpreter lock per request. Two one-way pipes, not
 one duplex pipe: an event loop may switch a reader's file to non-blocking mode (uvloop
 does), which on a shared pipe made blocking writes fail. A process answers its
@@ -50,12 +52,13 @@ from emostream.config import Config
 from emostream.engine.events import Event
 from emostream.engine.plan import SessionPlan, make_plan
 from emostream.errors import EmoStreamError
-from emostream.server.analysis import CallAnalysis, CallSpec, Chunk, FeedResult, join_chunks
+from emostream.server.analysis import CallAnalysis, CallSpec, Chunk, Published, join_chunks
 
 log = logging.getLogger("emostream.server")
 THREADS = 2
 START_TIMEOUT_S = 120.0
 RESTART_PAUSE_MAX_S = 60.0  # a worker that cannot start again is retried at most this far apart
+FLUSH_DELAY_S = 0.004  # requests queued within this long of the first go to the worker in one message (one wake-up)
 
 
 class AnalysisError(EmoStreamError):
@@ -71,13 +74,18 @@ class NoWorkerError(AnalysisError):
 
 
 class AnalysisPool(Protocol):
-    """The analysis of every call: open, feed and finish, each awaited by the call's consumer task."""
+    """The analysis of every call: open, feed and finish; ``feed_soon`` sends a feed without waiting."""
 
     ordered: bool
 
     async def open(self, spec: CallSpec) -> list[dict[str, Any]]: ...
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult: ...
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published: ...
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        """Send a feed without waiting: the future of its events as published (AnalysisError when refused).
+        No task, no coroutine: the call's own callbacks take the reply."""
+        ...
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]: ...
 
@@ -106,9 +114,12 @@ class ThreadPool:
         self._calls[spec.call_id] = analysis
         return analysis.channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
-        result: FeedResult = await self._run(self._calls[call_id].feed, chunks)
-        return result
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published:
+        return await self.feed_soon(call_id, chunks)
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, _checked_feed, self._calls[call_id], chunks)
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         analysis = self._calls.pop(call_id)
@@ -117,6 +128,14 @@ class ThreadPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _checked_feed(analysis: CallAnalysis, chunks: Sequence[Chunk]) -> Published:
+    """``analysis.feed_published(chunks)`` in a thread, its refusals as AnalysisError."""
+    try:
+        return analysis.feed_published(chunks)
+    except EmoStreamError as exc:
+        raise AnalysisError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------- worker processes
@@ -165,7 +184,7 @@ def _answer(
             calls[call_id] = CallAnalysis(plan, arg, bin_s)
             result: Any = calls[call_id].channels
         elif kind == "feed":
-            result = calls[call_id].feed(arg)
+            result = calls[call_id].feed_published(arg)  # records and their JSON made here, not in the event loop
         else:  # finish
             extra, flush = arg
             result = calls.pop(call_id).finish(extra, flush=flush)
@@ -202,7 +221,7 @@ class _Worker:
         self._loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._batch: list[tuple[Any, ...]] = []  # requests of this turn of the loop, not pickled yet
+        self._batch: list[tuple[Any, ...]] = []  # requests of the last FLUSH_DELAY_S, not pickled yet
         self._unsent = bytearray()  # framed requests the pipe has not taken yet
         self._writing = False  # the loop waits for the pipe to take more (a writer is registered)
         self._io_closed = threading.Event()
@@ -217,9 +236,9 @@ class _Worker:
         os.set_blocking(self.conn.fileno(), True)  # read only when ready, but a reply is read whole
 
     def _queue(self, request: tuple[Any, ...]) -> None:
-        """Queue a request (event loop side); the requests of this turn of the loop go in one message."""
+        """Queue a request (event loop side); the requests of the next ``FLUSH_DELAY_S`` go in one message."""
         if not self._batch:
-            self._loop.call_soon(self._flush)
+            self._loop.call_later(FLUSH_DELAY_S, self._flush)
         self._batch.append(request)
 
     def _flush(self) -> None:
@@ -294,13 +313,18 @@ class _Worker:
         self._pending.clear()
 
     async def request(self, kind: str, call_id: str, arg: Any) -> Any:
-        if self.dead:
-            raise WorkerLostError(f"analysis worker {self.index} stopped")
-        req_id = next(self._ids)
+        return await self.submit(kind, call_id, arg)
+
+    def submit(self, kind: str, call_id: str, arg: Any) -> asyncio.Future[Any]:
+        """Queue a request (event loop side); the future of its reply (WorkerLostError once the worker stopped)."""
         future: asyncio.Future[Any] = self._loop.create_future()
+        if self.dead:
+            future.set_exception(WorkerLostError(f"analysis worker {self.index} stopped"))
+            return future
+        req_id = next(self._ids)
         self._pending[req_id] = future
         self._queue((req_id, kind, call_id, arg))
-        return await future
+        return future
 
     def _stop_writing(self) -> None:
         """Event loop side: no more writes; what is unsent is dropped."""
@@ -416,9 +440,12 @@ class ProcessPool:
         self._home[spec.call_id] = worker
         return channels
 
-    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> FeedResult:
-        result: FeedResult = await self._home[call_id].request("feed", call_id, joined(chunks))
-        return result
+    async def feed(self, call_id: str, chunks: Sequence[Chunk]) -> Published:
+        return await self.feed_soon(call_id, chunks)
+
+    def feed_soon(self, call_id: str, chunks: Sequence[Chunk]) -> asyncio.Future[Published]:
+        future: asyncio.Future[Published] = self._home[call_id].submit("feed", call_id, joined(chunks))
+        return future
 
     async def finish(self, call_id: str, extra: dict[str, Any], flush: bool) -> tuple[list[Event], dict[str, Any]]:
         worker = self._home.pop(call_id)

@@ -132,6 +132,7 @@ _MEDIA_HEAD = re.compile(
     r'"chunk": ?"\d{1,12}", ?"timestamp": ?"(\d{1,12})", ?"payload": ?"'
 )
 _MEDIA_TAIL = re.compile(r'"\}, ?"streamSid": ?"[^"\\\x00-\x1f]*"\}')
+_a2b_base64 = binascii.a2b_base64
 
 
 def parse_media_text(text: str) -> tuple[str, int, bytes] | None:
@@ -148,14 +149,15 @@ def parse_media_text(text: str) -> tuple[str, int, bytes] | None:
     end = text.find('"', start)
     if end < 0 or _MEDIA_TAIL.fullmatch(text, end) is None:
         return None
-    timestamp = int(head.group(2))
+    track, stamp = head.groups()
+    timestamp = int(stamp)
     if timestamp > MAX_TIMESTAMP_MS:
         return None  # parse_media refuses it, with its message
     try:
-        payload = binascii.a2b_base64(text[start:end], strict_mode=True)
+        payload = _a2b_base64(text[start:end], strict_mode=True)
     except (binascii.Error, ValueError):  # ValueError: a character beyond ASCII
         return None
-    return head.group(1), timestamp, payload
+    return track, timestamp, payload
 
 
 class TrackAligner:
@@ -166,6 +168,7 @@ class TrackAligner:
         self._index = {t: i for i, t in enumerate(tracks)}
         self._buffers = [bytearray() for _ in tracks]
         self._last = len(tracks) - 1
+        self._pair = len(tracks) == 2
         self._written = [0] * len(tracks)  # samples placed per track since the start (gaps included)
         self._max_skew = round(max_skew_s * RATE_HZ)
         self._tolerance = GAP_TOLERANCE_MS * RATE_HZ // 1000
@@ -203,6 +206,15 @@ class TrackAligner:
     def take(self, *, final: bool = False) -> tuple[bytes, ...] | None:
         """The μ-law bytes every track has (all of them when ``final``), one string per track, or None."""
         buffers = self._buffers
+        if self._pair:  # two tracks, level (Twilio sends them in turn): each buffer whole, without the general rule
+            first, second = buffers
+            if len(first) == len(second):
+                if not first:
+                    return None
+                pair = (bytes(first), bytes(second))
+                first.clear()
+                second.clear()
+                return pair
         lengths = list(map(len, buffers))
         n, longest = min(lengths), max(lengths)
         floor = longest if final else longest - self._max_skew

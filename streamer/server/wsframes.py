@@ -56,6 +56,7 @@ _BINARY_FIN = 0x82  # FIN, no reserved bits, opcode 2 (binary)
 _PING_PONG = (0x89, 0x8A)  # FIN, opcode 9 (ping) or 10 (pong): handed to the parser one frame at a time
 _TAKEN = (_TEXT_FIN, _BINARY_FIN, *_PING_PONG)
 _MASKED = 0x80
+_MASKED_126 = 0xFE  # masked, length in the next two bytes (126 to 65535 bytes)
 _AT_EOF = StreamReader.at_eof.__code__
 
 
@@ -180,23 +181,33 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
             gen = gen.gi_yieldfrom
         return getattr(gen, "gi_code", None) is _AT_EOF
 
-    def _read_frames(self, buf: bytes | bytearray) -> int:
+    def _read_frames(self, buf: bytes | bytearray) -> int:  # noqa: PLR0912  (one loop per read, the common case inlined)
         """Take the whole simple frames at the start of ``buf``; where the first other frame (or the
         incomplete rest) starts. Sets :attr:`fast` to False at a frame the fast path does not take."""
         queue = self.queue
         end = len(buf)
         pos = 0
         queued = False
-        while (bounds := self._next_frame(buf, pos, end)) is not None:
-            head, stop = bounds
-            if buf[pos] in _PING_PONG:  # the parser answers a ping and takes a pong (keepalive), then waits again
-                self._write_out()
-                super().data_received(bytes(buf[pos:stop]))
-                pos = stop
-                if self.conn.parser_exc is not None or self.close_sent or not self._parser_idle():
+        max_size = self._max_size
+        while True:
+            if end - pos >= 4 and buf[pos] == _TEXT_FIN and buf[pos + 1] == _MASKED_126:  # Twilio's media, inlined
+                head = pos + 8
+                stop = head + ((buf[pos + 2] << 8) | buf[pos + 3])
+                if stop - head > max_size:  # the parser refuses it (1009)
                     self.fast = False
                     break
-                continue
+                if stop > end:  # not whole yet
+                    break
+            elif (bounds := self._next_frame(buf, pos, end)) is not None:
+                head, stop = bounds
+                if buf[pos] in _PING_PONG:  # the parser answers a ping and takes a pong (keepalive), then waits again
+                    control = bytes(buf[pos:stop])
+                    pos = stop
+                    if self._control_frame(control):
+                        continue
+                    break
+            else:
+                break
             payload = apply_mask(buf[head:stop], buf[head - 4 : head])
             message: dict[str, Any] | None
             if buf[pos] == _TEXT_FIN:
@@ -205,6 +216,12 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
                 except UnicodeDecodeError:  # the parser refuses it with 1007, as uvicorn does
                     self.fast = False
                     break
+                receiver = self._receiver  # _text_message's receiver case, inlined (100 messages a second per call)
+                if receiver is not None and not self.close_sent and queue.empty():
+                    if receiver(text):
+                        pos = stop
+                        continue
+                    self._receiver = None  # declined: this message and the next go through the queue
                 message = self._text_message(text)
             else:
                 message = None if self.close_sent else {"type": "websocket.receive", "bytes": payload}
@@ -216,6 +233,15 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
             self.read_paused = True
             self.transport.pause_reading()
         return pos
+
+    def _control_frame(self, frame: bytes) -> bool:
+        """Hand a whole ping or pong frame to the parser; whether the fast path goes on after it."""
+        self._write_out()
+        super().data_received(frame)
+        if self.conn.parser_exc is not None or self.close_sent or not self._parser_idle():
+            self.fast = False
+            return False
+        return True
 
     def _next_frame(self, buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
         """(payload start, frame end) of the frame at ``pos`` if it is whole and one the fast path takes; else
@@ -244,12 +270,7 @@ class FastFrameProtocol(WebSocketsSansIOProtocol):
         return head, head + n
 
     def _text_message(self, text: str) -> dict[str, Any] | None:
-        """The ASGI message of a text frame, or None when the receiver took it (or the connection is closing)."""
+        """The ASGI message of a text frame the receiver did not take, or None when the connection is closing."""
         if self.close_sent:
             return None  # past websocket.close: uvicorn discards data messages
-        receiver = self._receiver
-        if receiver is not None and self.queue.empty():
-            if receiver(text):
-                return None
-            self._receiver = None  # declined: this message and the next go through the queue
         return {"type": "websocket.receive", "text": text}
