@@ -165,11 +165,25 @@ def _hop_item(t_end: float) -> PublishedEvent:
     return record, EventHub.encode(record), True, t_end, None
 
 
+def _held_spec() -> CallSpec:
+    """A one-track 8 kHz mu-law Twilio call, as the held-pool tests open it."""
+    return CallSpec("MZheld", "twilio", 8000, 1, ("customer",), "mulaw", True, {})
+
+
 def _held_call(plan: SessionPlan, pool: HeldPool, stops: list[tuple[int, str]]) -> tuple[CallRegistry, EventHub, Any]:
     hub = EventHub(1000)
     server = ServerConfig(max_backlog_s=10.0)
     registry = CallRegistry(plan, server, hub=hub, metrics=ServerMetrics(), pool=pool)  # type: ignore[arg-type]
     return registry, hub, lambda code, reason: stops.append((code, reason))
+
+
+async def _open_held_call(
+    plan: SessionPlan, pool: HeldPool, stops: list[tuple[int, str]]
+) -> tuple[CallRegistry, Any, Any]:
+    """A registry on ``pool``, a subscriber to its records (opened first) and the call it opened."""
+    registry, hub, stop = _held_call(plan, pool, stops)
+    records = hub.subscribe()
+    return registry, records, await registry.open(_held_spec(), stop)
 
 
 def test_replies_that_come_back_out_of_order_are_published_in_the_order_sent(fast_plan: SessionPlan) -> None:
@@ -179,10 +193,7 @@ def test_replies_that_come_back_out_of_order_are_published_in_the_order_sent(fas
     async def scenario() -> tuple[list[str], list[str], int]:
         pool = HeldPool()
         stops: list[tuple[int, str]] = []
-        registry, hub, stop = _held_call(fast_plan, pool, stops)
-        records = hub.subscribe()
-        spec = CallSpec("MZheld", "twilio", 8000, 1, ("customer",), "mulaw", True, {})
-        call = await registry.open(spec, stop)
+        registry, records, call = await _open_held_call(fast_plan, pool, stops)
         second = b"\xff" * 8000
         for _ in range(3):
             call.push((second,), len(second))
@@ -209,10 +220,7 @@ def test_an_analysis_error_ends_the_call_and_drops_the_requests_after_it(fast_pl
     async def scenario() -> tuple[list[tuple[int, str]], list[str], list[bool], str]:
         pool = HeldPool()
         stops: list[tuple[int, str]] = []
-        registry, hub, stop = _held_call(fast_plan, pool, stops)
-        records = hub.subscribe()
-        spec = CallSpec("MZheld", "twilio", 8000, 1, ("customer",), "mulaw", True, {})
-        call = await registry.open(spec, stop)
+        registry, records, call = await _open_held_call(fast_plan, pool, stops)
         second = b"\xff" * 8000
         call.push((second,), len(second))
         call.push((second,), len(second))
@@ -236,8 +244,7 @@ def test_a_bug_while_publishing_a_reply_comes_out_when_the_call_ends(fast_plan: 
     async def scenario() -> None:
         pool = HeldPool()
         registry, _, stop = _held_call(fast_plan, pool, [])
-        spec = CallSpec("MZheld", "twilio", 8000, 1, ("customer",), "mulaw", True, {})
-        call = await registry.open(spec, stop)
+        call = await registry.open(_held_spec(), stop)
         call.push((b"\xff" * 8000,), 8000)
         pool.futures[0].set_result(([("not", "a", "record")], 16000))  # type: ignore[list-item]
         await asyncio.sleep(0)
