@@ -23,6 +23,15 @@ default setting is checked against the pipeline's own output). Reported per sett
 
 Without ``--fold-models`` one ``--model`` serves every fold: those figures are NOT
 actor-independent (the model may have been trained on the test actors).
+
+**Other corpora** (``--corpus DIR``, repeatable; RAVDESS, nEMO or ASED layout, see
+:mod:`benchmarks.corpus`): each speaker of each corpus gets one recording of their own clips (as
+``--per-actor``; ``--max-speakers N`` per corpus, ``--max-clips`` per speaker), streamed through
+``--fold-models DIR/fold_NAME/MODEL.json``: the loco fold model that never heard corpus NAME
+(``emostream.train evaluate --protocol loco --save-fold-models DIR``). UA is over the labels the
+corpus has. Every figure is computed per corpus (``corpora`` in the JSON) and the table gives
+their mean, so each corpus counts once whatever its size, as in ``loco``; the recommendation is
+made on those means.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.corpus import corpus_name, load_clips
 from emostream.audio.files import load_mono
 from emostream.config import Config, Overrides
 from emostream.engine.events import HopResult
@@ -173,7 +183,9 @@ def stream(
 ) -> list[HopResult]:
     """Every hop of ``recording`` through a fresh pipeline as a live run builds it (the plan step:
     speaker calibration when the model was trained for it, the first reading after 1 s), end flushed."""
-    pairs = [] if vad_noise_margin_db is None else [("noise_floor_margin_db", vad_noise_margin_db)]
+    pairs: list[tuple[str, float | str]] = (
+        [] if vad_noise_margin_db is None else [("noise_floor_margin_db", vad_noise_margin_db)]
+    )
     if vad_engine is not None:
         pairs.append(("engine", vad_engine))
     vad = Overrides(VadConfig, tuple(pairs))
@@ -348,46 +360,124 @@ def folds_of(
             yield int(key), [int(a) for a in folds[key]]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate every fold and pool the tallies per smoothing setting."""
+@dataclass
+class Unit:
+    """One held-out set: the ``corpus`` it belongs to, its model, and its recordings' clips (path, emotion)."""
+
+    corpus: str
+    description: str
+    model: EmotionModel
+    independent: bool
+    groups: list[list[tuple[Path, str]]]
+
+
+def emobox_units(args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Unit]:
+    """The EmoBox folds of RAVDESS (``--data``): one unit per fold (corpus ``ravdess``)."""
     data_dir = Path(args.data or os.environ.get("EMOSTREAM_RAVDESS", ""))
     if not (data_dir / "folds.json").is_file():
         raise SystemExit(f"no RAVDESS set at {data_dir!s}; pass --data DIR or set EMOSTREAM_RAVDESS")
-    grid = smoothing_grid(args.grid)
-    tallies: dict[str, Tally] = {}
-    raw: Tally | None = None
-    gap_hops = gap_unlabelled = silent_hops = silent_unlabelled = 0
-    independent = True
-    rng = np.random.default_rng(args.seed)
     for fold, actors in folds_of(data_dir, args.folds, args.actors):
-        model, fold_independent = fold_model(args, fold)
-        independent &= fold_independent
+        model, independent = fold_model(args, fold)
         all_clips = fold_clips(data_dir, actors)
         if args.max_clips:
             picked = rng.choice(len(all_clips), min(args.max_clips, len(all_clips)), replace=False)
             all_clips = [all_clips[i] for i in picked]
         groups = [[c for c in all_clips if _actor(c[0]) == a] for a in actors] if args.per_actor else [all_clips]
-        for clips in groups:
-            if clips:
-                stats = _stream_and_score(args, model, clips, rng=rng, grid=grid, tallies=tallies, raw=raw)
-                raw = stats.pop("raw")
-                gap_hops += stats["gap_hops"]
-                gap_unlabelled += stats["gap_unlabelled"]
-                silent_hops += stats["silent_hops"]
-                silent_unlabelled += stats["silent_unlabelled"]
-        print(
-            f"fold {fold}: actors {actors}, {len(all_clips)} clips, model {model.metadata.name}"
-            + (", one recording per actor" if args.per_actor else ""),
-            file=sys.stderr,
-        )
-    rows = {name: t.row() for name, t in tallies.items()}
+        description = f"fold {fold}: actors {actors}, {len(all_clips)} clips, model {model.metadata.name}"
+        description += ", one recording per actor" if args.per_actor else ""
+        yield Unit("ravdess", description, model, independent, [g for g in groups if g])
+
+
+def held_out_model(args: argparse.Namespace, corpus: str) -> tuple[EmotionModel, bool]:
+    """The loco fold model that never heard ``corpus`` (``--fold-models``), else ``--model`` (not independent)."""
+    if args.fold_models:
+        path = Path(args.fold_models) / f"fold_{corpus}" / f"{args.model}.json"
+        if not path.is_file():
+            raise SystemExit(
+                f"no fold model {path} for held-out corpus {corpus!r}; train the loco fold models with "
+                "`python -m emostream.train evaluate ... --protocol loco --save-fold-models DIR`"
+            )
+        return EmotionModel.load(path, num_threads=1), True
+    return EmotionModel.load(args.model, num_threads=1), False
+
+
+def corpus_units(args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Unit]:
+    """One unit per ``--corpus`` folder: a recording per speaker, through the model that never heard the corpus."""
+    for folder in args.corpus:
+        name = corpus_name(Path(folder))
+        model, independent = held_out_model(args, name)
+        clips = load_clips(folder)
+        speakers = sorted({c.speaker for c in clips})
+        if args.max_speakers:
+            speakers = speakers[: args.max_speakers]
+        groups = []
+        for speaker in speakers:
+            mine = [(c.path, c.emotion) for c in clips if c.speaker == speaker]
+            if args.max_clips and len(mine) > args.max_clips:
+                mine = [mine[i] for i in sorted(rng.choice(len(mine), args.max_clips, replace=False).tolist())]
+            groups.append(mine)
+        count = sum(len(g) for g in groups)
+        description = f"{name}: {len(speakers)} speakers, {count} clips, model {model.metadata.name}"
+        yield Unit(name, description, model, independent, groups)
+
+
+def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each figure's mean over ``rows`` (NaN figures left out; NaN when all are)."""
+    out = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows if not np.isnan(r[key])]
+        out[key] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate every unit, tally per corpus and smoothing setting, and average the corpora."""
+    grid = smoothing_grid(args.grid)
+    tallies: dict[str, dict[str, Tally]] = {}
+    raws: dict[str, Tally] = {}
+    models: dict[str, list[str]] = {}
+    gap_hops = gap_unlabelled = silent_hops = silent_unlabelled = 0
+    independent = True
+    rng = np.random.default_rng(args.seed)
+    units = corpus_units(args, rng) if args.corpus else emobox_units(args, rng)
+    for unit in units:
+        independent &= unit.independent
+        for clips in unit.groups:
+            stats = _stream_and_score(
+                args,
+                unit.model,
+                clips,
+                rng=rng,
+                grid=grid,
+                tallies=tallies.setdefault(unit.corpus, {}),
+                raw=raws.get(unit.corpus),
+            )
+            raws[unit.corpus] = stats.pop("raw")
+            gap_hops += stats["gap_hops"]
+            gap_unlabelled += stats["gap_unlabelled"]
+            silent_hops += stats["silent_hops"]
+            silent_unlabelled += stats["silent_unlabelled"]
+        models.setdefault(unit.corpus, []).append(unit.description)
+        print(unit.description, file=sys.stderr)
+    if not tallies:
+        raise SystemExit("nothing to evaluate: no clips in the folds or corpora given")
+    per_corpus: dict[str, dict[str, Any]] = {
+        corpus: {
+            "units": models[corpus],
+            "raw_window": raws[corpus].row(),
+            "settings": {name: t.row() for name, t in by_setting.items()},
+        }
+        for corpus, by_setting in tallies.items()
+    }
+    names = [setting_name(setting) for setting in grid]
+    rows = {name: mean_rows([c["settings"][name] for c in per_corpus.values()]) for name in names}
     return {
         "recommended": recommend(rows),
         "actor_independent": independent,
         "model": args.model,
         "fold_models": args.fold_models,
         "actors": args.actors,
-        "per_actor": args.per_actor,
+        "per_actor": args.per_actor or bool(args.corpus),
         "snr_db": args.snr_db,
         "noise": args.noise,
         "vad_noise_margin_db": args.vad_noise_margin,
@@ -398,8 +488,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "no_speech_hops": gap_hops,
         "silent_unlabelled": silent_unlabelled / max(1, silent_hops),
         "silent_hops": silent_hops,
-        "raw_window": raw.row() if raw else {},
+        "raw_window": mean_rows([c["raw_window"] for c in per_corpus.values()]),
         "settings": rows,
+        "corpora": per_corpus,
     }
 
 
@@ -465,7 +556,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda s: [int(x) for x in s.split(",")],
         help="evaluate these actors as one fold (with --model: e.g. the actors a model was not trained on)",
     )
-    parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (0 = all 240)")
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a corpus folder (RAVDESS, nEMO or ASED layout; repeatable): one recording per speaker, through "
+        "--fold-models DIR/fold_NAME (loco); replaces the EmoBox folds of --data",
+    )
+    parser.add_argument("--max-speakers", type=int, default=0, help="with --corpus: speakers per corpus (0 = all)")
+    parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (with --corpus: per speaker; 0 = all)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")
     parser.add_argument("--noise", choices=tuple(NOISE_SLOPES), default="pink", help="background noise colour")
     parser.add_argument(
@@ -510,6 +610,20 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def corpus_lines(report: dict[str, Any]) -> str:
+    """Per corpus: shown-label UA and median delay of the default smoothing and of the recommended one."""
+    default = setting_name(SmoothingConfig())
+    picked = [("default", default)] + ([("recommended", report["recommended"])] if report["recommended"] else [])
+    lines = []
+    for corpus, figures in report["corpora"].items():
+        parts = [f"raw window UA {figures['raw_window']['ua']:.3f}"]
+        for what, name in picked:
+            row = figures["settings"][name]
+            parts.append(f"{what} UA {row['ua']:.3f}, delay {row['delay_median_s']:.2f} s")
+        lines.append(f"{corpus}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
@@ -525,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         f"recommended (best UA with changes/min <= {MAX_CHANGE_RATIO:g}x true and median delay <= "
         f"{MAX_MEDIAN_DELAY_S:g} s): {report['recommended']}"
     )
+    if len(report["corpora"]) > 1:
+        print(corpus_lines(report))
     if not report["actor_independent"]:
         print("WARNING: one model for every fold: these figures are NOT actor-independent")
     if args.markdown:

@@ -181,6 +181,51 @@ def test_streaming_eval_runs_on_one_fold(tmp_path: Path) -> None:
     assert 0.0 <= report["no_speech_unlabelled"] <= 1.0
 
 
+def test_streaming_eval_averages_corpora_not_hops() -> None:
+    from benchmarks.streaming_eval import mean_rows
+
+    small = {"ua": 0.2, "delay_median_s": float("nan")}
+    large = {"ua": 0.6, "delay_median_s": 3.0}
+    assert mean_rows([small, large]) == pytest.approx({"ua": 0.4, "delay_median_s": 3.0})
+    assert np.isnan(mean_rows([small])["delay_median_s"])
+
+
+def test_streaming_eval_on_a_corpus_wants_the_fold_that_never_heard_it(tmp_path: Path) -> None:
+    from benchmarks import streaming_eval
+
+    fixtures = REPO / "tests" / "fixtures" / "ravdess"
+    (tmp_path / "fold_nemo").mkdir()  # a loco fold model for another corpus only
+    argv = ["--corpus", str(fixtures), "--fold-models", str(tmp_path), "--model", "fast"]
+    with pytest.raises(SystemExit, match="fold_ravdess"):
+        streaming_eval.main([*argv, "--json", str(tmp_path / "eval.json")])
+
+
+@needs_model
+def test_streaming_eval_streams_each_speaker_of_a_corpus_through_its_fold_model(tmp_path: Path) -> None:
+    import shutil
+
+    from benchmarks import streaming_eval
+    from emostream.inference.model import EmotionModel
+
+    shipped = EmotionModel.load(MODELS[0]).metadata
+    fold = tmp_path / "folds" / "fold_ravdess"
+    fold.mkdir(parents=True)
+    for name in (f"{shipped.name}.json", shipped.tflite_file):
+        shutil.copy(REPO / "models" / name, fold / name)
+    out = tmp_path / "eval.json"
+    fixtures = REPO / "tests" / "fixtures" / "ravdess"
+    argv = ["--corpus", str(fixtures), "--fold-models", str(tmp_path / "folds"), "--model", shipped.name]
+    argv += ["--grid", "small", "--max-clips", "4", "--snr-db", "inf", "--json", str(out)]
+    assert streaming_eval.main(argv) == 0  # stops if the replay disagrees with the pipeline
+    report = json.loads(out.read_text())
+    assert report["actor_independent"] and report["per_actor"]
+    assert list(report["corpora"]) == ["ravdess"]
+    (unit,) = report["corpora"]["ravdess"]["units"]
+    assert unit.startswith("ravdess: 2 speakers, 8 clips")
+    assert report["settings"] == report["corpora"]["ravdess"]["settings"]  # one corpus: its own figures
+    assert len(report["settings"]) == 3
+
+
 @needs_model
 def test_soak_reports_rss_growth_drops_and_latency_and_the_cli_is_the_headline() -> None:
     assert bench_modules()[0] == "bench_runtime"
