@@ -19,6 +19,9 @@ How the requests come (issue 16's eleventh round; per-hop only):
 * ``--pace tight`` (default): each request right after the previous one; ``--pace real``: each
   at the time its last 20 ms message would arrive, sleeping in between, as a worker of the
   server gets them;
+* ``--gap-ms G`` (tight, direct): G ms of sleep before each request (``--spin``: of busy waiting
+  instead), only the requests' own CPU time counted (``time.thread_time`` around each): the same
+  work, back to back or after a pause;
 * ``--via direct`` (default): in this process (CPU: user + sys of this process,
   ``time.process_time``); ``--via pool``: through a one-worker
   :class:`~emostream.server.pool.ProcessPool` (pickled requests and replies on its pipes), CPU of
@@ -119,6 +122,24 @@ def run_direct(plan: SessionPlan, requests: list[Request], calls: int, real: boo
     return time.process_time() - started_cpu
 
 
+def run_gaps(plan: SessionPlan, requests: list[Request], calls: int, gap_s: float, spin: bool) -> float:
+    """Feed ``requests`` with a pause of ``gap_s`` before each (a sleep, or busy waiting when ``spin``);
+    the CPU seconds of the feeds alone (this thread's, around each)."""
+    analyses = [CallAnalysis(plan, call_spec(i), 10.0) for i in range(calls)]
+    cpu_s = 0.0
+    for request in requests:
+        if spin:
+            until = time.perf_counter() + gap_s
+            while time.perf_counter() < until:
+                pass
+        else:
+            time.sleep(gap_s)
+        started = time.thread_time()
+        analyses[request.call].feed_published(request.chunks)
+        cpu_s += time.thread_time() - started
+    return cpu_s
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (all its threads), from ``/proc``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -160,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1, help="calls interleaved, 0.1 s apart (default 1; per-hop)")
     parser.add_argument("--pace", choices=("tight", "real"), default="tight", help="requests back to back or in time")
     parser.add_argument("--via", choices=("direct", "pool"), default="direct", help="this process or a pool worker")
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="pause before each request (tight, direct)")
+    parser.add_argument("--spin", action="store_true", help="with --gap-ms: busy-wait the pause instead of sleeping")
     args = parser.parse_args(argv)
     if args.calls < 1:
         parser.error("--calls must be at least 1")
     if args.mode == "trickle" and (args.calls > 1 or args.pace == "real" or args.via == "pool"):
         parser.error("--mode trickle runs one call, tight, in this process")
+    if args.gap_ms < 0 or (args.gap_ms and (args.pace == "real" or args.via == "pool" or args.mode == "trickle")):
+        parser.error("--gap-ms is a pause (>= 0 ms) between per-hop requests sent tight, in this process")
     bound_math_threads()  # as `emostream serve` does for its workers (one BLAS thread; the voice encoders' products)
     cfg = apply_overrides(Config(), {"model": {"name": args.model}})
     plan = make_plan(cfg)
@@ -177,13 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         cpu_s, audio_s = time.process_time() - started, args.seconds
     else:
         requests = interleaved(tracks, bounds, args.calls)
-        real = args.pace == "real"
+        real, gap = args.pace == "real", ""
         if args.via == "pool":
             cpu_s = asyncio.run(run_pool(cfg, interleaved(tracks, bounds, 1), requests, args.calls, real))
+        elif args.gap_ms:
+            cpu_s = run_gaps(plan, requests, args.calls, args.gap_ms / 1000, args.spin)
+            gap = f", {args.gap_ms:g} ms {'busy-waited' if args.spin else 'slept'} before each request (feeds only)"
         else:
             cpu_s = run_direct(plan, requests, args.calls, real)
         n_requests, audio_s = len(requests), sum(r.audio_s for r in requests)
-        label += f", {args.calls} call(s), {args.pace}, {args.via}"
+        label += f", {args.calls} call(s), {args.pace}, {args.via}{gap}"
     print(
         f"{label}: {cpu_s / audio_s:.5f} CPU s per call-second, "
         f"{n_requests / audio_s:.1f} requests per call-second ({audio_s:g} s of call, load {os.getloadavg()[0]:.2f})"

@@ -231,3 +231,13 @@ def test_serve_worker_feeds_calls_in_real_time_through_a_pool_worker(capsys: pyt
     assert main(["--model", MODELS[0], "--seconds", "2", "--calls", "2", "--pace", "real", "--via", "pool"]) == 0
     out = capsys.readouterr().out
     assert "2 call(s), real, pool:" in out and "CPU s per call-second" in out and "requests per call-second" in out
+
+
+@needs_model
+def test_serve_worker_pauses_before_each_request(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.serve_worker import main
+
+    assert main(["--model", MODELS[0], "--seconds", "2", "--gap-ms", "1", "--spin"]) == 0
+    assert "1 ms busy-waited before each request (feeds only)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a pause is for requests sent tight in this process
+        main(["--model", MODELS[0], "--seconds", "2", "--gap-ms", "1", "--pace", "real"])
