@@ -251,3 +251,38 @@ def test_stability_pairs_are_the_inaudible_changes_they_name() -> None:
     assert np.array_equal(ref * 32768, np.round(ref * 32768)) and np.array_equal(new * 32768, np.round(new * 32768))
     assert np.abs(new - ref).max() <= LSB and (np.abs(new) <= np.abs(ref)).all()  # toward zero, one step at most
     np.testing.assert_allclose(PAIRS["DC +1 LSB"][1](x) - x, LSB)
+
+
+def test_serve_worker_interleaves_the_calls_requests_in_arrival_order() -> None:
+    from benchmarks.serve_worker import MESSAGE_FRAMES, RATE_HZ, interleaved
+
+    tracks = {"inbound": bytes(range(256)) * 40, "outbound": bytes(reversed(range(256))) * 40}
+    bounds = [(0, 4000), (4000, 8000)]  # a call's two requests: 0.5 s each
+    requests = interleaved(tracks, bounds, 6)  # calls 0.1 s apart: call 5's first ends after call 0's second
+    assert [(round(r.at_s, 3), r.call) for r in requests] == [
+        (0.5, 0), (0.6, 1), (0.7, 2), (0.8, 3), (0.9, 4), (1.0, 0), (1.0, 5), (1.1, 1),
+        (1.2, 2), (1.3, 3), (1.4, 4), (1.5, 5),
+    ]  # fmt: skip
+    second = requests[5]  # call 0's second request: its 25 messages of 20 ms, per track
+    assert len(second.chunks) == 4000 // MESSAGE_FRAMES and second.audio_s == 4000 / RATE_HZ
+    assert second.chunks[0] == (tracks["inbound"][4000:4160], tracks["outbound"][4000:4160])
+
+
+@needs_model
+@pytest.mark.slow
+def test_serve_worker_feeds_calls_in_real_time_through_a_pool_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.serve_worker import main
+
+    assert main(["--model", MODELS[0], "--seconds", "2", "--calls", "2", "--pace", "real", "--via", "pool"]) == 0
+    out = capsys.readouterr().out
+    assert "2 call(s), real, pool:" in out and "CPU s per call-second" in out and "requests per call-second" in out
+
+
+@needs_model
+def test_serve_worker_pauses_before_each_request(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.serve_worker import main
+
+    assert main(["--model", MODELS[0], "--seconds", "2", "--gap-ms", "1", "--spin"]) == 0
+    assert "1 ms busy-waited before each request (feeds only)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a pause is for requests sent tight in this process
+        main(["--model", MODELS[0], "--seconds", "2", "--gap-ms", "1", "--pace", "real"])
