@@ -247,3 +247,99 @@ def test_the_lstm_is_the_plain_float64_network_for_one_block_and_a_batch(encoder
         np.testing.assert_allclose(got[:VOICE_DIM], emb / np.linalg.norm(emb), atol=2e-5)
         for k, layer in enumerate(layers, start=1):
             np.testing.assert_allclose(got[k * VOICE_DIM : (k + 1) * VOICE_DIM], layer.mean(axis=0), atol=2e-5)
+
+
+class _BlockRecorder(VoiceEncoder):
+    """A voice encoder that records the blocks it is given and returns zeros (no LSTM run)."""
+
+    def __init__(self, config: VoiceConfig) -> None:
+        super().__init__(config)
+        self.blocks: list[np.ndarray] = []
+
+    def process(self, block: object, *, end_sample: int | None = None) -> np.ndarray:
+        self.blocks.append(np.array(block, dtype=np.float32))
+        return np.zeros(self.config.dim, dtype=np.float32)
+
+
+def _blocks_of(audio: np.ndarray, lookback_ms: float) -> tuple[list[np.ndarray], list]:
+    from emostream.frontend.vad import VadConfig
+    from emostream.frontend.windowing import WindowExtractor
+
+    voice = VoiceConfig(speech_lookback_ms=lookback_ms)
+    recorder = _BlockRecorder(voice)
+    extractor = WindowExtractor(
+        FeatureConfig(pitch=True, deltas=True, voice=voice), VadConfig(), voice_encoder=recorder
+    )
+    windows = extractor.process(audio) + extractor.flush()
+    return recorder.blocks, [w for w in windows if w.is_speech]
+
+
+def _longest_zero_run(x: np.ndarray) -> int:
+    zero = np.concatenate([[0], (x == 0).astype(np.int8), [0]])
+    steps = np.diff(zero)
+    starts, ends = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    return int((ends - starts).max()) if starts.size else 0
+
+
+def _find(block: np.ndarray, piece: np.ndarray) -> int | None:
+    """Where ``piece`` starts in ``block`` (exactly), or None."""
+    views = np.lib.stride_tricks.sliding_window_view(block, piece.size)
+    hits = np.flatnonzero((views == piece).all(axis=1))
+    return int(hits[0]) if hits.size else None
+
+
+def test_a_speech_only_block_leaves_the_pause_out() -> None:
+    """Two utterances 1.5 s of digital silence apart: the last speech window (2-4 s) gives the encoder its last
+    1.615 s of audio with 0 ms, pause included and the first utterance out of reach; with a 4 s lookback its
+    last 1.615 s of speech: the first utterance's end, then the second one, only the VAD's hangover between."""
+    speech = load_mono(ANGRY, SR)
+    voiced = speech[int(0.9 * SR) : int(2.2 * SR)]  # 1.3 s of the actor's voice, no leading silence
+    gap = np.zeros(int(1.5 * SR), dtype=np.float32)
+    audio = np.concatenate([voiced, gap, voiced[: int(0.8 * SR)]]).astype(np.float32)
+    plain, _ = _blocks_of(audio, 0.0)
+    speech_only, windows = _blocks_of(audio, 4000.0)
+    assert len(plain) == len(speech_only) == len(windows) >= 2 and windows[-1].end_s == pytest.approx(4.0)
+    # 50 ms from 0.2 s before the first utterance's end and from 0.2 s into the second (past the VAD's onset)
+    first_end, second_start = voiced[int(1.1 * SR) : int(1.1 * SR) + 800], voiced[int(0.2 * SR) : int(0.2 * SR) + 800]
+    assert _find(plain[-1], first_end) is None and _find(plain[-1], second_start) is not None
+    assert _longest_zero_run(plain[-1]) > 0.4 * SR  # the pause
+    j1, j2 = _find(speech_only[-1], first_end), _find(speech_only[-1], second_start)
+    assert j1 is not None and j2 is not None
+    hangover = _hangover_samples()
+    assert 0 < j2 - j1 <= int(0.4 * SR) + hangover + 320  # 0.2 s of each utterance, the hangover between
+    assert _longest_zero_run(speech_only[-1]) <= hangover + 320
+    assert speech_only[-1].dtype == np.float32 and speech_only[-1].shape == (BLOCK_SAMPLES,)
+
+
+def _hangover_samples() -> int:
+    from emostream.frontend.vad import VadConfig
+
+    return VadConfig().hangover_ms * SR // 1000
+
+
+def test_a_speech_only_block_is_zero_padded_in_front_and_stream_equals_batch() -> None:
+    speech = load_mono(ANGRY, SR)
+    short = np.concatenate([np.zeros(SR, np.float32), speech[int(0.9 * SR) : int(1.9 * SR)], np.zeros(SR, np.float32)])
+    blocks, _ = _blocks_of(short.astype(np.float32), 2000.0)
+    assert blocks, "the second of speech makes a speech window"
+    first = blocks[0]
+    heard = np.flatnonzero(first)
+    assert heard.size and heard[0] >= BLOCK_SAMPLES - int(1.3 * SR)  # at most the 1 s spoken plus VAD hangover
+    voice = VoiceConfig(layer_means=(2, 3), speech_lookback_ms=4000.0)
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=voice)
+    audio = np.concatenate([speech, np.zeros(SR, np.float32), speech]).astype(np.float32)
+    whole, streamed, _ = windows_whole_and_streamed(cfg, audio, 1234)
+    assert [w.index for w in whole] == [w.index for w in streamed]
+    for a, b in zip(whole, streamed, strict=True):
+        np.testing.assert_allclose(a.features, b.features, rtol=0, atol=1e-3)
+
+
+def test_speech_lookback_config_is_stored_only_when_set_and_checked() -> None:
+    assert "speech_lookback_ms" not in VoiceConfig().to_dict()  # v5-v9 configs and their cache keys unchanged
+    voice = VoiceConfig(layer_means=(2, 3), speech_lookback_ms=4000.0)
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=voice)
+    assert cfg.to_dict()["voice"]["speech_lookback_ms"] == 4000.0 and FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    assert VoiceConfig.from_dict({"speech_lookback_ms": 2500}).speech_lookback_ms == 2500
+    for bad in (1000.0, 20000.0, -1.0, True, "4000"):
+        with pytest.raises(ConfigError, match="speech_lookback_ms"):
+            VoiceConfig(speech_lookback_ms=bad)  # type: ignore[arg-type]

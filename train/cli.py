@@ -83,6 +83,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "(+256 inputs each; the LSTM only, not a student; docs/results.md v8)",
     )
     p.add_argument(
+        "--voice-speech-lookback-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="with --voice-encoder: give the encoder the last 1.615 s of VAD speech within MS before each window's "
+        "end (1615-10000) instead of the window's last 1.615 s of audio (default 0 = audio, pauses included)",
+    )
+    p.add_argument(
         "--voice-student",
         metavar="FILE",
         help="with --voice-encoder: run this distilled student (FILE.tflite, from python -m "
@@ -219,6 +227,7 @@ def _spec(args: argparse.Namespace) -> Any:
             voice=args.voice_encoder,
             voice_student=_voice_student(args),
             voice_layer_means=voice_layer_means(args),
+            voice_speech_lookback_ms=args.voice_speech_lookback_ms,
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),

@@ -75,11 +75,20 @@ class CorpusWindows:
 
 
 def load(
-    clips: Sequence[Clip], cache: Path | None, workers: int, *, voice: bool = False, layer_means: tuple[int, ...] = ()
+    clips: Sequence[Clip],
+    cache: Path | None,
+    workers: int,
+    *,
+    voice: bool = False,
+    layer_means: tuple[int, ...] = (),
+    speech_lookback_ms: float = 0.0,
 ) -> CorpusWindows:
     """Speech windows of ``clips`` on the ``fast`` front-end (``voice``: + the voice encoder, with the time
-    means of its ``layer_means`` LSTM layers), each speaker z-scored with all of theirs."""
-    cfg = feature_config_for("resnet_mlp", voice=voice, voice_layer_means=layer_means)
+    means of its ``layer_means`` LSTM layers, on speech only within ``speech_lookback_ms`` when > 0), each
+    speaker z-scored with all of theirs."""
+    cfg = feature_config_for(
+        "resnet_mlp", voice=voice, voice_layer_means=layer_means, voice_speech_lookback_ms=speech_lookback_ms
+    )
     wset = build_windows(clips, cfg, VadConfig(), cache_dir=cache, workers=workers)
     keep = wset.is_speech & (wset.copy == 0)
     x = wset.features[keep].astype(np.float64)
@@ -260,7 +269,14 @@ def _load_all(args: argparse.Namespace, layers: tuple[int, ...]) -> dict[str, Co
     for name, folder in corpus_folders(args.corpus).items():
         parts[name] = list(get(name).list_clips(folder))
     data = {
-        name: load(clips, cache, args.workers, voice=args.voice_encoder, layer_means=layers)
+        name: load(
+            clips,
+            cache,
+            args.workers,
+            voice=args.voice_encoder,
+            layer_means=layers,
+            speech_lookback_ms=args.voice_speech_lookback_ms,
+        )
         for name, clips in parts.items()
     }
     names = summary_feature_names(feature_config_for("resnet_mlp", voice=args.voice_encoder, voice_layer_means=layers))
@@ -295,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         metavar="LAYERS",
         help="with --voice-encoder: add the time means of these LSTM layers, e.g. 2,3 (+256 columns each)",
+    )
+    parser.add_argument(
+        "--voice-speech-lookback-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="with --voice-encoder: the encoder hears the last 1.615 s of speech within MS (0 = of audio)",
     )
     parser.add_argument(
         "--egemaps", action="store_true", help="add openSMILE's eGeMAPS v02 functionals of each clip (bench extra)"

@@ -63,6 +63,7 @@ def feature_config_for(
     voice: bool = False,
     voice_student: Path | None = None,
     voice_layer_means: tuple[int, ...] = (),
+    voice_speech_lookback_ms: float = 0.0,
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -77,6 +78,8 @@ def feature_config_for(
     ``voice``: fuse the pretrained voice encoder's embedding (+256 inputs, :mod:`emostream.frontend.voice`);
     ``voice_student``: a distilled student file run in the encoder's LSTM's place (:func:`student_voice_config`);
     ``voice_layer_means``: LSTM layers whose time means follow the embedding (+256 inputs each; LSTM only).
+    ``voice_speech_lookback_ms``: > 0 gives the encoder the last 1.615 s of speech within this lookback
+    (:class:`~emostream.frontend.voice.VoiceConfig`); 0 the window's last 1.615 s of audio.
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
@@ -113,15 +116,23 @@ def feature_config_for(
         pitch=not legacy,
         deltas=not legacy,
         embedding=embedding,
-        voice=_voice_config(voice, voice_student, voice_layer_means),
+        voice=_voice_config(voice, voice_student, voice_layer_means, voice_speech_lookback_ms),
     )
 
 
-def _voice_config(voice: bool, student: Path | None, layer_means: tuple[int, ...]) -> VoiceConfig | None:
+def _voice_config(
+    voice: bool, student: Path | None, layer_means: tuple[int, ...], speech_lookback_ms: float
+) -> VoiceConfig | None:
     if not voice:
+        if speech_lookback_ms:
+            raise ConfigError(
+                f"--voice-speech-lookback-ms {speech_lookback_ms:g} needs --voice-encoder "
+                "(it picks what the encoder hears)"
+            )
         return None
     base = VoiceConfig() if student is None else student_voice_config(student)
-    return dataclasses.replace(base, layer_means=layer_means)  # with a student, refused unless ()
+    # with a student, layer means are refused unless (); the lookback is checked by VoiceConfig
+    return dataclasses.replace(base, layer_means=layer_means, speech_lookback_ms=speech_lookback_ms)
 
 
 def student_voice_config(path: Path) -> VoiceConfig:

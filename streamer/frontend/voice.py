@@ -46,6 +46,8 @@ FRAME_SAMPLES = 400
 HOP_SAMPLES = 160
 BLOCK_FRAMES = 160
 BLOCK_SAMPLES = (BLOCK_FRAMES - 1) * HOP_SAMPLES + FRAME_SAMPLES  # 25840
+BLOCK_MS = 1000.0 * BLOCK_SAMPLES / SAMPLE_RATE_HZ  # 1615
+MAX_SPEECH_LOOKBACK_MS = 10000.0
 MEL_BANDS = 40
 VOICE_DIM = 256
 MODEL_FILE = "voice_encoder.npz"
@@ -69,6 +71,10 @@ class VoiceConfig:
     the embedding (256 values each; LSTM only, a student reproduces the embedding alone). The final
     embedding is trained to keep the speaker and drop the rest; the layers below it keep more of how
     the voice sounds (docs/results.md, "v8"). Stored only when set.
+    ``speech_lookback_ms``: 0 (the default) gives the encoder the window's last 1.615 s of audio, pauses
+    included; more than that (1615 to 10000 ms) gives it the last 1.615 s of speech (the VAD's speech
+    frames, joined) heard within this many ms before the window's end, zero-padded in front when less
+    speech was heard (docs/results.md, "Probe: the voice encoder on speech only"). Stored only when set.
     """
 
     target_dbfs: float = TARGET_DBFS
@@ -77,9 +83,20 @@ class VoiceConfig:
     student_sha256: str | None = None
     student_input: str = "log_mel"
     layer_means: tuple[int, ...] = ()
+    speech_lookback_ms: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_layer_means()
+        lookback = self.speech_lookback_ms
+        if (
+            isinstance(lookback, bool)
+            or not isinstance(lookback, int | float)
+            or not (lookback == 0.0 or BLOCK_MS <= lookback <= MAX_SPEECH_LOOKBACK_MS)
+        ):
+            raise ConfigError(
+                f"voice speech_lookback_ms is {lookback!r}; expected 0 (the window's last {BLOCK_MS:g} ms of audio) "
+                f"or {BLOCK_MS:g} to {MAX_SPEECH_LOOKBACK_MS:g} ms (the last {BLOCK_MS:g} ms of speech within it)"
+            )
         if self.student_input not in STUDENT_INPUTS:
             raise ConfigError(
                 f"voice student_input is {self.student_input!r}; expected one of {', '.join(STUDENT_INPUTS)}"
@@ -128,6 +145,8 @@ class VoiceConfig:
             data["layer_means"] = list(self.layer_means)
         else:
             del data["layer_means"]
+        if not self.speech_lookback_ms:
+            del data["speech_lookback_ms"]
         return data
 
     @classmethod

@@ -185,9 +185,13 @@ class WindowExtractor:
         if compute_features and feature_cfg.embedding is not None:  # 16 kHz, 10 ms hop: FeatureConfig checked it
             self._embedder = SpeechEmbedder(feature_cfg.embedding)
         self._voice: VoiceEncoder | None = None
+        self._voice_lookback = 0  # samples of audio and VAD flags kept before a window for a speech-only block
         if compute_features and feature_cfg.voice is not None:  # summary set at 16 kHz: FeatureConfig checked it
             self._voice = VoiceEncoder(feature_cfg.voice) if voice_encoder is None else voice_encoder
             self._voice.reset()  # a given encoder may have served another stream
+            lookback_ms = feature_cfg.voice.speech_lookback_ms
+            frames = math.ceil(lookback_ms * feature_cfg.sample_rate_hz / 1000.0 / self._vad_frame)
+            self._voice_lookback = frames * self._vad_frame  # whole VAD frames
         self._no_embedding = (
             None
             if feature_cfg.embedding is None
@@ -272,9 +276,10 @@ class WindowExtractor:
             samples = self._pending[: self._pending_len]
         self._pending_len = 0
         next_start = self._next_index * cfg.window_hop_samples
+        keep_from = next_start - self._voice_lookback  # a speech-only voice block looks back before the window
         if self._compute_features:  # frames are computed when a window asks for them
-            self._audio.extend(samples, next_start)
-        self._flags.extend(self._vad.process(samples), next_start // self._vad_frame)
+            self._audio.extend(samples, keep_from)
+        self._flags.extend(self._vad.process(samples), keep_from // self._vad_frame)
         if self._compute_features:
             self._compute_speech_frames(next_start // cfg.hop_samples)
         return self._emit_ready()
@@ -376,8 +381,29 @@ class WindowExtractor:
         if not is_speech:
             return np.zeros(self._voice.config.dim, dtype=np.float32)
         end = start + self.feature_cfg.window_samples
+        if self._voice_lookback:
+            return self._voice.process(self._speech_block(end))
         block: FloatArray = np.asarray(self._audio.take(end - VOICE_BLOCK_SAMPLES, VOICE_BLOCK_SAMPLES), np.float32)
         return self._voice.process(block, end_sample=end)
+
+    def _speech_block(self, end: int) -> FloatArray:
+        """The last :data:`VOICE_BLOCK_SAMPLES` samples of VAD speech before global sample ``end`` (a multiple of
+        the VAD frame), within the voice config's lookback, joined; zeros in front when less speech was heard.
+
+        float32 (VOICE_BLOCK_SAMPLES,). The lead-in's silence and audio before the stream never count as speech.
+        """
+        frame = self._vad_frame
+        first = max(end - self._voice_lookback, self._audio.first, self._flags.first * frame, self._lead_in)
+        first_flag = -(-first // frame)
+        n = end // frame - first_flag
+        block = np.zeros(VOICE_BLOCK_SAMPLES, dtype=np.float32)
+        if n <= 0:
+            return block
+        flags = self._flags.take(first_flag, n).astype(bool)
+        frames = self._audio.take(first_flag * frame, n * frame).reshape(n, frame)
+        speech = frames[flags].reshape(-1)[-VOICE_BLOCK_SAMPLES:]
+        block[VOICE_BLOCK_SAMPLES - speech.size :] = speech
+        return block
 
     def _frames_read(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """The window's frames its model input reads: the speech frames, or all where it falls back to all.
