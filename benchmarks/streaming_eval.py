@@ -232,11 +232,31 @@ def speech_fraction(hops: Sequence[HopResult], recording: Recording) -> np.ndarr
     )
 
 
+FOUR = ("neutral", "happy", "sad", "angry")  # loco's four classes (emostream.train.loco), calm read as neutral
+MERGED = {"calm": "neutral"}
+
+
+def ua4_of(confusion: np.ndarray, labels: Sequence[str]) -> float:
+    """4-class UA (loco's classes, calm counted as neutral) of a (truth, shown + unlabelled) confusion matrix:
+    the mean over the four classes present of the share of their hops whose shown label is the same class
+    (any other label, or none, counts as wrong); NaN when none of the four is present."""
+    group = [FOUR.index(MERGED.get(lab, lab)) if MERGED.get(lab, lab) in FOUR else -1 for lab in labels]
+    shown_group = np.array([*group, -1])  # the last column: no label shown
+    recalls = []
+    for k in range(len(FOUR)):
+        truth_rows = np.flatnonzero(np.array(group) == k)
+        total = confusion[truth_rows].sum()
+        if total:
+            recalls.append(confusion[np.ix_(truth_rows, np.flatnonzero(shown_group == k))].sum() / total)
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
 @dataclass
 class Tally:
-    """Counts pooled over folds for one smoothing setting."""
+    """Counts pooled over folds for one smoothing setting (``labels``: the model's, in confusion order)."""
 
     confusion: np.ndarray
+    labels: tuple[str, ...] = ()
     delays: list[float] = field(default_factory=list)
     transitions: int = 0
     reached: int = 0
@@ -251,6 +271,7 @@ class Tally:
         return {
             "accuracy": float(np.trace(self.confusion) / max(1, self.confusion.sum())),
             "ua": float(recalls.mean()) if recalls.size else float("nan"),
+            "ua4": ua4_of(self.confusion, self.labels) if self.labels else float("nan"),
             "delay_median_s": float(np.median(delays)) if delays.size else float("nan"),
             "delay_p90_s": float(np.percentile(delays, 90)) if delays.size else float("nan"),
             "reached": self.reached / max(1, self.transitions),
@@ -529,10 +550,11 @@ def _stream_and_score(
     fraction = speech_fraction(hops, rec)
     quiet = fraction < model.metadata.vad_config.min_speech_ratio
     argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
-    raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64))
+    raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
     score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
     for setting in grid:
-        tally = tallies.setdefault(setting_name(setting), Tally(np.zeros((len(labels), len(labels) + 1), np.int64)))
+        empty = Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
+        tally = tallies.setdefault(setting_name(setting), empty)
         score(tally, hops, shown=replay(hops, labels, setting, hop_s), truth=truth, recording=rec, labels=labels)
     return {
         "raw": raw,
@@ -592,18 +614,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def markdown_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table, best accuracy first."""
     lines = [
-        "| smoothing | hop acc | UA | delay median s | delay p90 s | reached | changes/min (true) |",
-        "|---|---|---|---|---|---|---|",
+        "| smoothing | hop acc | UA | 4-class UA | delay median s | delay p90 s | reached | changes/min (true) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     raw = report["raw_window"]
     lines.append(
         f"| raw window argmax (no smoothing, unlabelled when no speech) | {raw['accuracy']:.3f} | "
-        f"{raw['ua']:.3f} | {raw['delay_median_s']:.2f} | {raw['delay_p90_s']:.2f} | {raw['reached']:.0%} | "
+        f"{raw['ua']:.3f} | {raw['ua4']:.3f} | {raw['delay_median_s']:.2f} | {raw['delay_p90_s']:.2f} | "
+        f"{raw['reached']:.0%} | "
         f"{raw['changes_per_min']:.1f} ({raw['true_changes_per_min']:.1f}) |"
     )
     for name, r in sorted(report["settings"].items(), key=lambda kv: -kv[1]["accuracy"]):
         lines.append(
-            f"| {name} | {r['accuracy']:.3f} | {r['ua']:.3f} | {r['delay_median_s']:.2f} | "
+            f"| {name} | {r['accuracy']:.3f} | {r['ua']:.3f} | {r['ua4']:.3f} | {r['delay_median_s']:.2f} | "
             f"{r['delay_p90_s']:.2f} | {r['reached']:.0%} | {r['changes_per_min']:.1f} "
             f"({r['true_changes_per_min']:.1f}) |"
         )
@@ -616,10 +639,11 @@ def corpus_lines(report: dict[str, Any]) -> str:
     picked = [("default", default)] + ([("recommended", report["recommended"])] if report["recommended"] else [])
     lines = []
     for corpus, figures in report["corpora"].items():
-        parts = [f"raw window UA {figures['raw_window']['ua']:.3f}"]
+        raw = figures["raw_window"]
+        parts = [f"raw window UA {raw['ua']:.3f} (4-class {raw['ua4']:.3f})"]
         for what, name in picked:
             row = figures["settings"][name]
-            parts.append(f"{what} UA {row['ua']:.3f}, delay {row['delay_median_s']:.2f} s")
+            parts.append(f"{what} UA {row['ua']:.3f} (4-class {row['ua4']:.3f}), delay {row['delay_median_s']:.2f} s")
         lines.append(f"{corpus}: " + "; ".join(parts))
     return "\n".join(lines)
 

@@ -140,6 +140,22 @@ def test_score_counts_accuracy_delay_and_changes() -> None:
     assert row["accuracy"] < 1.0  # the "b" window ending at 8.5 s still shows "a"
 
 
+def test_streaming_ua4_reads_calm_as_neutral_and_other_labels_as_wrong() -> None:
+    from benchmarks.streaming_eval import ua4_of
+
+    labels = ("neutral", "calm", "angry", "fearful")
+    confusion = np.zeros((4, 5), np.int64)  # truth rows, shown columns (+ none shown)
+    confusion[0, 1] = 3  # neutral shown as calm: right
+    confusion[0, 4] = 1  # neutral, nothing shown: wrong
+    confusion[1, 0] = 2  # calm shown as neutral: right
+    confusion[1, 2] = 2  # calm shown as angry: wrong
+    confusion[2, 3] = 4  # angry shown as fearful: wrong
+    confusion[2, 2] = 4  # angry: right
+    confusion[3, 3] = 9  # fearful is not one of the four: left out
+    assert ua4_of(confusion, labels) == pytest.approx(((3 + 2) / (4 + 4) + 4 / 8) / 2)
+    assert np.isnan(ua4_of(np.zeros((1, 2), np.int64), ("fearful",)))
+
+
 def test_recommend_picks_best_ua_within_flicker_and_delay_limits() -> None:
     from benchmarks.streaming_eval import recommend
 
