@@ -198,14 +198,31 @@ def stream(
     return hops + pipeline.flush()
 
 
+def grouped(scores: dict[str, float], show: Sequence[str]) -> list[float]:
+    """A hop's scores over the labels ``show`` only: each the sum of the labels read as it (calm as neutral),
+    the others dropped, renormalised to sum 1 (uniform when nothing is left)."""
+    sums = [sum(p for lab, p in scores.items() if MERGED.get(lab, lab) == name) for name in show]
+    total = sum(sums)
+    return [x / total for x in sums] if total > 0 else [1.0 / len(show)] * len(show)
+
+
 def replay(
-    hops: Sequence[HopResult], labels: Sequence[str], smoothing: SmoothingConfig, hop_s: float
+    hops: Sequence[HopResult],
+    labels: Sequence[str],
+    smoothing: SmoothingConfig,
+    hop_s: float,
+    show: Sequence[str] | None = None,
 ) -> list[str | None]:
-    """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores."""
-    smoother = Smoother(labels, smoothing, hop_s)
+    """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores
+    (with ``show``: choosing among those labels only, see :func:`grouped`)."""
+    names = labels if show is None else show
+    smoother = Smoother(names, smoothing, hop_s)
     shown = []
     for hop in hops:
-        probs = None if hop.scores is None else [hop.scores[lab] for lab in labels]
+        if hop.scores is None:
+            probs = None
+        else:
+            probs = [hop.scores[lab] for lab in labels] if show is None else grouped(hop.scores, show)
         shown.append(smoother.process(probs, hop.t_end)[1])
     return shown
 
@@ -505,6 +522,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "vad_engine": args.vad_engine,
         "seed": args.seed,
         "episode": args.episode,
+        "show_labels": args.show_labels,
         "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
         "no_speech_hops": gap_hops,
         "silent_unlabelled": silent_unlabelled / max(1, silent_hops),
@@ -549,13 +567,23 @@ def _stream_and_score(
     truth = window_truth(hops, rec, len(labels))
     fraction = speech_fraction(hops, rec)
     quiet = fraction < model.metadata.vad_config.min_speech_ratio
-    argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
+    show = args.show_labels
+    if show is not None and not set(show) <= set(labels) - set(MERGED):
+        raise SystemExit(
+            f"--show-labels {','.join(show)}: expected labels of the model other than "
+            f"{', '.join(MERGED)} (read as {', '.join(MERGED.values())}): {', '.join(labels)}"
+        )
+    if show is None:
+        argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
+    else:
+        argmax = [None if h.scores is None else show[int(np.argmax(grouped(h.scores, show)))] for h in hops]
     raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
     score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
     for setting in grid:
         empty = Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
         tally = tallies.setdefault(setting_name(setting), empty)
-        score(tally, hops, shown=replay(hops, labels, setting, hop_s), truth=truth, recording=rec, labels=labels)
+        shown = replay(hops, labels, setting, hop_s, show)
+        score(tally, hops, shown=shown, truth=truth, recording=rec, labels=labels)
     return {
         "raw": raw,
         "gap_hops": int(quiet.sum()),
@@ -587,6 +615,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fold-models DIR/fold_NAME (loco); replaces the EmoBox folds of --data",
     )
     parser.add_argument("--max-speakers", type=int, default=0, help="with --corpus: speakers per corpus (0 = all)")
+    parser.add_argument(
+        "--show-labels",
+        type=lambda text: tuple(text.split(",")),
+        default=None,
+        metavar="L1,L2,..",
+        help="score a display choosing among these labels only (e.g. neutral,happy,sad,angry; calm read as "
+        "neutral, the others dropped and the rest renormalised) instead of every label of the model",
+    )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (with --corpus: per speaker; 0 = all)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")
     parser.add_argument("--noise", choices=tuple(NOISE_SLOPES), default="pink", help="background noise colour")
