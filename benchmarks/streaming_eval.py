@@ -57,6 +57,7 @@ from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.model import EmotionModel
+from emostream.train.loco import FOUR, MERGED  # loco's four classes, calm read as neutral
 
 GAP = -1  # label of samples between utterances
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -249,10 +250,6 @@ def speech_fraction(hops: Sequence[HopResult], recording: Recording) -> np.ndarr
     )
 
 
-FOUR = ("neutral", "happy", "sad", "angry")  # loco's four classes (emostream.train.loco), calm read as neutral
-MERGED = {"calm": "neutral"}
-
-
 def ua4_of(confusion: np.ndarray, labels: Sequence[str]) -> float:
     """4-class UA (loco's classes, calm counted as neutral) of a (truth, shown + unlabelled) confusion matrix:
     the mean over the four classes present of the share of their hops whose shown label is the same class
@@ -375,12 +372,16 @@ def setting_name(s: SmoothingConfig) -> str:
     return f"{head} hyst={s.hysteresis:g} dwell={s.min_dwell_s:g}s"
 
 
-def fold_model(args: argparse.Namespace, fold: int) -> tuple[EmotionModel, bool]:
-    """The fold's model and whether it is actor-independent."""
+def fold_model(args: argparse.Namespace, fold: int | str) -> tuple[EmotionModel, bool]:
+    """The model of fold ``fold`` (an EmoBox fold number, or the held-out corpus of a loco fold) and whether
+    it is independent of the test speakers; without ``--fold-models``, ``--model`` (not independent)."""
     if args.fold_models:
         path = Path(args.fold_models) / f"fold_{fold}" / f"{args.model}.json"
         if not path.is_file():
-            raise SystemExit(f"no fold model {path}; train them with `emostream evaluate ... --save-fold-models DIR`")
+            raise SystemExit(
+                f"no fold model {path}; train them with `python -m emostream.train evaluate ... "
+                "--protocol emobox|loco --save-fold-models DIR` (loco for --corpus)"
+            )
         return EmotionModel.load(path, num_threads=1), True
     return EmotionModel.load(args.model, num_threads=1), False
 
@@ -426,24 +427,11 @@ def emobox_units(args: argparse.Namespace, rng: np.random.Generator) -> Iterator
         yield Unit("ravdess", description, model, independent, [g for g in groups if g])
 
 
-def held_out_model(args: argparse.Namespace, corpus: str) -> tuple[EmotionModel, bool]:
-    """The loco fold model that never heard ``corpus`` (``--fold-models``), else ``--model`` (not independent)."""
-    if args.fold_models:
-        path = Path(args.fold_models) / f"fold_{corpus}" / f"{args.model}.json"
-        if not path.is_file():
-            raise SystemExit(
-                f"no fold model {path} for held-out corpus {corpus!r}; train the loco fold models with "
-                "`python -m emostream.train evaluate ... --protocol loco --save-fold-models DIR`"
-            )
-        return EmotionModel.load(path, num_threads=1), True
-    return EmotionModel.load(args.model, num_threads=1), False
-
-
 def corpus_units(args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Unit]:
     """One unit per ``--corpus`` folder: a recording per speaker, through the model that never heard the corpus."""
     for folder in args.corpus:
         name = corpus_name(Path(folder))
-        model, independent = held_out_model(args, name)
+        model, independent = fold_model(args, name)
         clips = load_clips(folder)
         speakers = sorted({c.speaker for c in clips})
         if args.max_speakers:
@@ -480,6 +468,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     units = corpus_units(args, rng) if args.corpus else emobox_units(args, rng)
     for unit in units:
         independent &= unit.independent
+        show, labels = args.show_labels, unit.model.labels
+        if show is not None and not set(show) <= set(labels) - set(MERGED):
+            raise SystemExit(
+                f"--show-labels {','.join(show)}: expected labels of the model other than "
+                f"{', '.join(MERGED)} (read as {', '.join(MERGED.values())}): {', '.join(labels)}"
+            )
         for clips in unit.groups:
             stats = _stream_and_score(
                 args,
@@ -568,11 +562,6 @@ def _stream_and_score(
     fraction = speech_fraction(hops, rec)
     quiet = fraction < model.metadata.vad_config.min_speech_ratio
     show = args.show_labels
-    if show is not None and not set(show) <= set(labels) - set(MERGED):
-        raise SystemExit(
-            f"--show-labels {','.join(show)}: expected labels of the model other than "
-            f"{', '.join(MERGED)} (read as {', '.join(MERGED.values())}): {', '.join(labels)}"
-        )
     if show is None:
         argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
     else:

@@ -74,7 +74,8 @@ class VoiceConfig:
     ``speech_lookback_ms``: 0 (the default) gives the encoder the window's last 1.615 s of audio, pauses
     included; more than that (1615 to 10000 ms) gives it the last 1.615 s of speech (the VAD's speech
     frames, joined) heard within this many ms before the window's end, zero-padded in front when less
-    speech was heard (docs/results.md, "Probe: the voice encoder on speech only"). Stored only when set.
+    speech was heard (docs/results.md, "Trial: the voice encoder on speech only": not adopted). Stored
+    only when set.
     """
 
     target_dbfs: float = TARGET_DBFS
