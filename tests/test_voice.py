@@ -12,6 +12,7 @@ from conftest import windows_whole_and_streamed
 from emostream.audio.files import load_mono
 from emostream.errors import ConfigError, ModelError
 from emostream.frontend.features import FeatureConfig, frame_feature_names, model_input, summary_feature_names
+from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import (
     BLOCK_SAMPLES,
     MODEL_FILE,
@@ -262,7 +263,6 @@ class _BlockRecorder(VoiceEncoder):
 
 
 def _blocks_of(audio: np.ndarray, lookback_ms: float) -> tuple[list[np.ndarray], list]:
-    from emostream.frontend.vad import VadConfig
     from emostream.frontend.windowing import WindowExtractor
 
     voice = VoiceConfig(speech_lookback_ms=lookback_ms)
@@ -305,16 +305,10 @@ def test_a_speech_only_block_leaves_the_pause_out() -> None:
     assert _longest_zero_run(plain[-1]) > 0.4 * SR  # the pause
     j1, j2 = _find(speech_only[-1], first_end), _find(speech_only[-1], second_start)
     assert j1 is not None and j2 is not None
-    hangover = _hangover_samples()
+    hangover = VadConfig().hangover_ms * SR // 1000
     assert 0 < j2 - j1 <= int(0.4 * SR) + hangover + 320  # 0.2 s of each utterance, the hangover between
     assert _longest_zero_run(speech_only[-1]) <= hangover + 320
     assert speech_only[-1].dtype == np.float32 and speech_only[-1].shape == (BLOCK_SAMPLES,)
-
-
-def _hangover_samples() -> int:
-    from emostream.frontend.vad import VadConfig
-
-    return VadConfig().hangover_ms * SR // 1000
 
 
 def test_a_speech_only_block_is_zero_padded_in_front_and_stream_equals_batch() -> None:
