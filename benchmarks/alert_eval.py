@@ -54,6 +54,7 @@ import soxr
 from benchmarks.corpus import FloatArray, load_clips, read_clip
 from emostream.alerts.rules import AlertRule
 from emostream.apps.calls.analysis import CallAnalyzer, CallJob
+from emostream.apps.options import parse_labels
 from emostream.config import Config, load_config
 from emostream.engine.channels import ChannelConfig
 from emostream.errors import EmoStreamError
@@ -236,7 +237,11 @@ def pick_speakers(
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Build, analyse and score every call; the report dict."""
     cfg = load_config(args.config) if args.config else Config()
-    rules = cfg.alerts or default_rules()
+    if args.labels is not None:
+        cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, show=args.labels))
+    shown = cfg.labels.show
+    # the default grid without the rules on labels not shown ([labels]: e.g. angry + disgust with four)
+    rules = cfg.alerts or tuple(r for r in default_rules() if isinstance(shown, str) or set(r.emotions) <= set(shown))
     channels = (ChannelConfig(index=0, role="customer"),)
     if args.phone:
         channels += (ChannelConfig(index=1, role="agent"),)
@@ -312,6 +317,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "protocol": "phone_alerts" if args.phone else "alerts",
         "model": analyzer.plan.model_name,
+        "labels": list(analyzer.plan.labels),
         "data": [str(d) for d in args.data],
         "speakers": [k for k, _ in speakers],
         "calm_s": args.calm_s,
@@ -378,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-speakers", type=int, default=8, help="speakers per corpus when --speakers all")
     parser.add_argument("--model", default=None, help="model name or path (default: the config's)")
     parser.add_argument("--config", default=None, help="settings file; its [[alerts]] are the rules evaluated")
+    parser.add_argument(
+        "--labels",
+        type=parse_labels,
+        metavar="all|L1,L2,..",
+        help="[labels] show for the run (e.g. neutral,happy,sad,angry); default: the config's",
+    )
     parser.add_argument("--phone", action="store_true", help="stereo 8 kHz G.711 mu-law calls with an agent")
     parser.add_argument("--calm-s", type=float, default=30.0)
     parser.add_argument("--angry-s", type=float, default=30.0)

@@ -52,12 +52,14 @@ from benchmarks.corpus import corpus_name, load_clips
 from emostream.audio.files import load_mono
 from emostream.config import Config, Overrides
 from emostream.engine.events import HopResult
+from emostream.engine.labels import FOUR, LabelGrouping, LabelsConfig
 from emostream.engine.plan import make_plan
 from emostream.engine.smoothing import Smoother, SmoothingConfig
+from emostream.errors import ConfigError
 from emostream.frontend.vad import VadConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.model import EmotionModel
-from emostream.train.loco import FOUR, MERGED  # loco's four classes, calm read as neutral
+from emostream.train.loco import MERGED  # calm read as neutral, as loco reads it
 
 GAP = -1  # label of samples between utterances
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -181,16 +183,18 @@ def stream(
     block_s: float = 0.5,
     vad_noise_margin_db: float | None = None,
     vad_engine: str | None = None,
+    labels: LabelsConfig | None = None,
 ) -> list[HopResult]:
     """Every hop of ``recording`` through a fresh pipeline as a live run builds it (the plan step:
-    speaker calibration when the model was trained for it, the first reading after 1 s), end flushed."""
+    speaker calibration when the model was trained for it, the first reading after 1 s, ``[labels]``),
+    end flushed."""
     pairs: list[tuple[str, float | str]] = (
         [] if vad_noise_margin_db is None else [("noise_floor_margin_db", vad_noise_margin_db)]
     )
     if vad_engine is not None:
         pairs.append(("engine", vad_engine))
     vad = Overrides(VadConfig, tuple(pairs))
-    plan = make_plan(Config(smoothing=smoothing, vad=vad), model)
+    plan = make_plan(Config(smoothing=smoothing, vad=vad, labels=labels or LabelsConfig()), model)
     pipeline = plan.pipeline(plan.channel_plans(1)[0])
     block = int(block_s * recording.rate_hz)
     hops: list[HopResult] = []
@@ -199,31 +203,15 @@ def stream(
     return hops + pipeline.flush()
 
 
-def grouped(scores: dict[str, float], show: Sequence[str]) -> list[float]:
-    """A hop's scores over the labels ``show`` only: each the sum of the labels read as it (calm as neutral),
-    the others dropped, renormalised to sum 1 (uniform when nothing is left)."""
-    sums = [sum(p for lab, p in scores.items() if MERGED.get(lab, lab) == name) for name in show]
-    total = sum(sums)
-    return [x / total for x in sums] if total > 0 else [1.0 / len(show)] * len(show)
-
-
 def replay(
-    hops: Sequence[HopResult],
-    labels: Sequence[str],
-    smoothing: SmoothingConfig,
-    hop_s: float,
-    show: Sequence[str] | None = None,
+    hops: Sequence[HopResult], labels: Sequence[str], smoothing: SmoothingConfig, hop_s: float
 ) -> list[str | None]:
-    """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores
-    (with ``show``: choosing among those labels only, see :func:`grouped`)."""
-    names = labels if show is None else show
-    smoother = Smoother(names, smoothing, hop_s)
+    """The label a pipeline with ``smoothing`` would show at each hop, from the hops' window scores over
+    ``labels`` (the labels the pipeline shows: the model's, or fewer with ``[labels] show``)."""
+    smoother = Smoother(labels, smoothing, hop_s)
     shown = []
     for hop in hops:
-        if hop.scores is None:
-            probs = None
-        else:
-            probs = [hop.scores[lab] for lab in labels] if show is None else grouped(hop.scores, show)
+        probs = None if hop.scores is None else [hop.scores[lab] for lab in labels]
         shown.append(smoother.process(probs, hop.t_end)[1])
     return shown
 
@@ -468,12 +456,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     units = corpus_units(args, rng) if args.corpus else emobox_units(args, rng)
     for unit in units:
         independent &= unit.independent
-        show, labels = args.show_labels, unit.model.labels
-        if show is not None and not set(show) <= set(labels) - set(MERGED):
-            raise SystemExit(
-                f"--show-labels {','.join(show)}: expected labels of the model other than "
-                f"{', '.join(MERGED)} (read as {', '.join(MERGED.values())}): {', '.join(labels)}"
-            )
+        try:
+            LabelGrouping.resolve(shown_labels(args), unit.model.labels, unit.description)
+        except ConfigError as exc:
+            raise SystemExit(f"--show-labels: {exc}") from None
         for clips in unit.groups:
             stats = _stream_and_score(
                 args,
@@ -554,24 +540,24 @@ def _stream_and_score(
         noise=args.noise,
     )
     default = SmoothingConfig()
-    hops = stream(model, rec, default, vad_noise_margin_db=args.vad_noise_margin, vad_engine=args.vad_engine)
+    show = shown_labels(args)
+    names = LabelGrouping.resolve(show, labels).labels  # what the pipeline shows
+    hops = stream(
+        model, rec, default, vad_noise_margin_db=args.vad_noise_margin, vad_engine=args.vad_engine, labels=show
+    )
     hop_s = model.metadata.feature_config.window_hop_ms / 1000.0
-    if replay(hops, labels, default, hop_s) != [h.emotion for h in hops]:
+    if replay(hops, names, default, hop_s) != [h.emotion for h in hops]:
         raise SystemExit("replayed smoother disagrees with the pipeline's own labels; the replay is invalid")
     truth = window_truth(hops, rec, len(labels))
     fraction = speech_fraction(hops, rec)
     quiet = fraction < model.metadata.vad_config.min_speech_ratio
-    show = args.show_labels
-    if show is None:
-        argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
-    else:
-        argmax = [None if h.scores is None else show[int(np.argmax(grouped(h.scores, show)))] for h in hops]
+    argmax = [None if h.scores is None else max(h.scores, key=h.scores.__getitem__) for h in hops]
     raw = raw or Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
     score(raw, hops, shown=argmax, truth=truth, recording=rec, labels=labels)
     for setting in grid:
         empty = Tally(np.zeros((len(labels), len(labels) + 1), np.int64), tuple(labels))
         tally = tallies.setdefault(setting_name(setting), empty)
-        shown = replay(hops, labels, setting, hop_s, show)
+        shown = replay(hops, names, setting, hop_s)
         score(tally, hops, shown=shown, truth=truth, recording=rec, labels=labels)
     return {
         "raw": raw,
@@ -582,6 +568,11 @@ def _stream_and_score(
             1 for h, f in zip(hops, fraction.tolist(), strict=True) if f == 0 and h.scores is None
         ),
     }
+
+
+def shown_labels(args: argparse.Namespace) -> LabelsConfig:
+    """The ``[labels]`` setting of the run: --show-labels, else every label of the model."""
+    return LabelsConfig() if args.show_labels is None else LabelsConfig(show=args.show_labels)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -609,8 +600,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: tuple(text.split(",")),
         default=None,
         metavar="L1,L2,..",
-        help="score a display choosing among these labels only (e.g. neutral,happy,sad,angry; calm read as "
-        "neutral, the others dropped and the rest renormalised) instead of every label of the model",
+        help="stream with [labels] show = these labels (e.g. neutral,happy,sad,angry; calm read as neutral, "
+        "the others dropped and the rest renormalised) instead of every label of the model",
     )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (with --corpus: per speaker; 0 = all)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")

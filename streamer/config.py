@@ -29,6 +29,7 @@ from emostream.alerts.rules import AlertRule
 from emostream.audio.config import AudioConfig
 from emostream.engine.calibration import CalibrationConfig
 from emostream.engine.channels import ChannelConfig, PrivacyConfig
+from emostream.engine.labels import LabelsConfig
 from emostream.engine.smoothing import SmoothingConfig
 from emostream.errors import ConfigError
 from emostream.frontend.timing import WindowingConfig
@@ -74,6 +75,7 @@ class Config:
     vad: Overrides = field(default_factory=lambda: Overrides(VadConfig))
     windowing: WindowingConfig = field(default_factory=WindowingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -91,6 +93,7 @@ SECTIONS: dict[str, type[Any]] = {
     "audio": AudioConfig,
     "windowing": WindowingConfig,
     "smoothing": SmoothingConfig,
+    "labels": LabelsConfig,
     "calibration": CalibrationConfig,
     "model": ModelConfig,
     "output": OutputConfig,

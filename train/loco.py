@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.engine.labels import FOLD, FOUR
 from emostream.inference.metadata import EMOTIONS
 from emostream.train.reading import arousal_ua
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
-FOUR: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
-MERGED: dict[str, str] = {"calm": "neutral"}
+MERGED: dict[str, str] = FOLD  # the runtime's [labels] fold: calm read as neutral
 VARIANTS: dict[str, str] = {"": "int8_0s", "_calibrated": "int8", "_g711": "g711_0s", "_g711_calibrated": "g711"}
 """Report key suffix -> split variant (raw, calibrated, and both through G.711)."""
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostream.engine.labels import FOUR
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError
 from emostream.frontend.features import summary_feature_names
@@ -43,7 +44,7 @@ from emostream.inference.metadata import EMOTIONS
 from emostream.train.cli import corpus_folders, voice_layer_means
 from emostream.train.corpora import Clip, get
 from emostream.train.dataset import build_windows
-from emostream.train.loco import FOUR, MERGED, ua4
+from emostream.train.loco import MERGED, ua4
 from emostream.train.ravdess import list_clips
 from emostream.train.reading import HIGH, LOW, arousal_ua
 from emostream.train.run import feature_config_for

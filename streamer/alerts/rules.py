@@ -186,7 +186,11 @@ class _RuleState:
 class AlertRules:
     """The rules with per-(rule, channel) state; owned by the processing thread."""
 
-    def __init__(self, rules: Iterable[AlertRule], labels: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, rules: Iterable[AlertRule], labels: Sequence[str] | None = None, *, hidden: Sequence[str] = ()
+    ) -> None:
+        """``labels``: the shown labels the rules' emotions must be among (None = no check); ``hidden``: the
+        model's labels, when [labels] shows fewer, so that a rule naming a hidden one says how to fix it."""
         self.rules: tuple[AlertRule, ...] = tuple(rules)
         names = [r.name for r in self.rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -195,6 +199,11 @@ class AlertRules:
         if labels is not None:
             for rule in self.rules:
                 unknown = [e for e in rule.emotions if e not in labels]
+                if unknown and set(unknown) <= set(hidden):
+                    raise ConfigError(
+                        f"alert rule {rule.name!r}: emotions {unknown} are not shown ([labels] show: "
+                        f"{', '.join(labels)}); add them to [labels] show (or --labels), or drop them from the rule"
+                    )
                 if unknown:
                     raise ConfigError(
                         f"alert rule {rule.name!r}: emotions {unknown} are not labels of the model; "

@@ -144,18 +144,20 @@ def analyze_file(
     speech_seconds = min(duration, scores.speech_seconds)
     if scores.total is None or scores.count == 0:
         return FileResult(str(path), speech_seconds=speech_seconds, duration_s=duration, warning=stream.warning)
-    probs = scores.total / scores.count
+    model_probs = scores.total / scores.count
+    probs = plan.grouping.apply(model_probs)  # over the shown labels ([labels])
     top = int(np.argmax(probs))
-    weights = plan.reading.weights_for(model.labels)
+    labels = plan.labels
+    weights = plan.reading.weights_for(labels)
     own = model.metadata.arousal_output
     return FileResult(
         str(path),
-        emotion=model.labels[top],
+        emotion=labels[top],
         confidence=float(probs[top]),
-        scores=dict(zip(model.labels, (float(p) for p in probs), strict=True)),
+        scores=dict(zip(labels, (float(p) for p in probs), strict=True)),
         arousal=scores.arousal_total / scores.count if own else arousal(probs, weights),
-        # weak evidence overall, or most speech windows unlike the training data
-        uncertain=is_uncertain(float(probs[top]), None, plan.reading) or 2 * scores.out_of_range > scores.count,
+        # weak evidence overall (the model's own probabilities), or most speech windows unlike the training data
+        uncertain=is_uncertain(float(model_probs.max()), None, plan.reading) or 2 * scores.out_of_range > scores.count,
         speech_seconds=speech_seconds,
         duration_s=duration,
         warning=stream.warning,

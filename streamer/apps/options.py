@@ -16,6 +16,19 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     )
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default 1)")
     parser.add_argument("--config", help="settings file (default: $EMOSTREAM_CONFIG, else built-in defaults)")
+    parser.add_argument(
+        "--labels",
+        type=parse_labels,
+        metavar="all|L1,L2,..",
+        help="the emotions the reading chooses among, e.g. neutral,happy,sad,angry (calm read as neutral, "
+        "the others dropped), or all (every label of the model); default: [labels] show",
+    )
+
+
+def parse_labels(text: str) -> str | tuple[str, ...]:
+    """--labels: "all", or comma-separated labels (checked against the model by the plan step)."""
+    text = text.strip()
+    return text if text == "all" else tuple(label.strip() for label in text.split(",") if label.strip())
 
 
 def add_calibration_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -33,6 +46,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     cfg = load_config(getattr(args, "config", None))
     overrides: dict[str, dict[str, Any]] = {
         "model": {"name": args.model, "num_threads": args.threads},
+        "labels": {"show": getattr(args, "labels", None)},
         "calibration": {
             "profile": getattr(args, "calibration", None),
             "enabled": False if getattr(args, "no_calibration", False) else None,

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from emostream.engine.calibration import Calibrator
 from emostream.engine.events import HopResult
+from emostream.engine.labels import LabelGrouping, LabelsConfig
 from emostream.engine.reading import ReadingConfig, arousal, input_rms_z, is_uncertain
 from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.frontend.features import FeatureConfig, FloatArray
@@ -44,7 +45,9 @@ class ChannelPipeline:
     (see :meth:`emostream.frontend.timing.WindowTiming.resolve`) to change the hop. With
     ``analysed=False`` the channel is gated and metered but never classified.
     ``latency_ms`` of a hop = its share of the chunk's feature/VAD time plus its own
-    model and smoothing time.
+    model and smoothing time. ``grouping`` reads the model's probabilities over the shown labels
+    (:mod:`emostream.engine.labels`; None = every label of the model): the hops' scores, smoothing and
+    arousal weights are over those; the uncertain flag is judged on the model's own probabilities.
     """
 
     def __init__(
@@ -60,9 +63,11 @@ class ChannelPipeline:
         first_window_ms: float | None = None,
         reading: ReadingConfig | None = None,
         calibrator: Calibrator | None = None,
+        grouping: LabelGrouping | None = None,
     ) -> None:
         self.model = model
-        self.labels = model.labels
+        self.grouping = grouping or LabelGrouping.resolve(LabelsConfig(), model.labels)
+        self.labels = self.grouping.labels
         self.feature_cfg = feature_cfg or model.metadata.feature_config
         self.vad_cfg = vad_cfg
         self.channel = channel
@@ -158,8 +163,8 @@ class ChannelPipeline:
         return result
 
     def _classify(self, features: FloatArray) -> tuple[FloatArray, float | None]:
-        """Class probabilities of one speech window (normalised by the speaker calibration if there is one),
-        and the model's own arousal output (None if it has none)."""
+        """Probabilities over the shown labels of one speech window (its input normalised by the speaker
+        calibration if there is one), and the model's own arousal output (None if it has none)."""
         x = self.model.select(features)
         if self.calibrator is None:
             mean, std = self.model.metadata.norm_mean, self.model.metadata.norm_std
@@ -176,4 +181,4 @@ class ChannelPipeline:
             n = reading.population_columns or x.shape[-1]
             population_z = input_rms_z((x[..., :n] - meta.norm_mean[:n]) / meta.norm_std[:n])
         self._uncertain = is_uncertain(float(probs.max()), input_rms_z(normalised), reading, population_z)
-        return probs, None if batch_arousal is None else float(batch_arousal[0])
+        return self.grouping.apply(probs), None if batch_arousal is None else float(batch_arousal[0])

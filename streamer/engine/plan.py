@@ -4,8 +4,9 @@ Every way of running emostream (the live monitor, ``analyze``, ``calls``, the Py
 resolves its settings here and nowhere else: the model is loaded once, the ``[vad]``
 overrides are applied on top of the model's trained speech gate, the ``[windowing]`` hop
 and first-window lead-in on top of its feature config (checked once, in
-:class:`~emostream.frontend.timing.WindowTiming`), and the alert rules are checked
-against the model's labels. The plan then builds the per-channel pipelines.
+:class:`~emostream.frontend.timing.WindowTiming`), ``[labels]`` against the model's labels
+(:mod:`emostream.engine.labels`), and the alert rules against the shown labels. The plan then
+builds the per-channel pipelines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from emostream.alerts.rules import AlertRules
 from emostream.config import Config
 from emostream.engine.calibration import CalibrationProfile, Calibrator, front_end_fingerprint
 from emostream.engine.channels import ChannelPlan, channel_plan
+from emostream.engine.labels import LabelGrouping
 from emostream.engine.pipeline import ChannelPipeline
 from emostream.engine.reading import ReadingConfig
 from emostream.errors import ConfigError
@@ -38,12 +40,13 @@ class SessionPlan:
     file_timing: WindowTiming
     reading: ReadingConfig
     prior_windows: float | None  # calibration's n0; None = no calibration for this model or run
+    grouping: LabelGrouping  # [labels]: the model's probabilities read over the shown labels
     profile: CalibrationProfile | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The model's emotion labels, in score order."""
-        return self.model.labels
+        """The shown emotion labels, in score order (the model's own with [labels] show = "all")."""
+        return self.grouping.labels
 
     @property
     def model_name(self) -> str:
@@ -94,6 +97,7 @@ class SessionPlan:
             first_window_ms=self.config.windowing.first_window_ms,
             reading=self.reading,
             calibrator=self.calibrator() if channel.analysed else None,
+            grouping=self.grouping,
         )
 
     def alert_rules(self) -> AlertRules:
@@ -109,7 +113,9 @@ def make_plan(cfg: Config, model: EmotionModel | None = None) -> SessionPlan:
     vad = cfg.vad.apply(meta.vad_config)
     timing = WindowTiming.resolve(meta.feature_config, vad, cfg.windowing)
     file_timing = WindowTiming.of(timing.features, vad)
-    AlertRules(cfg.alerts, model.labels)  # unknown emotions or repeated names fail here, before any audio
+    grouping = LabelGrouping.resolve(cfg.labels, model.labels, f"model {meta.name!r}")
+    # unknown emotions or repeated names fail here, before any audio
+    AlertRules(cfg.alerts, grouping.labels, hidden=() if grouping.identity else model.labels)
     prior = _prior_windows(cfg, model)
     profile = None
     if cfg.calibration.profile is not None:
@@ -129,6 +135,7 @@ def make_plan(cfg: Config, model: EmotionModel | None = None) -> SessionPlan:
         file_timing=file_timing,
         reading=ReadingConfig.from_metadata(meta.reading),
         prior_windows=prior,
+        grouping=grouping,
         profile=profile,
     )
 

@@ -59,7 +59,17 @@ __all__ = [
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 WORKER_STOP_S = 3.0
-FINGERPRINT_SECTIONS = ("model", "vad", "windowing", "smoothing", "calibration", "channels", "privacy", "alerts")
+FINGERPRINT_SECTIONS = (
+    "model",
+    "labels",
+    "vad",
+    "windowing",
+    "smoothing",
+    "calibration",
+    "channels",
+    "privacy",
+    "alerts",
+)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PNG_HINT = "timeline PNGs need matplotlib: `pip install 'emostream[calls]'`; writing JSON and CSV only"
 
