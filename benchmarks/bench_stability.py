@@ -48,6 +48,7 @@ from benchmarks.common import available_models, figure, result
 from emostream.apps.analyze import analyze_file, stream_windows
 from emostream.audio.files import MonoStream, load_mono
 from emostream.config import Config
+from emostream.engine.labels import LabelsConfig
 from emostream.engine.plan import SessionPlan, make_plan
 from emostream.inference.metadata import ModelMetadata, resolve_model
 from emostream.inference.model import EmotionModel
@@ -233,7 +234,7 @@ def measure(
     model: EmotionModel, clips: list[Clip], files: dict[str, dict[str, Path]]
 ) -> tuple[dict[str, PairCount], float]:
     """Counts per pair, and CPU seconds per audio second of the reference pass of ``gain 0.999``."""
-    plan = make_plan(Config(), model)
+    plan = make_plan(Config(labels=LabelsConfig(show="all")), model)  # the model's own labels
     counts = {pair: PairCount() for pair in PAIRS}
     cpu_s = 0.0
     audio_s = 0.0

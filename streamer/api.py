@@ -138,7 +138,7 @@ class Monitor:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The model's emotion labels, in score order."""
+        """The shown emotion labels ([labels] of the config; the model's own with show = "all"), in score order."""
         return self.plan.labels
 
     def feed(self, block: npt.ArrayLike) -> list[Event]:

@@ -13,6 +13,7 @@ from conftest import fixture_clip, run_cli
 from emostream.apps.analyze import analyze_file
 from emostream.audio.files import load_mono
 from emostream.config import Config
+from emostream.engine.labels import LabelsConfig
 from emostream.engine.plan import make_plan
 from emostream.errors import AudioInputError
 from emostream.frontend.windowing import extract_windows
@@ -21,7 +22,7 @@ from emostream.inference.model import EmotionModel
 
 def test_file_scores_are_the_mean_over_speech_windows(model: EmotionModel) -> None:
     clip = fixture_clip(1, 6)
-    result = analyze_file(clip, make_plan(Config(), model))
+    result = analyze_file(clip, make_plan(Config(labels=LabelsConfig(show="all")), model))  # the model's own
     windows = extract_windows(load_mono(clip, 16000), model.metadata.feature_config, model.metadata.vad_config)
     expected = model.predict_batch(np.stack([w.features for w in windows if w.is_speech])).mean(axis=0)
     assert result.scores is not None

@@ -17,6 +17,7 @@ from emostream.apps import calls
 from emostream.apps.calls import BatchOptions, run_batch
 from emostream.audio.files import load_mono, resample
 from emostream.config import Config, config_from_dict
+from emostream.engine.labels import FOUR
 from emostream.errors import ConfigError
 from emostream.inference.model import EmotionModel
 
@@ -101,7 +102,7 @@ def test_alert_rules_run_per_channel(tmp_path: Path, model: EmotionModel, model_
     # Sum of all labels is 1 on every speech hop: a rule at 0.5 over 1 s must fire on speech, once per turn.
     # The turn is two clips long: a stream's first readings may be uncertain (alerts skip those),
     # and one 3.5 s clip leaves the default model less than 1 s of certain readings.
-    labels = json.dumps(list(model.labels))
+    labels = json.dumps(list(FOUR))  # the shown labels ([labels] default)
     rule = f"""
 [[alerts]]
 name = "any_emotion"

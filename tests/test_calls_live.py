@@ -14,6 +14,7 @@ from test_calls import stereo_call
 
 from emostream.audio.codecs import alaw_encode, mulaw_encode
 from emostream.audio.files import resample
+from emostream.engine.labels import FOUR
 from emostream.inference.model import EmotionModel
 
 RUN = ("--jsonl", "-", "--no-dashboard")
@@ -57,7 +58,7 @@ def test_stereo_roles_agent_privacy_and_alert_events(tmp_path: Path, model: Emot
     wav = tmp_path / "call.wav"
     sf.write(wav, stereo_call(), 16000)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(CHANNELS + any_emotion_rule(model.labels))
+    cfg.write_text(CHANNELS + any_emotion_rule(FOUR))
     proc = run_cli("--file", str(wav), "--fast", *RUN, "--model", model_arg, "--config", str(cfg))
     assert proc.returncode == 0, proc.stderr.decode()
     recs = records(proc.stdout)
@@ -137,7 +138,7 @@ def test_slow_webhook_does_not_hold_up_the_stream(tmp_path: Path, model: Emotion
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         cfg.write_text(
             CHANNELS
-            + any_emotion_rule(model.labels)
+            + any_emotion_rule(FOUR)
             + f'\n[alerts_output]\nwebhook = "{url}"\ntimeout_s = 0.2\nretries = 1\nbackoff_s = 0.05\n'
         )
         proc = run_cli("--file", str(wav), "--fast", *RUN, "--model", model_arg, "--config", str(cfg))

@@ -18,6 +18,7 @@ from emostream.apps.calibrate import pooled_statistics
 from emostream.audio.files import MonoStream, load_mono, resample
 from emostream.config import Config
 from emostream.engine.calibration import SpeakerStats
+from emostream.engine.labels import LabelsConfig
 from emostream.engine.plan import make_plan
 from emostream.frontend.windowing import extract_windows
 from emostream.inference.model import EmotionModel
@@ -55,7 +56,7 @@ def test_streamed_analysis_equals_the_whole_file(
     path = fixture_clip(1, 6) if clip == "fixture" else stereo_44k
     monkeypatch.setattr(analyze_module, "BATCH_WINDOWS", 3)  # several model calls per file
     monkeypatch.setattr("emostream.audio.files.STREAM_BLOCK_S", 0.3)
-    result = analyze_file(path, make_plan(Config(), model))
+    result = analyze_file(path, make_plan(Config(labels=LabelsConfig(show="all")), model))
     assert result.scores is not None
     np.testing.assert_allclose(list(result.scores.values()), whole_file_scores(path, model), atol=1e-5)
 

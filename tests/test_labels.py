@@ -35,7 +35,7 @@ def test_four_labels_add_calm_to_neutral_and_renormalise_without_the_rest() -> N
 
 
 def test_every_label_is_the_identity_and_a_shown_calm_is_not_folded() -> None:
-    identity = LabelGrouping.resolve(LabelsConfig(), EMOTIONS)
+    identity = LabelGrouping.resolve(LabelsConfig(show="all"), EMOTIONS)
     assert identity.identity and identity.labels == EMOTIONS
     np.testing.assert_array_equal(identity.apply(PROBS), PROBS.astype(np.float32))
     calm_shown = LabelGrouping.resolve(LabelsConfig(show=("calm", "neutral", "angry")), EMOTIONS)
@@ -83,7 +83,7 @@ def _hops(model: EmotionModel, labels: LabelsConfig) -> list:
 
 
 def test_the_pipeline_reads_each_window_over_the_shown_labels(model: EmotionModel) -> None:
-    every, four = _hops(model, LabelsConfig()), _hops(model, LabelsConfig(show=FOUR))
+    every, four = _hops(model, LabelsConfig(show="all")), _hops(model, LabelsConfig())
     grouping = LabelGrouping.resolve(LabelsConfig(show=FOUR), model.labels)
     speech = [(a, b) for a, b in zip(every, four, strict=True) if a.scores is not None]
     assert speech, "the fixture clip has speech"
@@ -97,7 +97,7 @@ def test_the_pipeline_reads_each_window_over_the_shown_labels(model: EmotionMode
 
 def test_analyze_reads_the_file_mean_over_the_shown_labels(model: EmotionModel) -> None:
     clip = fixture_clip(1, 6)
-    every = analyze_file(clip, make_plan(Config(), model))
+    every = analyze_file(clip, make_plan(Config(labels=LabelsConfig(show="all")), model))
     four = analyze_file(clip, make_plan(Config(labels=LabelsConfig(show=FOUR)), model))
     assert every.scores is not None and four.scores is not None
     grouping = LabelGrouping.resolve(LabelsConfig(show=FOUR), model.labels)

@@ -11,8 +11,8 @@ the four that every corpus has (neutral, happy, sad, angry; calm read as neutral
 probability plus that of every model label folded into it (``fold``, e.g. calm -> neutral);
 model labels neither shown nor folded are dropped and the rest renormalised to sum 1
 (uniform when nothing is left). The plan step builds it once per session; every output
-(dashboard, JSONL, alerts, server) then sees only the shown labels. With ``show = "all"``
-it is the identity.
+(dashboard, JSONL, alerts, server) then sees only the shown labels. The default is the four;
+with ``show = "all"`` the grouping is the identity and every label of the model is shown.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ FOLD: dict[str, str] = {"calm": "neutral"}  # RAVDESS's calm is read as neutral 
 
 @dataclass(frozen=True, kw_only=True)
 class LabelsConfig:
-    """[labels]: ``show`` the labels the reading chooses among ("all" = every label of the model, in its
-    order; else a list of two or more of the model's labels, in the order given); ``fold`` model label ->
-    shown label whose probability it adds to when it is not shown itself (default calm -> neutral)."""
+    """[labels]: ``show`` the labels the reading chooses among, in the order given (default :data:`FOUR`,
+    the four every training corpus has; "all" = every label of the model, in its order; else two or more
+    of the model's labels); ``fold`` model label -> the shown label whose probability it adds to when it is
+    not shown itself (default calm -> neutral)."""
 
-    show: str | tuple[str, ...] = ALL
+    show: str | tuple[str, ...] = FOUR
     fold: dict[str, str] = field(default_factory=lambda: dict(FOLD))
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from emostream.engine.calibration import Calibrator
 from emostream.engine.events import HopResult
-from emostream.engine.labels import LabelGrouping, LabelsConfig
+from emostream.engine.labels import ALL, LabelGrouping, LabelsConfig
 from emostream.engine.reading import ReadingConfig, arousal, input_rms_z, is_uncertain
 from emostream.engine.smoothing import Smoother, SmoothingConfig
 from emostream.frontend.features import FeatureConfig, FloatArray
@@ -66,7 +66,7 @@ class ChannelPipeline:
         grouping: LabelGrouping | None = None,
     ) -> None:
         self.model = model
-        self.grouping = grouping or LabelGrouping.resolve(LabelsConfig(), model.labels)
+        self.grouping = grouping or LabelGrouping.resolve(LabelsConfig(show=ALL), model.labels)
         self.labels = self.grouping.labels
         self.feature_cfg = feature_cfg or model.metadata.feature_config
         self.vad_cfg = vad_cfg

@@ -481,6 +481,6 @@ $("token-form").addEventListener("submit", (ev) => {
   connect();
 });
 
-setLabels(["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]);
+setLabels(["neutral", "happy", "sad", "angry"]); // [labels] default, until the server says which it shows
 arrange();
 connect();

@@ -7,7 +7,7 @@ import {
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
-const DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"];
+const DEFAULT_LABELS = ["neutral", "happy", "sad", "angry"]; // [labels] default, until the server says which it shows
 const FILE_LEAD_S = 0.2; // a file is sent at most this far ahead of real time
 const MAX_BACKLOG_S = 10; // audio waiting in the socket's send buffer before the page gives up
 const SUMMARY_WAIT_S = 30; // after "stop", wait this long for the server's call_end before closing
