@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.corpus import corpus_name, load_clips
+from emostream.apps.options import parse_labels
 from emostream.audio.files import load_mono
 from emostream.config import Config, Overrides
 from emostream.engine.events import HopResult
@@ -597,11 +598,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-speakers", type=int, default=0, help="with --corpus: speakers per corpus (0 = all)")
     parser.add_argument(
         "--show-labels",
-        type=lambda text: tuple(text.split(",")),
+        type=parse_labels,
         default=None,
-        metavar="L1,L2,..",
-        help="stream with [labels] show = these labels (e.g. neutral,happy,sad,angry; calm read as neutral, "
-        "the others dropped and the rest renormalised) instead of every label of the model",
+        metavar="all|L1,L2,..",
+        help="stream with [labels] show = these labels (e.g. neutral,happy,sad,angry: calm read as neutral, "
+        "the others dropped and the rest renormalised; all: every label of the model); default: [labels]'s default",
     )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (with --corpus: per speaker; 0 = all)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")

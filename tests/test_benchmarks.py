@@ -313,3 +313,14 @@ def test_serve_worker_pauses_before_each_request(capsys: pytest.CaptureFixture[s
     assert "1 ms busy-waited before each request (feeds only)" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # a pause is for requests sent tight in this process
         main(["--model", MODELS[0], "--seconds", "2", "--gap-ms", "1", "--pace", "real"])
+
+
+def test_streaming_eval_takes_the_label_choices_of_the_command_line() -> None:
+    from benchmarks import streaming_eval
+
+    def shown(*flag: str) -> object:
+        return streaming_eval.shown_labels(streaming_eval.parse_args(["--data", "x", *flag])).show
+
+    assert shown() == ("neutral", "happy", "sad", "angry")  # [labels]'s default
+    assert shown("--show-labels", "all") == "all"
+    assert shown("--show-labels", "neutral, angry") == ("neutral", "angry")

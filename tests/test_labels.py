@@ -92,6 +92,7 @@ def test_the_pipeline_reads_each_window_over_the_shown_labels(model: EmotionMode
         expected = grouping.apply([a.scores[label] for label in model.labels])
         np.testing.assert_allclose([b.scores[label] for label in FOUR], expected, atol=1e-6)
         assert b.uncertain == a.uncertain  # judged on the model's own probabilities
+        assert b.arousal == a.arousal  # read from every label the model scores, whatever is shown
     assert [a.scores is None for a in every] == [b.scores is None for b in four]
 
 
@@ -104,6 +105,7 @@ def test_analyze_reads_the_file_mean_over_the_shown_labels(model: EmotionModel) 
     expected = grouping.apply([every.scores[label] for label in model.labels])
     np.testing.assert_allclose([four.scores[label] for label in FOUR], expected, atol=1e-6)
     assert four.emotion == FOUR[int(np.argmax(expected))] and four.uncertain == every.uncertain
+    assert four.arousal == every.arousal
 
 
 def test_the_command_line_shows_the_labels_asked_for_and_names_a_wrong_one(model_arg: str) -> None:

@@ -148,14 +148,14 @@ def analyze_file(
     probs = plan.grouping.apply(model_probs)  # over the shown labels ([labels])
     top = int(np.argmax(probs))
     labels = plan.labels
-    weights = plan.reading.weights_for(labels)
+    weights = plan.reading.weights_for(model.labels)  # arousal: of the model's own probabilities, as live
     own = model.metadata.arousal_output
     return FileResult(
         str(path),
         emotion=labels[top],
         confidence=float(probs[top]),
         scores=dict(zip(labels, (float(p) for p in probs), strict=True)),
-        arousal=scores.arousal_total / scores.count if own else arousal(probs, weights),
+        arousal=scores.arousal_total / scores.count if own else arousal(model_probs, weights),
         # weak evidence overall (the model's own probabilities), or most speech windows unlike the training data
         uncertain=is_uncertain(float(model_probs.max()), None, plan.reading) or 2 * scores.out_of_range > scores.count,
         speech_seconds=speech_seconds,

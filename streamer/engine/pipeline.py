@@ -79,13 +79,12 @@ class ChannelPipeline:
         self.timing = self._extractor.timing
         self.hop_s = self.timing.hop_s
         self._smoother = Smoother(self.labels, smoothing_cfg, self.hop_s)
-        # a model with its own arousal output: that output smoothed exactly as the probabilities are
-        # (same method, time constant and silence reset), as the two-class vector (1 - a, a)
-        self._arousal_smoother = (
-            Smoother(("low", "high"), smoothing_cfg, self.hop_s) if model.metadata.arousal_output else None
-        )
+        # each speech window's arousal (the model's own arousal output, else the weighted sum of its own
+        # probabilities over every label it scores, whatever [labels] shows) smoothed exactly as the
+        # probabilities are (same method, time constant and silence reset), as the two-class vector (1 - a, a)
+        self._arousal_smoother = Smoother(("low", "high"), smoothing_cfg, self.hop_s)
         self.reading = reading or ReadingConfig()
-        self._arousal_weights = self.reading.weights_for(self.labels)
+        self._arousal_weights = self.reading.weights_for(model.labels)
         self.calibrator = calibrator
         self.reset()
 
@@ -93,8 +92,7 @@ class ChannelPipeline:
         """Start a new stream: clear windows, smoothing and the level meter."""
         self._extractor.reset()
         self._smoother.reset()
-        if self._arousal_smoother is not None:
-            self._arousal_smoother.reset()
+        self._arousal_smoother.reset()
         if self.calibrator is not None:
             self.calibrator.reset()
         self._latest: npt.NDArray[np.float32] | None = None  # the latest chunk, for level_db
@@ -131,18 +129,16 @@ class ChannelPipeline:
 
     def _hop(self, window: Window, shared_s: float) -> HopResult:
         started = time.perf_counter()
-        scores, own_arousal = None, None
+        scores, window_arousal = None, None
         if self.analysed and window.is_speech:
-            scores, own_arousal = self._classify(window.features)
+            scores, window_arousal = self._classify(window.features)
         reading = self._smoother.process(scores, window.end_s) if self.analysed else (None, None, None)
         smoothed, emotion, confidence = reading
         arousal_now = None
-        if self._arousal_smoother is not None and self.analysed:
-            pair = None if own_arousal is None else (1.0 - own_arousal, own_arousal)
+        if self.analysed:
+            pair = None if window_arousal is None else (1.0 - window_arousal, window_arousal)
             smoothed_pair = self._arousal_smoother.process(pair, window.end_s)[0]
             arousal_now = None if smoothed is None or smoothed_pair is None else float(smoothed_pair[1])
-        elif smoothed is not None:
-            arousal_now = arousal(smoothed, self._arousal_weights)
         uncertain = smoothed is not None and self._uncertain
         latency_ms = (shared_s + time.perf_counter() - started) * 1000.0
         result = HopResult(
@@ -162,9 +158,10 @@ class ChannelPipeline:
         )
         return result
 
-    def _classify(self, features: FloatArray) -> tuple[FloatArray, float | None]:
+    def _classify(self, features: FloatArray) -> tuple[FloatArray, float]:
         """Probabilities over the shown labels of one speech window (its input normalised by the speaker
-        calibration if there is one), and the model's own arousal output (None if it has none)."""
+        calibration if there is one), and the window's arousal: the model's own arousal output, else the
+        arousal of its probabilities over every label it scores."""
         x = self.model.select(features)
         if self.calibrator is None:
             mean, std = self.model.metadata.norm_mean, self.model.metadata.norm_std
@@ -181,4 +178,5 @@ class ChannelPipeline:
             n = reading.population_columns or x.shape[-1]
             population_z = input_rms_z((x[..., :n] - meta.norm_mean[:n]) / meta.norm_std[:n])
         self._uncertain = is_uncertain(float(probs.max()), input_rms_z(normalised), reading, population_z)
-        return self.grouping.apply(probs), None if batch_arousal is None else float(batch_arousal[0])
+        own = None if batch_arousal is None else float(batch_arousal[0])
+        return self.grouping.apply(probs), arousal(probs, self._arousal_weights) if own is None else own

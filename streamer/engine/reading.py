@@ -3,8 +3,9 @@
 *Arousal* (activation, 0 calm .. 1 agitated) is a weighted sum of the class probabilities:
 high-arousal emotions (angry, happy, fearful, surprised) weigh 1, low-arousal ones
 (neutral, calm, sad) 0, and disgust, which listeners place in between, 0.5 (a model's
-metadata may give other weights). It is computed from the smoothed probabilities, so it
-moves as steadily as the shown label. A model with its own arousal output
+metadata may give other weights). It is computed from each speech window's probabilities over
+every label the model scores (whatever ``[labels]`` shows) and smoothed as the probabilities
+are, so it moves as steadily as the shown label. A model with its own arousal output
 (``arousal_output`` in its metadata: a sigmoid trained on high/low arousal on every corpus)
 is read from that output instead, smoothed the same way; the weights are then unused.
 
