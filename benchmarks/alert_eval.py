@@ -159,9 +159,11 @@ def build_call(
     angry_s: float,
     pause_s: float,
     rng: random.Random,
+    first: Sequence[str] = CALM,
 ) -> Call:
-    """A calm stretch then an angry stretch of one speaker; with ``agent_clips`` an agent's neutral speech too."""
-    calm = stretch([c for c in mine if c.emotion in CALM], calm_s, pause_s, rng)
+    """A calm stretch (or one of the ``first`` emotions) then an angry stretch of one speaker; with
+    ``agent_clips`` an agent's neutral speech too."""
+    calm = stretch([c for c in mine if c.emotion in first], calm_s, pause_s, rng)
     angry = stretch([c for c in mine if c.emotion in ANGRY], angry_s, pause_s, rng)
     customer = np.concatenate([calm, angry])
     agent = None
@@ -213,13 +215,13 @@ def figures(per_call: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pick_speakers(
-    clips: Sequence[Clip], wanted: str, max_speakers: int, rng: random.Random
+    clips: Sequence[Clip], wanted: str, max_speakers: int, rng: random.Random, first: Sequence[str] = CALM
 ) -> list[tuple[str, list[Clip]]]:
-    """(``corpus:speaker``, clips) of the chosen speakers that have calm and angry clips."""
+    """(``corpus:speaker``, clips) of the chosen speakers that have clips of the ``first`` emotions and angry ones."""
     by: dict[str, list[Clip]] = {}
     for clip in clips:
         by.setdefault(f"{clip.corpus}:{clip.speaker}", []).append(clip)
-    usable = {k: v for k, v in by.items() if any(c.emotion in CALM for c in v) and any(c.emotion in ANGRY for c in v)}
+    usable = {k: v for k, v in by.items() if any(c.emotion in first for c in v) and any(c.emotion in ANGRY for c in v)}
     if wanted != "all" and wanted:
         names = [w.strip() for w in wanted.split(",") if w.strip()]
         chosen = [k for k in usable if k in names or k.split(":", 1)[1] in names]
@@ -252,7 +254,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     clips: list[Clip] = []
     for folder in args.data:
         clips += load_clips(folder)
-    speakers = pick_speakers(clips, args.speakers, args.max_speakers, rng)
+    speakers = pick_speakers(clips, args.speakers, args.max_speakers, rng, args.first)
     if not speakers:
         raise SystemExit(f"alert_eval: no speaker with calm and angry clips matches --speakers {args.speakers}")
     neutral_by = {k: [c for c in v if c.emotion == "neutral"] for k, v in speakers}
@@ -261,7 +263,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for i, (key, mine) in enumerate(speakers):
             agent_key = next((k for k, _ in speakers[i + 1 :] + speakers[:i] if neutral_by[k] and k != key), None)
             agent = neutral_by[agent_key] if args.phone and agent_key else None
-            call = build_call(key, mine, agent, calm_s=args.calm_s, angry_s=args.angry_s, pause_s=args.pause_s, rng=rng)
+            lengths = {"calm_s": args.calm_s, "angry_s": args.angry_s, "pause_s": args.pause_s}
+            call = build_call(key, mine, agent, **lengths, rng=rng, first=args.first)
             path = write_call(call, Path(tmp), args.phone)
             summary, runs = analyzer.analyze(CallJob(path=path, key=key))
             customer = summary["channels"][0]
@@ -320,6 +323,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "labels": list(analyzer.plan.labels),
         "data": [str(d) for d in args.data],
         "speakers": [k for k, _ in speakers],
+        "first_emotions": list(args.first),
         "calm_s": args.calm_s,
         "angry_s": args.angry_s,
         "pause_s": args.pause_s,
@@ -391,6 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         help="[labels] show for the run (e.g. neutral,happy,sad,angry); default: the config's",
     )
     parser.add_argument("--phone", action="store_true", help="stereo 8 kHz G.711 mu-law calls with an agent")
+    parser.add_argument(
+        "--first",
+        type=lambda text: tuple(e.strip() for e in text.split(",") if e.strip()),
+        default=CALM,
+        metavar="E1,E2",
+        help="emotions of the first stretch (default neutral,calm): e.g. fearful to count the alerts fired on "
+        "fearful speech in the 'calm fired' column",
+    )
     parser.add_argument("--calm-s", type=float, default=30.0)
     parser.add_argument("--angry-s", type=float, default=30.0)
     parser.add_argument("--pause-s", type=float, default=0.3, help="pause between clips, s")

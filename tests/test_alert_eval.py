@@ -93,3 +93,20 @@ def test_the_built_phone_call_is_stereo_mulaw_8k(tmp_path: Path) -> None:
     info = sf.info(str(write_call(call, tmp_path, phone=True)))
     assert (info.channels, info.samplerate, info.subtype) == (2, 8000, "ULAW")
     assert info.duration == pytest.approx(8.0, abs=0.01)
+
+
+def test_the_first_stretch_takes_the_emotions_asked_for() -> None:
+    import random
+
+    from benchmarks.alert_eval import RATE_HZ, build_call, pick_speakers, read_clip, trim
+    from benchmarks.corpus import load_clips
+
+    clips = load_clips(FIXTURES)
+    mine = [c for c in clips if c.speaker == "01"]
+    fearful = [c for c in mine if c.emotion == "fearful"]
+    assert fearful, "the fixtures have a fearful clip of actor 01"
+    lengths = {"calm_s": 1.0, "angry_s": 1.0, "pause_s": 0.3}
+    call = build_call("ravdess:01", mine, None, **lengths, rng=random.Random(0), first=("fearful",))
+    first = trim(read_clip(fearful[0].path, RATE_HZ))[: RATE_HZ]
+    np.testing.assert_array_equal(call.customer[: first.size], first)  # the fearful clip opens the call
+    assert [k for k, _ in pick_speakers(clips, "all", 8, random.Random(0), first=("joy",))] == []
