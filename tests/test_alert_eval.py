@@ -107,6 +107,6 @@ def test_the_first_stretch_takes_the_emotions_asked_for() -> None:
     assert fearful, "the fixtures have a fearful clip of actor 01"
     lengths = {"calm_s": 1.0, "angry_s": 1.0, "pause_s": 0.3}
     call = build_call("ravdess:01", mine, None, **lengths, rng=random.Random(0), first=("fearful",))
-    first = trim(read_clip(fearful[0].path, RATE_HZ))[: RATE_HZ]
+    first = trim(read_clip(fearful[0].path, RATE_HZ))[:RATE_HZ]
     np.testing.assert_array_equal(call.customer[: first.size], first)  # the fearful clip opens the call
     assert [k for k, _ in pick_speakers(clips, "all", 8, random.Random(0), first=("joy",))] == []
