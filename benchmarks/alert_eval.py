@@ -54,7 +54,7 @@ import soxr
 from benchmarks.corpus import FloatArray, load_clips, read_clip
 from emostream.alerts.rules import AlertRule
 from emostream.apps.calls.analysis import CallAnalyzer, CallJob
-from emostream.apps.options import parse_labels
+from emostream.apps.options import parse_fold, parse_labels
 from emostream.config import Config, load_config
 from emostream.engine.channels import ChannelConfig
 from emostream.errors import EmoStreamError
@@ -241,6 +241,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config) if args.config else Config()
     if args.labels is not None:
         cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, show=args.labels))
+    if args.fold is not None:
+        cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, fold=args.fold))
     shown = cfg.labels.show
     # the default grid without the rules on labels not shown ([labels]: e.g. angry + disgust with four)
     rules = cfg.alerts or tuple(r for r in default_rules() if isinstance(shown, str) or set(r.emotions) <= set(shown))
@@ -324,6 +326,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "data": [str(d) for d in args.data],
         "speakers": [k for k, _ in speakers],
         "first_emotions": list(args.first),
+        "labels_fold": analyzer.plan.grouping.folded,
         "calm_s": args.calm_s,
         "angry_s": args.angry_s,
         "pause_s": args.pause_s,
@@ -393,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_labels,
         metavar="all|L1,L2,..",
         help="[labels] show for the run (e.g. neutral,happy,sad,angry); default: the config's",
+    )
+    parser.add_argument(
+        "--fold", type=parse_fold, metavar="L=S,..", help="[labels] fold for the run (e.g. calm=neutral,fearful=sad)"
     )
     parser.add_argument("--phone", action="store_true", help="stereo 8 kHz G.711 mu-law calls with an agent")
     parser.add_argument(

@@ -37,6 +37,7 @@ made on those means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.corpus import corpus_name, load_clips
-from emostream.apps.options import parse_labels
+from emostream.apps.options import parse_fold, parse_labels
 from emostream.audio.files import load_mono
 from emostream.config import Config, Overrides
 from emostream.engine.events import HopResult
@@ -504,6 +505,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "episode": args.episode,
         "show_labels": args.show_labels,
+        "fold": args.fold,
         "no_speech_unlabelled": gap_unlabelled / max(1, gap_hops),
         "no_speech_hops": gap_hops,
         "silent_unlabelled": silent_unlabelled / max(1, silent_hops),
@@ -572,8 +574,9 @@ def _stream_and_score(
 
 
 def shown_labels(args: argparse.Namespace) -> LabelsConfig:
-    """The ``[labels]`` setting of the run: --show-labels, else every label of the model."""
-    return LabelsConfig() if args.show_labels is None else LabelsConfig(show=args.show_labels)
+    """The ``[labels]`` setting of the run: --show-labels and --fold, else [labels]'s defaults."""
+    cfg = LabelsConfig() if args.show_labels is None else LabelsConfig(show=args.show_labels)
+    return cfg if args.fold is None else dataclasses.replace(cfg, fold=args.fold)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -603,6 +606,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="all|L1,L2,..",
         help="stream with [labels] show = these labels (e.g. neutral,happy,sad,angry: calm read as neutral, "
         "the others dropped and the rest renormalised; all: every label of the model); default: [labels]'s default",
+    )
+    parser.add_argument(
+        "--fold", type=parse_fold, metavar="L=S,..", help="[labels] fold for the run (e.g. calm=neutral,fearful=sad)"
     )
     parser.add_argument("--max-clips", type=int, default=0, help="clips per fold (with --corpus: per speaker; 0 = all)")
     parser.add_argument("--snr-db", type=float, default=20.0, help="background noise SNR; inf = none")

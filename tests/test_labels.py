@@ -121,3 +121,18 @@ def test_the_command_line_shows_the_labels_asked_for_and_names_a_wrong_one(model
     assert bad.returncode == 2 and not bad.stdout
     assert b"['joy']" in bad.stderr and b"Fix [labels] show (or --labels)" in bad.stderr
     assert b"Traceback" not in bad.stderr
+
+
+def test_fold_pairs_are_read_from_the_command_line_and_a_bad_pair_is_refused() -> None:
+    import argparse
+
+    from emostream.apps.options import parse_fold, parse_labels
+
+    assert parse_fold("calm=neutral, fearful=sad") == {"calm": "neutral", "fearful": "sad"}
+    assert parse_fold("") == {}
+    with pytest.raises(argparse.ArgumentTypeError, match="LABEL=SHOWN"):
+        parse_fold("calm")
+    assert parse_labels(" all ") == "all" and parse_labels("sad, angry") == ("sad", "angry")
+    grouping = LabelGrouping.resolve(LabelsConfig(fold=parse_fold("calm=neutral,fearful=sad")), EMOTIONS)
+    # fearful 0.15 added to sad 0.1; disgust and surprised (0.05) dropped: total 0.95
+    np.testing.assert_allclose(grouping.apply(PROBS), np.array([0.4, 0.1, 0.25, 0.2]) / 0.95, rtol=1e-6)

@@ -25,6 +25,14 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     )
 
 
+def parse_fold(text: str) -> dict[str, str]:
+    """A ``[labels] fold`` given as ``calm=neutral,fearful=sad`` (model label = shown label); "" = none."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=SHOWN pairs, e.g. calm=neutral,fearful=sad")
+    return {source.strip(): target.strip() for source, target in pairs}
+
+
 def parse_labels(text: str) -> str | tuple[str, ...]:
     """--labels: "all", or comma-separated labels (checked against the model by the plan step)."""
     text = text.strip()
