@@ -59,11 +59,6 @@ class LabelsConfig:
                     "fold", f"maps {source!r} to {target!r}, which is folded itself; fold each label into a shown one"
                 )
 
-    @property
-    def shows_all(self) -> bool:
-        """Whether every label of the model is shown."""
-        return isinstance(self.show, str)
-
 
 class LabelGrouping:
     """The model's probabilities over ``model_labels`` read as probabilities over the shown labels.
@@ -125,7 +120,3 @@ class LabelGrouping:
         uniform = np.full_like(sums, 1.0 / len(self.labels))
         out = np.divide(sums, total, out=uniform, where=total > 0)
         return out.astype(np.float32)
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain-JSON description (for the JSONL start record): shown labels, folds and dropped labels."""
-        return {"shown": list(self.labels), "folded": self.folded, "dropped": list(self.dropped)}
