@@ -456,10 +456,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     independent = True
     rng = np.random.default_rng(args.seed)
     units = corpus_units(args, rng) if args.corpus else emobox_units(args, rng)
+    show = shown_labels(args)
     for unit in units:
         independent &= unit.independent
         try:
-            LabelGrouping.resolve(shown_labels(args), unit.model.labels, unit.description)
+            names = LabelGrouping.resolve(show, unit.model.labels, unit.description).labels  # what it shows
         except ConfigError as exc:
             raise SystemExit(f"--show-labels: {exc}") from None
         for clips in unit.groups:
@@ -471,6 +472,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 grid=grid,
                 tallies=tallies.setdefault(unit.corpus, {}),
                 raw=raws.get(unit.corpus),
+                show=show,
+                names=names,
             )
             raws[unit.corpus] = stats.pop("raw")
             gap_hops += stats["gap_hops"]
@@ -530,8 +533,11 @@ def _stream_and_score(
     grid: list[SmoothingConfig],
     tallies: dict[str, Tally],
     raw: Tally | None,
+    show: LabelsConfig,
+    names: tuple[str, ...],
 ) -> dict[str, Any]:
-    """One recording of ``clips`` streamed once and scored under every smoothing setting (tallies updated)."""
+    """One recording of ``clips`` streamed once with ``[labels]`` ``show`` (whose shown labels are ``names``)
+    and scored under every smoothing setting (tallies updated)."""
     labels = model.labels
     rec = build_recording(
         clips,
@@ -543,8 +549,6 @@ def _stream_and_score(
         noise=args.noise,
     )
     default = SmoothingConfig()
-    show = shown_labels(args)
-    names = LabelGrouping.resolve(show, labels).labels  # what the pipeline shows
     hops = stream(
         model, rec, default, vad_noise_margin_db=args.vad_noise_margin, vad_engine=args.vad_engine, labels=show
     )

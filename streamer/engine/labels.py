@@ -110,12 +110,12 @@ class LabelGrouping:
 
     def apply(self, probs: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Probabilities over the shown labels, float32, shape (..., n_shown), each row summing to 1."""
-        p = np.asarray(probs, dtype=np.float64)
+        p = np.asarray(probs)
         if p.shape[-1] != len(self.model_labels):
             raise ValueError(f"probabilities of shape {p.shape}; expected (..., {len(self.model_labels)})")
-        if self.identity:
-            return p.astype(np.float32)
-        sums = p @ self._matrix
+        if self.identity:  # every label shown: the model's float32 probabilities as they are
+            return np.asarray(p, dtype=np.float32)
+        sums = p.astype(np.float64) @ self._matrix
         total = sums.sum(axis=-1, keepdims=True)
         uniform = np.full_like(sums, 1.0 / len(self.labels))
         out = np.divide(sums, total, out=uniform, where=total > 0)

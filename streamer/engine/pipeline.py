@@ -46,8 +46,8 @@ class ChannelPipeline:
     ``analysed=False`` the channel is gated and metered but never classified.
     ``latency_ms`` of a hop = its share of the chunk's feature/VAD time plus its own
     model and smoothing time. ``grouping`` reads the model's probabilities over the shown labels
-    (:mod:`emostream.engine.labels`; None = every label of the model): the hops' scores, smoothing and
-    arousal weights are over those; the uncertain flag is judged on the model's own probabilities.
+    (:mod:`emostream.engine.labels`; None = every label of the model): the hops' scores and smoothing
+    are over those; arousal and the uncertain flag are judged on the model's own probabilities.
     """
 
     def __init__(
