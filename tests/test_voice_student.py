@@ -159,3 +159,90 @@ def test_student_input_is_part_of_the_config_and_read_from_the_students_json(tmp
     assert student_voice_config(student).student_input == "log_mel"  # no JSON beside: v6's student
     student.with_suffix(".json").write_text('{"input": "levelled_log_mel"}', encoding="utf-8")
     assert student_voice_config(student).student_input == "levelled_log_mel"
+
+
+@pytest.fixture(scope="module")
+def means_student_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained student with a second head for the means of two LSTM layers (256 + 512 outputs), exported
+    as the distillation exports one (int8 TFLite), with the JSON the distillation writes beside it."""
+    pytest.importorskip("tensorflow")
+    from emostream.train.export import to_tflite
+    from emostream.train.voice_student import build_student
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((64, 160, 40)) * 2.0 - 4.0).astype(np.float32)
+    path = tmp_path_factory.mktemp("means_student") / "student.tflite"
+    path.write_bytes(to_tflite(build_student(x.reshape(-1, 40), 2 * VOICE_DIM), x))
+    path.with_suffix(".json").write_text('{"input": "log_mel", "layer_means": [2, 3]}', encoding="utf-8")
+    return path
+
+
+def test_a_layer_means_student_gives_the_embedding_normalised_then_the_means(means_student_file: Path) -> None:
+    from emostream.train.run import student_voice_config
+
+    cfg = student_voice_config(means_student_file)
+    assert cfg.layer_means == (2, 3) and cfg.dim == 3 * VOICE_DIM  # read from the student's JSON
+    encoder = VoiceEncoder(cfg)
+    block = load_mono(ANGRY, SR)[SR // 2 : SR // 2 + BLOCK_SAMPLES]
+    got = encoder.process(block)
+    assert got.shape == (3 * VOICE_DIM,) and got.dtype == np.float32
+    assert np.linalg.norm(got[:VOICE_DIM]) == pytest.approx(1.0, abs=1e-5)  # the embedding alone is normalised
+    runner = StudentRunner(means_student_file.read_bytes(), source="test")
+    assert runner.dim == 3 * VOICE_DIM
+    raw = runner._runner.run(student_input(encoder.mel(block))[None])[0]
+    np.testing.assert_array_equal(got[VOICE_DIM:], raw[VOICE_DIM:])  # the means as the student gives them
+    assert np.linalg.norm(raw[VOICE_DIM:]) > 0
+
+
+def test_a_student_whose_output_does_not_fit_the_config_is_refused(
+    student_file: Path, means_student_file: Path
+) -> None:
+    with pytest.raises(ModelError, match=r"gives 256 values per block; the model's voice config expects 768"):
+        VoiceEncoder(dataclasses.replace(_config(student_file), layer_means=(2, 3)))
+    with pytest.raises(ModelError, match="gives 768 values"):
+        VoiceEncoder(_config(means_student_file))
+
+
+def test_layer_means_given_against_the_students_own_are_refused(means_student_file: Path) -> None:
+    from emostream.train.run import feature_config_for
+
+    cfg = feature_config_for("resnet_mlp", voice=True, voice_student=means_student_file)
+    assert cfg.voice is not None and cfg.voice.layer_means == (2, 3)
+    same = feature_config_for("resnet_mlp", voice=True, voice_student=means_student_file, voice_layer_means=(2, 3))
+    assert same == cfg
+    with pytest.raises(ConfigError, match=r"--voice-layer-means 3 with .* reproduces the layer means \[2, 3\]"):
+        feature_config_for("resnet_mlp", voice=True, voice_student=means_student_file, voice_layer_means=(3,))
+
+
+def test_layer_means_student_windows_streamed_equal_whole(means_student_file: Path) -> None:
+    from emostream.train.run import student_voice_config
+
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=student_voice_config(means_student_file))
+    audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
+    whole, streamed, _ = windows_whole_and_streamed(cfg, audio, 613)
+    assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
+    for a, b in zip(whole, streamed, strict=True):
+        np.testing.assert_array_equal(a.features[-3 * VOICE_DIM :], b.features[-3 * VOICE_DIM :])
+        assert a.features[-3 * VOICE_DIM :].any() == a.is_speech
+
+
+def test_student_targets_standardise_the_means_and_figures_score_each_part() -> None:
+    from emostream.train.voice_student import MeansScale, part_figures, student_targets
+
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((50, VOICE_DIM)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    means = (rng.standard_normal((50, 2 * VOICE_DIM)) * 0.05 + 0.2).astype(np.float32)
+    raw = np.concatenate([emb, means], axis=1)
+    np.testing.assert_array_equal(student_targets(raw[:, :VOICE_DIM], None), emb)  # no means: the targets as given
+    scale = MeansScale.of(means)
+    t = student_targets(raw, scale)
+    np.testing.assert_array_equal(t[:, :VOICE_DIM], emb)  # the embedding is left as it is
+    np.testing.assert_allclose(t[:, VOICE_DIM:].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(t[:, VOICE_DIM:].std(axis=0), 1.0, atol=1e-4)
+    exact = part_figures(t, t)
+    assert exact["cosine"] == pytest.approx(1.0, abs=1e-5) and exact["layer_means_r2"] == pytest.approx(1.0)
+    guess = t.copy()
+    guess[:, VOICE_DIM:] = 0.0  # predicting the mean of every value: R^2 = 0
+    assert part_figures(guess, t)["layer_means_r2"] == pytest.approx(0.0, abs=1e-5)
+    assert "layer_means_r2" not in part_figures(t[:, :VOICE_DIM], t[:, :VOICE_DIM])

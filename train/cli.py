@@ -258,12 +258,18 @@ def voice_layer_means(args: argparse.Namespace) -> tuple[int, ...]:
         return ()
     if not args.voice_encoder:
         raise ConfigError(f"--voice-layer-means {text} needs --voice-encoder (the layers are the encoder's LSTM's)")
+    return parse_layer_means(text, "--voice-layer-means")
+
+
+def parse_layer_means(text: str, option: str) -> tuple[int, ...]:
+    """Comma-separated LSTM layer numbers (``""`` = none); :class:`ConfigError` naming ``option`` if malformed
+    (the layers themselves are checked by :class:`~emostream.frontend.voice.VoiceConfig`)."""
+    if not text:
+        return ()
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(
-            f"--voice-layer-means is {text!r}; expected comma-separated LSTM layer numbers, e.g. 2,3"
-        ) from None
+        raise ConfigError(f"{option} is {text!r}; expected comma-separated LSTM layer numbers, e.g. 2,3") from None
 
 
 def _loco_students(args: argparse.Namespace) -> dict[str, Path]:

@@ -130,9 +130,16 @@ def _voice_config(
                 "(it picks what the encoder hears)"
             )
         return None
-    base = VoiceConfig() if student is None else student_voice_config(student)
-    # with a student, layer means are refused unless (); the lookback is checked by VoiceConfig
-    return dataclasses.replace(base, layer_means=layer_means, speech_lookback_ms=speech_lookback_ms)
+    if student is None:
+        return VoiceConfig(layer_means=layer_means, speech_lookback_ms=speech_lookback_ms)
+    base = student_voice_config(student)  # the student's own layer means, from its JSON
+    if layer_means and layer_means != base.layer_means:
+        raise ConfigError(
+            f"--voice-layer-means {','.join(map(str, layer_means))} with the student {student}, which reproduces "
+            f"the layer means {list(base.layer_means) or 'of no layer'}; drop --voice-layer-means (a student's "
+            "layers come with it) or distil a student with --layer-means"
+        )
+    return dataclasses.replace(base, speech_lookback_ms=speech_lookback_ms)
 
 
 def student_voice_config(path: Path) -> VoiceConfig:
@@ -148,20 +155,29 @@ def student_voice_config(path: Path) -> VoiceConfig:
     resolved = path.resolve()
     shipped = voice_encoder_dir().resolve()
     name = resolved.name if resolved.parent == shipped else str(resolved)
-    return VoiceConfig(student_file=name, student_sha256=sha256_hex(content), student_input=_student_input(path))
+    meta = _student_meta(path)
+    return VoiceConfig(
+        student_file=name,
+        student_sha256=sha256_hex(content),
+        student_input=str(meta.get("input", "log_mel")),
+        layer_means=tuple(int(k) for k in meta.get("layer_means", [])),
+    )
 
 
-def _student_input(path: Path) -> str:
-    """What the student ``path`` reads, from the FILE.json the distillation wrote beside it (v6's
-    student predates the key: ``log_mel``); :class:`ConfigError` if that JSON is unreadable."""
+def _student_meta(path: Path) -> dict[str, Any]:
+    """The FILE.json the distillation wrote beside the student ``path`` (what it reads, which layer means it
+    reproduces); {} when there is none (v6's student predates both keys: ``log_mel``, no layer means);
+    :class:`ConfigError` if that JSON is unreadable."""
     meta_path = path.with_suffix(".json")
     if not meta_path.exists():
-        return "log_mel"
+        return {}
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--voice-student: cannot read {meta_path} ({exc}); re-run the distillation") from exc
-    return str(meta.get("input", "log_mel"))
+    if not isinstance(meta, dict):
+        raise ConfigError(f"--voice-student: {meta_path} is not a JSON object; re-run the distillation")
+    return meta
 
 
 @dataclass

@@ -55,7 +55,7 @@ from emostream.frontend.voice import (
 from emostream.frontend.voice_student import STUDENT_INPUTS, StudentRunner, student_input
 from emostream.frontend.windowing import WindowExtractor
 from emostream.inference.tflite import sha256_hex
-from emostream.train.cli import corpus_folders
+from emostream.train.cli import corpus_folders, parse_layer_means
 from emostream.train.corpora import Clip, get
 from emostream.train.dataset import Channel, build_windows, clip_audio
 from emostream.train.export import representative_sample, to_tflite
@@ -103,7 +103,7 @@ class _MelRecorder(VoiceEncoder):
     def process(self, block: npt.ArrayLike, *, end_sample: int | None = None) -> F32:
         mel = self.mel(block, end_sample=end_sample)
         self.blocks.append(student_input(mel, self.input_kind).astype(np.float16))
-        return np.zeros(VOICE_DIM, dtype=np.float32)
+        return np.zeros(self.config.dim, dtype=np.float32)
 
 
 def _record_job(job: tuple[str, dict[str, Any], str, str]) -> npt.NDArray[np.float16]:
@@ -129,11 +129,19 @@ def _recorder(cfg: FeatureConfig, input_kind: str) -> _MelRecorder:
 
 
 def distillation_set(
-    clips: Sequence[Clip], *, cache_dir: Path | None, workers: int, input_kind: str = "log_mel"
+    clips: Sequence[Clip],
+    *,
+    cache_dir: Path | None,
+    workers: int,
+    input_kind: str = "log_mel",
+    layer_means: tuple[int, ...] = (),
 ) -> tuple[npt.NDArray[np.float16], F32]:
-    """(student inputs (n, 160, 40) float16, LSTM embeddings (n, 256) float32) of ``clips``' speech windows,
-    wideband and through G.711; ``input_kind``: :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
-    cfg = feature_config_for("resnet_mlp", voice=True)
+    """(student inputs (n, 160, 40) float16, LSTM targets (n, 256 * (1 + len(layer_means))) float32) of
+    ``clips``' speech windows, wideband and through G.711: the embedding, then the time means of the
+    ``layer_means`` LSTM layers (as the ``--voice-layer-means`` front-end caches them);
+    ``input_kind``: :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
+    cfg = feature_config_for("resnet_mlp", voice=True, voice_layer_means=layer_means)
+    dim = VOICE_DIM * (1 + len(layer_means))
     inputs, targets = [], []
     for channel in CHANNELS:
         wset = build_windows(clips, cfg, VadConfig(), channel=channel, cache_dir=cache_dir, workers=workers)
@@ -152,13 +160,14 @@ def distillation_set(
                 f"({channel}); the cache is stale: delete it (--cache) and run again"
             )
         inputs.append(mel)
-        targets.append(wset.features[keep][:, -VOICE_DIM:].astype(np.float32))
+        targets.append(wset.features[keep][:, -dim:].astype(np.float32))
     return np.concatenate(inputs), np.concatenate(targets)
 
 
-def build_student(normalise_with: F32) -> Any:
-    """The student network (Keras): (160, 40) log mel -> (256,), not normalised (training and the runtime
-    L2-normalise it); ``normalise_with`` (n, 40) log-mel frames set the per-band normalisation."""
+def build_student(normalise_with: F32, means_dim: int = 0) -> Any:
+    """The student network (Keras): (160, 40) log mel -> (256 + ``means_dim``,): the embedding, not normalised
+    (training and the runtime L2-normalise it), then ``means_dim`` standardised layer means (a second head);
+    ``normalise_with`` (n, 40) log-mel frames set the per-band normalisation."""
     keras = import_keras()
     layers = keras.layers
     inp = layers.Input((BLOCK_FRAMES, MEL_BANDS))
@@ -174,39 +183,89 @@ def build_student(normalise_with: F32) -> Any:
         [layers.GlobalAveragePooling1D()(h), layers.GlobalMaxPooling1D()(h), layers.Flatten()(last)]
     )
     out = layers.Dense(VOICE_DIM)(pooled)
+    if means_dim:
+        out = layers.Concatenate()([out, layers.Dense(means_dim)(pooled)])
     return keras.Model(inp, out)
+
+
+@dataclass(frozen=True)
+class MeansScale:
+    """Per-value mean and standard deviation of the layer-mean targets ((k,) float32 each): the student's second
+    head outputs ``(target - mean) / std``, so that the embedding and the means share one int8 output scale."""
+
+    mean: F32
+    std: F32
+
+    @classmethod
+    def of(cls, targets: F32) -> MeansScale:
+        """The scale of (n, k) targets (a floor of 1e-6 on the deviation)."""
+        return cls(
+            mean=targets.mean(axis=0).astype(np.float32),
+            std=np.maximum(targets.std(axis=0), 1e-6).astype(np.float32),
+        )
+
+    def apply(self, targets: F32) -> F32:
+        """(n, k) layer means -> standardised, float32."""
+        out: F32 = ((targets - self.mean) / self.std).astype(np.float32)
+        return out
+
+
+def student_targets(t: F32, scale: MeansScale | None) -> F32:
+    """What a student is trained to output for LSTM targets ``t`` (n, 256 [+ k]): the embedding as it is,
+    the layer means standardised by ``scale`` (None when there are none)."""
+    if scale is None:
+        return t
+    return np.concatenate([t[:, :VOICE_DIM], scale.apply(t[:, VOICE_DIM:])], axis=1)
+
+
+def part_figures(p: F32, y: F32) -> dict[str, float]:
+    """How well outputs ``p`` match targets ``y`` (both (n, 256 [+ k]), the embedding unit-normalised, the means
+    standardised): the embedding's mean cosine and, with means, their R^2 over every value (1 = exact)."""
+    figures = {"cosine": float(np.mean(np.sum(p[:, :VOICE_DIM] * y[:, :VOICE_DIM], axis=1)))}
+    if y.shape[1] > VOICE_DIM:
+        err = float(np.sum(np.square(p[:, VOICE_DIM:] - y[:, VOICE_DIM:])))
+        total = float(np.sum(np.square(y[:, VOICE_DIM:] - y[:, VOICE_DIM:].mean(axis=0))))
+        figures["layer_means_r2"] = 1.0 - err / max(total, 1e-12)
+    return figures
 
 
 def train_student(
     x: npt.NDArray[np.float16], t: F32, cfg: StudentConfig, log: Any = print
 ) -> tuple[Any, dict[str, float]]:
-    """Fit a student to ``t`` (LSTM embeddings) from ``x`` (student inputs); (Keras model, figures)."""
+    """Fit a student to ``t`` (:func:`student_targets`: LSTM embeddings, then any standardised layer means) from
+    ``x`` (student inputs); (Keras model, figures). The loss: the squared distance between the L2-normalised
+    embedding and the LSTM's, plus the mean squared error of the standardised means (each about 0.2-0.3 when
+    the student is as good as v6's)."""
     keras = import_keras()
     import tensorflow as tf  # noqa: PLC0415  (training extra)
 
     keras.utils.set_random_seed(cfg.seed)
     val, tr = validation_split(len(x), cfg)
     xf = x.astype(np.float32)
-    model = build_student(xf[tr[:: max(1, len(tr) // 4000)]].reshape(-1, MEL_BANDS))
-    body_out = keras.layers.UnitNormalization()(model.output)
+    means_dim = t.shape[1] - VOICE_DIM
+    model = build_student(xf[tr[:: max(1, len(tr) // 4000)]].reshape(-1, MEL_BANDS), means_dim)
+    emb = keras.layers.UnitNormalization()(model.output[:, :VOICE_DIM] if means_dim else model.output)
+    body_out = keras.layers.Concatenate()([emb, model.output[:, VOICE_DIM:]]) if means_dim else emb
     trainer = keras.Model(model.input, body_out)
     steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
-    trainer.compile(
-        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)),
-        loss=lambda y, p: tf.reduce_sum(tf.square(y - p), axis=-1),
-    )
+
+    def loss(y: Any, p: Any) -> Any:
+        distance = tf.reduce_sum(tf.square(y[:, :VOICE_DIM] - p[:, :VOICE_DIM]), axis=-1)
+        if not means_dim:
+            return distance
+        return distance + tf.reduce_mean(tf.square(y[:, VOICE_DIM:] - p[:, VOICE_DIM:]), axis=-1)
+
+    trainer.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)), loss=loss)
     started = time.monotonic()
     for epoch in range(cfg.epochs):
         trainer.fit(xf[tr], t[tr], batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
         if epoch % 5 == 4 or epoch == cfg.epochs - 1:
-            p = trainer.predict(xf[val], batch_size=512, verbose=0)
-            log(
-                f"epoch {epoch + 1}: validation cosine {float(np.mean(np.sum(p * t[val], axis=1))):.4f} "
-                f"({time.monotonic() - started:.0f} s)"
-            )
-    p = trainer.predict(xf[val], batch_size=512, verbose=0)
+            figures = part_figures(trainer.predict(xf[val], batch_size=512, verbose=0), t[val])
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            log(f"epoch {epoch + 1}: validation {shown} ({time.monotonic() - started:.0f} s)")
+    figures = part_figures(trainer.predict(xf[val], batch_size=512, verbose=0), t[val])
     return model, {
-        "validation_cosine_float": float(np.mean(np.sum(p * t[val], axis=1))),
+        **{f"validation_{k}_float": v for k, v in figures.items()},
         "validation_windows": len(val),
     }
 
@@ -225,13 +284,11 @@ def export_student(model: Any, x: npt.NDArray[np.float16], cfg: StudentConfig) -
     return to_tflite(model, None, float16=True)
 
 
-def mean_cosine(content: bytes, x: npt.NDArray[np.float16], t: F32, batch: int = 256) -> float:
-    """Mean cosine between the exported student's embeddings (as the runtime computes them) and ``t``."""
+def exported_figures(content: bytes, x: npt.NDArray[np.float16], t: F32, batch: int = 256) -> dict[str, float]:
+    """:func:`part_figures` of the exported student (its outputs as the runtime computes them) against ``t``."""
     runner = StudentRunner(content, source="exported student")
-    total = 0.0
-    for i in range(0, len(x), batch):
-        total += float(np.sum(runner.run_inputs(x[i : i + batch]) * t[i : i + batch]))
-    return total / max(1, len(x))
+    p = np.concatenate([runner.run_inputs(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return part_figures(p, t)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,9 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--input", choices=STUDENT_INPUTS, default="log_mel", help="what the student reads (default: v6's log_mel)"
     )
+    parser.add_argument(
+        "--layer-means",
+        default="",
+        metavar="L1,L2",
+        help="also reproduce the time means of these LSTM layers (e.g. 2,3), standardised; default: the embedding only",
+    )
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    layer_means = parse_layer_means(args.layer_means, "--layer-means")
     cfg = StudentConfig(epochs=args.epochs, seed=args.seed, precision=args.precision)
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():
@@ -264,15 +328,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     xs, ts = [], []
     for name, clips in used.items():
-        x, t = distillation_set(clips, cache_dir=cache, workers=args.workers, input_kind=args.input)
+        x, t = distillation_set(
+            clips, cache_dir=cache, workers=args.workers, input_kind=args.input, layer_means=layer_means
+        )
         print(f"{name}: {len(x)} speech windows (wideband + G.711)", flush=True)
         xs.append(x)
         ts.append(t)
-    x_all, t_all = np.concatenate(xs), np.concatenate(ts)
+    x_all, raw = np.concatenate(xs), np.concatenate(ts)
+    scale = MeansScale.of(raw[:, VOICE_DIM:]) if layer_means else None
+    t_all = student_targets(raw, scale)
+    del raw
     model, figures = train_student(x_all, t_all, cfg, log=lambda m: print(m, flush=True))
     content = export_student(model, x_all, cfg)
     val, _ = validation_split(len(x_all), cfg)
-    figures["validation_cosine_exported"] = mean_cosine(content, x_all[val], t_all[val])
+    exported = exported_figures(content, x_all[val], t_all[val])
+    figures.update({f"validation_{k}_exported": v for k, v in exported.items()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(content)
     model.save(args.out.with_suffix(".keras"))
@@ -280,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "what": "voice student: a TFLite CNN distilled from the voice encoder's LSTM (train/voice_student.py)",
         "precision": cfg.precision,
         "input": args.input,
+        **(
+            {"layer_means": list(layer_means), "layer_means_output": "standardised (the distillation set's mean, std)"}
+            if layer_means
+            else {}
+        ),
         "teacher_sha256": MODEL_SHA256,
         "sha256": sha256_hex(content),
         "bytes": len(content),

@@ -68,7 +68,8 @@ class VoiceConfig:
     ``student_input``: what the student reads (:data:`~emostream.frontend.voice_student.STUDENT_INPUTS`),
     as it was distilled; stored only when it is not v6's ``log_mel``.
     ``layer_means``: LSTM layers (1-3, ascending) whose outputs, averaged over the block's 160 frames, follow
-    the embedding (256 values each; LSTM only, a student reproduces the embedding alone). The final
+    the embedding (256 values each); with a student, the layers it was distilled to reproduce (standardised;
+    the encoder refuses a student whose output does not have ``dim`` values). The final
     embedding is trained to keep the speaker and drop the rest; the layers below it keep more of how
     the voice sounds (docs/results.md, "v8"). Stored only when set.
     ``speech_lookback_ms``: 0 (the default) gives the encoder the window's last 1.615 s of audio, pauses
@@ -121,11 +122,6 @@ class VoiceConfig:
             raise ConfigError(
                 f"voice layer_means is {list(layers)}; expected distinct LSTM layers from 1 to {_LAYERS} in "
                 "ascending order, such as [2, 3]"
-            )
-        if layers and self.student_file is not None:
-            raise ConfigError(
-                f"voice layer_means is {list(layers)} with the student {self.student_file}; a student reproduces "
-                "the embedding only: drop the layer means or the student"
             )
 
     @property
@@ -418,6 +414,13 @@ class VoiceEncoder:
             runner = StudentRunner(
                 _student_bytes(path, config.student_sha256), source=str(path), input_kind=config.student_input
             )
+            if runner.dim != config.dim:
+                raise ModelError(
+                    f"the voice student {path} gives {runner.dim} values per block; the model's voice config expects "
+                    f"{config.dim} (the embedding and layer means {list(config.layer_means)}): the student and the "
+                    "model do not belong together; reinstall emostream or re-run the distillation with --layer-means "
+                    + (",".join(map(str, config.layer_means)) or "(none)")
+                )
             self._embed = runner.process
         else:
             self._net = _shared_net(folder, config.model_sha256)

@@ -17,6 +17,8 @@ from emostream.inference.tflite import TfliteRunner
 
 FloatArray = npt.NDArray[np.float32]
 
+EMBEDDING_DIM = 256
+"""The embedding's values, first in a student's output."""
 LOG_FLOOR = 1e-6
 """Added to the mel power before the natural log (digital silence reads log(1e-6) = -13.8)."""
 LEVEL_FLOOR = 1e-5
@@ -48,7 +50,8 @@ def unit_rows(x: FloatArray) -> FloatArray:
 
 
 class StudentRunner:
-    """One student interpreter: ``process(mel)`` (160, 40) mel power -> (256,) float32, L2 norm 1 (or 0).
+    """One student interpreter: ``process(mel)`` (160, 40) mel power -> (:attr:`dim`,) float32: the embedding
+    (256, L2 norm 1, or 0), then any layer means.
 
     Not thread-safe (one TFLite interpreter): each :class:`~emostream.frontend.voice.VoiceEncoder`
     makes its own from the shared, checked file bytes.
@@ -57,17 +60,21 @@ class StudentRunner:
     def __init__(self, content: bytes, *, source: str, input_kind: str = "log_mel") -> None:
         self._runner = TfliteRunner(content, source=f"voice student {source}")
         self.input_kind = input_kind
+        self.dim = int(np.prod(self._runner.output_shape))
+        """Values per block: 256, plus 256 per layer mean the student reproduces."""
 
     def run(self, mel: npt.ArrayLike) -> FloatArray:
-        """Embeddings of a batch of mel power blocks (n, 160, 40) -> (n, 256) float32, L2 norm 1."""
+        """Outputs of a batch of mel power blocks (n, 160, 40) -> (n, :attr:`dim`) float32 (:meth:`run_inputs`)."""
         return self.run_inputs(student_input(mel, self.input_kind))
 
     def run_inputs(self, inputs: npt.ArrayLike) -> FloatArray:
-        """Embeddings of a batch of student inputs (:func:`student_input` of the runner's kind, (n, 160, 40))
-        -> (n, 256) float32."""
-        return unit_rows(self._runner.run(np.asarray(inputs, dtype=np.float32)))
+        """Outputs of a batch of student inputs (:func:`student_input` of the runner's kind, (n, 160, 40))
+        -> (n, :attr:`dim`) float32, the first 256 of each row L2-normalised."""
+        out = self._runner.run(np.asarray(inputs, dtype=np.float32)).reshape(-1, self.dim)
+        out[:, :EMBEDDING_DIM] = unit_rows(out[:, :EMBEDDING_DIM])
+        return out
 
     def process(self, mel: FloatArray) -> FloatArray:
-        """The embedding of one (160, 40) mel power block: (256,) float32."""
+        """The outputs of one (160, 40) mel power block: (:attr:`dim`,) float32."""
         out: FloatArray = self.run(mel[None])[0]
         return out
