@@ -246,3 +246,35 @@ def test_student_targets_standardise_the_means_and_figures_score_each_part() -> 
     guess[:, VOICE_DIM:] = 0.0  # predicting the mean of every value: R^2 = 0
     assert part_figures(guess, t)["layer_means_r2"] == pytest.approx(0.0, abs=1e-5)
     assert "layer_means_r2" not in part_figures(t[:, :VOICE_DIM], t[:, :VOICE_DIM])
+
+
+def test_speaker_batches_hold_groups_of_one_speaker_and_whole_batches() -> None:
+    from emostream.train.voice_student import SPEAKER_GROUP_WINDOWS, SPEAKER_GROUPS, speaker_batches
+
+    speakers = np.repeat(np.array([1, 2, 3, 4, 5], dtype=np.int32), [70, 32, 5, 64, 40])
+    rows = np.arange(len(speakers))
+    order = speaker_batches(rows, speakers, np.random.default_rng(0))
+    batch = SPEAKER_GROUPS * SPEAKER_GROUP_WINDOWS
+    assert len(order) % batch == 0 and len(order) > 0
+    groups = speakers[order].reshape(-1, SPEAKER_GROUP_WINDOWS)
+    assert (groups == groups[:, :1]).all()  # each group is one speaker's windows
+    # 70 -> 3 groups, 32 -> 1, 5 -> 1, 64 -> 2, 40 -> 2: 9 groups, two whole batches of 4
+    assert len(groups) == 8
+    again = speaker_batches(rows, speakers, np.random.default_rng(0))
+    np.testing.assert_array_equal(order, again)  # deterministic under a seed
+
+
+def test_a_speaker_centred_student_trains_and_needs_speakers() -> None:
+    pytest.importorskip("tensorflow")
+    from emostream.train.voice_student import StudentConfig, train_student
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((300, 160, 40)) - 4.0).astype(np.float16)
+    t = rng.standard_normal((300, 3 * VOICE_DIM)).astype(np.float32)
+    t[:, :VOICE_DIM] /= np.linalg.norm(t[:, :VOICE_DIM], axis=1, keepdims=True)
+    speakers = np.repeat(np.arange(6, dtype=np.int32), 50)
+    cfg = StudentConfig(epochs=1, speaker_centred_weight=1.0)
+    with pytest.raises(ConfigError, match="speaker"):
+        train_student(x, t, cfg, log=lambda _: None)
+    model, figures = train_student(x, t, cfg, log=lambda _: None, speakers=speakers)
+    assert model.output.shape[-1] == 3 * VOICE_DIM and np.isfinite(figures["validation_layer_means_r2_float"])

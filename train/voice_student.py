@@ -64,6 +64,9 @@ from emostream.train.ravdess import list_clips
 from emostream.train.run import feature_config_for
 
 F32 = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+SPEAKER_GROUPS = 4
+SPEAKER_GROUP_WINDOWS = 32
 CHANNELS: tuple[Channel, ...] = ("wideband", "g711")
 Precision = Literal["float16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("float16", "int8")
@@ -79,6 +82,10 @@ class StudentConfig:
     seed: int = 0
     validation_share: float = 0.05
     precision: Precision = "int8"
+    speaker_centred_weight: float = 0.0
+    """> 0: each batch holds :data:`SPEAKER_GROUPS` speakers x :data:`SPEAKER_GROUP_WINDOWS` windows and the loss
+    adds this weight times the same distance on outputs and targets centred per speaker within the batch (how
+    a speaker's windows differ from each other, which the emotion model reads after speaker calibration)."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -88,6 +95,8 @@ class StudentConfig:
                 f"voice student epochs {self.epochs}, batch size {self.batch_size}, learning rate "
                 f"{self.learning_rate}; expected positive values"
             )
+        if not 0.0 <= self.speaker_centred_weight <= 100.0:
+            raise ConfigError(f"speaker-centred weight is {self.speaker_centred_weight}; expected 0 (off) to 100")
         if not 0.0 < self.validation_share < 0.5:
             raise ConfigError(f"validation share is {self.validation_share}; expected between 0 and 0.5")
 
@@ -135,14 +144,15 @@ def distillation_set(
     workers: int,
     input_kind: str = "log_mel",
     layer_means: tuple[int, ...] = (),
-) -> tuple[npt.NDArray[np.float16], F32]:
-    """(student inputs (n, 160, 40) float16, LSTM targets (n, 256 * (1 + len(layer_means))) float32) of
-    ``clips``' speech windows, wideband and through G.711: the embedding, then the time means of the
-    ``layer_means`` LSTM layers (as the ``--voice-layer-means`` front-end caches them);
+) -> tuple[npt.NDArray[np.float16], F32, npt.NDArray[np.int32]]:
+    """(student inputs (n, 160, 40) float16, LSTM targets (n, 256 * (1 + len(layer_means))) float32, speaker
+    of each window (n,) int32) of ``clips``' speech windows, wideband and through G.711: the embedding, then the
+    time means of the ``layer_means`` LSTM layers (as the ``--voice-layer-means`` front-end caches them);
     ``input_kind``: :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
     cfg = feature_config_for("resnet_mlp", voice=True, voice_layer_means=layer_means)
     dim = VOICE_DIM * (1 + len(layer_means))
-    inputs, targets = [], []
+    inputs, targets, speakers = [], [], []
+    actors = np.array([c.actor for c in clips], dtype=np.int32)
     for channel in CHANNELS:
         wset = build_windows(clips, cfg, VadConfig(), channel=channel, cache_dir=cache_dir, workers=workers)
         keep = wset.is_speech & (wset.copy == 0)
@@ -161,7 +171,8 @@ def distillation_set(
             )
         inputs.append(mel)
         targets.append(wset.features[keep][:, -dim:].astype(np.float32))
-    return np.concatenate(inputs), np.concatenate(targets)
+        speakers.append(actors[wset.clip_index[keep]])
+    return np.concatenate(inputs), np.concatenate(targets), np.concatenate(speakers)
 
 
 def build_student(normalise_with: F32, means_dim: int = 0) -> Any:
@@ -229,17 +240,44 @@ def part_figures(p: F32, y: F32) -> dict[str, float]:
     return figures
 
 
+def speaker_batches(rows: npt.NDArray[np.int64], speakers: npt.NDArray[np.int32], rng: np.random.Generator) -> IntArray:
+    """An epoch's order of ``rows`` in batches of :data:`SPEAKER_GROUPS` x :data:`SPEAKER_GROUP_WINDOWS`: each
+    batch is that many groups, each group that many windows of one speaker (a speaker's last group filled by
+    drawing again from its windows), groups shuffled. Length: a whole number of batches."""
+    m = SPEAKER_GROUP_WINDOWS
+    groups: list[npt.NDArray[np.int64]] = []
+    for speaker in np.unique(speakers[rows]):
+        own = rng.permutation(rows[speakers[rows] == speaker])
+        short = -len(own) % m
+        if short:
+            own = np.concatenate([own, rng.choice(own, short)])
+        groups += list(own.reshape(-1, m))
+    order = rng.permutation(len(groups))
+    whole = len(order) - len(order) % SPEAKER_GROUPS
+    out: IntArray = np.concatenate([groups[i] for i in order[:whole]]) if whole else np.zeros(0, dtype=np.int64)
+    return out
+
+
 def train_student(
-    x: npt.NDArray[np.float16], t: F32, cfg: StudentConfig, log: Any = print
+    x: npt.NDArray[np.float16],
+    t: F32,
+    cfg: StudentConfig,
+    log: Any = print,
+    speakers: npt.NDArray[np.int32] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Fit a student to ``t`` (:func:`student_targets`: LSTM embeddings, then any standardised layer means) from
     ``x`` (student inputs); (Keras model, figures). The loss: the squared distance between the L2-normalised
     embedding and the LSTM's, plus the mean squared error of the standardised means (each about 0.2-0.3 when
-    the student is as good as v6's)."""
+    the student is as good as v6's); with ``cfg.speaker_centred_weight`` (needs ``speakers``, each window's),
+    batches of speakers (:func:`speaker_batches`) and the same distance on outputs and targets centred per speaker."""
     keras = import_keras()
     import tensorflow as tf  # noqa: PLC0415  (training extra)
 
+    weight = cfg.speaker_centred_weight
+    if weight and (speakers is None or len(speakers) != len(x)):
+        raise ConfigError("a speaker-centred loss needs each window's speaker")
     keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     val, tr = validation_split(len(x), cfg)
     xf = x.astype(np.float32)
     means_dim = t.shape[1] - VOICE_DIM
@@ -247,18 +285,32 @@ def train_student(
     emb = keras.layers.UnitNormalization()(model.output[:, :VOICE_DIM] if means_dim else model.output)
     body_out = keras.layers.Concatenate()([emb, model.output[:, VOICE_DIM:]]) if means_dim else emb
     trainer = keras.Model(model.input, body_out)
-    steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
+    batch = SPEAKER_GROUPS * SPEAKER_GROUP_WINDOWS if weight else cfg.batch_size
+    steps = cfg.epochs * max(1, len(tr) // batch)
+
+    def distance(y: Any, p: Any) -> Any:
+        d = tf.reduce_sum(tf.square(y[..., :VOICE_DIM] - p[..., :VOICE_DIM]), axis=-1)
+        if not means_dim:
+            return d
+        return d + tf.reduce_mean(tf.square(y[..., VOICE_DIM:] - p[..., VOICE_DIM:]), axis=-1)
 
     def loss(y: Any, p: Any) -> Any:
-        distance = tf.reduce_sum(tf.square(y[:, :VOICE_DIM] - p[:, :VOICE_DIM]), axis=-1)
-        if not means_dim:
-            return distance
-        return distance + tf.reduce_mean(tf.square(y[:, VOICE_DIM:] - p[:, VOICE_DIM:]), axis=-1)
+        if not weight:
+            return distance(y, p)
+        shape = (-1, SPEAKER_GROUP_WINDOWS, t.shape[1])
+        yg, pg = tf.reshape(y, shape), tf.reshape(p, shape)
+        yc, pc = yg - tf.reduce_mean(yg, axis=1, keepdims=True), pg - tf.reduce_mean(pg, axis=1, keepdims=True)
+        centred = distance(yc, pc)
+        return distance(y, p) + weight * tf.reshape(centred, (-1,))
 
     trainer.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)), loss=loss)
     started = time.monotonic()
     for epoch in range(cfg.epochs):
-        trainer.fit(xf[tr], t[tr], batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
+        if weight and speakers is not None:
+            order = tr[speaker_batches(np.arange(len(tr)), speakers[tr], rng)]
+            trainer.fit(xf[order], t[order], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        else:
+            trainer.fit(xf[tr], t[tr], batch_size=batch, epochs=1, shuffle=True, verbose=0)
         if epoch % 5 == 4 or epoch == cfg.epochs - 1:
             figures = part_figures(trainer.predict(xf[val], batch_size=512, verbose=0), t[val])
             shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
@@ -313,11 +365,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="L1,L2",
         help="also reproduce the time means of these LSTM layers (e.g. 2,3), standardised; default: the embedding only",
     )
+    parser.add_argument(
+        "--speaker-centred",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="batches of 4 speakers x 32 windows; the loss adds W x the distance with each speaker's batch mean "
+        "taken off outputs and targets (default 0: off)",
+    )
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     layer_means = parse_layer_means(args.layer_means, "--layer-means")
-    cfg = StudentConfig(epochs=args.epochs, seed=args.seed, precision=args.precision)
+    cfg = StudentConfig(
+        epochs=args.epochs, seed=args.seed, precision=args.precision, speaker_centred_weight=args.speaker_centred
+    )
     parts: dict[str, list[Clip]] = {"ravdess": list(list_clips(args.data))}
     for name, folder in corpus_folders(args.corpus).items():
         parts[name] = list(get(name).list_clips(folder))
@@ -326,19 +388,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--leave-out {', '.join(unknown)}: not among the corpora given ({', '.join(parts)})")
     used = {n: c for n, c in parts.items() if n not in args.leave_out}
     cache = Path(args.cache) if args.cache else None
-    xs, ts = [], []
+    xs, ts, speakers = [], [], []
     for name, clips in used.items():
-        x, t = distillation_set(
+        x, t, who = distillation_set(
             clips, cache_dir=cache, workers=args.workers, input_kind=args.input, layer_means=layer_means
         )
         print(f"{name}: {len(x)} speech windows (wideband + G.711)", flush=True)
         xs.append(x)
         ts.append(t)
+        speakers.append(who)
     x_all, raw = np.concatenate(xs), np.concatenate(ts)
     scale = MeansScale.of(raw[:, VOICE_DIM:]) if layer_means else None
     t_all = student_targets(raw, scale)
     del raw
-    model, figures = train_student(x_all, t_all, cfg, log=lambda m: print(m, flush=True))
+    model, figures = train_student(
+        x_all, t_all, cfg, log=lambda m: print(m, flush=True), speakers=np.concatenate(speakers)
+    )
     content = export_student(model, x_all, cfg)
     val, _ = validation_split(len(x_all), cfg)
     exported = exported_figures(content, x_all[val], t_all[val])
@@ -366,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
             "seed": cfg.seed,
+            **({"speaker_centred_weight": cfg.speaker_centred_weight} if cfg.speaker_centred_weight else {}),
         },
         "figures": figures,
     }
