@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +219,9 @@ def build_windows(
     wset = _assemble(clips, results)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
+        # one temporary per process: two runs extracting the same windows at once (an evaluation beside a
+        # distillation) would otherwise write into one file and could leave a mixed one behind
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, features=wset.features, is_speech=wset.is_speech, clip_index=wset.clip_index, copy=wset.copy)
         tmp.replace(cached)
     return wset
