@@ -81,15 +81,20 @@ def test_a_different_student_file_is_refused(student_file: Path, tmp_path: Path)
         VoiceEncoder(cfg)
 
 
-def test_student_windows_streamed_equal_whole(student_file: Path) -> None:
-    cfg = FeatureConfig(pitch=True, deltas=True, voice=_config(student_file))
+@pytest.mark.parametrize("which", ["embedding", "layer_means"])
+def test_student_windows_streamed_equal_whole(which: str, request: pytest.FixtureRequest) -> None:
+    from emostream.train.run import student_voice_config
+
+    path = request.getfixturevalue("student_file" if which == "embedding" else "means_student_file")
+    voice = student_voice_config(path)
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=voice)
     audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
     whole, streamed, _ = windows_whole_and_streamed(cfg, audio, 613)
     assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
     for a, b in zip(whole, streamed, strict=True):
-        np.testing.assert_array_equal(a.features[-VOICE_DIM:], b.features[-VOICE_DIM:])  # the student's columns
+        np.testing.assert_array_equal(a.features[-voice.dim :], b.features[-voice.dim :])  # the student's columns
         np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)
-        assert a.features[-VOICE_DIM:].any() == a.is_speech
+        assert a.features[-voice.dim :].any() == a.is_speech
 
 
 def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
@@ -212,18 +217,6 @@ def test_layer_means_given_against_the_students_own_are_refused(means_student_fi
     assert same == cfg
     with pytest.raises(ConfigError, match=r"--voice-layer-means 3 with .* reproduces the layer means \[2, 3\]"):
         feature_config_for("resnet_mlp", voice=True, voice_student=means_student_file, voice_layer_means=(3,))
-
-
-def test_layer_means_student_windows_streamed_equal_whole(means_student_file: Path) -> None:
-    from emostream.train.run import student_voice_config
-
-    cfg = FeatureConfig(pitch=True, deltas=True, voice=student_voice_config(means_student_file))
-    audio = np.concatenate([np.zeros(SR // 2, dtype=np.float32), load_mono(ANGRY, SR)])
-    whole, streamed, _ = windows_whole_and_streamed(cfg, audio, 613)
-    assert len(whole) == len(streamed) and any(w.is_speech for w in whole)
-    for a, b in zip(whole, streamed, strict=True):
-        np.testing.assert_array_equal(a.features[-3 * VOICE_DIM :], b.features[-3 * VOICE_DIM :])
-        assert a.features[-3 * VOICE_DIM :].any() == a.is_speech
 
 
 def test_student_targets_standardise_the_means_and_figures_score_each_part() -> None:
