@@ -21,8 +21,17 @@ input and every activation, so a 0.1 % gain moves ``fast``'s probabilities by up
 more sensitive to a DC offset near silence, where the int8 input's coarse steps hid the log
 mel's floor; tried for v7 and not adopted (docs/results.md, docs/stability.md).
 
+``--layer-means 2,3`` adds a second linear head for the time means of those LSTM layers (what
+``accurate`` reads beside the embedding), trained on the means standardised over the distillation
+set (mean squared error added to the loss) so that both heads share the int8 output's scale; the
+runtime hands them on as they come (the emotion model normalises its inputs). ``--speaker-centred W``
+trains on batches of 4 speakers x 32 windows and adds W times the same loss on outputs and targets
+with each speaker's batch mean taken off. Both were tried for ``accurate`` and not shipped
+(docs/results.md, "Trial: a voice student for `accurate`").
+
 Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows, epochs, seed, precision,
-cosines and the file's sha256, and ``FILE.keras`` keeps the trained network for another export.
+layer means, cosines (and the layer means' R^2) and the file's sha256, and ``FILE.keras`` keeps the
+trained network for another export.
 """
 
 from __future__ import annotations
