@@ -164,6 +164,9 @@ def test_student_input_is_part_of_the_config_and_read_from_the_students_json(tmp
     assert student_voice_config(student).student_input == "log_mel"  # no JSON beside: v6's student
     student.with_suffix(".json").write_text('{"input": "levelled_log_mel"}', encoding="utf-8")
     assert student_voice_config(student).student_input == "levelled_log_mel"
+    student.with_suffix(".json").write_text('{"layer_means": "2,3"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"layer_means '2,3'; expected a list"):
+        student_voice_config(student)
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +205,9 @@ def test_a_layer_means_student_gives_the_embedding_normalised_then_the_means(mea
 def test_a_student_whose_output_does_not_fit_the_config_is_refused(
     student_file: Path, means_student_file: Path
 ) -> None:
-    with pytest.raises(ModelError, match=r"gives 256 values per block; the model's voice config expects 768"):
+    with pytest.raises(ModelError, match=r"gives 256 values per block; the model's voice config expects 768.*2,3"):
         VoiceEncoder(dataclasses.replace(_config(student_file), layer_means=(2, 3)))
-    with pytest.raises(ModelError, match="gives 768 values"):
+    with pytest.raises(ModelError, match=r"gives 768 values.*without --layer-means"):
         VoiceEncoder(_config(means_student_file))
 
 

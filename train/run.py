@@ -156,11 +156,17 @@ def student_voice_config(path: Path) -> VoiceConfig:
     shipped = voice_encoder_dir().resolve()
     name = resolved.name if resolved.parent == shipped else str(resolved)
     meta = _student_meta(path)
+    layers = meta.get("layer_means", [])
+    if not isinstance(layers, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in layers):
+        raise ConfigError(
+            f"--voice-student: {path.with_suffix('.json')} gives layer_means {layers!r}; expected a list of LSTM "
+            "layer numbers such as [2, 3]; re-run the distillation"
+        )
     return VoiceConfig(
         student_file=name,
         student_sha256=sha256_hex(content),
         student_input=str(meta.get("input", "log_mel")),
-        layer_means=tuple(int(k) for k in meta.get("layer_means", [])),
+        layer_means=tuple(layers),
     )
 
 

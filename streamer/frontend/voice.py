@@ -418,8 +418,12 @@ class VoiceEncoder:
                 raise ModelError(
                     f"the voice student {path} gives {runner.dim} values per block; the model's voice config expects "
                     f"{config.dim} (the embedding and layer means {list(config.layer_means)}): the student and the "
-                    "model do not belong together; reinstall emostream or re-run the distillation with --layer-means "
-                    + (",".join(map(str, config.layer_means)) or "(none)")
+                    "model do not belong together; reinstall emostream, or re-run the distillation "
+                    + (
+                        f"with --layer-means {','.join(map(str, config.layer_means))}"
+                        if config.layer_means
+                        else "without --layer-means"
+                    )
                 )
             self._embed = runner.process
         else:
