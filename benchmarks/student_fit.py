@@ -31,7 +31,6 @@ from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import VOICE_DIM
 from emostream.train.corpora import Clip, get
 from emostream.train.dataset import build_windows
-from emostream.train.ravdess import list_clips
 from emostream.train.run import feature_config_for
 
 F64 = npt.NDArray[np.float64]
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     args = parser.parse_args(argv)
     name, _, folder = args.corpus.partition("=")
-    clips = list(list_clips(Path(folder))) if name == "ravdess" else list(get(name).list_clips(Path(folder)))
+    clips = list(get(name).list_clips(Path(folder)))
     cache = Path(args.cache) if args.cache else None
     student_values, index = _voice_values(clips, args.student, (), cache)
     layer_means = (2, 3) if student_values.shape[1] > VOICE_DIM else ()

@@ -252,7 +252,8 @@ def part_figures(p: F32, y: F32) -> dict[str, float]:
 def speaker_batches(rows: npt.NDArray[np.int64], speakers: npt.NDArray[np.int32], rng: np.random.Generator) -> IntArray:
     """An epoch's order of ``rows`` in batches of :data:`SPEAKER_GROUPS` x :data:`SPEAKER_GROUP_WINDOWS`: each
     batch is that many groups, each group that many windows of one speaker (a speaker's last group filled by
-    drawing again from its windows), groups shuffled. Length: a whole number of batches."""
+    drawing again from its windows), groups shuffled. ``speakers``: every window's speaker (``rows`` index into
+    it). Length: a whole number of batches."""
     m = SPEAKER_GROUP_WINDOWS
     groups: list[npt.NDArray[np.int64]] = []
     for speaker in np.unique(speakers[rows]):
@@ -316,7 +317,7 @@ def train_student(
     started = time.monotonic()
     for epoch in range(cfg.epochs):
         if weight and speakers is not None:
-            order = tr[speaker_batches(np.arange(len(tr)), speakers[tr], rng)]
+            order = speaker_batches(tr, speakers, rng)
             trainer.fit(xf[order], t[order], batch_size=batch, epochs=1, shuffle=False, verbose=0)
         else:
             trainer.fit(xf[tr], t[tr], batch_size=batch, epochs=1, shuffle=True, verbose=0)
