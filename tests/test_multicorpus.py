@@ -128,7 +128,8 @@ def test_full_corpora_list() -> None:
 
 
 def _tiny_wset(corpora: list[tuple[str, int, str]]) -> object:
-    """A WindowSet of fake clips: (corpus, actor, gender) per clip, two windows each."""
+    """A WindowSet of fake clips: (corpus, actor, gender) per clip, two windows each; clip i says sentence
+    "01", "02", "03", "01", ... (i % 3 + 1)."""
 
     from emostream.train.corpora import CorpusClip
     from emostream.train.dataset import WindowSet
@@ -144,6 +145,7 @@ def _tiny_wset(corpora: list[tuple[str, int, str]]) -> object:
                 actor=actor,
                 emotion=emotion,
                 gender=gender,
+                sentence=f"{i % 3 + 1:02d}",
             )
         )
     n = len(clips)
@@ -188,6 +190,40 @@ def test_telephone_copy_joins_as_one_more_copy() -> None:
     assert isinstance(other, WindowSet)
     with pytest.raises(DatasetError, match="clips differ"):
         with_copy(wset, other)
+
+
+def test_train_sentences_limit_one_corpus_and_keep_every_test_clip() -> None:
+    from emostream.train.dataset import WindowSet
+    from emostream.train.run import trainable_clips
+
+    spec = [("nemo", 101 + k % 2, "male") for k in range(4)] + [("ased", 201 + k % 3, "female") for k in range(6)]
+    wset = _tiny_wset(spec)
+    assert isinstance(wset, WindowSet)
+    # sentences by clip: 01 02 03 01 | 02 03 01 02 03 01: nEMO untouched, ASED keeps its 01 and 02 clips
+    allowed = trainable_clips(wset, {"ased": ("01", "02")})
+    assert allowed.tolist() == [True] * 4 + [True, False, True, True, False, True]
+    assert trainable_clips(wset, {}).all()
+    with pytest.raises(ConfigError, match=r"no clip of 'ravdess'.*--corpus ravdess=DIR"):
+        trainable_clips(wset, {"ravdess": ("01",)})
+    with pytest.raises(ConfigError, match=r"ased=07.*its sentence ids are 01, 02, 03"):
+        trainable_clips(wset, {"ased": ("07",)})
+
+
+def test_train_sentences_and_channel_options() -> None:
+    from emostream.train.cli import _spec, build_parser, train_sentences
+
+    assert train_sentences(["ased=01, 02", "nemo=5"]) == {"ased": ("01", "02"), "nemo": ("5",)}
+    for bad in (["ased"], ["=01"], ["ased="], ["ased=01", "ased=02"]):
+        with pytest.raises(ConfigError, match="--train-sentences"):
+            train_sentences(bad)
+    base = ["evaluate", "--data", "D", "--out", "R"]
+    args = build_parser().parse_args([*base, "--train-sentences", "ased=01,02", "--channel", "g711"])
+    spec = _spec(args)
+    assert (spec.train_sentences, spec.channel, spec.telephone_copy) == ({"ased": ("01", "02")}, "g711", False)
+    assert spec.to_dict()["train_sentences"] == {"ased": ["01", "02"]} and spec.to_dict()["channel"] == "g711"
+    args = build_parser().parse_args([*base, "--channel", "g711", "--telephone-copy"])
+    with pytest.raises(ConfigError, match="drop --telephone-copy"):
+        _spec(args)
 
 
 def test_probe_scores_four_classes_and_arousal_with_known_answers() -> None:
@@ -274,3 +310,37 @@ def test_random_protocols_test_ravdess_clips_only_and_train_on_the_other_corpora
     assert test.sum() == 8  # 20 % of the 40 RAVDESS clips
     with pytest.raises(DatasetError, match="RAVDESS"):
         ravdess_random_split(_tiny_wset(spec[40:]), seed=1, speech_only=False)  # type: ignore[arg-type]
+
+
+def test_a_phone_line_model_trains_and_tests_on_the_g711_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from emostream.train import run as run_mod
+    from emostream.train.dataset import WindowSet
+    from emostream.train.run import _load_sets
+
+    wide = _tiny_wset([("nemo", 101, "male"), ("nemo", 102, "female")])
+    assert isinstance(wide, WindowSet)
+    phone = WindowSet(wide.clips, wide.features + 100, wide.is_speech, wide.clip_index, wide.copy)
+    monkeypatch.setattr(
+        run_mod, "load_windows", lambda spec, progress, channel="wideband": {"g711": phone}.get(channel, wide)
+    )
+    monkeypatch.setattr(run_mod, "describe_clips", lambda clips: "")
+    spec = dataclasses.replace(_spec_for_sets(), channel="g711")
+    wset, g711 = _load_sets(spec, _Progress(), ("loco",))  # type: ignore[arg-type]
+    assert wset is phone and g711 is None
+    wset, g711 = _load_sets(dataclasses.replace(spec, channel="wideband", telephone_copy=True), _Progress(), ("loco",))  # type: ignore[arg-type]
+    assert g711 is phone and wset.copy.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+class _Progress:
+    class console:  # noqa: N801
+        @staticmethod
+        def print(*args: object) -> None:
+            return None
+
+
+def _spec_for_sets() -> object:
+    from emostream.train.cli import _spec, build_parser
+
+    return _spec(build_parser().parse_args(["evaluate", "--data", "D", "--out", "R"]))

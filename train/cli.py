@@ -136,6 +136,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add each training clip's G.711 mu-law round trip (8 kHz, 300-3400 Hz) as one more training copy",
     )
+    p.add_argument(
+        "--channel",
+        choices=("wideband", "g711"),
+        default="wideband",
+        help="g711: train (and test) on every clip's G.711 mu-law round trip only, a model for phone lines",
+    )
+    p.add_argument(
+        "--train-sentences",
+        action="append",
+        default=[],
+        metavar="NAME=ID,ID",
+        help="train (and validate) on these sentence ids of a corpus only, e.g. ased=01,02 (ASED's two sentences "
+        "spoken in every emotion; its others predict the label); its test clips keep every sentence (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--ensemble",
@@ -238,9 +252,34 @@ def _spec(args: argparse.Namespace) -> Any:
         song=song,
         calibration=calibration,
         corpora=corpora,
-        telephone_copy=args.telephone_copy,
+        telephone_copy=_telephone_copy(args),
+        channel=args.channel,
+        train_sentences=train_sentences(getattr(args, "train_sentences", [])),
         loco_voice_students=_loco_students(args),
     )
+
+
+def train_sentences(values: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--train-sentences NAME=ID,ID`` values as {corpus: sentence ids}; :class:`ConfigError` if malformed."""
+    out: dict[str, tuple[str, ...]] = {}
+    for value in values:
+        name, sep, ids = value.partition("=")
+        sentences = tuple(s.strip() for s in ids.split(",") if s.strip())
+        if not sep or not name or not sentences:
+            raise ConfigError(f"--train-sentences {value!r}: expected NAME=ID,ID, e.g. ased=01,02")
+        if name in out:
+            raise ConfigError(f"--train-sentences: {name!r} given twice; list all of its sentence ids in one value")
+        out[name] = sentences
+    return out
+
+
+def _telephone_copy(args: argparse.Namespace) -> bool:
+    if args.telephone_copy and args.channel == "g711":
+        raise ConfigError(
+            "--telephone-copy with --channel g711: a phone-line model already trains on the G.711 round trips only; "
+            "drop --telephone-copy (or use --channel wideband)"
+        )
+    return bool(args.telephone_copy)
 
 
 def _voice_student(args: argparse.Namespace) -> Path | None:

@@ -68,6 +68,11 @@ class Clip:
         return "male" if self.actor % 2 else "female"
 
     @property
+    def sentence(self) -> str:
+        """The statement code as a sentence id: "01" (kids are talking...) or "02" (dogs are sitting...)."""
+        return f"{self.statement:02d}"
+
+    @property
     def corpus(self) -> str:
         """The corpus name (:mod:`emostream.train.corpora`): always "ravdess" (song clips have vocal channel 2)."""
         return "ravdess"

@@ -203,6 +203,9 @@ class RunSpec:
     calibration: CalibrationSpec | None = None  # speaker-calibrated training (None = off)
     corpora: dict[str, Path] = field(default_factory=dict)  # further corpora (name -> folder), e.g. nemo, ased
     telephone_copy: bool = False  # each training clip's G.711 round trip joins the training data as a copy
+    channel: str = "wideband"  # "g711": train and test on every clip's G.711 round trip only (a phone-line model)
+    # corpus -> the sentence ids its training (and validation) clips are limited to; test clips keep every sentence
+    train_sentences: dict[str, tuple[str, ...]] = field(default_factory=dict)
     loco_voice_students: dict[str, Path] = field(default_factory=dict)  # loco: held-out corpus -> voice student
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +222,12 @@ class RunSpec:
             "g711_available": g711_available(),
             "max_folds": self.max_folds,
             "telephone_copy": self.telephone_copy,
+            "channel": self.channel,
+            **(
+                {"train_sentences": {k: list(v) for k, v in self.train_sentences.items()}}
+                if self.train_sentences
+                else {}
+            ),
             **(
                 {"loco_voice_students": {k: str(v) for k, v in self.loco_voice_students.items()}}
                 if self.loco_voice_students
@@ -343,7 +352,13 @@ def evaluate(
 
 def _load_sets(spec: RunSpec, progress: Progress, chosen: tuple[str, ...]) -> tuple[WindowSet, WindowSet | None]:
     """The windows of ``spec`` (with their G.711 copy when ``spec.telephone_copy``) and the G.711 set the
-    ``chosen`` protocols test on (None when none does)."""
+    ``chosen`` protocols test on (None when none does).
+
+    With ``spec.channel == "g711"`` (a phone-line model) the set is every clip's G.711 round trip and
+    there is no separate G.711 set: the headline figures are already the phone line's.
+    """
+    if spec.channel == "g711":
+        return load_windows(spec, progress, "g711"), None
     wset = load_windows(spec, progress)
     progress.console.print(describe_clips(wset.clips))
     uses_g711 = spec.telephone_copy or (spec.g711 and any(p in ("emobox", "emobox_calibrated", "loco") for p in chosen))
@@ -402,6 +417,29 @@ def _splits(spec: RunSpec, proto: str, wset: WindowSet) -> list[tuple[str, tuple
     return [(str(k), emobox_split(wset, actors, spec.train.seed + k)) for k, actors in chosen]
 
 
+def trainable_clips(wset: WindowSet, train_sentences: dict[str, tuple[str, ...]]) -> np.ndarray:
+    """Clips that may train or validate, (n_clips,) bool: those of a corpus in ``train_sentences`` only if
+    their sentence id is listed (e.g. ASED's two sentences spoken in every emotion); every other clip.
+
+    :class:`ConfigError` when a listed corpus has no clip or none of its clips has a listed sentence."""
+    allowed = np.ones(len(wset.clips), dtype=bool)
+    for corpus, sentences in train_sentences.items():
+        mine = np.array([c.corpus == corpus for c in wset.clips], dtype=bool)
+        if not mine.any():
+            raise ConfigError(
+                f"--train-sentences {corpus}=...: no clip of {corpus!r} in the data; add it with --corpus {corpus}=DIR"
+            )
+        found = sorted({c.sentence for c, m in zip(wset.clips, mine, strict=True) if m})
+        keep = np.array([c.sentence in sentences for c in wset.clips], dtype=bool)
+        if not (keep & mine).any():
+            raise ConfigError(
+                f"--train-sentences {corpus}={','.join(sentences)}: no clip of {corpus!r} has these sentence ids; "
+                f"its sentence ids are {', '.join(found)}"
+            )
+        allowed &= ~mine | keep
+    return allowed
+
+
 def _run_protocol(
     *,
     spec: RunSpec,
@@ -435,7 +473,12 @@ def _run_splits(
     """Train and score each split of ``proto`` (only the one named ``only`` when given)."""
     adaptive = proto == "emobox_speaker_adaptive"
     features = speaker_normalise(wset) if adaptive else None
-    splits = [(n, s) for n, s in _splits(spec, proto, wset) if only is None or n == only]
+    allowed = trainable_clips(wset, spec.train_sentences)
+    splits = [
+        (n, (tr & allowed, va & allowed, te))
+        for n, (tr, va, te) in _splits(spec, proto, wset)
+        if only is None or n == only
+    ]
     task = progress.add_task(f"{proto}: splits", total=len(splits))
     epoch_task = progress.add_task("epochs", total=spec.train.epochs)
     split_results: list[SplitResult] = []
@@ -719,12 +762,13 @@ def train_final(
     """
     started = time.monotonic()
     with _progress() as progress:
-        wset = load_windows(spec, progress)
+        wset = load_windows(spec, progress, spec.channel)
         if len(wset.clips) < 16:
             raise DatasetError(f"only {len(wset.clips)} clips found in {spec.data}; training needs the full set")
         if spec.telephone_copy:
             wset = with_copy(wset, load_windows(spec, progress, "g711"))
-        keep = np.flatnonzero(wset.is_speech)
+        allowed = trainable_clips(wset, spec.train_sentences)
+        keep = np.flatnonzero(wset.is_speech & allowed[wset.clip_index])
         epoch_task = progress.add_task("training epochs", total=spec.train.epochs)
         on_epoch = lambda e, logs: progress.update(epoch_task, completed=e + 1)  # noqa: E731
         calib = spec.calibration
@@ -738,7 +782,7 @@ def train_final(
             pop = population(wset.features[keep])
             copies = tuple(range(int(wset.copy.max()) + 1))
             rng = np.random.default_rng([spec.train.seed, 1])
-            x_rep, idx = make_calibrated(pool, np.arange(len(wset.clips)), calib, rng, pop=pop, copies=copies)
+            x_rep, idx = make_calibrated(pool, np.flatnonzero(allowed), calib, rng, pop=pop, copies=copies)
             fitted = fit(
                 x_rep,
                 wset.window_labels[idx],
@@ -758,15 +802,18 @@ def train_final(
         "license": "CC BY-NC-SA 4.0"
         if all(get_corpus(n).licence == "CC BY-NC-SA 4.0" for n in set(wset.corpora))
         else "CC BY-NC-SA 4.0 (RAVDESS, nEMO); ASED states no licence: see the training corpora",
-        "clips": len(wset.clips),
-        "clips_speech": len(wset.clips) - song,
+        "clips": int(allowed.sum()),
+        "clips_speech": int(allowed.sum()) - song,
         "clips_song": song,
         "speakers": len({int(a) for a in wset.actors}),
         "windows": len(keep),
         "training_inputs": len(x_rep),
         "augmentation": spec.augment.to_dict(),
         "telephone_copy": spec.telephone_copy,
-        "g711_in_augmentation": spec.telephone_copy or (spec.augment.copies > 0 and spec.augment.telephone_prob > 0),
+        "channel": spec.channel,
+        "g711_in_augmentation": spec.telephone_copy
+        or spec.channel == "g711"
+        or (spec.augment.copies > 0 and spec.augment.telephone_prob > 0),
         "calibration": None if calib is None else calib.to_dict(),
         "epochs": fitted.epochs_run,
         "seed": spec.train.seed,
