@@ -99,10 +99,11 @@ def test_student_windows_streamed_equal_whole(which: str, request: pytest.Fixtur
 
 def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
     pytest.importorskip("tensorflow")
+    from emostream.train.augment import AugmentConfig
     from emostream.train.voice_student import _record_job
 
     cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
-    blocks = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel"))
+    blocks = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel", AugmentConfig().to_dict(), []))
     audio = load_mono(ANGRY, SR)
     windows = extract_windows(audio, FeatureConfig(pitch=True, deltas=True), VadConfig())
     speech = [w for w in windows if w.is_speech]
@@ -112,6 +113,32 @@ def test_distillation_blocks_are_the_speech_windows_blocks() -> None:
     end = speech[0].index * cfg.window_hop_samples + cfg.window_samples
     expected = student_input(encoder.mel(padded[end - BLOCK_SAMPLES : end]))
     np.testing.assert_allclose(blocks[0].astype(np.float32), expected, atol=0.02)
+
+
+def test_distillation_blocks_of_an_augmented_copy_follow_the_clips_own() -> None:
+    """With augmented copies the recorded blocks are the clip's speech windows, then its copy's, as the feature
+    cache orders them (so each block meets its own LSTM target), and the copy's are its augmented audio's."""
+    pytest.importorskip("tensorflow")
+    from emostream.train.augment import AugmentConfig
+    from emostream.train.dataset import clip_signals
+    from emostream.train.voice_student import _record_job
+
+    cfg = FeatureConfig(pitch=True, deltas=True, voice=VoiceConfig())
+    aug = AugmentConfig(copies=1, pitch_prob=1.0, tempo_prob=1.0, reverb_prob=0.0)
+    plain = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel", AugmentConfig().to_dict(), []))
+    both = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel", aug.to_dict(), []))
+    signals = clip_signals(str(ANGRY), SR, aug, "wideband", [])
+    speech = [
+        w for w in extract_windows(signals[1], FeatureConfig(pitch=True, deltas=True), VadConfig()) if w.is_speech
+    ]
+    assert both.shape[0] == len(plain) + len(speech) and len(speech) > 0
+    np.testing.assert_array_equal(both[: len(plain)], plain)
+    padded = np.concatenate([signals[1], np.zeros(cfg.window_samples, dtype=np.float32)])
+    end = speech[0].index * cfg.window_hop_samples + cfg.window_samples
+    expected = student_input(VoiceEncoder(VoiceConfig()).mel(padded[end - BLOCK_SAMPLES : end]))
+    np.testing.assert_allclose(both[len(plain)].astype(np.float32), expected, atol=0.02)
+    again = _record_job((str(ANGRY), cfg.to_dict(), "wideband", "log_mel", aug.to_dict(), []))
+    np.testing.assert_array_equal(again, both)  # the copy is the same on every run (seeded per clip and copy)
 
 
 def test_float16_student_is_its_network_in_float() -> None:

@@ -138,18 +138,34 @@ def clip_audio(path: str, rate_hz: int, channel: str) -> npt.NDArray[np.float32]
     return telephone(audio, rate_hz, law="mulaw") if channel == "g711" else audio
 
 
-def _extract_job(job: Job) -> list[tuple[Any, Any]]:
-    """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
-    path, fdict, vdict, adict, channel, babble_paths = job
-    fcfg = FeatureConfig.from_dict(fdict)
-    vcfg = VadConfig.from_dict(vdict)
-    aug = augment_config_from_dict(adict)
-    audio = clip_audio(path, fcfg.sample_rate_hz, channel)
+def clip_signals(
+    path: str, rate_hz: int, aug: AugmentConfig, channel: str, babble: Sequence[Sequence[str]]
+) -> list[npt.NDArray[np.float32]]:
+    """A clip's samples (through the telephone channel when ``channel="g711"``), then each of its ``aug.copies``
+    augmented copies (deterministic: the seed, the clip's file name and the copy number); ``babble_paths``: per
+    copy, the other speakers' clips whose voices make its ``babble`` (:func:`babble_paths`)."""
+    audio = clip_audio(path, rate_hz, channel)
     key = Path(path).name
     signals = [audio]
     for k in range(1, aug.copies + 1):
-        talkers = [load_mono(p, fcfg.sample_rate_hz) for p in babble_paths[k - 1]] if babble_paths else []
-        signals.append(augment(audio, fcfg.sample_rate_hz, aug, clip_rng(aug, key, k), talkers))
+        talkers = [load_mono(p, rate_hz) for p in babble[k - 1]] if babble else []
+        signals.append(augment(audio, rate_hz, aug, clip_rng(aug, key, k), talkers))
+    return signals
+
+
+def babble_paths(clips: Sequence[Clip], aug: AugmentConfig) -> list[list[list[str]]]:
+    """Per clip and augmented copy, the paths of the clips whose voices make its babble (none without babble)."""
+    wants_babble = aug.copies > 0 and aug.noise_prob > 0 and aug.babble_share > 0
+    picks = babble_picks([c.speaker for c in clips], aug) if wants_babble else [[] for _ in clips]
+    return [[[str(clips[j].path) for j in copy] for copy in mine] for mine in picks]
+
+
+def _extract_job(job: Job) -> list[tuple[Any, Any]]:
+    """Worker: the (features, is_speech) arrays of one clip and of each of its augmented copies."""
+    path, fdict, vdict, adict, channel, babble = job
+    fcfg = FeatureConfig.from_dict(fdict)
+    vcfg = VadConfig.from_dict(vdict)
+    signals = clip_signals(path, fcfg.sample_rate_hz, augment_config_from_dict(adict), channel, babble)
     extractor = _extractor(fcfg, vcfg)
     out = []
     for sig in signals:
@@ -190,18 +206,9 @@ def build_windows(
     if cached is not None and cached.is_file():
         with np.load(cached) as data:
             return WindowSet(clips, data["features"], data["is_speech"], data["clip_index"], data["copy"])
-    wants_babble = aug.copies > 0 and aug.noise_prob > 0 and aug.babble_share > 0
-    picks = babble_picks([c.speaker for c in clips], aug) if wants_babble else [[] for _ in clips]
     jobs: list[Job] = [
-        (
-            str(c.path),
-            feature_cfg.to_dict(),
-            vad_cfg.to_dict(),
-            aug.to_dict(),
-            channel,
-            [[str(clips[j].path) for j in copy] for copy in mine],
-        )
-        for c, mine in zip(clips, picks, strict=True)
+        (str(c.path), feature_cfg.to_dict(), vad_cfg.to_dict(), aug.to_dict(), channel, babble)
+        for c, babble in zip(clips, babble_paths(clips, aug), strict=True)
     ]
     results: list[list[tuple[Any, Any]]] = []
     if workers > 1:

@@ -64,9 +64,10 @@ from emostream.frontend.voice import (
 from emostream.frontend.voice_student import STUDENT_INPUTS, StudentRunner, student_input
 from emostream.frontend.windowing import WindowExtractor
 from emostream.inference.tflite import sha256_hex
+from emostream.train.augment import AugmentConfig, augment_config_from_dict
 from emostream.train.cli import corpus_folders, parse_layer_means
 from emostream.train.corpora import Clip, get
-from emostream.train.dataset import Channel, build_windows, clip_audio
+from emostream.train.dataset import Channel, babble_paths, build_windows, clip_signals
 from emostream.train.export import representative_sample, to_tflite
 from emostream.train.models import import_keras
 from emostream.train.ravdess import list_clips
@@ -124,16 +125,20 @@ class _MelRecorder(VoiceEncoder):
         return np.zeros(self.config.dim, dtype=np.float32)
 
 
-def _record_job(job: tuple[str, dict[str, Any], str, str]) -> npt.NDArray[np.float16]:
-    """Worker: the student inputs (float16, of kind ``job[3]``) of one clip's speech windows, in window order."""
-    path, fdict, channel, input_kind = job
+RecordJob = tuple[str, dict[str, Any], str, str, dict[str, Any], list[list[str]]]
+
+
+def _record_job(job: RecordJob) -> npt.NDArray[np.float16]:
+    """Worker: the student inputs (float16, of kind ``job[3]``) of one clip's speech windows, then those of each
+    of its augmented copies (``job[4]``, babble from ``job[5]``), in the feature cache's window order."""
+    path, fdict, channel, input_kind, adict, babble = job
     cfg = FeatureConfig.from_dict(fdict)
     recorder = _recorder(cfg, input_kind)
-    audio = clip_audio(path, cfg.sample_rate_hz, channel)
     recorder.blocks.clear()
-    extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
-    extractor.process(audio)
-    extractor.flush()
+    for audio in clip_signals(path, cfg.sample_rate_hz, augment_config_from_dict(adict), channel, babble):
+        extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
+        extractor.process(audio)
+        extractor.flush()
     if not recorder.blocks:
         return np.zeros((0, BLOCK_FRAMES, MEL_BANDS), dtype=np.float16)
     return np.stack(recorder.blocks)
@@ -153,19 +158,25 @@ def distillation_set(
     workers: int,
     input_kind: str = "log_mel",
     layer_means: tuple[int, ...] = (),
+    aug: AugmentConfig | None = None,
 ) -> tuple[npt.NDArray[np.float16], F32, npt.NDArray[np.int32]]:
     """(student inputs (n, 160, 40) float16, LSTM targets (n, 256 * (1 + len(layer_means))) float32, speaker
-    of each window (n,) int32) of ``clips``' speech windows, wideband and through G.711: the embedding, then the
-    time means of the ``layer_means`` LSTM layers (as the ``--voice-layer-means`` front-end caches them);
-    ``input_kind``: :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
+    of each window (n,) int32) of ``clips``' speech windows, wideband (with ``aug``'s augmented copies, as the
+    emotion models' ``--augment-copies`` makes them) and through G.711: the embedding, then the time means of
+    the ``layer_means`` LSTM layers (as the ``--voice-layer-means`` front-end caches them); ``input_kind``:
+    :data:`~emostream.frontend.voice_student.STUDENT_INPUTS`."""
     cfg = feature_config_for("resnet_mlp", voice=True, voice_layer_means=layer_means)
     dim = VOICE_DIM * (1 + len(layer_means))
     inputs, targets, speakers = [], [], []
     actors = np.array([c.actor for c in clips], dtype=np.int32)
     for channel in CHANNELS:
-        wset = build_windows(clips, cfg, VadConfig(), channel=channel, cache_dir=cache_dir, workers=workers)
-        keep = wset.is_speech & (wset.copy == 0)
-        jobs = [(str(c.path), cfg.to_dict(), channel, input_kind) for c in clips]
+        copies = (aug or AugmentConfig()) if channel == "wideband" else AugmentConfig()
+        wset = build_windows(clips, cfg, VadConfig(), aug=copies, channel=channel, cache_dir=cache_dir, workers=workers)
+        keep = wset.is_speech
+        jobs: list[RecordJob] = [
+            (str(c.path), cfg.to_dict(), channel, input_kind, copies.to_dict(), babble)
+            for c, babble in zip(clips, babble_paths(clips, copies), strict=True)
+        ]
         if workers > 1:
             bound_math_threads()
             with mp.get_context("spawn").Pool(workers) as pool:
@@ -383,9 +394,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="batches of 4 speakers x 32 windows; the loss adds W x the distance with each speaker's batch mean "
         "taken off outputs and targets (default 0: off)",
     )
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also distil on N augmented copies of each clip (tempo, pitch, room, noise/babble, phone line, level, "
+        "as the emotion models' --augment-copies; the LSTM's targets are extracted for them on first use)",
+    )
     parser.add_argument("--cache", default="cache", help="feature cache folder ('' = none)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    aug = AugmentConfig(copies=args.augment_copies)
     layer_means = parse_layer_means(args.layer_means, "--layer-means")
     cfg = StudentConfig(
         epochs=args.epochs, seed=args.seed, precision=args.precision, speaker_centred_weight=args.speaker_centred
@@ -401,9 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     xs, ts, speakers = [], [], []
     for name, clips in used.items():
         x, t, who = distillation_set(
-            clips, cache_dir=cache, workers=args.workers, input_kind=args.input, layer_means=layer_means
+            clips, cache_dir=cache, workers=args.workers, input_kind=args.input, layer_means=layer_means, aug=aug
         )
-        print(f"{name}: {len(x)} speech windows (wideband + G.711)", flush=True)
+        print(f"{name}: {len(x)} speech windows (wideband, {aug.copies} augmented copies, G.711)", flush=True)
         xs.append(x)
         ts.append(t)
         speakers.append(who)
@@ -436,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "corpora": {n: len(c) for n, c in used.items()},
         "left_out": args.leave_out,
         "windows": len(x_all),
+        **({"augmentation": aug.to_dict()} if aug.copies else {}),
         "config": {
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
