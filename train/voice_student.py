@@ -26,8 +26,11 @@ mel's floor; tried for v7 and not adopted (docs/results.md, docs/stability.md).
 set (mean squared error added to the loss) so that both heads share the int8 output's scale; the
 runtime hands them on as they come (the emotion model normalises its inputs). ``--speaker-centred W``
 trains on batches of 4 speakers x 32 windows and adds W times the same loss on outputs and targets
-with each speaker's batch mean taken off. Both were tried for ``accurate`` and not shipped
-(docs/results.md, "Trial: a voice student for `accurate`").
+with each speaker's batch mean taken off. ``--augment-copies N`` distils on N augmented copies of
+every wideband clip as well (the emotion models' augmentation: tempo, pitch, room, noise and babble,
+phone line, level; the LSTM's targets are extracted for the copies into the feature cache). All
+three were tried for ``accurate`` and not shipped (docs/results.md, "Trial: a voice student for
+`accurate`").
 
 Beside ``FILE.tflite`` a ``FILE.json`` records the corpora, windows, epochs, seed, precision,
 layer means, cosines (and the layer means' R^2) and the file's sha256, and ``FILE.keras`` keeps the
