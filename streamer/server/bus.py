@@ -32,9 +32,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry  # the asyncio client's own (a sync Retry is converted, with a warning)
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from emostream.server.bus_config import BusConfig, safe_url
 from emostream.server.events import EventHub
