@@ -329,6 +329,10 @@ def test_a_phone_line_model_trains_and_tests_on_the_g711_round_trips(monkeypatch
     spec = dataclasses.replace(_spec_for_sets(), channel="g711")
     wset, g711 = _load_sets(spec, _Progress(), ("loco",))  # type: ignore[arg-type]
     assert wset is phone and g711 is None
+    from emostream.train.run import loco_note
+
+    assert loco_note(spec).startswith("A phone-line model (--channel g711)")  # type: ignore[arg-type]
+    assert loco_note(dataclasses.replace(spec, channel="wideband")).startswith("leave one corpus out")  # type: ignore[arg-type]
     wset, g711 = _load_sets(dataclasses.replace(spec, channel="wideband", telephone_copy=True), _Progress(), ("loco",))  # type: ignore[arg-type]
     assert g711 is phone and wset.copy.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 

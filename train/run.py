@@ -538,6 +538,18 @@ LOCO_NOTE = (
 )
 
 
+def loco_note(spec: RunSpec) -> str:
+    """The loco report's note; a phone-line model's (``--channel g711``) says its figures are all the phone line's."""
+    seconds = spec.calibration.eval_seconds if spec.calibration is not None else 60.0
+    note = LOCO_NOTE.format(seconds=seconds)
+    if spec.channel == "g711":
+        note = (
+            "A phone-line model (--channel g711): trained, validated and tested on every clip's G.711 mu-law round "
+            "trip, so the figures without suffix are the phone line's. " + note
+        )
+    return note
+
+
 def _write_loco(
     spec: RunSpec, wset: WindowSet, split_results: list[SplitResult], out: Path
 ) -> dict[str, dict[str, Any]]:
@@ -561,7 +573,7 @@ def _write_loco(
     extra = {
         "corpora": per,
         "uncertain": _uncertain_summary(split_results, ("int8", "int8_0s")),
-        "note": LOCO_NOTE.format(seconds=calib.eval_seconds),
+        "note": loco_note(spec),
         "arousal_note": AROUSAL_NOTE,
         "model": "int8 TFLite",
         "family": spec.train.family,
@@ -587,7 +599,7 @@ def _write_loco(
     for name, figs in [*per.items(), ("**mean**", mean)]:
         cells = " | ".join(f"{figs[k]:.3f}" if k in figs else "-" for k in keys)
         lines.append(f"| {name} | {cells} |")
-    lines += ["", LOCO_NOTE.format(seconds=calib.eval_seconds), ""]
+    lines += ["", loco_note(spec), ""]
     (out / "loco.md").write_text("\n".join(lines), encoding="utf-8")
     return {"loco": {"protocol": "loco", "mean": mean, "folds": [], **extra}}
 
