@@ -142,8 +142,8 @@ def clip_signals(
     path: str, rate_hz: int, aug: AugmentConfig, channel: str, babble: Sequence[Sequence[str]]
 ) -> list[npt.NDArray[np.float32]]:
     """A clip's samples (through the telephone channel when ``channel="g711"``), then each of its ``aug.copies``
-    augmented copies (deterministic: the seed, the clip's file name and the copy number); ``babble_paths``: per
-    copy, the other speakers' clips whose voices make its ``babble`` (:func:`babble_paths`)."""
+    augmented copies (deterministic: the seed, the clip's file name and the copy number); ``babble``: per copy,
+    the paths of the other speakers' clips whose voices make its babble (:func:`babble_paths`)."""
     audio = clip_audio(path, rate_hz, channel)
     key = Path(path).name
     signals = [audio]

@@ -429,9 +429,9 @@ def trainable_clips(wset: WindowSet, train_sentences: dict[str, tuple[str, ...]]
             raise ConfigError(
                 f"--train-sentences {corpus}=...: no clip of {corpus!r} in the data; add it with --corpus {corpus}=DIR"
             )
-        found = sorted({c.sentence for c, m in zip(wset.clips, mine, strict=True) if m})
         keep = np.array([c.sentence in sentences for c in wset.clips], dtype=bool)
         if not (keep & mine).any():
+            found = sorted({c.sentence for c, m in zip(wset.clips, mine, strict=True) if m})
             raise ConfigError(
                 f"--train-sentences {corpus}={','.join(sentences)}: no clip of {corpus!r} has these sentence ids; "
                 f"its sentence ids are {', '.join(found)}"

@@ -138,8 +138,9 @@ def _record_job(job: RecordJob) -> npt.NDArray[np.float16]:
     cfg = FeatureConfig.from_dict(fdict)
     recorder = _recorder(cfg, input_kind)
     recorder.blocks.clear()
+    extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
     for audio in clip_signals(path, cfg.sample_rate_hz, augment_config_from_dict(adict), channel, babble):
-        extractor = WindowExtractor(cfg, VadConfig(), voice_encoder=recorder)
+        extractor.reset()  # a fresh stream per signal, as the feature cache's extraction reads it
         extractor.process(audio)
         extractor.flush()
     if not recorder.blocks:
