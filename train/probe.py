@@ -19,7 +19,9 @@ Prints one line per classifier; ``--columns`` drops feature groups (e.g. ``no_ch
 ``--voice-encoder`` adds the voice encoder's embedding (``voice_only`` / ``no_voice`` pick its part),
 ``--voice-layer-means 2,3`` the time means of its LSTM layers 2 and 3 (``no_layer_means`` leaves them out);
 ``--egemaps`` adds openSMILE's eGeMAPS v02 functionals of each whole clip (88 columns, each speaker z-scored, the
-same values on every window of the clip; ``egemaps_only`` / ``no_egemaps`` pick its part; needs the ``bench`` extra).
+same values on every window of the clip; ``egemaps_only`` / ``no_egemaps`` pick its part; needs the ``bench`` extra);
+``--whisper DIR`` adds a Whisper encoder's statistics per clip the same way (:mod:`emostream.train.whisper_probe`;
+``whisper_only`` / ``no_whisper``).
 ``--only arousal_classes`` prints, per held-out corpus, the share of each label's clips that a high / low arousal
 classifier trained on the other corpora reads as high (which labels a corpus voices against the arousal mapping).
 """
@@ -62,6 +64,8 @@ COLUMN_SETS: dict[str, Callable[[str], bool]] = {
     "no_layer_means": lambda name: not name.startswith("voice_l"),
     "egemaps_only": lambda name: name.startswith("egemaps_"),
     "no_egemaps": lambda name: not name.startswith("egemaps_"),
+    "whisper_only": lambda name: name.startswith("whisper_"),
+    "no_whisper": lambda name: not name.startswith("whisper_"),
 }
 
 
@@ -285,6 +289,23 @@ def _load_all(args: argparse.Namespace, layers: tuple[int, ...]) -> dict[str, Co
         extra = {name: egemaps_functionals(clips, cache) for name, clips in parts.items()}
         data = {k: with_clip_columns(v, parts[k], extra[k][0]) for k, v in data.items()}
         names = [*names, *next(iter(extra.values()))[1]]
+    if args.whisper is not None:
+        from emostream.train.whisper_probe import encoder_statistics  # noqa: PLC0415
+
+        chunk_ms = args.whisper_chunk_ms or None
+        stats = {
+            name: encoder_statistics(clips, args.whisper, cache, chunk_ms=chunk_ms) for name, clips in parts.items()
+        }
+        wanted = {f"whisper_l{tag}_" for tag in args.whisper_layers.split(",") if tag}
+        all_names = next(iter(stats.values()))[1]
+        keep = np.array([any(n.startswith(w) for w in wanted) for n in all_names], dtype=bool)
+        if not keep.any():
+            raise ConfigError(
+                f"--whisper-layers {args.whisper_layers!r} names no layer; expected some of "
+                + ", ".join(sorted({n.split("_")[1][1:] for n in all_names}))
+            )
+        data = {k: with_clip_columns(v, parts[k], stats[k][0][:, keep]) for k, v in data.items()}
+        names = [*names, *[n for n, k in zip(all_names, keep, strict=True) if k]]
     cols = np.array([COLUMN_SETS[args.columns](n) for n in names], dtype=bool)
     return {k: CorpusWindows(v.x[:, cols], v.clip, v.labels) for k, v in data.items()}
 
@@ -322,6 +343,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--egemaps", action="store_true", help="add openSMILE's eGeMAPS v02 functionals of each clip (bench extra)"
+    )
+    parser.add_argument(
+        "--whisper",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="add the mean and std of a Whisper encoder's layers over each clip's speech (a CTranslate2 model "
+        "folder; emostream.train.whisper_probe)",
+    )
+    parser.add_argument(
+        "--whisper-layers", default="post", metavar="LAYERS", help="with --whisper: e.g. 2,4,post (default post)"
+    )
+    parser.add_argument(
+        "--whisper-chunk-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="with --whisper: encode each MS of a clip on its own, as a stream would (0 = the whole clip)",
     )
     args = parser.parse_args(argv)
     try:

@@ -192,11 +192,14 @@ def _slaney_mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return hz
 
 
-def mel_filterbank() -> npt.NDArray[np.float64]:
-    """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=40)``: Slaney scale and area norm, (40, 201)."""
+def mel_filterbank(n_mels: int = MEL_BANDS) -> npt.NDArray[np.float64]:
+    """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=n_mels)``: Slaney scale and area norm, (n_mels, 201).
+
+    The encoder's 40 bands by default (Whisper's log-mel front-end uses the same filters with 80).
+    """
     freqs = np.linspace(0.0, SAMPLE_RATE_HZ / 2, FRAME_SAMPLES // 2 + 1)
     low_mel, high_mel = _slaney_hz_to_mel(np.array([0.0, SAMPLE_RATE_HZ / 2]))
-    edges = _slaney_mel_to_hz(np.linspace(low_mel, high_mel, MEL_BANDS + 2))
+    edges = _slaney_mel_to_hz(np.linspace(low_mel, high_mel, n_mels + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
