@@ -392,6 +392,18 @@ def _embed_one(net: _Lstm, mel: FloatArray, layer_means: tuple[int, ...] = ()) -
     return out
 
 
+def _frame_rows(x: FloatArray, n: int) -> FloatArray:
+    """The ``n`` frames of :data:`FRAME_SAMPLES` samples every :data:`HOP_SAMPLES` of ``x``: (n, 400) float32, a
+    read-only strided view (what ``sliding_window_view(x, 400)[::160]`` gives, without its Python layers)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.size < (n - 1) * HOP_SAMPLES + FRAME_SAMPLES:
+        raise ValueError(f"{x.size} samples hold fewer than {n} frames")
+    step = x.itemsize
+    view: FloatArray = np.ndarray((n, FRAME_SAMPLES), np.float32, buffer=x, strides=(step * HOP_SAMPLES, step))
+    view.flags.writeable = False
+    return view
+
+
 class VoiceEncoder:
     """The encoder of one stream: ``process(block, end_sample=...)`` -> (``config.dim``,) float32.
 
@@ -439,6 +451,7 @@ class VoiceEncoder:
         self._imag = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
         self._spectrum = np.empty((BLOCK_FRAMES, bins), dtype=np.complex64) if _RFFT_HAS_OUT else None
         self._frame_mel = np.empty((BLOCK_FRAMES, MEL_BANDS), dtype=np.float32)  # the last block's, before the level
+        self._squares = np.empty(BLOCK_SAMPLES, dtype=np.float64)  # the block's squared samples, for its RMS
         self._frame_mel_end: int | None = None  # stream sample index where that block ended
         self.embeddings_computed = 0
         self.mel_frames_computed = 0
@@ -472,14 +485,16 @@ class VoiceEncoder:
             self.mel_frames_computed += new
         self._frame_mel_end = end_sample
         mel: FloatArray = self._frame_mel.copy()
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+        # np.mean of the float64 squares: the same sum (add.reduce) and division, into a kept buffer, no wrapper
+        squares = np.square(x, dtype=np.float64, out=self._squares)
+        rms = float(np.sqrt(np.add.reduce(squares) / BLOCK_SAMPLES))
         if 0.0 < rms < self._target_rms:
             mel *= np.float32((self._target_rms / rms) ** 2)
         return mel
 
     def _mel_frames(self, x: FloatArray, n: int) -> FloatArray:
         """The mel power (n, 40) float32 of the ``n`` frames of ``x`` ((n - 1) * 160 + 400 samples), no level."""
-        frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
+        frames = _frame_rows(x, n)
         # The same arithmetic as (rfft(frames * window).real ** 2 + ... imag ** 2).astype(float32), in
         # buffers kept between blocks: fresh 0.25-0.5 MB temporaries cost as much in page faults
         # (system time) as the arithmetic itself.
