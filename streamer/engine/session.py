@@ -156,9 +156,9 @@ class Session:
         # Pipelines get the audio in chunks of at most MAX_CHUNK_S (4 s: a file's whole block), so the VAD
         # and the STFT frames of all the windows a block completes run in one call each instead of once per
         # window (the STFT in batches of at most 128 frames into kept buffers: its temporaries stay bounded).
-        # Against 0.25 s chunks on a 600 s file: 6 % fewer instructions, 60 % fewer page faults and about a
-        # fifth less CPU (docs/performance.md, issue 16's fifteenth round). The windows are the same whatever
-        # the chunks (stream == batch).
+        # Against 0.25 s chunks, the whole CLI on the looped demo: 6 % fewer instructions (309 s), 60 % fewer
+        # page faults and about a fifth less CPU (617 s; docs/performance.md, issue 16's fifteenth round).
+        # The windows are the same whatever the chunks (stream == batch).
         hops: list[HopResult] = []
         chunk = self._chunk
         for pipeline, meter in zip(self.pipelines, self._meters, strict=True):
