@@ -160,6 +160,24 @@ def test_mel_in_kept_buffers_is_the_plain_arithmetic(encoder: VoiceEncoder) -> N
         np.testing.assert_array_equal(encoder.mel(block), expected)
 
 
+def test_the_level_of_overlapping_blocks_is_the_plain_formulas_bit_for_bit() -> None:
+    """Blocks of one stream reuse the squares of the samples they share (issue 16): each block's RMS, and so
+    its level factor, is still np.mean's of its own squares, across gaps, misaligned ends, resets and the
+    ring's moves."""
+    rng = np.random.default_rng(16)
+    audio = (rng.standard_normal(40 * BLOCK_SAMPLES) * rng.uniform(1e-4, 0.5)).astype(np.float32)
+    encoder = VoiceEncoder(VoiceConfig())
+    ends = [BLOCK_SAMPLES + 8000 * i for i in range(30)] + [BLOCK_SAMPLES * 30, BLOCK_SAMPLES * 30 + 80]
+    ends += [BLOCK_SAMPLES * 30 + 80, BLOCK_SAMPLES * 31, None, BLOCK_SAMPLES * 35, BLOCK_SAMPLES * 35 + 8000]
+    previous = None
+    for end in ends:  # None: a new stream
+        if end is not None:
+            block = audio[end - BLOCK_SAMPLES : end]
+            expected = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
+            assert encoder._rms(block, None if previous is None else end - previous) == expected
+        previous = end
+
+
 def test_overlapping_blocks_reuse_their_shared_mel_frames() -> None:
     """Blocks 0.5 s apart share 110 of 160 frames: only the 50 new ones are computed, and the mel is the
     whole block's to float32 rounding; a gap, a misaligned end or a reset computes every frame."""

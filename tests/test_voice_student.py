@@ -14,7 +14,7 @@ from emostream.errors import ConfigError, ModelError
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import BLOCK_SAMPLES, VOICE_DIM, VoiceConfig, VoiceEncoder, check_voice_files
-from emostream.frontend.voice_student import StudentRunner, student_input
+from emostream.frontend.voice_student import StudentRunner, student_input, unit_rows
 from emostream.frontend.windowing import extract_windows
 from emostream.inference.tflite import sha256_hex
 
@@ -61,6 +61,21 @@ def test_the_encoder_runs_the_student_on_the_blocks_mel(student_file: Path) -> N
     assert got.shape == (VOICE_DIM,) and got.dtype == np.float32
     assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
     assert encoder._net is None  # the LSTM is not loaded when a student runs
+
+
+def test_unit_rows_is_the_old_formula_bit_for_bit() -> None:
+    """unit_rows uses the ufuncs under np.linalg.norm and np.where (issue 16): the same bytes, zero and NaN rows too."""
+    rng = np.random.default_rng(16)
+    for trial in range(60):
+        x = (rng.standard_normal((int(rng.integers(1, 4)), 256)) * 10.0 ** rng.uniform(-15, 15)).astype(np.float32)
+        if trial % 5 == 0:
+            x[0] = 0.0
+        if trial % 7 == 0:
+            x[-1, 3] = np.nan
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        expected = (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+        got = unit_rows(x)
+        assert got.dtype == np.float32 and got.tobytes() == expected.tobytes()
 
 
 def test_student_input_is_the_log_mel() -> None:

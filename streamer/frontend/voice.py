@@ -395,6 +395,21 @@ def _embed_one(net: _Lstm, mel: FloatArray, layer_means: tuple[int, ...] = ()) -
     return out
 
 
+_SQUARES_BLOCKS = 4  # the ring of squared samples holds this many blocks' worth (moves once per 3 of room)
+
+
+def _frame_rows(x: FloatArray, n: int) -> FloatArray:
+    """The ``n`` frames of :data:`FRAME_SAMPLES` samples every :data:`HOP_SAMPLES` of ``x``: (n, 400) float32, a
+    read-only strided view (what ``sliding_window_view(x, 400)[::160]`` gives, without its Python layers)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.size < (n - 1) * HOP_SAMPLES + FRAME_SAMPLES:
+        raise ValueError(f"{x.size} samples hold fewer than {n} frames")
+    step = x.itemsize
+    view: FloatArray = np.ndarray((n, FRAME_SAMPLES), np.float32, buffer=x, strides=(step * HOP_SAMPLES, step))
+    view.flags.writeable = False
+    return view
+
+
 class VoiceEncoder:
     """The encoder of one stream: ``process(block, end_sample=...)`` -> (``config.dim``,) float32.
 
@@ -442,6 +457,10 @@ class VoiceEncoder:
         self._imag = np.empty((BLOCK_FRAMES, bins), dtype=np.float32)
         self._spectrum = np.empty((BLOCK_FRAMES, bins), dtype=np.complex64) if _RFFT_HAS_OUT else None
         self._frame_mel = np.empty((BLOCK_FRAMES, MEL_BANDS), dtype=np.float32)  # the last block's, before the level
+        # the blocks' squared samples, for their RMS: a block's squares are a slice of this ring, and the next
+        # block's shared samples keep theirs (moved to the front when the ring is full)
+        self._squares = np.empty(_SQUARES_BLOCKS * BLOCK_SAMPLES, dtype=np.float64)
+        self._squares_at = 0  # where the last block's squares start in the ring
         self._frame_mel_end: int | None = None  # stream sample index where that block ended
         self.embeddings_computed = 0
         self.mel_frames_computed = 0
@@ -455,7 +474,8 @@ class VoiceEncoder:
 
         ``end_sample``: the block's end as a sample index of the stream this encoder serves. A block
         that ends a multiple of :data:`HOP_SAMPLES` after the previous one shares frames with it
-        (windows 0.5 s apart share 110 of 160) and only its new frames are computed. A frame's mel
+        (windows 0.5 s apart share 110 of 160) and only its new frames are computed (and only its new
+        samples are squared for its level, which stays the same bits). A frame's mel
         may then differ from the whole block's product in the last bit of float32 (BLAS sums a
         different number of rows at once); the same stream gives the same blocks either way.
         """
@@ -463,8 +483,9 @@ class VoiceEncoder:
         if x.size != BLOCK_SAMPLES:
             raise ValueError(f"voice block has {x.size} samples; expected {BLOCK_SAMPLES}")
         kept = 0
-        if end_sample is not None and self._frame_mel_end is not None:
-            shift, rest = divmod(end_sample - self._frame_mel_end, HOP_SAMPLES)
+        moved = None if end_sample is None or self._frame_mel_end is None else end_sample - self._frame_mel_end
+        if moved is not None:
+            shift, rest = divmod(moved, HOP_SAMPLES)
             if rest == 0 and 0 <= shift < BLOCK_FRAMES:
                 kept = BLOCK_FRAMES - shift
                 if shift:
@@ -475,14 +496,35 @@ class VoiceEncoder:
             self.mel_frames_computed += new
         self._frame_mel_end = end_sample
         mel: FloatArray = self._frame_mel.copy()
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+        rms = self._rms(x, moved)
         if 0.0 < rms < self._target_rms:
             mel *= np.float32((self._target_rms / rms) ** 2)
         return mel
 
+    def _rms(self, x: FloatArray, moved: int | None) -> float:
+        """RMS of the block ``x`` (float32, (BLOCK_SAMPLES,)), as ``np.sqrt(np.mean(np.square(x, dtype=np.float64)))``.
+
+        ``moved``: samples this block ends after the last one of the same stream (None: unrelated); the
+        squares of the samples the two share are the last block's. The float64 squares are summed as one
+        contiguous run with ``add.reduce`` and divided by the count, as ``np.mean`` does: the same bits.
+        """
+        ring = self._squares
+        if moved is None or not 0 <= moved < BLOCK_SAMPLES:
+            start, fresh = 0, BLOCK_SAMPLES  # every sample's square
+        else:
+            start, fresh = self._squares_at + moved, moved
+            if start + BLOCK_SAMPLES > ring.size:  # full: the shared squares to the front
+                ring[: BLOCK_SAMPLES - moved] = ring[start : start + BLOCK_SAMPLES - moved]
+                start = 0
+        self._squares_at = start
+        squares = ring[start : start + BLOCK_SAMPLES]
+        if fresh:
+            np.square(x[BLOCK_SAMPLES - fresh :], dtype=np.float64, out=squares[BLOCK_SAMPLES - fresh :])
+        return float(np.sqrt(np.add.reduce(squares) / BLOCK_SAMPLES))
+
     def _mel_frames(self, x: FloatArray, n: int) -> FloatArray:
         """The mel power (n, 40) float32 of the ``n`` frames of ``x`` ((n - 1) * 160 + 400 samples), no level."""
-        frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_SAMPLES)[::HOP_SAMPLES]
+        frames = _frame_rows(x, n)
         # The same arithmetic as (rfft(frames * window).real ** 2 + ... imag ** 2).astype(float32), in
         # buffers kept between blocks: fresh 0.25-0.5 MB temporaries cost as much in page faults
         # (system time) as the arithmetic itself.

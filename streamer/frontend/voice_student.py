@@ -43,9 +43,15 @@ def student_input(mel: npt.ArrayLike, kind: str = "log_mel") -> FloatArray:
 
 
 def unit_rows(x: FloatArray) -> FloatArray:
-    """Each row scaled to L2 norm 1 (rows of zeros stay zero), float32."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: FloatArray = (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    """Each row scaled to L2 norm 1 (rows of zeros stay zero), float32 of ``x``'s shape (float32, (..., n)).
+
+    The norm is ``np.linalg.norm(x, axis=-1, keepdims=True)``'s own arithmetic for real input (the squares
+    summed with ``add.reduce``, then the root), without its Python layers; a new array is returned.
+    """
+    norm = np.add.reduce(np.multiply(x, x), axis=-1, keepdims=True)
+    np.sqrt(norm, out=norm)
+    norm[~(norm > 0)] = 1.0  # np.where(norm > 0, norm, 1.0)
+    out: FloatArray = np.divide(x, norm).astype(np.float32, copy=False)
     return out
 
 
