@@ -52,3 +52,46 @@ def test_family_front_ends_default_to_pitch_and_deltas_and_legacy_restores_the_o
     assert sizes[("cnn", False)] == (42, True, False)
     assert sizes[("resnet_mlp", True)] == (90, False, False)
     assert sizes[("cnn", True)] == (40, False, False)
+
+
+def test_whisper_flags_fuse_the_whisper_statistics_and_are_refused_where_they_cannot_apply(tmp_path):
+    import pytest
+
+    from emostream.errors import ConfigError
+    from emostream.frontend.features import summary_feature_names
+    from emostream.frontend.whisper import WhisperConfig
+    from emostream.train.cli import _spec
+    from emostream.train.dataset import cache_key
+
+    def features(*flags: str):
+        return _spec(build_parser().parse_args(["evaluate", "--data", str(tmp_path), "--out", "R", *flags])).features
+
+    plain = features()
+    assert plain.whisper is None
+    cfg = features("--whisper-layers", "2,3", "--whisper-chunk-ms", "100")
+    assert cfg.whisper == WhisperConfig(layers=(2, 3), chunk_ms=100.0)
+    assert len(summary_feature_names(cfg)) == 115 + 2 * 2 * 384
+    assert cache_key([], cfg, plain_vad(), plain_aug(), "wideband") != cache_key(
+        [], plain, plain_vad(), plain_aug(), "wideband"
+    )
+    for flags, fragment in (
+        (["--whisper-layers", "2", "--model", "cnn"], "--model cnn"),
+        (["--whisper-chunk-ms", "1000"], "needs --whisper-layers"),
+        (["--whisper-layers", "two"], "comma-separated"),
+        (["--whisper-layers", "5"], "from 1 to 4"),
+        (["--whisper-layers", "2", "--whisper-chunk-ms", "300"], "whole multiple"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            features(*flags)
+
+
+def plain_vad():
+    from emostream.frontend.vad import VadConfig
+
+    return VadConfig()
+
+
+def plain_aug():
+    from emostream.train.augment import AugmentConfig
+
+    return AugmentConfig()

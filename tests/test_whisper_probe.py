@@ -9,14 +9,8 @@ import pytest
 
 from emostream.errors import ConfigError
 from emostream.frontend.voice import mel_filterbank
-from emostream.train.whisper_probe import (
-    ENCODER_HOP_SAMPLES,
-    N_MELS,
-    SAMPLE_RATE_HZ,
-    encoder_statistics,
-    speech_rows,
-    whisper_log_mel,
-)
+from emostream.frontend.whisper import N_MELS, SAMPLE_RATE_HZ, whisper_log_mel
+from emostream.train.whisper_probe import ENCODER_HOP_SAMPLES, encoder_statistics, speech_rows
 
 RATE = SAMPLE_RATE_HZ
 

@@ -97,6 +97,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "emostream.train.voice_student) in the encoder's place; a file in models/voice_encoder/ is recorded by name",
     )
     p.add_argument(
+        "--whisper-layers",
+        default="",
+        metavar="LAYERS",
+        help="fuse the mean and std of these Whisper tiny.en encoder blocks' rows over each speech window into the "
+        "summary input, e.g. 2,3 (1-4; +768 inputs each; models/whisper_encoder/README.md; default off)",
+    )
+    p.add_argument(
+        "--whisper-chunk-ms",
+        type=float,
+        default=500.0,
+        metavar="MS",
+        help="with --whisper-layers: encode the stream in chunks of MS, each on its own (a multiple of 20 ms that "
+        "divides --window-ms and --hop-ms; default 500)",
+    )
+    p.add_argument(
         "--song",
         default=None,
         metavar="DIR",
@@ -242,6 +257,8 @@ def _spec(args: argparse.Namespace) -> Any:
             voice_student=_voice_student(args),
             voice_layer_means=voice_layer_means(args),
             voice_speech_lookback_ms=args.voice_speech_lookback_ms,
+            whisper_layers=whisper_layers(args),
+            whisper_chunk_ms=args.whisper_chunk_ms,
         ),
         vad=VadConfig(aggressiveness=args.vad_aggressiveness),
         augment=AugmentConfig(copies=args.augment_copies, seed=args.seed, telephone_prob=args.telephone_prob),
@@ -298,6 +315,22 @@ def voice_layer_means(args: argparse.Namespace) -> tuple[int, ...]:
     if not args.voice_encoder:
         raise ConfigError(f"--voice-layer-means {text} needs --voice-encoder (the layers are the encoder's LSTM's)")
     return parse_layer_means(text, "--voice-layer-means")
+
+
+def whisper_layers(args: argparse.Namespace) -> tuple[int, ...]:
+    """The encoder blocks of ``--whisper-layers`` (``""`` = off); :class:`ConfigError` if malformed (the blocks
+    themselves are checked by :class:`~emostream.frontend.whisper.WhisperConfig`)."""
+    text: str = getattr(args, "whisper_layers", "")
+    if not text:
+        if getattr(args, "whisper_chunk_ms", 500.0) != 500.0:
+            raise ConfigError(
+                f"--whisper-chunk-ms {args.whisper_chunk_ms:g} needs --whisper-layers (the encoder is off)"
+            )
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--whisper-layers is {text!r}; expected comma-separated encoder blocks, e.g. 2,3") from None
 
 
 def parse_layer_means(text: str, option: str) -> tuple[int, ...]:

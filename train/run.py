@@ -19,6 +19,7 @@ from emostream.frontend.embedding import EMBEDDING_VARIANTS, EmbeddingConfig
 from emostream.frontend.features import FeatureConfig
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import VoiceConfig, voice_encoder_dir
+from emostream.frontend.whisper import WhisperConfig
 from emostream.inference.metadata import EMOTIONS
 from emostream.inference.tflite import sha256_hex
 from emostream.train import loco
@@ -64,6 +65,8 @@ def feature_config_for(
     voice_student: Path | None = None,
     voice_layer_means: tuple[int, ...] = (),
     voice_speech_lookback_ms: float = 0.0,
+    whisper_layers: tuple[int, ...] = (),
+    whisper_chunk_ms: float = 500.0,
 ) -> FeatureConfig:
     """Default front-end of a family.
 
@@ -80,10 +83,19 @@ def feature_config_for(
     ``voice_layer_means``: LSTM layers whose time means follow the embedding (+256 inputs each; LSTM only).
     ``voice_speech_lookback_ms``: > 0 gives the encoder the last 1.615 s of speech within this lookback
     (:class:`~emostream.frontend.voice.VoiceConfig`); 0 the window's last 1.615 s of audio.
+    ``whisper_layers``: Whisper tiny.en encoder blocks (1-4) whose rows' mean and std over each speech window
+    are fused last (+768 inputs each; () = off), the stream encoded in chunks of ``whisper_chunk_ms``
+    (:class:`~emostream.frontend.whisper.WhisperConfig`).
     """
     if embedding_stride_frames < 0:
         raise ConfigError(f"--embedding-stride is {embedding_stride_frames}; expected 0 (off) or 1 to 1000 frames")
+    whisper = WhisperConfig(layers=whisper_layers, chunk_ms=whisper_chunk_ms) if whisper_layers else None
     if family == "cnn":
+        if whisper is not None:
+            raise ConfigError(
+                "--whisper-layers with --model cnn: the whisper statistics are fused into the summary statistics "
+                f"only; use --model {' or '.join(SUMMARY_FAMILIES)} or drop --whisper-layers"
+            )
         if voice:
             raise ConfigError(
                 "--voice-encoder with --model cnn: the voice embedding is fused into the summary statistics only; "
@@ -117,6 +129,7 @@ def feature_config_for(
         deltas=not legacy,
         embedding=embedding,
         voice=_voice_config(voice, voice_student, voice_layer_means, voice_speech_lookback_ms),
+        whisper=whisper,
     )
 
 

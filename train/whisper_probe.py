@@ -7,12 +7,13 @@ model is a CTranslate2 conversion of an OpenAI Whisper checkpoint (MIT): its ``m
 encoder weights :func:`read_encoder_weights` reads without CTranslate2, run by :class:`WhisperEncoder`
 in NumPy (float32; equal to CTranslate2's float32 encoder within 5e-5), so every layer's output is at hand.
 
-Each clip goes through Whisper's own log-mel front-end (:func:`whisper_log_mel`, 80 bands, 25 ms
-frames every 10 ms) unpadded (the encoder accepts any even number of frames; with ``chunk_ms`` in
-separate chunks of that length, as a stream would encode them), the encoder gives one row every
-20 ms per layer, and the rows whose centre the VAD (the product's webrtcvad gate) calls speech are
-pooled into their mean and standard deviation: ``2 * d`` columns per clip and layer (d = 384 for
-tiny, 512 for base), every clip's rows computed once and cached.
+Each clip goes through Whisper's own log-mel front-end
+(:func:`~emostream.frontend.whisper.whisper_log_mel`, 80 bands, 25 ms frames every 10 ms) unpadded
+(the encoder accepts any even number of frames; with ``chunk_ms`` in separate chunks of that length,
+as a stream would encode them), the encoder gives one row every 20 ms per layer, and the rows whose
+centre the VAD (the product's webrtcvad gate) calls speech are pooled into their mean and standard
+deviation: ``2 * d`` columns per clip and layer (d = 384 for tiny, 512 for base), every clip's rows
+computed once and cached.
 """
 
 from __future__ import annotations
@@ -30,40 +31,13 @@ import soundfile as sf
 
 from emostream.errors import ConfigError
 from emostream.frontend.vad import VadConfig, VadGate
-from emostream.frontend.voice import mel_filterbank
+from emostream.frontend.whisper import ROW_SAMPLES, SAMPLE_RATE_HZ, whisper_log_mel
 from emostream.train.corpora import Clip
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-SAMPLE_RATE_HZ = 16000
-N_FFT = 400
-HOP_SAMPLES = 160
-N_MELS = 80
-ENCODER_HOP_SAMPLES = 2 * HOP_SAMPLES  # the encoder's stride-2 convolution: one row every 20 ms
-_WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
-_FILTERS = np.ascontiguousarray(mel_filterbank(N_MELS).T, dtype=np.float32)  # (201, 80)
-
-
-def whisper_log_mel(samples: npt.ArrayLike) -> F32:
-    """Whisper's ``log_mel_spectrogram`` of 16 kHz float samples: (80, n_frames) float32.
-
-    Centred frames (reflect padding of 200 samples), a periodic Hann window, the power spectrum's mel
-    bands, log10 floored at 1e-10 and at 8 below the maximum, then ``(x + 4) / 4``; the last frame is
-    dropped as Whisper does, and an odd count loses one more so the encoder's stride-2 convolution fits.
-    """
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if x.size < N_FFT:
-        x = np.concatenate([x, np.zeros(N_FFT - x.size, dtype=np.float32)])
-    padded = np.pad(x, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES]
-    spectrum = np.fft.rfft(frames * _WINDOW, axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)[:-1]
-    n = power.shape[0] - power.shape[0] % 2
-    log_mel = np.log10(np.maximum(power[:n] @ _FILTERS, 1e-10))
-    log_mel = np.maximum(log_mel, log_mel.max() - 8.0)
-    out: F32 = np.ascontiguousarray(((log_mel + 4.0) / 4.0).T, dtype=np.float32)
-    return out
+ENCODER_HOP_SAMPLES = ROW_SAMPLES  # the encoder's stride-2 convolution: one row every 20 ms
 
 
 def speech_rows(samples: F32, n_rows: int, vad: VadConfig | None = None) -> npt.NDArray[np.bool_]:
@@ -148,8 +122,12 @@ def _conv3(x: F32, weight: F32, bias: F32, stride: int) -> F32:
 class WhisperEncoder:
     """Whisper's audio encoder in NumPy: log-mel (80, t) float32, t even -> per-layer rows (t / 2, d) float32."""
 
-    def __init__(self, model_bin: Path) -> None:
-        self.w = read_encoder_weights(model_bin)
+    def __init__(self, model_bin: Path | None = None, *, weights: dict[str, F32] | None = None) -> None:
+        """From a CTranslate2 ``model_bin``, or from ``weights`` keyed as :func:`read_encoder_weights` gives them
+        (without ``layer_norm/*`` the final layer norm's output is left out)."""
+        if (model_bin is None) == (weights is None):
+            raise ConfigError("WhisperEncoder needs a model.bin or weights, not both or neither")
+        self.w = read_encoder_weights(model_bin) if model_bin is not None else dict(weights or {})
         self.n_layers = sum(1 for k in self.w if k.endswith("self_attention/linear_0/weight"))
         self.heads = int(self.w["num_heads"].reshape(-1)[0])
         self.dim = int(self.w["conv1/bias"].shape[0])
@@ -177,7 +155,8 @@ class WhisperEncoder:
             y = _gelu(y @ w[p + "ffn/linear_0/weight"].T + w[p + "ffn/linear_0/bias"])
             x = x + y @ w[p + "ffn/linear_1/weight"].T + w[p + "ffn/linear_1/bias"]
             outs.append(x)
-        outs.append(_layer_norm(x, w["layer_norm/gamma"], w["layer_norm/beta"]))
+        if "layer_norm/gamma" in w:
+            outs.append(_layer_norm(x, w["layer_norm/gamma"], w["layer_norm/beta"]))
         return outs
 
 

@@ -49,6 +49,8 @@ from emostream.frontend.pitch import PitchTables, frame_pitch, pitch_from_autoco
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import SAMPLE_RATE_HZ as VOICE_RATE_HZ
 from emostream.frontend.voice import VoiceConfig, voice_feature_names
+from emostream.frontend.whisper import SAMPLE_RATE_HZ as WHISPER_RATE_HZ
+from emostream.frontend.whisper import WhisperConfig, whisper_feature_names
 from emostream.schema import refuse_unknown_keys
 
 FloatArray = npt.NDArray[np.float32]
@@ -103,6 +105,9 @@ class FeatureConfig:
     ``voice``: the pretrained voice encoder's embedding of each window's last 1.6 s, fused after
     the statistics and the speech embedding (None = off; summary set at 16 kHz only, see
     :mod:`emostream.frontend.voice`).
+    ``whisper``: the mean and std of a Whisper encoder's layers over each speech window, fused last
+    (None = off; summary set at 16 kHz, window and hop whole multiples of its ``chunk_ms``; see
+    :mod:`emostream.frontend.whisper`).
     ``frontend_version``: the front-end arithmetic (see :data:`FRONTEND_VERSION`); a model records it
     and this runtime refuses versions it does not implement (:data:`FRONTEND_VERSIONS`).
     """
@@ -122,6 +127,7 @@ class FeatureConfig:
     deltas: bool = False
     embedding: EmbeddingConfig | None = None
     voice: VoiceConfig | None = None
+    whisper: WhisperConfig | None = None
     frontend_version: int = FRONTEND_VERSION
 
     def __post_init__(self) -> None:
@@ -171,6 +177,24 @@ class FeatureConfig:
             self._check_embedding()
         if self.voice is not None:
             self._check_voice()
+        if self.whisper is not None:
+            self._check_whisper(self.whisper)
+
+    def _check_whisper(self, whisper: WhisperConfig) -> None:
+        if self.feature_set != "summary" or self.sample_rate_hz != WHISPER_RATE_HZ:
+            raise ConfigError(
+                f"the whisper encoder is set with feature_set = {self.feature_set!r} and sample_rate_hz = "
+                f"{self.sample_rate_hz}; it is fused into the summary statistics at {WHISPER_RATE_HZ} Hz only: use "
+                f"feature_set = 'summary' and sample_rate_hz = {WHISPER_RATE_HZ}, or drop the whisper encoder"
+            )
+        chunk = whisper.chunk_samples
+        for name, total in (("window_ms", self.window_samples), ("window_hop_ms", self.window_hop_samples)):
+            if total % chunk:
+                raise ConfigError(
+                    f"{name} = {getattr(self, name):g} is not a whole multiple of the whisper chunk_ms "
+                    f"({whisper.chunk_ms:g} ms): each window must be whole chunks on the stream's chunk grid; "
+                    f"use a {name} that is a multiple of {whisper.chunk_ms:g} ms, or another chunk_ms"
+                )
 
     def _check_voice(self) -> None:
         if self.feature_set != "summary" or self.sample_rate_hz != VOICE_RATE_HZ:
@@ -262,12 +286,14 @@ class FeatureConfig:
         the key is left out. ``frontend_version`` is always written, so the training cache keys on it
         and a model records the front-end it was trained with.
         """
-        nested = ("embedding", "voice")
+        nested = ("embedding", "voice", "whisper")
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in nested}
         if self.embedding is not None:
             data["embedding"] = self.embedding.to_dict()
         if self.voice is not None:
             data["voice"] = self.voice.to_dict()
+        if self.whisper is not None:  # only when set: the configs and cache keys of other models keep their form
+            data["whisper"] = self.whisper.to_dict()
         return data
 
     @classmethod
@@ -283,7 +309,8 @@ class FeatureConfig:
         values.setdefault("frontend_version", 1)
         embedding = values.pop("embedding", None)
         voice = values.pop("voice", None)
-        for name, value in (("embedding", embedding), ("voice", voice)):
+        whisper = values.pop("whisper", None)
+        for name, value in (("embedding", embedding), ("voice", voice), ("whisper", whisper)):
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"feature config {name} is {value!r}; expected a dict of {name} settings or null")
         try:
@@ -291,6 +318,7 @@ class FeatureConfig:
                 **values,
                 embedding=None if embedding is None else EmbeddingConfig.from_dict(embedding),
                 voice=None if voice is None else VoiceConfig.from_dict(voice),
+                whisper=None if whisper is None else WhisperConfig.from_dict(whisper),
             )
         except TypeError as exc:
             raise ConfigError(f"feature config {data} is invalid: {exc}") from exc
@@ -328,7 +356,9 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
     and of the RMS level; with an ``embedding``, the pooled embedding statistics
     (``emb_mean_00`` .. ``emb_max_95``, :func:`~emostream.frontend.embedding.pooled_feature_names`);
     with ``voice``, the voice embedding (``voice_000`` .. ``voice_255``, then any layer means,
-    :func:`~emostream.frontend.voice.voice_feature_names`).
+    :func:`~emostream.frontend.voice.voice_feature_names`); with ``whisper``, per layer the mean then the
+    std of its rows (``whisper_l{k}_mean_{i}``, ``whisper_l{k}_std_{i}``,
+    :func:`~emostream.frontend.whisper.whisper_feature_names`).
     """
     names = frame_feature_names(cfg)
     columns = [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
@@ -338,6 +368,8 @@ def summary_feature_names(cfg: FeatureConfig) -> list[str]:
         columns += pooled_feature_names(cfg.embedding)
     if cfg.voice is not None:
         columns += voice_feature_names(cfg.voice)
+    if cfg.whisper is not None:
+        columns += whisper_feature_names(cfg.whisper)
     return columns
 
 
@@ -734,6 +766,7 @@ def model_input(
     *,
     pooled_embedding: FloatArray | None = None,
     voice_embedding: FloatArray | None = None,
+    whisper_part: FloatArray | None = None,
 ) -> FloatArray:
     """One window's model input for ``cfg.feature_set`` (before normalisation).
 
@@ -741,11 +774,14 @@ def model_input(
     With ``cfg.embedding``, ``pooled_embedding`` (shape (cfg.embedding.pooled_dim,), float32, from
     :func:`~emostream.frontend.embedding.pool_embeddings`) is required and follows the statistics;
     without it, it must be None. With ``cfg.voice``, ``voice_embedding`` (shape (cfg.voice.dim,), float32, from
-    :class:`~emostream.frontend.voice.VoiceEncoder`) is required and ends the summary; without it, None.
+    :class:`~emostream.frontend.voice.VoiceEncoder`) is required and follows; without it, None. With
+    ``cfg.whisper``, ``whisper_part`` (shape (cfg.whisper.dim,), float32, from
+    :class:`~emostream.frontend.whisper.WhisperEncoder`) is required and ends the summary; without it, None.
     """
     if cfg.feature_set == "frames":
         return frames_matrix(frames)
     _check_embeddings(cfg, pooled_embedding, voice_embedding)
+    _check_whisper_part(cfg, whisper_part)
     layout = cfg.summary_layout
     out = np.empty(layout.size, dtype=np.float32)
     _summary_into(out, frames, speech_mask)
@@ -757,7 +793,7 @@ def model_input(
     if cfg.deltas:
         out[at : at + len(layout.delta_columns)] = _delta_std(frames, speech_mask, layout.delta_columns)
         at += len(layout.delta_columns)
-    for tail in (pooled_embedding, voice_embedding):
+    for tail in (pooled_embedding, voice_embedding, whisper_part):
         if tail is not None:
             out[at : at + tail.size] = tail
             at += tail.size
@@ -781,3 +817,13 @@ def _check_embeddings(
             raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({cfg.voice.dim},)")
     elif voice_embedding is not None:
         raise ValueError("voice_embedding given, but the feature config has no voice encoder")
+
+
+def _check_whisper_part(cfg: FeatureConfig, whisper_part: FloatArray | None) -> None:
+    """Raise ValueError unless ``whisper_part`` is given exactly when ``cfg`` fuses the whisper encoder, in shape."""
+    if cfg.whisper is not None:
+        if whisper_part is None or whisper_part.shape != (cfg.whisper.dim,):
+            got = None if whisper_part is None else whisper_part.shape
+            raise ValueError(f"whisper_part has shape {got}; this fused config needs ({cfg.whisper.dim},)")
+    elif whisper_part is not None:
+        raise ValueError("whisper_part given, but the feature config has no whisper encoder")

@@ -19,6 +19,10 @@ window that is not speech computes none and appends the pooled value of no embed
 With ``FeatureConfig.voice`` the extractor also owns a :class:`~emostream.frontend.voice.VoiceEncoder`:
 a speech window appends the encoder's embedding of its last 1.615 s of samples (zeros and no
 encoder run for a window that is not speech).
+
+With ``FeatureConfig.whisper`` it also owns a :class:`~emostream.frontend.whisper.WhisperEncoder`: a speech
+window appends the mean and std of the encoder's layers over its speech rows, from chunks on the stream's
+global chunk grid, each encoded once (zeros and no chunk encoded for a window that is not speech).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from emostream.frontend.timing import WindowTiming
 from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.voice import BLOCK_SAMPLES as VOICE_BLOCK_SAMPLES
 from emostream.frontend.voice import VoiceEncoder
+from emostream.frontend.whisper import WhisperEncoder
 
 _KEPT_WINDOWS = 4  # the stream buffers' initial room, in windows (at least 2: a window and what comes before it)
 
@@ -192,6 +197,9 @@ class WindowExtractor:
             lookback_ms = feature_cfg.voice.speech_lookback_ms
             frames = math.ceil(lookback_ms * feature_cfg.sample_rate_hz / 1000.0 / self._vad_frame)
             self._voice_lookback = frames * self._vad_frame  # whole VAD frames
+        self._whisper: WhisperEncoder | None = None
+        if compute_features and feature_cfg.whisper is not None:  # whole chunks per window: FeatureConfig checked
+            self._whisper = WhisperEncoder(feature_cfg.whisper)
         self._no_embedding = (
             None
             if feature_cfg.embedding is None
@@ -216,6 +224,8 @@ class WindowExtractor:
             self._embedder.reset()
         if self._voice is not None:
             self._voice.reset()
+        if self._whisper is not None:
+            self._whisper.reset()
         self._frames.reset()
         self._done.reset()
         self._mel_done.reset()
@@ -245,6 +255,11 @@ class WindowExtractor:
     def voice_embeddings_computed(self) -> int:
         """Voice-encoder embeddings computed since construction (0 without a voice encoder)."""
         return 0 if self._voice is None else self._voice.embeddings_computed
+
+    @property
+    def whisper_chunks_encoded(self) -> int:
+        """Whisper chunks encoded since construction (0 without a whisper encoder)."""
+        return 0 if self._whisper is None else self._whisper.chunks_encoded
 
     @property
     def frames_computed(self) -> int:
@@ -369,7 +384,20 @@ class WindowExtractor:
             cfg,
             pooled_embedding=self._pooled(start, flags, is_speech),
             voice_embedding=self._voice_embedding(start, is_speech),
+            whisper_part=self._whisper_part(start, flags, is_speech),
         )
+
+    def _whisper_part(self, start: int, flags: npt.NDArray[np.bool_], is_speech: bool) -> FloatArray | None:
+        """The whisper encoder's statistics of the window starting at global sample ``start`` (None without one).
+
+        Not speech: zeros, and no chunk is encoded.
+        """
+        if self._whisper is None:
+            return None
+        if not is_speech:
+            return np.zeros(self._whisper.config.dim, dtype=np.float32)
+        window = self._audio.take(start, self.feature_cfg.window_samples)
+        return self._whisper.process(window, start_sample=start, flags=flags, vad_frame_samples=self._vad_frame)
 
     def _voice_embedding(self, start: int, is_speech: bool) -> FloatArray | None:
         """The voice encoder's embedding of the window's last 1.615 s (None without a voice encoder).

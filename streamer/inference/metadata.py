@@ -27,6 +27,7 @@ from emostream.frontend.embedding import EmbeddingConfig, check_model_files
 from emostream.frontend.features import FeatureConfig, FloatArray, frame_feature_names, summary_feature_names
 from emostream.frontend.vad import VadConfig
 from emostream.frontend.voice import check_voice_files
+from emostream.frontend.whisper import check_whisper_files
 
 SCHEMA_VERSION = 1
 """Version of the metadata JSON layout this runtime reads and writes."""
@@ -161,6 +162,8 @@ class ModelMetadata:
             check_model_files(embedding, context=f"model {path} (feature_config.embedding)")
         if meta.feature_config.voice is not None:
             check_voice_files(meta.feature_config.voice, context=f"model {path} (feature_config.voice)")
+        if meta.feature_config.whisper is not None:
+            check_whisper_files(meta.feature_config.whisper, context=f"model {path} (feature_config.whisper)")
         _check_trained_embedding(path, embedding, data.get("training"))
         return meta
 
