@@ -67,7 +67,7 @@ def read_ct2_variables(content: bytes, prefix: str = "encoder/") -> dict[str, np
 
     The file: uint32 version, name, uint32 revision, uint32 count, then per variable its name (uint16
     length with the NUL, bytes, NUL), uint8 rank, uint32 dims, uint8 dtype id, uint32 byte count, data
-    (the format :func:`emostream.train.whisper_probe.read_encoder_weights` reads). :class:`DatasetError`
+    (the probe reads its encoder with it too). :class:`DatasetError`
     for a file that does not parse.
     """
     offset = 0

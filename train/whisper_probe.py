@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,48 +50,18 @@ def speech_rows(samples: F32, n_rows: int, vad: VadConfig | None = None) -> npt.
     return speech if speech.any() else np.ones(n_rows, dtype=bool)
 
 
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # CTranslate2's DataType ids
-
-
 def read_encoder_weights(model_bin: Path) -> dict[str, F32]:
-    """The ``encoder/*`` variables of a CTranslate2 model file as float32 arrays, keyed without the prefix.
+    """The ``encoder/*`` variables of a CTranslate2 model file as float32 arrays, keyed without the prefix
+    (parsed by :func:`emostream.train.whisper_encoder_export.read_ct2_variables`; :class:`ConfigError` if it
+    does not parse)."""
+    from emostream.errors import DatasetError  # noqa: PLC0415
+    from emostream.train.whisper_encoder_export import read_ct2_variables  # noqa: PLC0415
 
-    The file: uint32 version, name, uint32 revision, uint32 count, then per variable its name (uint16
-    length with the NUL, bytes, NUL), uint8 rank, uint32 dims, uint8 dtype id, uint32 byte count, data.
-    """
-    data = model_bin.read_bytes()
-    offset = 0
-
-    def number(fmt: str) -> int:
-        nonlocal offset
-        (value,) = struct.unpack_from(fmt, data, offset)
-        offset += struct.calcsize(fmt)
-        return int(value)
-
-    def text() -> str:
-        nonlocal offset
-        n = number("H")
-        value = data[offset : offset + n - 1].decode()
-        offset += n
-        return value
-
-    number("I")
-    text()
-    number("I")
-    weights: dict[str, F32] = {}
-    for _ in range(number("I")):
-        name = text()
-        dims = [number("I") for _ in range(number("B"))]
-        dtype = _DTYPES.get(number("B"))
-        size = number("I")
-        if name.startswith("encoder/"):
-            if dtype is None:
-                raise ConfigError(f"{model_bin}: variable {name} has a data type the probe does not read")
-            count = math.prod(dims)
-            values = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(dims)
-            weights[name.removeprefix("encoder/")] = values.astype(np.float32)
-        offset += size
-    return weights
+    try:
+        variables = read_ct2_variables(model_bin.read_bytes())
+    except DatasetError as exc:
+        raise ConfigError(f"{model_bin}: {exc}") from exc
+    return {name: np.asarray(value, dtype=np.float32) for name, value in variables.items()}
 
 
 def _gelu(x: F32) -> F32:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import inspect
 import io
 import threading
@@ -36,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
+from emostream.frontend.vendored import read_checked
 from emostream.frontend.voice_student import STUDENT_INPUTS, StudentRunner
 from emostream.schema import refuse_unknown_keys
 
@@ -210,21 +210,14 @@ def mel_filterbank(n_mels: int = MEL_BANDS) -> npt.NDArray[np.float64]:
 
 
 def _read_checked(path: Path, expected_sha256: str, context: str) -> bytes:
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(
-            f"cannot read the voice encoder {path} ({exc.strerror}); expected the encoder shipped with emostream in "
-            "emostream/models/voice_encoder/: reinstall emostream"
-        ) from exc
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != expected_sha256:
-        raise ModelError(
-            f"{path} has sha256 {digest}, but {context} expects {expected_sha256} (model_sha256); the file is not "
-            "the encoder this model was trained with: reinstall emostream, or regenerate it with "
-            "`python -m emostream.train.voice_encoder_export` (models/voice_encoder/README.md)"
-        )
-    return content
+    return read_checked(
+        path,
+        expected_sha256,
+        context,
+        name="voice encoder",
+        folder="voice_encoder",
+        export="emostream.train.voice_encoder_export",
+    )
 
 
 def check_voice_files(config: VoiceConfig, *, model_dir: Path | None = None, context: str = "the voice config") -> None:

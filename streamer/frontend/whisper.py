@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import math
 import threading
@@ -35,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostream.errors import ConfigError, ModelError
+from emostream.frontend.vendored import read_checked
 from emostream.frontend.voice import mel_filterbank
 from emostream.schema import refuse_unknown_keys
 
@@ -330,21 +330,14 @@ class _Encoder:
 
 
 def _read_checked(path: Path, expected_sha256: str, context: str) -> bytes:
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(
-            f"cannot read the whisper encoder {path} ({exc.strerror}); expected the encoder shipped with emostream "
-            "in emostream/models/whisper_encoder/: reinstall emostream"
-        ) from exc
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != expected_sha256:
-        raise ModelError(
-            f"{path} has sha256 {digest}, but {context} expects {expected_sha256} (model_sha256); the file is not "
-            "the encoder this model was trained with: reinstall emostream, or regenerate it with "
-            "`python -m emostream.train.whisper_encoder_export` (models/whisper_encoder/README.md)"
-        )
-    return content
+    return read_checked(
+        path,
+        expected_sha256,
+        context,
+        name="whisper encoder",
+        folder="whisper_encoder",
+        export="emostream.train.whisper_encoder_export",
+    )
 
 
 _ENCODERS: dict[tuple[str, str], _Encoder] = {}
