@@ -31,6 +31,7 @@ import soundfile as sf
 from emostream.errors import ConfigError
 from emostream.frontend.vad import VadConfig, VadGate
 from emostream.frontend.whisper import ROW_SAMPLES, SAMPLE_RATE_HZ, whisper_log_mel
+from emostream.frontend.whisper import speech_rows as rows_in_speech
 from emostream.train.corpora import Clip
 
 F32 = npt.NDArray[np.float32]
@@ -42,12 +43,7 @@ ENCODER_HOP_SAMPLES = ROW_SAMPLES  # the encoder's stride-2 convolution: one row
 def speech_rows(samples: F32, n_rows: int, vad: VadConfig | None = None) -> npt.NDArray[np.bool_]:
     """Which of ``n_rows`` encoder rows (20 ms each from sample 0) have their centre in VAD speech; all when none."""
     gate = VadGate(vad or VadConfig(), SAMPLE_RATE_HZ)
-    flags = gate.process(samples).astype(bool)
-    centres = (np.arange(n_rows) * ENCODER_HOP_SAMPLES + ENCODER_HOP_SAMPLES // 2) // gate.frame_samples
-    speech = np.zeros(n_rows, dtype=bool)
-    inside = centres < flags.size
-    speech[inside] = flags[centres[inside]]
-    return speech if speech.any() else np.ones(n_rows, dtype=bool)
+    return rows_in_speech(gate.process(samples), n_rows, gate.frame_samples)
 
 
 def read_encoder_weights(model_bin: Path) -> dict[str, F32]:

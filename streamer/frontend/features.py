@@ -804,26 +804,22 @@ def _check_embeddings(
     cfg: FeatureConfig, pooled_embedding: FloatArray | None, voice_embedding: FloatArray | None
 ) -> None:
     """Raise ValueError unless the embeddings given are exactly those ``cfg`` fuses, in their shapes."""
-    if cfg.embedding is not None:
-        expected = (cfg.embedding.pooled_dim,)
-        if pooled_embedding is None or pooled_embedding.shape != expected:
-            got = None if pooled_embedding is None else pooled_embedding.shape
-            raise ValueError(f"pooled_embedding has shape {got}; this fused config needs {expected}")
-    elif pooled_embedding is not None:
-        raise ValueError("pooled_embedding given, but the feature config has no embedding")
-    if cfg.voice is not None:
-        if voice_embedding is None or voice_embedding.shape != (cfg.voice.dim,):
-            got = None if voice_embedding is None else voice_embedding.shape
-            raise ValueError(f"voice_embedding has shape {got}; this fused config needs ({cfg.voice.dim},)")
-    elif voice_embedding is not None:
-        raise ValueError("voice_embedding given, but the feature config has no voice encoder")
+    _check_part(
+        "pooled_embedding", pooled_embedding, None if cfg.embedding is None else cfg.embedding.pooled_dim, "embedding"
+    )
+    _check_part("voice_embedding", voice_embedding, None if cfg.voice is None else cfg.voice.dim, "voice encoder")
 
 
 def _check_whisper_part(cfg: FeatureConfig, whisper_part: FloatArray | None) -> None:
     """Raise ValueError unless ``whisper_part`` is given exactly when ``cfg`` fuses the whisper encoder, in shape."""
-    if cfg.whisper is not None:
-        if whisper_part is None or whisper_part.shape != (cfg.whisper.dim,):
-            got = None if whisper_part is None else whisper_part.shape
-            raise ValueError(f"whisper_part has shape {got}; this fused config needs ({cfg.whisper.dim},)")
-    elif whisper_part is not None:
-        raise ValueError("whisper_part given, but the feature config has no whisper encoder")
+    _check_part("whisper_part", whisper_part, None if cfg.whisper is None else cfg.whisper.dim, "whisper encoder")
+
+
+def _check_part(name: str, part: FloatArray | None, dim: int | None, what: str) -> None:
+    """Raise ValueError unless ``part`` has shape (``dim``,), or is None when ``dim`` is None (no ``what`` fused)."""
+    if dim is not None:
+        if part is None or part.shape != (dim,):
+            got = None if part is None else part.shape
+            raise ValueError(f"{name} has shape {got}; this fused config needs ({dim},)")
+    elif part is not None:
+        raise ValueError(f"{name} given, but the feature config has no {what}")

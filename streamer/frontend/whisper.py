@@ -365,6 +365,18 @@ def check_whisper_files(
     _shared_encoder(whisper_encoder_dir() if model_dir is None else Path(model_dir), config.model_sha256, context)
 
 
+def speech_rows(flags: npt.ArrayLike, n_rows: int, vad_frame_samples: int) -> npt.NDArray[np.bool_]:
+    """Which of ``n_rows`` encoder rows (row ``r``: samples ``[320 r, 320 r + 320)``) have their centre in a speech
+    frame of ``flags`` (one VAD flag per ``vad_frame_samples``; rows past the flags are not speech); every row when
+    none is: (n_rows,) bool."""
+    speech_flags = np.asarray(flags, dtype=bool)
+    index = (np.arange(n_rows) * ROW_SAMPLES + ROW_SAMPLES // 2) // vad_frame_samples
+    speech = np.zeros(n_rows, dtype=bool)
+    inside = index < speech_flags.size
+    speech[inside] = speech_flags[index[inside]]
+    return speech if speech.any() else np.ones(n_rows, dtype=bool)
+
+
 class WhisperEncoder:
     """The Whisper part of one stream's windows: :meth:`process` -> (``config.dim``,) float32.
 
@@ -428,13 +440,7 @@ class WhisperEncoder:
                 rows = self._chunks[first + c] = self.encode_chunk(x[c * size : (c + 1) * size])
             parts.append(rows)
         rows_all = np.concatenate(parts, axis=1)
-        centres = np.arange(rows_all.shape[1]) * ROW_SAMPLES + ROW_SAMPLES // 2
-        index = centres // vad_frame_samples
-        speech = np.zeros(centres.size, dtype=bool)
-        inside = index < flags.size
-        speech[inside] = np.asarray(flags, dtype=bool)[index[inside]]
-        kept = rows_all[:, speech] if speech.any() else rows_all
-        values = kept.astype(np.float64)
+        values = rows_all[:, speech_rows(flags, rows_all.shape[1], vad_frame_samples)].astype(np.float64)
         out = np.stack([values.mean(axis=1), values.std(axis=1)], axis=1)  # (layers, 2, 384)
         result: FloatArray = out.reshape(-1).astype(np.float32)
         return result
