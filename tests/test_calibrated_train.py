@@ -204,6 +204,8 @@ def test_arousal_ua_and_uncertainty_rule() -> None:
     assert population_columns(feature_config_for("resnet_mlp", embedding_stride_frames=50), 403) == 115
     voice = feature_config_for("resnet_mlp", voice=True, voice_layer_means=(2, 3))
     assert population_columns(voice, 883) == 115  # the statistics only, not the voice encoder's columns
+    both = feature_config_for("resnet_mlp", voice=True, voice_layer_means=(2, 3), whisper_layers=(1,))
+    assert population_columns(both, 1651) == 115  # nor the Whisper part's
 
 
 @pytest.mark.slow

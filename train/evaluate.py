@@ -364,10 +364,12 @@ def run_calibrated_split(
 def population_columns(feature_cfg: FeatureConfig | None, width: int) -> int:
     """Columns the population distance rule looks at: the handcrafted summary statistics, which come first
     (all of ``width`` if unknown). Not the embeddings: the voice encoder's layer means read espeak-ng's
-    machine voice as typical and hid how far its statistics lie from every training voice (v8)."""
+    machine voice as typical and hid how far its statistics lie from every training voice (v8). Nor the
+    Whisper part (until 2026-12-05 its 768 columns were counted, so a model with it looked at the statistics
+    and the first 768 embedding columns: `accurate` v10's ``population_columns`` 883)."""
     if feature_cfg is None or feature_cfg.feature_set != "summary":
         return width
-    return len(summary_feature_names(dataclasses.replace(feature_cfg, embedding=None, voice=None)))
+    return len(summary_feature_names(dataclasses.replace(feature_cfg, embedding=None, voice=None, whisper=None)))
 
 
 def _population_z(
